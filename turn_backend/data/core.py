@@ -1,0 +1,206 @@
+"""The dataset model every loader produces: labelled image sets with optional ground truth.
+
+An `ImageSet` is one split. Images come either from files (`paths`) or from an in-memory
+uint8 array (`arrays`, shape (N, H, W) or (N, H, W, C)); both are read through
+`load_image(i)`, which always returns an RGB PIL image. A `DatasetBundle` holds the train
+split, an optional test split and the items a loader skipped (with the reason).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+class DatasetError(ValueError):
+    """Input that cannot become a dataset; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    """An input item a loader left out, and why."""
+
+    source: str
+    reason: str
+
+
+@dataclass
+class ImageSet:
+    """One split: images, given labels and (where known) true labels."""
+
+    ids: list[str]
+    labels: np.ndarray
+    class_names: list[str]
+    true_labels: np.ndarray | None = None
+    paths: list[str] | None = None
+    arrays: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        n = len(self.labels)
+        if (self.paths is None) == (self.arrays is None):
+            raise DatasetError("an ImageSet needs exactly one of `paths` or `arrays`")
+        if len(self.ids) != n:
+            raise DatasetError(f"{len(self.ids)} ids for {n} labels: give one id per sample")
+        if self.paths is not None and len(self.paths) != n:
+            raise DatasetError(f"{len(self.paths)} paths for {n} labels: give one path per sample")
+        if self.arrays is not None:
+            self.arrays = np.asarray(self.arrays)
+            if self.arrays.dtype != np.uint8:
+                raise DatasetError(f"image arrays must be uint8 (0-255), got {self.arrays.dtype}")
+            if self.arrays.ndim not in (3, 4) or len(self.arrays) != n:
+                raise DatasetError(
+                    f"image arrays must have shape (N, H, W) or (N, H, W, C) with N = {n}, "
+                    f"got {self.arrays.shape}"
+                )
+        if self.true_labels is not None:
+            self.true_labels = np.asarray(self.true_labels, dtype=np.int64)
+            if len(self.true_labels) != n:
+                raise DatasetError(f"{len(self.true_labels)} true labels for {n} samples")
+        c = len(self.class_names)
+        for name, arr in (("label", self.labels), ("true label", self.true_labels)):
+            if arr is not None and n and (arr.min() < 0 or arr.max() >= c):
+                raise DatasetError(
+                    f"a {name} is outside 0..{c - 1}: every label must index the class list "
+                    f"{self.class_names}"
+                )
+        if len(set(self.ids)) != n:
+            raise DatasetError("sample ids must be unique; found duplicates")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def load_image(self, i: int) -> Image.Image:
+        """Sample `i` as an RGB PIL image."""
+        if self.arrays is not None:
+            return Image.fromarray(self.arrays[i]).convert("RGB")
+        with Image.open(self.paths[i]) as img:
+            return to_rgb(img)
+
+    def subset(self, index: np.ndarray) -> ImageSet:
+        index = np.asarray(index, dtype=np.int64)
+        return ImageSet(
+            ids=[self.ids[i] for i in index],
+            labels=self.labels[index],
+            class_names=list(self.class_names),
+            true_labels=None if self.true_labels is None else self.true_labels[index],
+            paths=None if self.paths is None else [self.paths[i] for i in index],
+            arrays=None if self.arrays is None else self.arrays[index],
+        )
+
+    def with_labels(self, labels: np.ndarray, true_labels: np.ndarray | None) -> ImageSet:
+        """The same images with other given (and true) labels, e.g. after synthetic noise."""
+        return ImageSet(
+            ids=list(self.ids),
+            labels=labels,
+            class_names=list(self.class_names),
+            true_labels=true_labels,
+            paths=self.paths,
+            arrays=self.arrays,
+        )
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=self.num_classes)
+
+    def fingerprint(self) -> str:
+        """A content hash: images (bytes or file path + size + mtime), ids and labels."""
+        h = hashlib.sha256()
+        h.update("\x1f".join(self.class_names).encode())
+        h.update("\x1f".join(self.ids).encode())
+        h.update(self.labels.tobytes())
+        if self.arrays is not None:
+            h.update(str(self.arrays.shape).encode())
+            h.update(np.ascontiguousarray(self.arrays).tobytes())
+        else:
+            for p in self.paths:
+                st = Path(p).stat()
+                h.update(f"{p}\x1f{st.st_size}\x1f{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+
+    def source(self, i: int) -> str:
+        """Where sample `i` comes from, for exports: its path, or its id for array data."""
+        return self.paths[i] if self.paths is not None else self.ids[i]
+
+
+@dataclass
+class DatasetBundle:
+    """A dataset as loaded: train split, optional test split, skipped items."""
+
+    name: str
+    train: ImageSet
+    test: ImageSet | None = None
+    skipped: list[SkippedItem] = field(default_factory=list)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.train.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    def fingerprint(self) -> str:
+        parts = [self.train.fingerprint()]
+        if self.test is not None:
+            parts.append(self.test.fingerprint())
+        return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode (grey, 16-bit, palette, RGBA, CMYK) as 8-bit RGB.
+
+    16-bit greyscale ("I;16", "I") is rescaled to 0-255 rather than clipped, and transparent
+    pixels are composited onto white so that RGBA cut-outs keep their shape.
+    """
+    img.load()
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA"):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
+    return img.convert("RGB")
+
+
+def from_arrays(
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    *,
+    true_labels: np.ndarray | None = None,
+    test_images: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+    name: str = "arrays",
+) -> DatasetBundle:
+    """A dataset from numpy arrays (the Python API's entry point)."""
+    train = ImageSet(
+        ids=[f"train-{i}" for i in range(len(labels))],
+        labels=labels,
+        class_names=list(class_names),
+        true_labels=true_labels,
+        arrays=images,
+    )
+    test = None
+    if test_images is not None:
+        if test_labels is None:
+            raise DatasetError("test_images were given without test_labels")
+        test = ImageSet(
+            ids=[f"test-{i}" for i in range(len(test_labels))],
+            labels=test_labels,
+            class_names=list(class_names),
+            true_labels=test_labels,
+            arrays=test_images,
+        )
+    return DatasetBundle(name=name, train=train, test=test)

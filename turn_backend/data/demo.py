@@ -1,0 +1,74 @@
+"""The embedded default dataset: a class-balanced Fashion-MNIST subset.
+
+It ships in `assets/fashion_mnist_demo.npz` (600 train and 200 test images per class,
+the first ones of each class in the official files). Where the Debian package
+`dataset-fashion-mnist` is installed, larger subsets are read from its IDX files.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from turn_backend.data.core import DatasetBundle, DatasetError, ImageSet
+from turn_backend.noise import FASHION_MNIST_CLASSES
+
+ASSET = Path(__file__).resolve().parents[2] / "assets" / "fashion_mnist_demo.npz"
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def read_idx_gz(path: Path) -> np.ndarray:
+    """An IDX file (optionally gzipped) as a numpy array (the MNIST file format)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DatasetError(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim)]
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if len(data) - offset != expected:
+        raise DatasetError(f"{path} is truncated: expected {expected} bytes of data, found {len(data) - offset}")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)]))
+
+
+def load_demo(n_train: int = 3000, n_test: int = 1000) -> DatasetBundle:
+    """Fashion-MNIST, `n_train` / `n_test` images, balanced across the 10 classes."""
+    if n_train % 10 or n_test % 10 or n_train <= 0 or n_test <= 0:
+        raise DatasetError("demo sizes must be positive multiples of 10 (one share per class)")
+    per_train, per_test = n_train // 10, n_test // 10
+    if per_train <= 600 and per_test <= 200:
+        with np.load(ASSET) as z:
+            xtr, ytr = z["train_images"], z["train_labels"].astype(np.int64)
+            xte, yte = z["test_images"], z["test_labels"].astype(np.int64)
+            origin_tr, origin_te = z["train_index"], z["test_index"]
+    elif (DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists():
+        xtr = read_idx_gz(DEBIAN_DIR / "train-images-idx3-ubyte.gz")
+        ytr = read_idx_gz(DEBIAN_DIR / "train-labels-idx1-ubyte.gz").astype(np.int64)
+        xte = read_idx_gz(DEBIAN_DIR / "t10k-images-idx3-ubyte.gz")
+        yte = read_idx_gz(DEBIAN_DIR / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
+        origin_tr, origin_te = np.arange(len(ytr)), np.arange(len(yte))
+    else:
+        raise DatasetError(
+            f"the embedded subset holds 6000 train / 2000 test images; for more, install the "
+            f"Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
+        )
+    i, j = _first_per_class(ytr, per_train), _first_per_class(yte, per_test)
+    if len(i) < n_train or len(j) < n_test:
+        raise DatasetError(f"Fashion-MNIST has fewer images than asked for ({n_train} train, {n_test} test)")
+    train = ImageSet(
+        ids=[f"fmnist-train-{k:05d}" for k in origin_tr[i]],
+        labels=ytr[i], class_names=list(FASHION_MNIST_CLASSES), true_labels=ytr[i], arrays=xtr[i],
+    )
+    test = ImageSet(
+        ids=[f"fmnist-test-{k:05d}" for k in origin_te[j]],
+        labels=yte[j], class_names=list(FASHION_MNIST_CLASSES), true_labels=yte[j], arrays=xte[j],
+    )
+    return DatasetBundle(name=f"fashion-mnist-{n_train}", train=train, test=test)
