@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -110,12 +111,17 @@ class ImageSet:
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=self.num_classes)
 
-    def fingerprint(self) -> str:
-        """A content hash: images (bytes or file path + size + mtime), ids and labels."""
+    def fingerprint(self, include_labels: bool = True) -> str:
+        """A content hash: images (bytes or file path + size + mtime), ids and labels.
+
+        Without labels it identifies the images alone: the key of the feature cache, which
+        relabelling or synthetic noise must not invalidate.
+        """
         h = hashlib.sha256()
-        h.update("\x1f".join(self.class_names).encode())
         h.update("\x1f".join(self.ids).encode())
-        h.update(self.labels.tobytes())
+        if include_labels:
+            h.update("\x1f".join(self.class_names).encode())
+            h.update(self.labels.tobytes())
         if self.arrays is not None:
             h.update(str(self.arrays.shape).encode())
             h.update(np.ascontiguousarray(self.arrays).tobytes())
@@ -129,6 +135,37 @@ class ImageSet:
         """Where sample `i` comes from, for exports: its path, or its id for array data."""
         return self.paths[i] if self.paths is not None else self.ids[i]
 
+    def pixel_matrix(self, size: int | None = 32) -> np.ndarray:
+        """Every image as one flattened uint8 row, shape (N, L): input for instance noise.
+
+        `size` resizes each image to size x size RGB (L = size * size * 3). `size=None`
+        keeps array data as stored (e.g. 28x28 grey: L = 784); file data then needs
+        images that all share one size. Memory is N * L bytes.
+        """
+        n = len(self)
+        if size is None:
+            if self.arrays is not None:
+                return np.ascontiguousarray(self.arrays.reshape(n, -1))
+            rows = [np.asarray(self.load_image(i), dtype=np.uint8).reshape(-1) for i in range(n)]
+            if len({r.size for r in rows}) > 1:
+                raise DatasetError("images differ in size: give pixel_matrix a size to resize them to")
+            return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.uint8)
+        if size <= 0:
+            raise DatasetError(f"pixel_matrix size must be positive, got {size}")
+        out = np.empty((n, size * size * 3), dtype=np.uint8)
+        for i in range(n):
+            if self.arrays is not None:
+                img = Image.fromarray(self.arrays[i]).convert("RGB")
+            else:
+                with Image.open(self.paths[i]) as raw:
+                    if raw.format == "JPEG":
+                        raw.draft("RGB", (size, size))  # decode JPEGs at reduced scale: faster
+                    img = to_rgb(raw)
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            out[i] = np.asarray(img, dtype=np.uint8).reshape(-1)
+        return out
+
 
 @dataclass
 class DatasetBundle:
@@ -138,6 +175,9 @@ class DatasetBundle:
     train: ImageSet
     test: ImageSet | None = None
     skipped: list[SkippedItem] = field(default_factory=list)
+    # What a loader records beside the splits: "warnings" (list of str), "empty_classes",
+    # "coarse_of_fine" / "coarse_names" (CIFAR-100), "partial_true_labels", "noise", ...
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def class_names(self) -> list[str]:

@@ -86,8 +86,12 @@ def load_timm(name: str, checkpoint: str | None = None, pretrained: bool = True)
         ) from exc
     if checkpoint is not None:
         state = _load_state_dict(checkpoint)
-        missing, unexpected = backbone.load_state_dict(state, strict=False)
-        if len(missing) == len(backbone.state_dict()):
+        try:
+            missing, unexpected = backbone.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches raise even with strict=False
+            raise ModelError(f"checkpoint {checkpoint} does not fit timm model {name!r}: {exc}") from exc
+        # Count parameters: BatchNorm's num_batches_tracked is never reported missing.
+        if all(key in missing for key, _ in backbone.named_parameters()):
             raise ModelError(f"checkpoint {checkpoint} has no weights that fit timm model {name!r}")
     cfg = timm.data.resolve_data_config({}, model=backbone)
     preprocess = Preprocess(
@@ -130,14 +134,17 @@ def looks_like_hf(name: str) -> bool:
     )
 
 
-def load_model(name: str = DEFAULT_MODEL, checkpoint: str | None = None) -> LoadedModel:
-    """Build a model by registry name. Raises `ModelError` with a hint when it cannot."""
+def load_model(name: str = DEFAULT_MODEL, checkpoint: str | None = None, pretrained: bool = True) -> LoadedModel:
+    """Build a model by registry name. Raises `ModelError` with a hint when it cannot.
+
+    `pretrained=False` gives randomly initialised timm weights (tests, tiny models).
+    """
     if name == DEFAULT_MODEL:
         return load_efficientnet_lite0()
     if name.startswith("timm:"):
-        return load_timm(name[len("timm:"):], checkpoint)
+        return load_timm(name[len("timm:"):], checkpoint, pretrained)
     if looks_like_hf(name):
         from turn_backend.models.hf_models import load_hf
 
         return load_hf(name.removeprefix("hf:"))
-    return load_timm(name, checkpoint)
+    return load_timm(name, checkpoint, pretrained)

@@ -1,0 +1,103 @@
+"""Run configuration: what to train, on what, how. Saved as the run's `config.json`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+# Methods, by name. "turn+" is the product's recommended variant (see docs/benchmarks.md),
+# "turn" is TURN exactly as published.
+METHODS = {
+    "turn+": "TURN+ (recommended): LP-GCE, then every clean candidate with class-balanced resampling each round",
+    "turn": "TURN as published: LP-GCE, then per-class GMM cleansing and FFT on N = min_c |D_c| per class",
+    "lp-ce": "Linear probing, cross-entropy",
+    "lp-gce": "Linear probing, generalized cross-entropy",
+    "lp-elr": "Linear probing, early-learning regularization",
+    "fft-ce": "Full fine-tuning on all samples, cross-entropy",
+    "fft-gce": "Full fine-tuning on all samples, generalized cross-entropy",
+    "fft-elr": "Full fine-tuning on all samples, early-learning regularization",
+    "fft-true": "Full fine-tuning on the true labels (clean reference; needs ground truth)",
+}
+DEFAULT_METHOD = "turn+"
+
+
+def method_kind(method: str) -> str:
+    """'turn' (cleansing rounds), 'lp' (linear probe only) or 'fft' (plain fine-tuning)."""
+    if method in ("turn", "turn+"):
+        return "turn"
+    return method.split("-", 1)[0]
+
+
+def method_loss(method: str) -> str:
+    """The training loss of a baseline (TURN trains FFT rounds with CE on the clean set)."""
+    if method_kind(method) == "turn" or method == "fft-true":
+        return "ce"
+    return method.split("-", 1)[1]
+
+
+@dataclass
+class RunConfig:
+    dataset: dict = field(default_factory=lambda: {"kind": "demo", "n_train": 3000, "n_test": 1000})
+    noise: dict = field(default_factory=lambda: {"kind": "symmetric", "rate": 0.4, "seed": 0})
+    model: str = "efficientnet_lite0"
+    pretrained: bool = True
+    checkpoint: str | None = None
+    method: str = DEFAULT_METHOD
+    image_size: int | None = None  # None: the model's own size
+    batch_size: int = 128
+    lp_epochs: int = 20
+    fft_epochs: int | None = None  # None: 4 for TURN, 5 for FFT baselines (the paper's)
+    tau: float = 0.6
+    gce_q: float = 0.7
+    lp_optimizer: str | None = None  # None: the model family's paper setting
+    lp_lr: float | None = None
+    lp_weight_decay: float | None = None
+    fft_optimizer: str | None = None
+    fft_lr: float | None = None
+    fft_weight_decay: float | None = None
+    freeze_bn_stats: bool = True
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:N; several processes come from the launcher
+    num_processes: int = 1
+    mixed_precision: str = "auto"
+    num_workers: int | None = None
+    projection_methods: list = field(default_factory=lambda: ["tsne"])
+    projection_split: str = "test"
+    projection_classes: int = 10
+    projection_max_samples: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if not 0.0 <= self.tau <= 1.0:
+            raise ValueError(f"tau must be between 0 and 1, got {self.tau}")
+        if self.batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+
+    @property
+    def kind(self) -> str:
+        return method_kind(self.method)
+
+    @property
+    def rounds(self) -> int:
+        if self.kind == "lp":
+            return 0
+        if self.fft_epochs is not None:
+            return self.fft_epochs
+        return {"turn": 4, "turn+": 5}.get(self.method, 5)
+
+    def to_json(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: Path) -> RunConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,277 @@
+"""The compute stages, each callable alone: feature extraction, logits over a set, linear
+probing, one full fine-tuning epoch, evaluation.
+
+Devices, mixed precision and multi-process data parallelism come from Hugging Face
+Accelerate (`Runtime` wraps one `Accelerator`). Inference stages shard samples across
+processes and write rows straight into a shared memory-mapped `.npy`, so the result is
+the same array whatever the number of processes, and a million samples need not fit in RAM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from turn_backend.data.core import ImageSet
+from turn_backend.losses import make_loss
+from turn_backend.models.core import Classifier, FeatureExtractor, Preprocess, StageHParams
+from turn_backend.pipeline import ImageTensorDataset, make_loader
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+def _no_progress(done: int, total: int) -> None:
+    pass
+
+
+class Runtime:
+    """One process's view of the devices: rank, world size, device, mixed precision."""
+
+    def __init__(self, device: str = "auto", mixed_precision: str = "auto") -> None:
+        cpu = device == "cpu" or not torch.cuda.is_available()
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} was asked for but no CUDA GPU is visible; use --device cpu")
+        if device.startswith("cuda:") and "LOCAL_RANK" not in os.environ:
+            index = int(device.split(":", 1)[1])
+            if index >= torch.cuda.device_count():
+                raise RuntimeError(f"there is no GPU {index}: this machine has {torch.cuda.device_count()}")
+            torch.cuda.set_device(index)
+        if mixed_precision == "auto":
+            mixed_precision = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        self.accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+        self.mixed_precision = mixed_precision
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def barrier(self) -> None:
+        self.accelerator.wait_for_everyone()
+
+    def autocast(self):
+        return self.accelerator.autocast() if self.mixed_precision != "no" else contextlib.nullcontext()
+
+    def shard(self, n: int) -> np.ndarray:
+        """This process's share of sample indices 0..n-1 (strided, so shares are balanced)."""
+        return np.arange(self.rank, n, self.world)
+
+    def gpu_memory(self) -> dict | None:
+        if self.device.type != "cuda":
+            return None
+        return {
+            "allocated_mb": torch.cuda.memory_allocated(self.device) / 2**20,
+            "peak_mb": torch.cuda.max_memory_allocated(self.device) / 2**20,
+        }
+
+
+def _sharded_inference(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    images: ImageSet,
+    pre: Preprocess,
+    out_path: Path,
+    width: int,
+    rt: Runtime,
+    batch_size: int,
+    num_workers: int,
+    progress: Progress,
+) -> np.ndarray:
+    """Run `fn` on every image (eval transform) and store rows in `out_path` (.npy, float32).
+
+    Written to a `.partial` file first and renamed when every process is done, so an
+    interrupted run never leaves a file that looks complete.
+    """
+    out_path = Path(out_path)
+    partial = out_path.with_suffix(".partial.npy")
+    n = len(images)
+    if rt.is_main:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, width)).flush()
+    rt.barrier()
+    rows = np.lib.format.open_memmap(partial, mode="r+")
+    shard = rt.shard(n)
+    loader = make_loader(ImageTensorDataset(images, pre, train=False, index=shard), batch_size, False, 0, num_workers)
+    done = 0
+    with torch.inference_mode():
+        for x, _, idx in loader:
+            with rt.autocast():
+                y = fn(x.to(rt.device, non_blocking=True))
+            rows[idx.numpy()] = y.float().cpu().numpy()
+            done += len(idx)
+            progress(done * rt.world, n)
+    rows.flush()
+    del rows
+    rt.barrier()
+    if rt.is_main:
+        os.replace(partial, out_path)
+    rt.barrier()
+    return np.load(out_path, mmap_mode="r")
+
+
+def extract_features(
+    extractor: FeatureExtractor,
+    images: ImageSet,
+    pre: Preprocess,
+    out_path: Path,
+    rt: Runtime,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    progress: Progress = _no_progress,
+) -> np.ndarray:
+    """Frozen-extractor features z_i = f(x_i), no augmentation; reused if already on disk."""
+    out_path = Path(out_path)
+    if out_path.exists():
+        return np.load(out_path, mmap_mode="r")
+    extractor.to(rt.device).eval()
+    return _sharded_inference(
+        extractor, images, pre, out_path, extractor.feature_dim, rt, batch_size, num_workers, progress
+    )
+
+
+def compute_logits(
+    model: Classifier,
+    images: ImageSet,
+    pre: Preprocess,
+    out_path: Path,
+    rt: Runtime,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    progress: Progress = _no_progress,
+) -> np.ndarray:
+    """Logits of the whole model on every image, eval mode, no augmentation."""
+    model.to(rt.device).eval()
+    return _sharded_inference(
+        model, images, pre, out_path, model.head.out_features, rt, batch_size, num_workers, progress
+    )
+
+
+def make_optimizer(params, hp: StageHParams) -> torch.optim.Optimizer:
+    if hp.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
+    if hp.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    raise ValueError(f"unknown optimizer {hp.optimizer!r}; use 'sgd' or 'adamw'")
+
+
+def head_logits(head_state: dict, features: np.ndarray) -> np.ndarray:
+    """Logits of a linear head on cached features (float64 for stable losses)."""
+    w = head_state["weight"].double().numpy()
+    b = head_state["bias"].double().numpy()
+    return np.asarray(features, dtype=np.float64) @ w.T + b
+
+
+def train_linear_probe(
+    features: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    hp: StageHParams,
+    loss: str,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    eval_features: np.ndarray | None = None,
+    eval_labels: np.ndarray | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> tuple[dict, list[dict]]:
+    """Step 1: a freshly initialised linear head trained on cached features.
+
+    Runs on the CPU in every process identically (it is cheap and deterministic), so that
+    all processes of a multi-GPU run start step 2 from the same head.
+    Returns the head's state dict and one history row per epoch.
+    """
+    torch.manual_seed(seed)
+    x = torch.from_numpy(np.asarray(features, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    head = nn.Linear(x.shape[1], num_classes)
+    opt = make_optimizer(head.parameters(), hp)
+    criterion = make_loss(loss, len(y), num_classes)
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(len(y), generator=gen)
+        total = 0.0
+        for start in range(0, len(y), batch_size):
+            idx = order[start:start + batch_size]
+            value = criterion(head(x[idx]), y[idx], idx)
+            opt.zero_grad()
+            value.backward()
+            opt.step()
+            total += float(value) * len(idx)
+        row = {"epoch": epoch, "train_loss": total / max(1, len(y))}
+        if eval_features is not None and eval_labels is not None and len(eval_labels):
+            logits = head_logits(head.state_dict(), eval_features)
+            row["test_acc"] = float((logits.argmax(1) == eval_labels).mean())
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+    return {k: v.detach().clone() for k, v in head.state_dict().items()}, history
+
+
+def freeze_batchnorm_statistics(model: nn.Module) -> None:
+    """Put normalisation layers with running statistics in eval mode (weights still train)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def fft_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: ImageSet,
+    index: np.ndarray,
+    labels: np.ndarray,
+    pre: Preprocess,
+    rt: Runtime,
+    loss_fn,
+    batch_size: int,
+    seed: int,
+    num_workers: int,
+    freeze_bn: bool = True,
+    progress: Progress = _no_progress,
+) -> float:
+    """Step 2-2: one epoch over `index` (repeats allowed), all parameters trainable.
+
+    `model` and `optimizer` come from `rt.accelerator.prepare`, so under several processes
+    this is DistributedDataParallel and each process sees its share of every batch.
+    Returns the mean training loss.
+    """
+    torch.manual_seed(seed)
+    dataset = ImageTensorDataset(images, pre, train=True, index=index, labels=labels)
+    loader = rt.accelerator.prepare(make_loader(dataset, batch_size, True, seed, num_workers))
+    model.train()
+    if freeze_bn:
+        freeze_batchnorm_statistics(model)
+    total, seen = 0.0, 0
+    for step, (x, y, idx) in enumerate(loader, start=1):
+        with rt.autocast():
+            logits = model(x)
+        value = loss_fn(logits, y, idx)
+        optimizer.zero_grad(set_to_none=True)
+        rt.accelerator.backward(value)
+        optimizer.step()
+        total += float(value.detach()) * len(y)
+        seen += len(y)
+        progress(min(step * batch_size, len(index)), len(index))
+    return total / max(1, seen)
+
+
+def accuracy_from_logits(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((np.asarray(logits).argmax(1) == np.asarray(labels)).mean()) if len(labels) else float("nan")

@@ -1,0 +1,194 @@
+"""A run is a folder. This module names its files and reads and writes them safely.
+
+Layout:
+    config.json          the RunConfig
+    status.json          state (queued/running/done/failed/stopped), stage, progress, pid
+    events.jsonl         the event log, one JSON object a line
+    progress.json        completed stages (what `resume` skips)
+    samples.parquet      id, source, split, given label, true label (where known)
+    lp/head.pt, lp/history.json
+    rounds/rK/           logits.npy (round >= 2), clean_prob.npy, losses.npy, selected.npy, round.json
+    checkpoints/last.pt  model + optimizer after the last completed round
+    final/               logits.npy, clean_prob.npy, losses.npy, gmm.json (the final model's view)
+    projections/         {split}_{stage}_{method}.npy and {split}_subset.npy
+    metrics.json         test accuracy, clean-set size, detection metrics, seconds per stage
+    review.sqlite        human review decisions (turn_backend.review)
+    exports/             cleaned label files
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TERMINAL_STATES = ("done", "failed", "stopped")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, default=_json_default).encode())
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+class RunFolder:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # --- names -------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def round_dir(self, r: int) -> Path:
+        return self.path / "rounds" / f"r{r}"
+
+    @property
+    def final_dir(self) -> Path:
+        return self.path / "final"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoints" / "last.pt"
+
+    @property
+    def review_db(self) -> Path:
+        return self.path / "review.sqlite"
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    # --- status and events -------------------------------------------------------------
+    def status(self) -> dict:
+        return read_json(self.path / "status.json", {"state": "new"})
+
+    def set_status(self, **fields) -> None:
+        status = self.status()
+        status.update(fields, updated=time.time())
+        atomic_write_json(self.path / "status.json", status)
+
+    def log(self, stage: str, message: str, **data) -> None:
+        event = {"time": time.time(), "stage": stage, "message": message, **data}
+        with open(self.path / "events.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(event, default=_json_default) + "\n")
+
+    def events(self) -> list[dict]:
+        try:
+            lines = (self.path / "events.jsonl").read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+        return out
+
+    def completed(self) -> list[str]:
+        return read_json(self.path / "progress.json", {"completed": []})["completed"]
+
+    def mark_completed(self, stage: str) -> None:
+        done = self.completed()
+        if stage not in done:
+            atomic_write_json(self.path / "progress.json", {"completed": done + [stage]})
+
+    # --- results -----------------------------------------------------------------------
+    def config(self) -> dict:
+        return read_json(self.config_path, {})
+
+    def metrics(self) -> dict:
+        return read_json(self.path / "metrics.json", {})
+
+    def samples(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "samples.parquet")
+
+    def rounds(self) -> list[dict]:
+        out = []
+        r = 1
+        while (self.round_dir(r) / "round.json").exists():
+            out.append(read_json(self.round_dir(r) / "round.json"))
+            r += 1
+        return out
+
+    def final(self) -> dict | None:
+        """The final model's clean probabilities, losses, predictions and GMM fits."""
+        d = self.final_dir
+        if not (d / "gmm.json").exists():
+            return None
+        logits = np.load(d / "logits.npy")
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(shifted)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return {
+            "clean_prob": np.load(d / "clean_prob.npy"),
+            "losses": np.load(d / "losses.npy"),
+            "pred": logits.argmax(1),
+            "pred_prob": probs.max(1),
+            "probs": probs,
+            **read_json(d / "gmm.json"),
+        }
+
+    def projection(self, split: str, stage: str, method: str) -> np.ndarray | None:
+        p = self.path / "projections" / f"{split}_{stage}_{method}.npy"
+        return np.load(p) if p.exists() else None
+
+    def projection_subset(self, split: str) -> np.ndarray | None:
+        p = self.path / "projections" / f"{split}_subset.npy"
+        return np.load(p) if p.exists() else None
+
+
+def list_runs(root: str | Path) -> list[RunFolder]:
+    """Run folders under `root`, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [RunFolder(p) for p in root.iterdir() if (p / "config.json").exists()]
+    return sorted(runs, key=lambda r: r.config_path.stat().st_mtime, reverse=True)

@@ -1,0 +1,486 @@
+"""The orchestrator: runs a method's stages in order and records everything in a run folder.
+
+`run_turn(config, run_dir)` starts a run; `resume(run_dir)` continues one that was killed
+from its last completed stage. Every stage re-seeds from (seed, stage), so a resumed run
+ends with the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from turn_backend.cleansing import detection_metrics, fit_clean_probability, select_clean
+from turn_backend.config import RunConfig
+from turn_backend.data.core import DatasetBundle, ImageSet
+from turn_backend.engine import (
+    Runtime,
+    accuracy_from_logits,
+    compute_logits,
+    extract_features,
+    fft_epoch,
+    head_logits,
+    make_optimizer,
+    train_linear_probe,
+)
+from turn_backend.losses import make_loss, per_sample_ce
+from turn_backend.models.core import Classifier, LoadedModel, Preprocess, StageHParams
+from turn_backend.models.registry import load_model
+from turn_backend.pipeline import ImageTensorDataset, default_workers, make_loader
+from turn_backend.projection import compute_projections
+from turn_backend.runfolder import RunFolder, atomic_save_npy, atomic_write_json, read_json
+
+
+class StopRequested(Exception):
+    """The user pressed Stop (SIGTERM to the worker)."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TURN_CACHE_DIR", Path.home() / ".cache" / "turn-studio"))
+
+
+def load_run_data(config: RunConfig) -> DatasetBundle:
+    """The dataset of a run, with its synthetic noise applied (seeded, so always the same)."""
+    from turn_backend.data.loaders import apply_label_noise, load_dataset
+
+    bundle = load_dataset(config.dataset)
+    noise = config.noise or {"kind": "none"}
+    if noise.get("kind", "none") != "none" and noise.get("rate", 0) > 0:
+        bundle, _ = apply_label_noise(
+            bundle, noise["kind"], float(noise["rate"]), int(noise.get("seed", 0)), noise.get("pairs")
+        )
+    return bundle
+
+
+def resolve_hparams(config: RunConfig, loaded: LoadedModel) -> tuple[StageHParams, StageHParams]:
+    """The paper's settings for the model family, overridden by anything the config sets."""
+    lp, fft = loaded.hparams.lp, loaded.hparams.fft
+    lp = StageHParams(config.lp_optimizer or lp.optimizer, config.lp_lr or lp.lr,
+                      lp.weight_decay if config.lp_weight_decay is None else config.lp_weight_decay)
+    fft = StageHParams(config.fft_optimizer or fft.optimizer, config.fft_lr or fft.lr,
+                       fft.weight_decay if config.fft_weight_decay is None else config.fft_weight_decay)
+    return lp, fft
+
+
+def _seed(config: RunConfig, *parts) -> int:
+    digest = hashlib.sha256(repr((config.seed, *parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+class TurnRun:
+    """One execution (or resumption) of a run folder, in one process of possibly several."""
+
+    def __init__(self, run_dir: Path, config: RunConfig) -> None:
+        self.folder = RunFolder(run_dir)
+        self.config = config
+        self.rt = Runtime(config.device, config.mixed_precision)
+        self.timings: dict[str, float] = {}
+
+    # --- bookkeeping -------------------------------------------------------------------
+    def log(self, stage: str, message: str, **data) -> None:
+        if self.rt.is_main:
+            self.folder.log(stage, message, **data)
+
+    def status(self, **fields) -> None:
+        if self.rt.is_main:
+            self.folder.set_status(**fields)
+
+    def progress(self, stage: str, label: str):
+        last = [0.0]
+
+        def report(done: int, total: int) -> None:
+            now = time.time()
+            if self.rt.is_main and (now - last[0] > 0.5 or done >= total):
+                last[0] = now
+                self.folder.set_status(stage=stage, stage_label=label, stage_done=done, stage_total=total,
+                                       gpu=self.rt.gpu_memory())
+
+        return report
+
+    def _time(self, stage: str, start: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.time() - start
+        if self.rt.is_main:
+            atomic_write_json(self.folder.path / "timings.json", self.timings)
+
+    # --- the run -----------------------------------------------------------------------
+    def execute(self) -> dict:
+        cfg, folder = self.config, self.folder
+        self.timings = read_json(folder.path / "timings.json", {})
+        self.status(state="running", pid=os.getpid(), error=None, processes=self.rt.world)
+        self.log("start", f"{cfg.method} on {cfg.model}, {self.rt.world} process(es), device {self.rt.device}")
+
+        t0 = time.time()
+        self.status(stage="data", stage_label="Loading the dataset")
+        bundle = load_run_data(cfg)
+        self.bundle = bundle
+        if self.rt.is_main and not (folder.path / "samples.parquet").exists():
+            self._write_samples(bundle)
+        if bundle.skipped:
+            self.log("data", f"skipped {len(bundle.skipped)} unreadable item(s)",
+                     skipped=[s.__dict__ for s in bundle.skipped[:50]])
+        loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
+        pre = loaded.preprocess
+        if cfg.image_size:
+            pre = Preprocess(cfg.image_size, pre.mean, pre.std, pre.interpolation)
+        self.loaded, self.pre = loaded, pre
+        self.lp_hp, self.fft_hp = resolve_hparams(cfg, loaded)
+        self.workers = default_workers(bundle.train) if cfg.num_workers is None else cfg.num_workers
+        self._time("data", t0)
+
+        train, test = bundle.train, bundle.test
+        feats, test_feats = self._features(train, test)
+        result = {"rounds": []}
+        if cfg.kind in ("turn", "lp"):
+            head = self._linear_probe(feats, train, test, test_feats)
+        else:
+            head = None
+        model = None
+        if cfg.kind in ("turn", "fft"):
+            model = self._fine_tune(head, feats, train, test)
+        self._final(model, head, feats, train)
+        self._projections(model, test if cfg.projection_split == "test" and test is not None else train)
+        metrics = self._metrics(train)
+        self.status(state="done", stage="done", stage_label="Finished")
+        self.log("done", "run finished", test_acc_last=metrics.get("test_acc_last"))
+        result.update(metrics)
+        return result
+
+    def _write_samples(self, bundle: DatasetBundle) -> None:
+        frames = []
+        for split, s in (("train", bundle.train), ("test", bundle.test)):
+            if s is None:
+                continue
+            frames.append(pd.DataFrame({
+                "sample_id": s.ids,
+                "source": [s.source(i) for i in range(len(s))],
+                "split": split,
+                "given_label": s.labels,
+                "true_label": s.true_labels if s.true_labels is not None else np.full(len(s), -1),
+            }))
+        df = pd.concat(frames, ignore_index=True)
+        tmp = self.folder.path / ".samples.tmp.parquet"
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, self.folder.path / "samples.parquet")
+        atomic_write_json(self.folder.path / "classes.json", bundle.class_names)
+
+    def _feature_path(self, images: ImageSet, split: str) -> Path:
+        key = hashlib.sha256(
+            f"{images.fingerprint(include_labels=False)}|{self.loaded.name}|{self.config.checkpoint}|"
+            f"{self.config.pretrained}|{self.pre.key()}".encode()
+        ).hexdigest()[:20]
+        return cache_root() / "features" / f"{split}-{key}.npy"
+
+    def _features(self, train: ImageSet, test: ImageSet | None):
+        t0 = time.time()
+        feats = extract_features(
+            self.loaded.extractor, train, self.pre, self._feature_path(train, "train"), self.rt,
+            self.config.batch_size, self.workers, self.progress("features", "Extracting train features"),
+        )
+        test_feats = None
+        if test is not None:
+            test_feats = extract_features(
+                self.loaded.extractor, test, self.pre, self._feature_path(test, "test"), self.rt,
+                self.config.batch_size, self.workers, self.progress("features", "Extracting test features"),
+            )
+        if not np.isfinite(np.asarray(feats)).all():
+            raise ValueError("the model produced NaN or infinite features; check the model and its preprocessing")
+        self._time("features", t0)
+        if "features" not in self.folder.completed():
+            self.log("features", f"features ready: {feats.shape[0]} train x {feats.shape[1]} dims",
+                     seconds=round(time.time() - t0, 2))
+            if self.rt.is_main:
+                self.folder.mark_completed("features")
+        return feats, test_feats
+
+    def _linear_probe(self, feats, train: ImageSet, test: ImageSet | None, test_feats) -> dict:
+        cfg, folder = self.config, self.folder
+        head_path = folder.path / "lp" / "head.pt"
+        if "lp" in folder.completed() and head_path.exists():
+            return torch.load(head_path, weights_only=True)
+        t0 = time.time()
+        loss = "gce" if cfg.kind == "turn" else cfg.method.split("-", 1)[1]
+        report = self.progress("lp", "Linear probing")
+        report(0, cfg.lp_epochs)
+
+        def on_epoch(row: dict) -> None:
+            report(row["epoch"], cfg.lp_epochs)
+            self.log("lp", f"LP epoch {row['epoch']}/{cfg.lp_epochs}", **row)
+
+        head, history = train_linear_probe(
+            feats, train.labels, train.num_classes, self.lp_hp, loss, cfg.lp_epochs, cfg.batch_size,
+            _seed(cfg, "lp"), test_feats, None if test is None else test.labels, on_epoch,
+        )
+        if self.rt.is_main:
+            head_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = head_path.with_suffix(".tmp")
+            torch.save(head, tmp)
+            os.replace(tmp, head_path)
+            atomic_write_json(folder.path / "lp" / "history.json", history)
+            folder.mark_completed("lp")
+        self._time("lp", t0)
+        return head
+
+    def _cleanse(self, r: int, logits: np.ndarray, train: ImageSet, tau: float) -> tuple[np.ndarray, dict]:
+        """Step 2-1 of round r: per-sample CE, per-class GMM, balanced selection at tau."""
+        cfg = self.config
+        t0 = time.time()
+        losses = per_sample_ce(torch.from_numpy(np.asarray(logits, dtype=np.float64)),
+                               torch.from_numpy(train.labels)).numpy()
+        fit = fit_clean_probability(losses, train.labels, train.num_classes, seed=_seed(cfg, "gmm", r))
+        balance = "mean" if cfg.method == "turn+" else "min"
+        sel = select_clean(fit.clean_prob, train.labels, train.num_classes, tau,
+                           np.random.default_rng(_seed(cfg, "select", r)), balance)
+        info = {
+            "round": r, "tau": tau, "balance": balance,
+            "candidates_per_class": sel.candidates_per_class.tolist(),
+            "per_class": sel.per_class, "n_selected": int(len(sel.indices)),
+            "n_unique": int(len(sel.unique)), "notes": fit.notes + sel.notes,
+            "gmm_seconds": round(time.time() - t0, 4),
+        }
+        if train.true_labels is not None:
+            uniq = sel.unique
+            info["purity"] = float((train.labels[uniq] == train.true_labels[uniq]).mean()) if len(uniq) else 0.0
+            info["detection"] = detection_metrics(fit.clean_prob <= tau, train.labels, train.true_labels)
+        for note in info["notes"]:
+            self.log("cleanse", note, round=r)
+        if self.rt.is_main:
+            d = self.folder.round_dir(r)
+            d.mkdir(parents=True, exist_ok=True)
+            atomic_save_npy(d / "losses.npy", losses.astype(np.float32))
+            atomic_save_npy(d / "clean_prob.npy", fit.clean_prob.astype(np.float32))
+            atomic_save_npy(d / "selected.npy", sel.indices)
+            atomic_write_json(d / "gmm.json", {"fits": fit.fits_as_dicts()})
+        self._time("gmm", t0)
+        return sel.indices, info
+
+    def _fine_tune(self, head: dict | None, feats, train: ImageSet, test: ImageSet | None):
+        cfg, folder, rt = self.config, self.folder, self.rt
+        model = Classifier(self.loaded.extractor, train.num_classes)
+        if head is not None:
+            model.head.load_state_dict(head)
+        else:
+            torch.manual_seed(_seed(cfg, "head"))
+            model.head.reset_parameters()
+        optimizer = make_optimizer(model.parameters(), self.fft_hp)
+        criterion = make_loss(
+            "ce" if cfg.kind == "turn" else cfg.method.split("-", 1)[1].replace("true", "ce"),
+            len(train), train.num_classes, cfg.gce_q,
+        )
+        labels = train.true_labels if cfg.method == "fft-true" else train.labels
+        if cfg.method == "fft-true" and labels is None:
+            raise ValueError("fft-true needs true labels; this dataset has none")
+        start = 1
+        if folder.checkpoint_path.exists():
+            ckpt = torch.load(folder.checkpoint_path, weights_only=True, map_location="cpu")
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if "elr_targets" in ckpt:
+                criterion.targets = ckpt["elr_targets"]
+            start = int(ckpt["round"]) + 1
+            self.log("resume", f"resuming after round {ckpt['round']}")
+        model.to(rt.device)
+        ddp_model, optimizer = rt.accelerator.prepare(model, optimizer)
+        for r in range(start, cfg.rounds + 1):
+            info: dict = {"round": r}
+            if cfg.kind == "turn":
+                t0 = time.time()
+                if r == 1:
+                    # The backbone is still the frozen pre-trained one: the cached features
+                    # and the LP head give exactly the model's logits, no forward pass needed.
+                    logits = head_logits(head, feats)
+                else:
+                    logits = compute_logits(model, train, self.pre, folder.round_dir(r) / "logits.npy", rt,
+                                            cfg.batch_size, self.workers,
+                                            self.progress(f"round {r}", f"Round {r}: scoring the training set"))
+                self._time("scoring", t0)
+                index, sel_info = self._cleanse(r, logits, train, cfg.tau)
+                info.update(sel_info)
+                self.log("cleanse", f"round {r}: clean set of {sel_info['n_selected']} "
+                         f"({sel_info['per_class']} per class)", **{k: v for k, v in sel_info.items() if k != 'notes'})
+            else:
+                index = np.arange(len(train))
+            t0 = time.time()
+            loss = fft_epoch(ddp_model, optimizer, train, index, labels, self.pre, rt, criterion, cfg.batch_size,
+                             _seed(cfg, "fft", r), self.workers, cfg.freeze_bn_stats,
+                             self.progress(f"round {r}", f"Round {r}: fine-tuning on {len(index)} samples"))
+            info["train_loss"] = loss
+            info["fft_seconds"] = round(time.time() - t0, 3)
+            self._time("fft", t0)
+            if test is not None:
+                t0 = time.time()
+                test_logits = compute_logits(model, test, self.pre, folder.round_dir(r) / "test_logits.npy", rt,
+                                             cfg.batch_size, self.workers,
+                                             self.progress(f"round {r}", f"Round {r}: testing"))
+                info["test_acc"] = accuracy_from_logits(test_logits, test.labels)
+                self._time("eval", t0)
+            info["gpu"] = rt.gpu_memory()
+            if rt.is_main:
+                atomic_write_json(folder.round_dir(r) / "round.json", info)
+                state = {"round": r, "model": rt.accelerator.unwrap_model(ddp_model).state_dict(),
+                         "optimizer": optimizer.state_dict()}
+                if hasattr(criterion, "targets"):
+                    state["elr_targets"] = criterion.targets
+                folder.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = folder.checkpoint_path.with_suffix(".tmp")
+                torch.save(state, tmp)
+                os.replace(tmp, folder.checkpoint_path)
+                folder.mark_completed(f"round-{r}")
+            rt.barrier()
+            self.log("round", f"round {r}/{cfg.rounds} done" +
+                     (f": test accuracy {info['test_acc']:.2%}" if "test_acc" in info else ""),
+                     round=r, test_acc=info.get("test_acc"), train_loss=loss)
+        return rt.accelerator.unwrap_model(ddp_model)
+
+    def _final(self, model, head, feats, train: ImageSet) -> None:
+        """The final model's losses and clean probabilities: what Threshold, Review and Export use."""
+        folder, cfg = self.folder, self.config
+        if "final" in folder.completed():
+            return
+        t0 = time.time()
+        d = folder.final_dir
+        if model is None:
+            logits = head_logits(head, feats).astype(np.float32)
+            if self.rt.is_main:
+                d.mkdir(parents=True, exist_ok=True)
+                atomic_save_npy(d / "logits.npy", logits)
+        else:
+            logits = compute_logits(model, train, self.pre, d / "logits.npy", self.rt, cfg.batch_size,
+                                    self.workers, self.progress("final", "Scoring the training set"))
+        losses = per_sample_ce(torch.from_numpy(np.asarray(logits, dtype=np.float64)),
+                               torch.from_numpy(train.labels)).numpy()
+        fit = fit_clean_probability(losses, train.labels, train.num_classes, seed=_seed(cfg, "gmm", "final"))
+        if self.rt.is_main:
+            atomic_save_npy(d / "losses.npy", losses.astype(np.float32))
+            atomic_save_npy(d / "clean_prob.npy", fit.clean_prob.astype(np.float32))
+            atomic_write_json(d / "gmm.json", {"fits": fit.fits_as_dicts(), "notes": fit.notes})
+            folder.mark_completed("final")
+        self._time("final", t0)
+        self.rt.barrier()
+
+    def _projections(self, model, images: ImageSet) -> None:
+        folder, cfg = self.folder, self.config
+        if "projections" in folder.completed() or not cfg.projection_methods:
+            return
+        t0 = time.time()
+        split = "test" if images is self.bundle.test else "train"
+        if self.rt.is_main:
+            rng = np.random.default_rng(_seed(cfg, "projection"))
+            classes = np.arange(images.num_classes)
+            if len(classes) > cfg.projection_classes:
+                classes = np.sort(rng.choice(classes, cfg.projection_classes, replace=False))
+            pool = np.flatnonzero(np.isin(images.labels, classes))
+            subset = np.sort(rng.choice(pool, min(len(pool), cfg.projection_max_samples), replace=False))
+            # "before": the pre-trained features, already cached by the features stage
+            cached = np.load(self._feature_path(images, split), mmap_mode="r")
+            features = {"before": np.asarray(cached[subset])}
+            if model is not None:  # a linear probe leaves the features as they were
+                features["after"] = self._model_features(model, images.subset(subset))
+            compute_projections(folder.path / "projections", split, subset, features, cfg.projection_methods,
+                                seed=cfg.seed)
+            folder.mark_completed("projections")
+            self.log("projection", f"projections of {len(subset)} {split} samples ready",
+                     seconds=round(time.time() - t0, 2))
+        self._time("projection", t0)
+        self.rt.barrier()
+
+    def _model_features(self, model: Classifier, images: ImageSet) -> np.ndarray:
+        out = []
+        model.eval()
+        loader = make_loader(ImageTensorDataset(images, self.pre, train=False), self.config.batch_size, False, 0, 0)
+        with torch.inference_mode():
+            for x, _, _ in loader:
+                with self.rt.autocast():
+                    out.append(model.extractor(x.to(self.rt.device)).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def _metrics(self, train: ImageSet) -> dict:
+        folder, cfg = self.folder, self.config
+        rounds = folder.rounds()
+        metrics: dict = {"method": cfg.method, "model": cfg.model, "n_train": len(train),
+                         "n_test": len(self.bundle.test) if self.bundle.test is not None else 0}
+        if cfg.kind == "lp":
+            history = read_json(folder.path / "lp" / "history.json", [])
+            accs = [h["test_acc"] for h in history if "test_acc" in h]
+        else:
+            accs = [r["test_acc"] for r in rounds if "test_acc" in r]
+        if accs:
+            metrics["test_acc_best"] = max(accs)
+            metrics["test_acc_last"] = accs[-1]
+            metrics["test_acc_per_epoch"] = accs
+        if cfg.kind == "turn":
+            first = rounds[0] if rounds else {}
+            metrics["n_clean"] = first.get("n_unique")
+            metrics["clean_purity"] = first.get("purity")
+            metrics["clean_per_round"] = [r.get("n_unique") for r in rounds]
+            metrics["purity_per_round"] = [r.get("purity") for r in rounds]
+            metrics["detection_per_round"] = [r.get("detection") for r in rounds]
+        final = folder.final()
+        if final is not None and train.true_labels is not None:
+            metrics["final_detection"] = detection_metrics(final["clean_prob"] <= cfg.tau, train.labels,
+                                                           train.true_labels)
+        if train.true_labels is not None:
+            metrics["noise_rate"] = float((train.labels != train.true_labels).mean())
+        metrics["seconds"] = {k: round(v, 3) for k, v in self.timings.items()}
+        metrics["seconds_total"] = round(sum(self.timings.values()), 3)
+        if self.rt.is_main:
+            atomic_write_json(folder.path / "metrics.json", metrics)
+        return metrics
+
+
+def _install_stop_handler() -> None:
+    def handler(signum, frame):
+        raise StopRequested()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def execute_run(run_dir: str | Path) -> dict:
+    """Run (or continue) the run folder `run_dir` in this process; records failures."""
+    folder = RunFolder(run_dir)
+    config = RunConfig.from_json(folder.config_path)
+    _install_stop_handler()
+    run = None
+    try:
+        run = TurnRun(folder.path, config)
+        return run.execute()
+    except StopRequested:
+        folder.set_status(state="stopped", stage_label="Stopped by the user")
+        folder.log("stop", "stopped by the user; `turn resume` continues from the last completed stage")
+        raise
+    except BaseException as exc:
+        if run is None or run.rt.is_main:
+            folder.set_status(state="failed", error=f"{type(exc).__name__}: {exc}")
+            folder.log("error", f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def create_run(config: RunConfig, run_dir: str | Path) -> RunFolder:
+    folder = RunFolder(run_dir)
+    if folder.exists():
+        raise FileExistsError(f"{run_dir} already holds a run; use `turn resume {run_dir}` or another folder")
+    folder.path.mkdir(parents=True, exist_ok=True)
+    config.to_json(folder.config_path)
+    folder.set_status(state="queued", stage="queued", stage_label="Waiting to start")
+    return folder
+
+
+def run_turn(config: RunConfig, run_dir: str | Path) -> dict:
+    """Start a run in this process and return its metrics."""
+    create_run(config, run_dir)
+    return execute_run(run_dir)
+
+
+def resume(run_dir: str | Path) -> dict:
+    """Continue a killed or stopped run from its last completed stage."""
+    folder = RunFolder(run_dir)
+    if not folder.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+    folder.log("resume", "resuming")
+    return execute_run(run_dir)
