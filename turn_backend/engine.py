@@ -198,7 +198,7 @@ def train_linear_probe(
     Returns the head's state dict and one history row per epoch.
     """
     torch.manual_seed(seed)
-    x = torch.from_numpy(np.asarray(features, dtype=np.float32))
+    x = torch.from_numpy(np.array(features, dtype=np.float32))  # a writable copy in RAM
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     head = nn.Linear(x.shape[1], num_classes)
     opt = make_optimizer(head.parameters(), hp)
@@ -214,7 +214,7 @@ def train_linear_probe(
             opt.zero_grad()
             value.backward()
             opt.step()
-            total += float(value) * len(idx)
+            total += float(value.detach()) * len(idx)
         row = {"epoch": epoch, "train_loss": total / max(1, len(y))}
         if eval_features is not None and eval_labels is not None and len(eval_labels):
             logits = head_logits(head.state_dict(), eval_features)

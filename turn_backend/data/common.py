@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -66,16 +65,17 @@ def is_image_name(name: str) -> bool:
 def check_image_bytes_reason(opener: Callable[[], Image.Image], level: str) -> str | None:
     """Why the image an `opener` yields is unusable, or None when it is fine."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with opener() as img:
-                if level == "decode":
-                    img.load()
-                else:
-                    img.verify()
+        with opener() as img:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and img.size[0] * img.size[1] > limit:
+                return f"image too large to decode safely ({img.size[0]}x{img.size[1]} pixels)"
+            if level == "decode":
+                img.load()
+            else:
+                img.verify()
     except UnidentifiedImageError:
         return "not an image file PIL can read"
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         return f"image too large to decode safely ({exc})"
     except PermissionError:
         return "cannot read file (permission denied)"
@@ -264,11 +264,18 @@ def _show(items: Sequence[str], k: int = 5) -> str:
     return shown + (f" and {len(items) - k} more" if len(items) > k else "")
 
 
+def _reason_kind(reason: str) -> str:
+    """A reason without its details: 'label 'x' is not ... (m.csv line 3)' -> 'label '…' is not ...'."""
+    reason = re.sub(r"\s*\[[^\]]*\]$", "", reason)
+    reason = re.sub(r" \(.*", "", reason)
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
+
+
 def summarize_skipped(skipped: Sequence[SkippedItem], k: int = 4) -> str:
     """'3 skipped: file not found (2), empty file (0 bytes) (1)'."""
     if not skipped:
         return "nothing was skipped"
-    counts = Counter(re.sub(r"\s*\[.*?\]$", "", re.sub(r" \(.*", "", s.reason)) for s in skipped)
+    counts = Counter(_reason_kind(s.reason) for s in skipped)
     parts = [f"{r} ({n})" for r, n in counts.most_common(k)]
     more = len(counts) - k
     return f"{len(skipped)} skipped: " + "; ".join(parts) + (f"; {more} other reasons" if more > 0 else "")

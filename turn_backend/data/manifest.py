@@ -206,23 +206,23 @@ def load_manifest(spec: dict, opts: LoadOptions) -> DatasetBundle:
         raw_path = "" if value is None else value.decode() if isinstance(value, bytes) else str(value)
         src = raw_path if raw_path.strip() else f"{where}:{line}"
         if len(row) > width:
-            skipped.append(SkippedItem(src, f"{where} line {line} has {len(row)} fields where the header has "
-                                            f"{width} (quote fields that contain the delimiter)"))
+            skipped.append(SkippedItem(src, f"{len(row)} fields where the header has {width}: quote fields "
+                                            f"that contain the delimiter ({where} line {line})"))
             continue
 
         def cell(role: str) -> str:
             return "" if ci[role] is None else label_text(row[ci[role]])
 
         if not raw_path.strip():
-            skipped.append(SkippedItem(src, f"{where} line {line}: empty path"))
+            skipped.append(SkippedItem(src, f"empty path ({where} line {line})"))
             continue
         lab = cell("label")
         if lab == "":
-            skipped.append(SkippedItem(src, f"{where} line {line}: missing label"))
+            skipped.append(SkippedItem(src, f"missing label ({where} line {line})"))
             continue
         split = SPLIT_VALUES.get(cell("split").lower())
         if split is None:
-            skipped.append(SkippedItem(src, f"{where} line {line}: unknown split {cell('split')!r} (use train, test or val)"))
+            skipped.append(SkippedItem(src, f"unknown split {cell('split')!r}, use train, test or val ({where} line {line})"))
             continue
         sid = cell("id") or raw_path.strip()
         parsed.append((line, raw_path, sid, lab, cell("true_label"), split))
@@ -250,7 +250,7 @@ def load_manifest(spec: dict, opts: LoadOptions) -> DatasetBundle:
         k = mapper(lab)
         src = raw_path
         if k is None:
-            skipped.append(SkippedItem(src, f"{where} line {line}: label {lab!r} is not one of the {len(class_names)} classes"))
+            skipped.append(SkippedItem(src, f"label {lab!r} is not one of the {len(class_names)} classes ({where} line {line})"))
             continue
         t = None
         if true_text != "":
@@ -260,10 +260,10 @@ def load_manifest(spec: dict, opts: LoadOptions) -> DatasetBundle:
         try:
             path = _locate(root, raw_path)
         except PathOutsideRoot:
-            skipped.append(SkippedItem(src, f"{where} line {line}: path is {OUTSIDE_ROOT}"))
+            skipped.append(SkippedItem(src, f"path is {OUTSIDE_ROOT} ({where} line {line})"))
             continue
         except DatasetError as exc:
-            skipped.append(SkippedItem(src, f"{where} line {line}: {exc}"))
+            skipped.append(SkippedItem(src, f"{exc} ({where} line {line})"))
             continue
         by_split[split].append(Candidate(id=sid, path=path, label=k, true_label=t, source=src))
     if bad_true:

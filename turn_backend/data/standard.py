@@ -42,13 +42,8 @@ def load_idx(spec: dict, opts: LoadOptions) -> DatasetBundle:
     if not root.is_dir():
         raise DatasetError(f"no such folder: {str(root)!r} (an idx dataset is a folder of MNIST-format files)")
     info: dict = {}
-    variant = spec.get("variant")
-    if variant is None:
-        low = str(root).lower()
-        variant = "fashion-mnist" if "fashion" in low else "kmnist" if "kmnist" in low else "mnist"
-        warn(info, f"no variant given; {variant!r} guessed from the folder name (class names follow it)")
-    variant = IDX_ALIASES.get(str(variant).lower(), str(variant).lower())
     splits = {}
+    found_at = root
     for split, prefix in (("train", "train"), ("test", "t10k")):
         img_p, lab_p = _find_idx(root, prefix, "images"), _find_idx(root, prefix, "labels")
         if img_p is None or lab_p is None:
@@ -66,6 +61,13 @@ def load_idx(spec: dict, opts: LoadOptions) -> DatasetBundle:
                 f"got {images.shape} and {labels.shape}"
             )
         splits[split] = (images, labels)
+        found_at = img_p
+    variant = spec.get("variant")
+    if variant is None:
+        low = str(found_at).lower()
+        variant = "fashion-mnist" if "fashion" in low else "kmnist" if "kmnist" in low else "mnist"
+        warn(info, f"no variant given; {variant!r} guessed from the folder name (class names follow it)")
+    variant = IDX_ALIASES.get(str(variant).lower(), str(variant).lower())
     if spec.get("classes") is not None:
         class_names = [str(c) for c in spec["classes"]]
     elif variant in IDX_CLASSES:
@@ -110,11 +112,16 @@ class _CifarUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.dtypes", "UInt8DType"),
         ("numpy.dtypes", "Int64DType"), ("numpy.dtypes", "Int32DType"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 spell bytes
     }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing {module}.{name} in a CIFAR file")
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
         if name == "_reconstruct":
             return np.zeros(1).__reduce__()[0]
         if name == "scalar":
@@ -124,6 +131,10 @@ class _CifarUnpickler(pickle.Unpickler):
 
             return getattr(numpy.dtypes, name)
         return getattr(np, name)
+
+
+def _text(x) -> str:
+    return x.decode("latin1") if isinstance(x, bytes) else str(x)
 
 
 def read_cifar_file(path: Path) -> dict:
@@ -211,12 +222,12 @@ def load_cifar(spec: dict, opts: LoadOptions) -> DatasetBundle:
         warn(info, f"no {meta['test'][0]} file: the dataset has no test split")
     m = read_cifar_file(folder / meta["meta"]) if (folder / meta["meta"]).is_file() else {}
     if kind == "cifar10":
-        class_names = [str(c) for c in m.get("label_names", CIFAR10_CLASSES)]
+        class_names = [_text(c) for c in m.get("label_names", CIFAR10_CLASSES)]
     else:
         if "fine_label_names" not in m:
             raise DatasetError(f"{str(folder / 'meta')!r} is missing: it holds the CIFAR-100 class names")
-        class_names = [str(c) for c in m["fine_label_names"]]
-        coarse_names = [str(c) for c in m.get("coarse_label_names", [])]
+        class_names = [_text(c) for c in m["fine_label_names"]]
+        coarse_names = [_text(c) for c in m.get("coarse_label_names", [])]
         pairs = [(y, c) for y, c in ((ytr, ctr), (yte, cte)) if y is not None and c is not None]
         if pairs:
             fine = np.concatenate([y for y, _ in pairs])

@@ -180,7 +180,7 @@ def _config_image_size(config) -> int:
     return int(size) if size else 224
 
 
-def _preprocess(name: str, config, offline: bool) -> tuple[Preprocess, str]:
+def _preprocess(name: str, config, offline: bool) -> Preprocess:
     """The model's own image processor; ImageNet statistics only where none is saved."""
     from transformers import AutoImageProcessor
 
@@ -197,15 +197,14 @@ def _preprocess(name: str, config, offline: bool) -> tuple[Preprocess, str]:
             stacklevel=3,
         )
         size = _config_image_size(config)
-        return Preprocess(image_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD), "fallback"
+        return Preprocess(image_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     size = _image_size_from_processor(processor) or _config_image_size(config)
-    preprocess = Preprocess(
+    return Preprocess(
         image_size=int(size),
         mean=_triple(getattr(processor, "image_mean", None), IMAGENET_MEAN),
         std=_triple(getattr(processor, "image_std", None), IMAGENET_STD),
         interpolation=_interpolation(getattr(processor, "resample", None)),
     )
-    return preprocess, "processor"
 
 
 def _unreachable(name: str, exc: Exception, note: str = "") -> ModelError:
@@ -284,7 +283,7 @@ def load_hf(name_or_path: str) -> LoadedModel:
     backbone.eval()
 
     dim = _feature_dim(backbone.config)
-    preprocess, _source = _preprocess(name, config, offline)
+    preprocess = _preprocess(name, config, offline)
     return LoadedModel(
         name=f"hf:{name_or_path}",
         extractor=FeatureExtractor(backbone, dim, spec.pool),

@@ -1,0 +1,50 @@
+"""TURN Studio: `streamlit run app/main.py`.
+
+The entry point: page setup, the navigation (Project: Runs, Dataset, Train; Audit:
+Embeddings, Threshold, Review, Export) and the run picker in the sidebar.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="TURN Studio", layout="wide", page_icon=":material/label:")
+
+from app import ui  # noqa: E402
+
+
+def _missing_page(title: str):
+    def page() -> None:
+        ui.page_header(title, ":material/construction:")
+        ui.empty_state(f"The {title} page is not installed in this copy of TURN Studio.",
+                       icon=":material/construction:", page="runs", label="Back to Runs")
+
+    page.__name__ = title.lower()
+    return page
+
+
+def build_navigation():
+    sections = {}
+    for section, names in ui.SECTIONS.items():
+        pages = []
+        for name in names:
+            file, title, icon = ui.PAGES[name]
+            target = str(file) if file.is_file() else _missing_page(title)
+            pages.append(st.Page(target, title=title, icon=icon, url_path=name, default=name == "runs"))
+        sections[section] = pages
+    return st.navigation(sections)
+
+
+nav = build_navigation()
+with st.sidebar:
+    st.markdown("### :material/label: TURN Studio")
+    st.caption("Find and fix noisy labels with a pre-trained model.")
+ui.run_picker()
+nav.run()

@@ -1,0 +1,301 @@
+"""Shared UI helpers for the TURN Studio pages: header, state badge, empty states, errors,
+links between pages, the run picker in the sidebar, and cached run data.
+
+Every page file starts with the same three lines, so it also runs standalone
+(`streamlit run pages/x.py`, `AppTest.from_file("pages/x.py")`):
+
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+then `from app import ui`.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.state import current_run, runs_root, set_current_run  # noqa: E402
+from turn_backend.runfolder import RunFolder, list_runs, read_json  # noqa: E402
+
+# --------------------------------------------------------------------------------- pages
+
+# name -> (file, title, Material icon). app/main.py builds the navigation from this table,
+# and `page_link` / `switch_page` use it, so titles and icons are the same everywhere.
+PAGES: dict[str, tuple[Path, str, str]] = {
+    "runs": (ROOT / "pages" / "runs.py", "Runs", ":material/folder_open:"),
+    "dataset": (ROOT / "pages" / "dataset.py", "Dataset", ":material/dataset:"),
+    "train": (ROOT / "pages" / "train.py", "Train", ":material/model_training:"),
+    "embeddings": (ROOT / "pages" / "embeddings.py", "Embeddings", ":material/scatter_plot:"),
+    "threshold": (ROOT / "pages" / "threshold.py", "Threshold", ":material/tune:"),
+    "review": (ROOT / "pages" / "review.py", "Review", ":material/rate_review:"),
+    "export": (ROOT / "pages" / "export.py", "Export", ":material/download:"),
+}
+SECTIONS: dict[str, list[str]] = {
+    "Project": ["runs", "dataset", "train"],
+    "Audit": ["embeddings", "threshold", "review", "export"],
+}
+
+
+def page_link(name: str, label: str | None = None, icon: str | None = None, *,
+              help: str | None = None, disabled: bool = False, container=None) -> None:
+    """A link to another page of the app (by its name in PAGES).
+
+    When a page runs standalone (no st.navigation: tests, `streamlit run pages/x.py`) the
+    target is not registered; the link then shows as plain text instead of failing.
+    """
+    target = container or st
+    file, title, page_icon = PAGES[name]
+    label = label or title
+    icon = icon or page_icon
+    try:
+        target.page_link(str(file), label=label, icon=icon, help=help, disabled=disabled)
+    except Exception:  # StreamlitPageNotFoundError outside the navigation
+        target.markdown(f"{icon} {label} (open the **{title}** page)")
+
+
+def switch_page(name: str) -> None:
+    """Go to another page; does nothing when the page is not registered (standalone runs)."""
+    try:
+        st.switch_page(str(PAGES[name][0]))
+    except Exception as exc:  # pragma: no cover - only outside the navigation
+        if type(exc).__name__ in ("RerunException", "StopException"):
+            raise
+
+
+# -------------------------------------------------------------------------------- layout
+
+
+def page_header(title: str, icon: str, caption: str | None = None) -> None:
+    """The page title with its Material icon, and a one-line description."""
+    st.title(f"{icon} {title}", anchor=False)
+    if caption:
+        st.caption(caption)
+
+
+STATE_STYLE: dict[str, tuple[str, str, str]] = {
+    # state -> (badge colour, Material icon, label)
+    "new": ("gray", ":material/fiber_new:", "New"),
+    "queued": ("gray", ":material/schedule:", "Queued"),
+    "starting": ("blue", ":material/hourglass_top:", "Starting"),
+    "running": ("blue", ":material/autorenew:", "Running"),
+    "done": ("green", ":material/check_circle:", "Done"),
+    "failed": ("red", ":material/error:", "Failed"),
+    "stopped": ("orange", ":material/stop_circle:", "Stopped"),
+    "interrupted": ("orange", ":material/warning:", "Interrupted"),
+}
+ACTIVE_STATES = ("queued", "starting", "running")
+RESUMABLE_STATES = ("stopped", "interrupted", "failed")
+
+
+def state_style(state: str | None) -> tuple[str, str, str]:
+    return STATE_STYLE.get(state or "new", ("gray", ":material/help:", str(state).capitalize()))
+
+
+def state_badge(state: str | None, container=None) -> None:
+    """A coloured badge for a run state (done, running, failed, ...)."""
+    color, icon, label = state_style(state)
+    (container or st).badge(label, icon=icon, color=color)
+
+
+def state_markdown(state: str | None) -> str:
+    """The badge as a Markdown directive, for use inside text and tables' captions."""
+    color, icon, label = state_style(state)
+    return f":{color}-badge[{icon} {label}]"
+
+
+def empty_state(message: str, *, icon: str = ":material/info:", page: str | None = None,
+                label: str | None = None, container=None) -> None:
+    """What to do next, when there is nothing to show (no run, no data)."""
+    target = container or st
+    target.info(message, icon=icon)
+    if page:
+        page_link(page, label=label, container=target)
+
+
+def show_error(error: BaseException | str, hint: str | None = None, container=None) -> None:
+    """A readable error (never a traceback); `hint` says what to fix."""
+    text = str(error) if not isinstance(error, BaseException) else (str(error) or type(error).__name__)
+    if hint:
+        text = f"{text}\n\n{hint}"
+    (container or st).error(text, icon=":material/error:")
+
+
+# ------------------------------------------------------------------------------ formatting
+
+
+def fmt_pct(x, digits: int = 1) -> str:
+    if x is None:
+        return "–"
+    try:
+        return f"{float(x):.{digits}%}"
+    except (TypeError, ValueError):
+        return "–"
+
+
+def fmt_int(x) -> str:
+    if x is None:
+        return "–"
+    try:
+        return f"{int(x):,}"
+    except (TypeError, ValueError):
+        return "–"
+
+
+def fmt_seconds(s) -> str:
+    if s is None:
+        return "–"
+    s = float(s)
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60)} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+
+
+def fmt_time(ts) -> str:
+    if not ts:
+        return "–"
+    return datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M")
+
+
+def dataset_label(spec: dict | None) -> str:
+    """A short human name for a dataset spec."""
+    spec = spec or {}
+    kind = spec.get("kind", "?")
+    if spec.get("name"):
+        return str(spec["name"])
+    if kind == "demo":
+        return f"Fashion-MNIST demo ({spec.get('n_train', 3000)}/{spec.get('n_test', 1000)})"
+    if spec.get("path"):
+        return f"{kind}: {Path(str(spec['path'])).name}"
+    return str(kind)
+
+
+def noise_label(noise: dict | None) -> str:
+    noise = noise or {}
+    kind = noise.get("kind", "none")
+    if kind == "none" or not noise.get("rate"):
+        return "no synthetic noise"
+    return f"{kind} {float(noise['rate']):.0%}"
+
+
+# ------------------------------------------------------------------------- dataset choice
+
+# What the Dataset page hands to the Train page (st.session_state["dataset_spec"] and
+# ["noise_spec"]); a new user who goes straight to Train gets the demo with 40% noise.
+DEFAULT_DATASET_SPEC = {"kind": "demo", "n_train": 3000, "n_test": 1000}
+DEFAULT_NOISE_SPEC = {"kind": "symmetric", "rate": 0.4, "seed": 0}
+
+
+def dataset_choice() -> tuple[dict, dict]:
+    """The dataset spec and noise spec chosen on the Dataset page (or the defaults)."""
+    spec = st.session_state.get("dataset_spec") or dict(DEFAULT_DATASET_SPEC)
+    noise = st.session_state.get("noise_spec") or dict(DEFAULT_NOISE_SPEC)
+    return dict(spec), dict(noise)
+
+
+# ------------------------------------------------------------------------------ run data
+
+
+def run_state(folder: RunFolder) -> dict:
+    """status.json, corrected when the worker died without saying so."""
+    try:
+        from turn_backend.worker import live_state
+
+        return live_state(folder.path)
+    except Exception:  # an unreadable status must not break a page
+        return folder.status()
+
+
+def run_summary(folder: RunFolder) -> dict:
+    """One row of the runs table: what a run is and how it went."""
+    cfg = folder.config()
+    metrics = folder.metrics()
+    status = run_state(folder)
+    try:
+        created = folder.config_path.stat().st_mtime
+    except OSError:
+        created = None
+    return {
+        "name": folder.name,
+        "method": cfg.get("method", "?"),
+        "model": cfg.get("model", "?"),
+        "dataset": dataset_label(cfg.get("dataset")),
+        "noise": noise_label(cfg.get("noise")),
+        "state": status.get("state", "new"),
+        "test_acc": metrics.get("test_acc_best"),
+        "test_acc_last": metrics.get("test_acc_last"),
+        "n_clean": metrics.get("n_clean"),
+        "purity": metrics.get("clean_purity"),
+        "created": created,
+    }
+
+
+def class_names(folder: RunFolder) -> list[str]:
+    return read_json(folder.path / "classes.json", []) or []
+
+
+@st.cache_resource(show_spinner="Loading the run's dataset…", max_entries=4)
+def _load_run_bundle(run_dir: str, config_mtime: float):
+    from turn_backend.config import RunConfig
+    from turn_backend.runner import load_run_data
+
+    return load_run_data(RunConfig.from_json(Path(run_dir) / "config.json"))
+
+
+def run_bundle(folder: RunFolder):
+    """The run's dataset with its noise (a DatasetBundle), cached per run folder.
+
+    Raises DatasetError / ValueError when the data is gone; callers show `show_error`.
+    """
+    return _load_run_bundle(str(folder.path.resolve()), folder.config_path.stat().st_mtime)
+
+
+# ------------------------------------------------------------------------------ run picker
+
+
+def require_run() -> RunFolder:
+    """The current run; without one, an empty state pointing at Train, and the page stops."""
+    folder = current_run()
+    if folder is None:
+        empty_state("No run yet: open the Train page to start one (the demo dataset is preselected).",
+                    icon=":material/lightbulb:", page="train", label="Start a run")
+        st.stop()
+    return folder
+
+
+def run_picker() -> RunFolder | None:
+    """Sidebar: the current run (name, state, method, model) and a selectbox to switch."""
+    root = runs_root()
+    runs = list_runs(root)
+    current = current_run()
+    with st.sidebar:
+        st.subheader(":material/label: Current run", anchor=False)
+        if not runs or current is None:
+            st.caption("No runs yet. Start one on the Train page.")
+            return None
+        names = [r.name for r in runs]
+        if current.name not in names:  # a run outside the root (set by path)
+            names.insert(0, current.name)
+        choice = st.selectbox("Run", names, index=names.index(current.name), key="sidebar_run_picker",
+                              label_visibility="collapsed", help=f"Runs under {root}")
+        if choice != current.name:
+            current = next((r for r in runs if r.name == choice), current)
+            set_current_run(current)
+        summary = run_summary(current)
+        state_badge(summary["state"])
+        st.caption(f"**Method** {summary['method']}  \n**Model** {summary['model']}  \n"
+                   f"**Data** {summary['dataset']}, {summary['noise']}")
+        if summary["test_acc"] is not None:
+            st.caption(f"**Test accuracy** {fmt_pct(summary['test_acc'])} best")
+    return current
+

@@ -1,0 +1,92 @@
+"""Shared fixtures.
+
+- `runs_root`: an empty runs root in tmp_path; TURN_RUNS_DIR points at it and TURN_CACHE_DIR
+  at a session-wide feature cache.
+- `tiny_run`: a finished, real run folder inside `runs_root` (a copy of one built once per
+  session with `run_turn`: the Fashion-MNIST demo, 200 train / 100 test, symmetric 40%
+  noise, EfficientNet-Lite0 at 32 px, 3 LP epochs, 1 TURN round, t-SNE projections).
+- `tiny_config`: a function giving that RunConfig (keyword overrides allowed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Nothing in the tests may reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_RUN_NAME = "turn-demo-tiny"
+
+
+def make_tiny_config(**overrides):
+    from turn_backend.config import RunConfig
+
+    settings = dict(
+        dataset={"kind": "demo", "n_train": 200, "n_test": 100},
+        noise={"kind": "symmetric", "rate": 0.4, "seed": 0},
+        model="efficientnet_lite0", image_size=32, batch_size=64, lp_epochs=3, fft_epochs=1,
+        method="turn", projection_methods=["tsne"], device="cpu", num_workers=0,
+    )
+    settings.update(overrides)
+    return RunConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def turn_cache_dir(tmp_path_factory) -> Path:
+    """One feature cache for the whole session (features of the same data are reused)."""
+    return tmp_path_factory.mktemp("turn-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_run_template(tmp_path_factory, turn_cache_dir) -> Path:
+    """A finished run folder, built once per session (about 20 s on a CPU)."""
+    from turn_backend.runner import run_turn
+
+    path = tmp_path_factory.mktemp("tiny-run-template") / TINY_RUN_NAME
+    old_cache = os.environ.get("TURN_CACHE_DIR")
+    old_handler = signal.getsignal(signal.SIGTERM)
+    os.environ["TURN_CACHE_DIR"] = str(turn_cache_dir)
+    try:
+        run_turn(make_tiny_config(), path)
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)  # execute_run installs a stop handler
+        if old_cache is None:
+            os.environ.pop("TURN_CACHE_DIR", None)
+        else:
+            os.environ["TURN_CACHE_DIR"] = old_cache
+    return path
+
+
+@pytest.fixture
+def tiny_config():
+    """`tiny_config(**overrides)` -> the tiny RunConfig used by `tiny_run`."""
+    return make_tiny_config
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch, turn_cache_dir) -> Path:
+    """An empty runs root; TURN_RUNS_DIR and TURN_CACHE_DIR point at temp folders."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("TURN_RUNS_DIR", str(root))
+    monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return root
+
+
+@pytest.fixture
+def tiny_run(runs_root, tiny_run_template) -> Path:
+    """A finished run folder (a fresh copy per test) inside `runs_root`."""
+    dest = runs_root / TINY_RUN_NAME
+    shutil.copytree(tiny_run_template, dest)
+    return dest

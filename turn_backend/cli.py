@@ -1,0 +1,310 @@
+"""`turn`: TURN from the command line.
+
+    turn demo --out DIR            TURN and two baselines on the embedded Fashion-MNIST demo
+    turn run --data PATH ...       start a run (folder, manifest, Hugging Face folder, ...)
+    turn resume RUN_DIR            continue a killed or stopped run
+    turn export RUN_DIR --out F    write the cleaned label file (CSV, Parquet or JSON)
+    turn status RUN_DIR            where a run stands
+    turn bench [--quick]           the benchmark of TURN against its baselines
+
+Runs execute in a worker process (several with --processes N, through torchrun); this
+command follows the run folder and draws progress bars, exactly as the app does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from tqdm import tqdm
+
+from turn_backend.config import DEFAULT_METHOD, METHODS, RunConfig
+from turn_backend.data.core import DatasetError
+from turn_backend.models.core import ModelError
+from turn_backend.noise import NOISE_TYPES
+from turn_backend.runfolder import TERMINAL_STATES, RunFolder, atomic_write_json
+
+DATA_KINDS = ("auto", "demo", "folder", "manifest", "idx", "cifar10", "cifar100", "hf", "parquet",
+              "clothing1m", "webvision")
+
+
+class CLIError(Exception):
+    """A problem with what the user asked for; printed without a traceback."""
+
+
+def dataset_spec(data: str, kind: str, n_train: int, n_test: int, root: str | None) -> dict:
+    """A dataset spec from --data / --data-kind; 'auto' guesses from what the path holds."""
+    if data == "demo" or kind == "demo":
+        return {"kind": "demo", "n_train": n_train, "n_test": n_test}
+    path = Path(data)
+    if not path.exists():
+        raise CLIError(f"--data {data}: no such file or folder")
+    if kind == "auto":
+        if path.is_file():
+            kind = "manifest" if path.suffix.lower() in (".csv", ".tsv", ".txt") else "parquet"
+            if path.suffix.lower() == ".parquet":
+                import pyarrow.parquet as pq
+
+                columns = set(pq.read_schema(path).names)
+                kind = "manifest" if "path" in columns else "parquet"
+        elif (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
+            kind = "hf"
+        elif (path / "cifar-10-batches-py").exists():
+            kind = "cifar10"
+        elif (path / "cifar-100-python").exists():
+            kind = "cifar100"
+        elif any(path.glob("*-idx3-ubyte*")):
+            kind = "idx"
+        else:
+            kind = "folder"
+    spec = {"kind": kind, "path": str(path)}
+    if root:
+        spec["root"] = root
+    return spec
+
+
+def _bar_label(status: dict) -> str:
+    return status.get("stage_label") or status.get("stage") or ""
+
+
+def follow(run_dir: Path, quiet: bool = False) -> dict:
+    """Print the run's events and draw a progress bar per stage until the run ends.
+
+    Bars are drawn only on a terminal; in a log file the events alone tell the story.
+    """
+    from turn_backend.worker import live_state
+
+    folder = RunFolder(run_dir)
+    draw_bars = not quiet and sys.stderr.isatty()
+    seen_events = 0
+    bar = None
+    while True:
+        status = live_state(run_dir)
+        events = folder.events()
+        for event in events[seen_events:]:
+            if not quiet and event["stage"] != "lp":
+                tqdm.write(f"[{event['stage']}] {event['message']}")
+        seen_events = len(events)
+        finished = status.get("state") in (*TERMINAL_STATES, "interrupted")
+        if draw_bars and status.get("stage_total") and not finished:
+            if bar is None or bar.desc != _bar_label(status):
+                if bar is not None:
+                    bar.close()
+                bar = tqdm(total=status["stage_total"], desc=_bar_label(status), leave=False, dynamic_ncols=True)
+            bar.update(max(0, min(status.get("stage_done", 0), bar.total) - bar.n))
+        if finished:
+            if bar is not None:
+                bar.close()
+            return status
+        time.sleep(0.5)
+
+
+def start_and_follow(config: RunConfig, run_dir: Path, quiet: bool = False) -> dict:
+    from turn_backend.runner import create_run
+    from turn_backend.worker import launch, stop
+
+    create_run(config, run_dir)
+    launch(run_dir, config.num_processes)
+    try:
+        status = follow(run_dir, quiet)
+    except KeyboardInterrupt:
+        stop(run_dir)
+        raise CLIError(f"stopped; continue with: turn resume {run_dir}") from None
+    return _finish(run_dir, status)
+
+
+def _finish(run_dir: Path, status: dict) -> dict:
+    if status["state"] != "done":
+        detail = status.get("error") or status.get("stage_label") or status["state"]
+        raise CLIError(f"run {run_dir} {status['state']}: {detail}\n(log: {Path(run_dir) / 'worker.log'})")
+    return RunFolder(run_dir).metrics()
+
+
+def _print_metrics(metrics: dict) -> None:
+    keys = ("method", "test_acc_best", "test_acc_last", "n_train", "n_clean", "clean_purity", "seconds_total")
+    print("  ".join(f"{k}={metrics[k]:.4f}" if isinstance(metrics.get(k), float) else f"{k}={metrics.get(k)}"
+                    for k in keys if metrics.get(k) is not None))
+
+
+# --- commands ---------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    noise = {"kind": args.noise, "rate": args.noise_rate, "seed": args.noise_seed}
+    config = RunConfig(
+        dataset=dataset_spec(args.data, args.data_kind, args.n_train, args.n_test, args.root),
+        noise=noise, model=args.model, checkpoint=args.checkpoint, method=args.method,
+        image_size=args.image_size, batch_size=args.batch_size, lp_epochs=args.lp_epochs,
+        fft_epochs=args.fft_epochs, tau=args.tau, seed=args.seed, device=args.device,
+        num_processes=args.processes, num_workers=args.workers,
+        projection_methods=args.projections,
+    )
+    out = Path(args.out or Path("runs") / f"{args.method}-{datetime.now():%Y%m%d-%H%M%S}")
+    metrics = start_and_follow(config, out, args.quiet)
+    _print_metrics(metrics)
+    print(f"run folder: {out}")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from turn_backend.worker import launch, stop
+
+    folder = RunFolder(args.run_dir)
+    if not folder.exists():
+        raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
+    if folder.status().get("state") == "done":
+        print("run already finished")
+        _print_metrics(folder.metrics())
+        return 0
+    launch(folder.path, args.processes or folder.config().get("num_processes", 1))
+    try:
+        status = follow(folder.path, args.quiet)
+    except KeyboardInterrupt:
+        stop(folder.path)
+        raise CLIError(f"stopped; continue with: turn resume {args.run_dir}") from None
+    _print_metrics(_finish(folder.path, status))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from turn_backend.export import build_export, summary, write_export
+
+    df = build_export(args.run_dir, args.tau, args.scope)
+    path = write_export(df, args.out, args.format)
+    s = summary(df)
+    print(f"wrote {path}: {s['rows']} rows ({s['relabelled']} relabelled, {s['removed']} removed, "
+          f"{s['flagged']} flagged, {s['flagged_unreviewed']} flagged and not reviewed)")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from turn_backend.worker import live_state
+
+    folder = RunFolder(args.run_dir)
+    if not folder.exists():
+        raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
+    print(json.dumps({"status": live_state(folder.path), "metrics": folder.metrics()}, indent=2, default=str))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from turn_backend.demo import DEMO_METHODS, demo_config
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for method in args.methods or DEMO_METHODS:
+        config = demo_config(method, args.n_train, args.n_test, args.image_size, args.device)
+        run_dir = out / method
+        if RunFolder(run_dir).status().get("state") == "done":
+            metrics = RunFolder(run_dir).metrics()
+        elif RunFolder(run_dir).exists():
+            raise CLIError(f"{run_dir} holds an unfinished run: `turn resume {run_dir}` or choose another --out")
+        else:
+            print(f"== {method}: {METHODS[method]}")
+            metrics = start_and_follow(config, run_dir, args.quiet)
+        _print_metrics(metrics)
+        rows.append({
+            "method": method,
+            "test_acc_best": metrics.get("test_acc_best"),
+            "test_acc_last": metrics.get("test_acc_last"),
+            "n_train": metrics.get("n_train"),
+            "n_clean": metrics.get("n_clean"),
+            "clean_purity": metrics.get("clean_purity"),
+            "noise_rate": metrics.get("noise_rate"),
+            "seconds": metrics.get("seconds_total"),
+            "run_dir": str(run_dir),
+        })
+    atomic_write_json(out / "metrics.json", rows)
+    print(f"wrote {out / 'metrics.json'}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from turn_backend.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="turn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="start a run and follow it", description="Run TURN (or a baseline) on a dataset.")
+    r.add_argument("--data", default="demo", help="'demo', or a folder / manifest / dataset path (default: demo)")
+    r.add_argument("--data-kind", default="auto", choices=DATA_KINDS, help="how to read --data (default: guess)")
+    r.add_argument("--root", help="root folder that manifest paths are relative to (default: the manifest's folder)")
+    r.add_argument("--n-train", type=int, default=3000, help="demo: training images (default 3000)")
+    r.add_argument("--n-test", type=int, default=1000, help="demo: test images (default 1000)")
+    r.add_argument("--noise", default="none", choices=NOISE_TYPES, help="synthetic label noise to add (default none)")
+    r.add_argument("--noise-rate", type=float, default=0.4, help="synthetic noise rate (default 0.4)")
+    r.add_argument("--noise-seed", type=int, default=0)
+    r.add_argument("--model", default="efficientnet_lite0",
+                   help="efficientnet_lite0 (embedded), a timm name, or a Hugging Face id / folder")
+    r.add_argument("--checkpoint", help="local weights for a timm model (.pth / .safetensors)")
+    r.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
+                   help=f"default {DEFAULT_METHOD} (recommended); 'turn' is TURN exactly as published")
+    r.add_argument("--image-size", type=int, help="input size (default: the model's own)")
+    r.add_argument("--batch-size", type=int, default=128)
+    r.add_argument("--lp-epochs", type=int, default=20)
+    r.add_argument("--fft-epochs", type=int, help="FFT rounds (default: 4 for turn, 5 otherwise)")
+    r.add_argument("--tau", type=float, default=0.6, help="GMM clean-probability threshold (default 0.6)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    r.add_argument("--processes", type=int, default=1, help="processes (one per GPU) via torchrun (default 1)")
+    r.add_argument("--workers", type=int, help="data-loader workers (default: by data kind)")
+    r.add_argument("--projections", nargs="*", default=["tsne"], choices=["tsne", "umap"])
+    r.add_argument("--out", help="run folder (default runs/METHOD-TIME)")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("resume", help="continue a killed or stopped run")
+    s.add_argument("run_dir")
+    s.add_argument("--processes", type=int)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_resume)
+
+    e = sub.add_parser("export", help="write the cleaned label file")
+    e.add_argument("run_dir")
+    e.add_argument("--out", required=True, help="output file (.csv, .parquet or .json)")
+    e.add_argument("--format", choices=["csv", "parquet", "json"], help="default: from the file name")
+    e.add_argument("--scope", default="all", choices=["all", "kept", "clean"])
+    e.add_argument("--tau", type=float, help="flagging threshold (default: the applied one, else the run's)")
+    e.set_defaults(func=cmd_export)
+
+    st = sub.add_parser("status", help="where a run stands")
+    st.add_argument("run_dir")
+    st.set_defaults(func=cmd_status)
+
+    d = sub.add_parser("demo", help="TURN and baselines on the embedded Fashion-MNIST demo")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--n-train", type=int, default=None, help="training images (default: the demo's)")
+    d.add_argument("--n-test", type=int, default=None)
+    d.add_argument("--image-size", type=int, default=None)
+    d.add_argument("--device", default="auto")
+    d.add_argument("--methods", nargs="*", choices=list(METHODS), help="default: turn, lp-gce, fft-ce")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="benchmark TURN against its baselines")
+    from turn_backend.bench import add_arguments
+
+    add_arguments(b)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CLIError, DatasetError, ModelError, ValueError, FileExistsError, FileNotFoundError, OSError) as exc:
+        print(f"turn: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Human review decisions, one SQLite database per run, written the moment they are made.
+
+Every decision is a new row (a history per sample); the current decision of a sample is its
+latest row that has not been undone. WAL mode lets two browser tabs (two connections) write
+without losing each other's decisions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+
+ACTIONS = ("keep", "relabel", "remove")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sample_id TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('keep', 'relabel', 'remove')),
+    label INTEGER,
+    time REAL NOT NULL,
+    session TEXT,
+    undone INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS decisions_sample ON decisions (sample_id, id);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class ReviewStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with closing(self._connect()) as con, con:
+            con.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")  # a decision survives a power cut once recorded
+        return con
+
+    def record(self, sample_id: str, action: str, label: int | None = None, session: str | None = None) -> int:
+        """Store one decision; returns its row id."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown review action {action!r}; use one of {', '.join(ACTIONS)}")
+        if action == "relabel" and label is None:
+            raise ValueError("a relabel decision needs the new label")
+        with closing(self._connect()) as con:
+            cur = con.execute(
+                "INSERT INTO decisions (sample_id, action, label, time, session) VALUES (?, ?, ?, ?, ?)",
+                (str(sample_id), action, None if label is None else int(label), time.time(), session),
+            )
+            return int(cur.lastrowid)
+
+    def record_many(self, decisions: list[tuple[str, str, int | None]], session: str | None = None) -> None:
+        """Several decisions in one transaction (bulk accept): all are stored or none."""
+        now = time.time()
+        for _, action, label in decisions:
+            if action not in ACTIONS or (action == "relabel" and label is None):
+                raise ValueError(f"invalid decision {action!r} / {label!r}")
+        with closing(self._connect()) as con:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany(
+                "INSERT INTO decisions (sample_id, action, label, time, session) VALUES (?, ?, ?, ?, ?)",
+                [(str(s), a, None if lab is None else int(lab), now, session) for s, a, lab in decisions],
+            )
+            con.execute("COMMIT")
+
+    def undo_last(self, session: str | None = None) -> str | None:
+        """Undo the most recent decision (of `session`, if given); returns its sample id."""
+        with closing(self._connect()) as con:
+            query = "SELECT id, sample_id FROM decisions WHERE undone = 0"
+            params: tuple = ()
+            if session is not None:
+                query += " AND session = ?"
+                params = (session,)
+            row = con.execute(query + " ORDER BY id DESC LIMIT 1", params).fetchone()
+            if row is None:
+                return None
+            con.execute("UPDATE decisions SET undone = 1 WHERE id = ?", (row[0],))
+            return row[1]
+
+    def current(self) -> dict[str, tuple[str, int | None]]:
+        """sample id -> (action, label) of its latest decision that stands."""
+        with closing(self._connect()) as con:
+            rows = con.execute(
+                """SELECT d.sample_id, d.action, d.label FROM decisions d
+                   JOIN (SELECT sample_id, MAX(id) AS id FROM decisions WHERE undone = 0 GROUP BY sample_id) last
+                   ON d.id = last.id"""
+            ).fetchall()
+        return {s: (a, lab) for s, a, lab in rows}
+
+    def history(self, sample_id: str) -> list[dict]:
+        with closing(self._connect()) as con:
+            rows = con.execute(
+                "SELECT action, label, time, session, undone FROM decisions WHERE sample_id = ? ORDER BY id",
+                (str(sample_id),),
+            ).fetchall()
+        return [dict(zip(("action", "label", "time", "session", "undone"), r)) for r in rows]
+
+    def count(self) -> int:
+        return len(self.current())
+
+    # Settings that belong to the run's review (the applied tau).
+    def set_setting(self, key: str, value: str) -> None:
+        with closing(self._connect()) as con:
+            con.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, str(value)))
+
+    def get_setting(self, key: str, default: str | None = None) -> str | None:
+        with closing(self._connect()) as con:
+            row = con.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return default if row is None else row[0]
