@@ -7,7 +7,6 @@ import gzip
 import io
 import os
 import pickle
-import sys
 import tempfile
 from pathlib import Path
 
@@ -17,11 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from turn_backend.data import DatasetError, apply_label_noise, load_dataset  # noqa: E402
-from turn_backend.data.common import check_image_file  # noqa: E402
-from turn_backend.noise import (  # noqa: E402
+from turn_backend.data import DatasetError, apply_label_noise, load_dataset
+from turn_backend.data.common import check_image_file
+from turn_backend.noise import (
     FASHION_MNIST_CLASSES,
     apply_noise,
     asymmetric_noise,
@@ -29,7 +26,7 @@ from turn_backend.noise import (  # noqa: E402
     instance_noise,
     symmetric_noise,
 )
-from turn_backend.paths import PathOutsideRoot, resolve_inside  # noqa: E402
+from turn_backend.paths import PathOutsideRoot, resolve_inside
 
 # ------------------------------------------------------------------------------ helpers
 
@@ -94,6 +91,14 @@ def test_resolve_inside(tmp_path):
     assert resolve_inside(root, "a/inner.png") == root / "a" / "inner.png"
     with pytest.raises(DatasetError):
         resolve_inside(root, "a/\x00.png")
+    # a folder link leading out, and a root that is itself a link
+    os.symlink(tmp_path, root / "up")
+    with pytest.raises(PathOutsideRoot):
+        resolve_inside(root, "up/secret.png")
+    os.symlink(root, tmp_path / "alias")
+    assert resolve_inside(tmp_path / "alias", "a/x.png") == tmp_path / "alias" / "a" / "x.png"
+    with pytest.raises(PathOutsideRoot):
+        resolve_inside(tmp_path / "alias", "../secret.png")
 
 
 def test_check_image_file_reasons(tmp_path):
@@ -489,6 +494,20 @@ def test_cifar100_coarse_and_pairs(tmp_path):
     assert noisy.info["noise"]["pairs"]["f0"] == "f2"
 
 
+def test_cifar10_from_tarball(tmp_path):
+    import tarfile
+
+    src = tmp_path / "src" / "cifar-10-batches-py"
+    src.mkdir(parents=True)
+    data = np.random.default_rng(0).integers(0, 256, (4, 3072), dtype=np.uint8)
+    _pickle(src / "data_batch_1", {b"labels": [0, 1, 2, 3], b"data": data})
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname="cifar-10-batches-py")
+    b = load_dataset({"kind": "cifar10", "path": str(tmp_path)})
+    assert len(b.train) == 4 and b.test is None and b.class_names[0] == "airplane"
+    assert (tmp_path / "cifar-10-batches-py" / "data_batch_1").is_file()
+
+
 def test_cifar_refuses_malicious_pickle(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
@@ -672,6 +691,8 @@ def test_apply_label_noise_on_demo():
     assert set(zip(t[t != y], y[t != y])) <= {(0, 6), (6, 0), (2, 4), (4, 2), (7, 9), (9, 7)}
     noisy, rate = apply_label_noise(b, "instance", 0.3, seed=0)
     assert 0.2 < rate < 0.4
+    assert b.train.pixel_matrix(None).shape == (1000, 784)
+    assert b.train.pixel_matrix(16).shape == (1000, 16 * 16 * 3)
     with pytest.raises(DatasetError, match="not a class"):
         apply_label_noise(b, "asymmetric", 0.3, seed=0, pairs={"Trousers": "Dress"})
 

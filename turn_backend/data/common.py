@@ -123,13 +123,14 @@ def check_files(
             progress(stage, n, n)
         return out
     workers = min(32, 4 * (os.cpu_count() or 2))
+    chunk = 256
+    parts = [paths[k:k + chunk] for k in range(0, n, chunk)]
     out: list[str | None] = []
-    step = max(1, n // 100)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for k, reason in enumerate(pool.map(lambda p: check_image_file(p, level), paths, chunksize=64)):
-            out.append(reason)
-            if progress and ((k + 1) % step == 0 or k + 1 == n):
-                progress(stage, k + 1, n)
+        for part in pool.map(lambda ps: [check_image_file(p, level) for p in ps], parts):
+            out.extend(part)
+            if progress:
+                progress(stage, len(out), n)
     return out
 
 

@@ -25,7 +25,7 @@ from turn_backend.data.common import (
     warn,
 )
 from turn_backend.data.core import DatasetBundle, DatasetError, SkippedItem
-from turn_backend.paths import OUTSIDE_ROOT, PathOutsideRoot, resolve_inside
+from turn_backend.paths import OUTSIDE_ROOT, PathOutsideRoot, RootGuard
 
 TRAIN_NAMES = ("train", "training")
 TEST_NAMES = ("test", "testing")
@@ -48,54 +48,63 @@ def _loose_images(folder: Path, root: Path, skipped: list[SkippedItem], where: s
             skipped.append(SkippedItem(rel, f"image not inside a class folder ({where})"))
 
 
-def _class_files(
-    root: Path, class_dir: Path, skipped: list[SkippedItem]
-) -> list[tuple[str, Path]]:
-    """(id, path) of the image files under `class_dir`, recursively, in sorted order."""
+def _class_files(guard: RootGuard, class_dir: Path, skipped: list[SkippedItem]) -> list[tuple[str, Path]]:
+    """(id, path) of the image files under `class_dir`, recursively, in sorted order.
+
+    Links (to files or folders) are followed only where they lead inside the root; plain
+    files in a folder already known to be inside need no further checks.
+    """
+    root = Path(guard.root)
     rel_dir = class_dir.relative_to(root).as_posix()
     try:
-        start = resolve_inside(root, rel_dir)
+        guard.resolve(rel_dir)
     except PathOutsideRoot:
         skipped.append(SkippedItem(rel_dir + "/", f"class folder is a link to a place {OUTSIDE_ROOT}"))
         return []
     out: list[tuple[str, Path]] = []
-    seen_dirs = {os.path.realpath(start)}
-    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-        rel_here = Path(dirpath).relative_to(root)
-        keep = []
-        for d in sorted(dirnames):
-            if d.startswith("."):
+    start = os.path.realpath(class_dir)
+    seen = {start}
+    stack = [(str(class_dir), rel_dir, start)]
+    while stack:
+        folder, rel_here, folder_real = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append(SkippedItem(rel_here + "/", f"cannot list folder ({exc.strerror or exc})"))
+            continue
+        subdirs = []
+        for e in entries:
+            if e.name.startswith("."):
                 continue
-            rel = (rel_here / d).as_posix()
-            full = Path(dirpath) / d
-            if full.is_symlink():
+            rel = f"{rel_here}/{e.name}"
+            link = e.is_symlink()
+            if link:
                 try:
-                    resolve_inside(root, rel)
+                    guard.resolve(rel)
                 except PathOutsideRoot:
-                    skipped.append(SkippedItem(rel + "/", f"folder is a link to a place {OUTSIDE_ROOT}"))
+                    what = "folder" if e.is_dir() else "file"
+                    skipped.append(SkippedItem(rel + ("/" if what == "folder" else ""),
+                                               f"link to a {what} {OUTSIDE_ROOT}"))
                     continue
-            real = os.path.realpath(full)
-            if real in seen_dirs:  # a link loop or a second way to the same folder
-                continue
-            seen_dirs.add(real)
-            keep.append(d)
-        dirnames[:] = keep
-        for f in sorted(filenames):
-            if f.startswith("."):
-                continue
-            rel = (rel_here / f).as_posix()
-            if not is_image_name(f):
-                skipped.append(SkippedItem(rel, f"not an image file extension ({', '.join(IMAGE_EXTENSIONS)})"))
-                continue
+                except DatasetError as exc:
+                    skipped.append(SkippedItem(rel, str(exc)))
+                    continue
             try:
-                path = resolve_inside(root, rel)
-            except PathOutsideRoot:
-                skipped.append(SkippedItem(rel, f"link to a file {OUTSIDE_ROOT}"))
-                continue
-            except DatasetError as exc:
-                skipped.append(SkippedItem(rel, str(exc)))
-                continue
-            out.append((rel, path))
+                is_dir = e.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                real = os.path.realpath(e.path) if link else os.path.join(folder_real, e.name)
+                if real in seen:  # a link loop, or a second way to the same folder
+                    continue
+                seen.add(real)
+                subdirs.append((e.path, rel, real))
+            elif not is_image_name(e.name):
+                skipped.append(SkippedItem(rel, f"not an image file extension ({', '.join(IMAGE_EXTENSIONS)})"))
+            else:
+                out.append((rel, Path(e.path)))
+        stack.extend(reversed(subdirs))
+    out.sort(key=lambda item: item[0])
     return out
 
 
@@ -131,12 +140,13 @@ def load_folder(spec: dict, opts: LoadOptions) -> DatasetBundle:
             f"after the class (optionally under train/ and test/)"
         )
     index = {c: i for i, c in enumerate(class_names)}
+    guard = RootGuard(root)
     built = {}
     for split, folder in splits.items():
         _loose_images(folder, root, skipped, f"{split} split" if split_layout else "top level")
         candidates = []
         for c in _visible_dirs(folder):
-            for rel, path in _class_files(root, folder / c, skipped):
+            for rel, path in _class_files(guard, folder / c, skipped):
                 candidates.append(Candidate(id=rel, path=path, label=index[c], source=rel))
         built[split] = build_split(candidates, class_names, skipped, opts, split=split, info=info)
     if "test" in splits and built.get("test") is None:

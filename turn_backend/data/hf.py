@@ -41,7 +41,7 @@ from turn_backend.data.common import (
     warn,
 )
 from turn_backend.data.core import DatasetBundle, DatasetError, ImageSet, SkippedItem, to_rgb
-from turn_backend.paths import OUTSIDE_ROOT, PathOutsideRoot, resolve_inside
+from turn_backend.paths import OUTSIDE_ROOT, PathOutsideRoot, RootGuard
 
 IMAGE_COLUMNS = ("image", "img", "picture", "photo", "pixel_values_raw")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target")
@@ -176,6 +176,7 @@ def _read_split(
 ) -> list[Row]:
     """Pass 1: check every image; the rows to keep. With `raw_labels` given, only collect label texts."""
     rows: list[Row] = []
+    guard = RootGuard(data_root)
     offset = 0
     label_names = schema.class_labels.get(cols["label"])
     true_names = schema.class_labels.get(cols["true"]) if cols["true"] else None
@@ -214,7 +215,7 @@ def _read_split(
                 reason, size, mode, fmt = _probe(lambda b=b: Image.open(io.BytesIO(b)), opts.verify)
             elif p:
                 try:
-                    path = resolve_inside(data_root, p)
+                    path = guard.resolve(p)
                 except PathOutsideRoot:
                     skipped.append(SkippedItem(p, f"image path is {OUTSIDE_ROOT} [{split}]"))
                     continue

@@ -31,7 +31,7 @@ from turn_backend.data.common import (
     warn,
 )
 from turn_backend.data.core import DatasetBundle, DatasetError, SkippedItem
-from turn_backend.paths import OUTSIDE_ROOT, PathOutsideRoot, resolve_inside
+from turn_backend.paths import OUTSIDE_ROOT, PathOutsideRoot, RootGuard
 
 COLUMN_ALIASES = {
     "path": ("path", "filepath", "file_path", "file", "filename", "image", "image_path"),
@@ -159,7 +159,7 @@ def read_manifest(path: Path, spec: dict, info: dict) -> Table:
     return read_csv(path, spec, info)
 
 
-def _locate(root: Path, raw: str) -> Path:
+def _locate(guard: RootGuard, raw: str) -> Path:
     """The file a manifest path names: as written, else stripped, else with `\\` as `/`."""
     tries = [raw]
     if raw.strip() != raw:
@@ -168,7 +168,7 @@ def _locate(root: Path, raw: str) -> Path:
         tries.append(raw.strip().replace("\\", "/"))
     first = None
     for t in tries:
-        p = resolve_inside(root, t)  # raises PathOutsideRoot for every spelling alike
+        p = guard.resolve(t)  # raises PathOutsideRoot for every spelling alike
         if first is None:
             first = p
         if p.is_file():
@@ -244,6 +244,7 @@ def load_manifest(spec: dict, opts: LoadOptions) -> DatasetBundle:
         raise DatasetError(f"the manifest {str(mpath)!r} has no usable rows ({len(skipped)} skipped, {blank} blank)")
     mapper = LabelMapper(class_names)
 
+    guard = RootGuard(root)
     by_split: dict[str, list[Candidate]] = {"train": [], "test": [], "val": []}
     bad_true = 0
     for line, raw_path, sid, lab, true_text, split in parsed:
@@ -258,7 +259,7 @@ def load_manifest(spec: dict, opts: LoadOptions) -> DatasetBundle:
             if t is None:
                 bad_true += 1
         try:
-            path = _locate(root, raw_path)
+            path = _locate(guard, raw_path)
         except PathOutsideRoot:
             skipped.append(SkippedItem(src, f"path is {OUTSIDE_ROOT} ({where} line {line})"))
             continue

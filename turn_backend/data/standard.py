@@ -149,6 +149,22 @@ def read_cifar_file(path: Path) -> dict:
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
+def _safe_extract(tarball: Path, root: Path) -> None:
+    """Unpack a .tar.gz into root, refusing links, devices and paths leading outside root."""
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            members = tar.getmembers()
+            for m in members:
+                if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in Path(m.name).parts:
+                    raise DatasetError(f"{str(tarball)!r} holds an unsafe entry {m.name!r}; unpack it by hand")
+            try:
+                tar.extractall(root, members=members, filter="data")
+            except TypeError:  # Python before 3.10.12 / 3.11.4: no filters (entries checked above)
+                tar.extractall(root, members=members)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DatasetError(f"cannot unpack {str(tarball)!r}: {exc}") from exc
+
+
 def _cifar_folder(root: Path, kind: str, download: bool) -> Path:
     meta = CIFAR[kind]
     if root.name == meta["folder"]:
@@ -158,8 +174,7 @@ def _cifar_folder(root: Path, kind: str, download: bool) -> Path:
         return folder
     tarball = root / meta["tarball"]
     if tarball.is_file():
-        with tarfile.open(tarball, "r:gz") as tar:
-            tar.extractall(root, filter="data")  # the "data" filter refuses links and paths outside root
+        _safe_extract(tarball, root)
         if folder.is_dir():
             return folder
     if download:

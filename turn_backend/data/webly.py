@@ -29,13 +29,13 @@ from turn_backend.data.common import (
     Candidate,
     LoadOptions,
     build_split,
-    finish_bundle,
     find_existing,
+    finish_bundle,
     unique_names,
     warn,
 )
 from turn_backend.data.core import DatasetBundle, DatasetError, SkippedItem
-from turn_backend.paths import OUTSIDE_ROOT, PathOutsideRoot, resolve_inside
+from turn_backend.paths import OUTSIDE_ROOT, PathOutsideRoot, RootGuard
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
@@ -55,10 +55,10 @@ def read_kv(path: Path, skipped: list[SkippedItem]) -> dict[str, int]:
     return out
 
 
-def _candidate(root: Path, key: str, label: int, true: int | None, sid: str, skipped: list[SkippedItem],
+def _candidate(guard: RootGuard, key: str, label: int, true: int | None, sid: str, skipped: list[SkippedItem],
                where: str) -> Candidate | None:
     try:
-        path = resolve_inside(root, key)
+        path = guard.resolve(key)
     except PathOutsideRoot:
         skipped.append(SkippedItem(key, f"path is {OUTSIDE_ROOT} ({where})"))
         return None
@@ -93,6 +93,7 @@ def load_clothing1m(spec: dict, opts: LoadOptions) -> DatasetBundle:
     if bad:
         raise DatasetError(f"Clothing1M labels must be 0..{c - 1} ({c} names in category_names_eng.txt); "
                            f"{len(bad)} are not, e.g. {bad[0]!r}")
+    guard = RootGuard(root)
     train, test = [], []
     seen: set[str] = set()
     for _, key in _lines(ann / "noisy_train_key_list.txt"):
@@ -103,7 +104,7 @@ def load_clothing1m(spec: dict, opts: LoadOptions) -> DatasetBundle:
         if key not in noisy:
             skipped.append(SkippedItem(key, "no label in noisy_label_kv.txt (train)"))
             continue
-        cand = _candidate(root, key, noisy[key], clean.get(key), key, skipped, "train")
+        cand = _candidate(guard, key, noisy[key], clean.get(key), key, skipped, "train")
         if cand:
             train.append(cand)
     seen = set()
@@ -115,7 +116,7 @@ def load_clothing1m(spec: dict, opts: LoadOptions) -> DatasetBundle:
         if key not in clean:
             skipped.append(SkippedItem(key, "no label in clean_label_kv.txt (test)"))
             continue
-        cand = _candidate(root, key, clean[key], clean[key], key, skipped, "test")
+        cand = _candidate(guard, key, clean[key], clean[key], key, skipped, "test")
         if cand:
             test.append(cand)
     known = sum(x.true_label is not None for x in train)
@@ -176,16 +177,17 @@ def load_webvision(spec: dict, opts: LoadOptions) -> DatasetBundle:
         raise DatasetError(f"labels go up to {max_label} but synsets.txt names {c} classes")
     val_dir = spec.get("val_dir") or next(
         (d for d in ("val_images_256", "val_images") if (root / d).is_dir()), "val_images_256")
+    guard = RootGuard(root)
     train, test = [], []
     for key, lab in train_items:
         if lab < c:
-            cand = _candidate(root, key, lab, None, key, skipped, "train")
+            cand = _candidate(guard, key, lab, None, key, skipped, "train")
             if cand:
                 train.append(cand)
     for key, lab in val_items:
         if lab < c:
             rel = f"{val_dir}/{key}"
-            cand = _candidate(root, rel, lab, lab, f"val/{key}", skipped, "val")
+            cand = _candidate(guard, rel, lab, lab, f"val/{key}", skipped, "val")
             if cand:
                 test.append(cand)
     train_set = build_split(train, class_names, skipped, opts, split="train", info=info)
