@@ -8,9 +8,11 @@ over arrays and report every edge case they handle in `notes`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 # DivideMix's GMM settings (losses min-max normalised per class before the fit).
@@ -84,7 +86,10 @@ def fit_clean_probability(losses: np.ndarray, labels: np.ndarray, num_classes: i
         gmm = GaussianMixture(
             n_components=2, max_iter=GMM_MAX_ITER, tol=GMM_TOL, reg_covar=GMM_REG_COVAR, random_state=seed
         )
-        gmm.fit(z)
+        with warnings.catch_warnings():
+            # max_iter=10 often stops before sklearn's tolerance; that is DivideMix's setting
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gmm.fit(z)
         mu = gmm.means_.ravel()
         clean_k, noisy_k = int(np.argmin(mu)), int(np.argmax(mu))
         scale = hi - lo
