@@ -23,8 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from turn_backend.config import DEFAULT_METHOD, METHODS, RunConfig
-from turn_backend.data.core import DatasetError
-from turn_backend.models.core import ModelError
+from turn_backend.errors import DatasetError, ModelError
 from turn_backend.noise import NOISE_TYPES
 from turn_backend.runfolder import TERMINAL_STATES, RunFolder, atomic_write_json
 

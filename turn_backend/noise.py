@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
-from turn_backend.data.core import DatasetError
+from turn_backend.errors import DatasetError
 
 NOISE_TYPES = ("none", "symmetric", "asymmetric", "instance")
 
@@ -115,15 +114,20 @@ def instance_noise(
     true = np.asarray(labels, dtype=np.int64)
     n = len(true)
     rng = np.random.default_rng(seed)
-    x = np.asarray(images, dtype=np.float64).reshape(n, -1) / 255.0
+    pixels = np.asarray(images).reshape(n, -1)
+    from scipy import stats
+
     sd = 0.1
     if rate in (0.0, 1.0):
         flip_rate = np.full(n, rate)
     else:
         a, b = (0.0 - rate) / sd, (1.0 - rate) / sd
         flip_rate = stats.truncnorm.rvs(a, b, loc=rate, scale=sd, size=n, random_state=rng)
-    w = rng.standard_normal((x.shape[1], num_classes))
-    scores = x @ w
+    w = rng.standard_normal((pixels.shape[1], num_classes))
+    # x W in chunks: a float copy of a large image set would not fit in memory at once
+    scores = np.concatenate([
+        (pixels[i:i + 4096].astype(np.float64) / 255.0) @ w for i in range(0, n, 4096)
+    ]) if n else np.zeros((0, num_classes))
     scores[np.arange(n), true] = -np.inf
     scores -= scores.max(axis=1, keepdims=True)
     p = np.exp(scores)

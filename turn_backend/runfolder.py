@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 TERMINAL_STATES = ("done", "failed", "stopped")
 
@@ -147,7 +146,10 @@ class RunFolder:
     def metrics(self) -> dict:
         return read_json(self.path / "metrics.json", {})
 
-    def samples(self) -> pd.DataFrame:
+    def samples(self):
+        """A DataFrame: sample_id, source, split, given_label, true_label (-1: unknown)."""
+        import pandas as pd
+
         return pd.read_parquet(self.path / "samples.parquet")
 
     def rounds(self) -> list[dict]:

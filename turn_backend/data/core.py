@@ -16,9 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-
-class DatasetError(ValueError):
-    """Input that cannot become a dataset; the message says what is wrong and how to fix it."""
+from turn_backend.errors import DatasetError
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-
-class ModelError(ValueError):
-    """A model that cannot be built; the message says what to fix."""
+from turn_backend.errors import ModelError  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
