@@ -138,7 +138,7 @@ def cmd_run(args) -> int:
         noise=noise, model=args.model, checkpoint=args.checkpoint, method=args.method,
         image_size=args.image_size, batch_size=args.batch_size, lp_epochs=args.lp_epochs,
         fft_epochs=args.fft_epochs, tau=args.tau, seed=args.seed, device=args.device,
-        num_processes=args.processes, num_workers=args.workers,
+        num_processes=args.processes, num_workers=args.workers, mixed_precision=args.precision,
         projection_methods=args.projections,
     )
     out = Path(args.out or Path("runs") / f"{args.method}-{datetime.now():%Y%m%d-%H%M%S}")
@@ -255,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--processes", type=int, default=1, help="processes (one per GPU) via torchrun (default 1)")
     r.add_argument("--workers", type=int, help="data-loader workers (default: by data kind)")
+    r.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                   help="mixed precision on CUDA (default auto: bf16 where supported, else fp16; none on CPU)")
     r.add_argument("--projections", nargs="*", default=["tsne"], choices=["tsne", "umap"])
     r.add_argument("--out", help="run folder (default runs/METHOD-TIME)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
