@@ -42,9 +42,8 @@ def build_navigation():
     return st.navigation(sections)
 
 
+ui.keep_widget_state()
 nav = build_navigation()
-with st.sidebar:
-    st.markdown("### :material/label: TURN Studio")
-    st.caption("Find and fix noisy labels with a pre-trained model.")
+st.logo(ui.LOGO_SVG, icon_image=ui.ICON_SVG, size="large")
 ui.run_picker()
 nav.run()

@@ -1,12 +1,14 @@
 """Shared UI helpers for the TURN Studio pages: header, state badge, empty states, errors,
 links between pages, the run picker in the sidebar, and cached run data.
 
-Every page file starts with the same three lines, so it also runs standalone
+Every page file puts the repo root on sys.path first, so it also runs standalone
 (`streamlit run pages/x.py`, `AppTest.from_file("pages/x.py")`):
 
     import sys
     from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    ROOT = str(Path(__file__).resolve().parents[1])
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
 
 then `from app import ui`.
 """
@@ -25,6 +27,27 @@ import streamlit as st  # noqa: E402
 
 from app.state import current_run, runs_root, set_current_run  # noqa: E402
 from turn_backend.runfolder import RunFolder, list_runs, read_json  # noqa: E402
+
+# ------------------------------------------------------------------------ widget state
+
+# Streamlit forgets a widget's value once a page without that widget has run. These keys
+# (the Dataset and Train settings) are re-assigned on every run by app/main.py, so the
+# choices survive a visit to another page. Buttons and uploaders cannot be assigned.
+PERSISTENT_KEYS = (
+    "ds_source", "ds_demo_train", "ds_demo_test", "ds_folder_path", "ds_manifest_mode", "ds_manifest_path",
+    "ds_manifest_root", "ds_hf_path", "ds_hf_train_split", "ds_hf_test_split", "ds_noise_kind",
+    "ds_noise_rate", "ds_noise_seed", "ds_show_classes", "ds_only_wrong",
+    "tr_model_source", "tr_timm_name", "tr_checkpoint", "tr_hf_name", "tr_method", "tr_device",
+    "tr_image_size", "tr_batch", "tr_lp_epochs", "tr_fft_epochs", "tr_tau", "tr_seed", "tr_lp_opt",
+    "tr_lp_lr", "tr_lp_wd", "tr_fft_opt", "tr_fft_lr", "tr_fft_wd", "tr_freeze_bn", "tr_projections",
+)
+
+
+def keep_widget_state(keys=PERSISTENT_KEYS) -> None:
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
 
 # --------------------------------------------------------------------------------- pages
 
@@ -45,6 +68,19 @@ SECTIONS: dict[str, list[str]] = {
 }
 
 
+# The Material Symbols "label" glyph (viewBox 0 -960 960 960), as the app's logo.
+_LABEL_PATH = ("M840-480 666-234q-11 16-28.5 25t-37.5 9H200q-33 0-56.5-23.5T120-280v-400q0-33 "
+               "23.5-56.5T200-760h400q20 0 37.5 9t28.5 25l174 246Z")
+ICON_SVG = (f'<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32" viewBox="0 -960 960 960">'
+            f'<path fill="#4F46E5" d="{_LABEL_PATH}"/></svg>')
+LOGO_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="190" height="32" viewBox="0 0 190 32">'
+    f'<g transform="translate(0,32) scale(0.0333)"><path fill="#4F46E5" d="{_LABEL_PATH}"/></g>'
+    '<text x="38" y="23" font-family="Source Sans Pro, Source Sans 3, Helvetica, Arial, sans-serif" '
+    'font-size="21" font-weight="700" fill="#31333F">TURN Studio</text></svg>'
+)
+
+
 def page_link(name: str, label: str | None = None, icon: str | None = None, *,
               help: str | None = None, disabled: bool = False, container=None) -> None:
     """A link to another page of the app (by its name in PAGES).
@@ -59,7 +95,7 @@ def page_link(name: str, label: str | None = None, icon: str | None = None, *,
     try:
         target.page_link(str(file), label=label, icon=icon, help=help, disabled=disabled)
     except Exception:  # StreamlitPageNotFoundError outside the navigation
-        target.markdown(f"{icon} {label} (open the **{title}** page)")
+        target.markdown(f":gray[{icon} {label}]", help=f"Open the {title} page from the navigation")
 
 
 def switch_page(name: str) -> None:

@@ -6,7 +6,9 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = str(Path(__file__).resolve().parents[1])  # the repo root, so the page also runs standalone
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
@@ -38,25 +40,26 @@ rows = [ui.run_summary(r) for r in runs]
 table = pd.DataFrame(rows)
 table["created"] = pd.to_datetime(table["created"], unit="s")
 table["state"] = [ui.state_style(s)[2] for s in table["state"]]
-table.insert(0, "open", [current is not None and n == current.name for n in table["name"]])
+table.insert(1, "open", ["open" if current is not None and n == current.name else "" for n in table["name"]])
+table["dataset"] = table["dataset"] + ", " + table["noise"]
+table = table[["name", "open", "state", "method", "model", "dataset", "test_acc", "n_clean", "created"]]
 
 st.subheader(f":material/list: {len(runs)} run{'s' if len(runs) != 1 else ''}", anchor=False)
 st.caption(f"Runs root: `{root}` (set `TURN_RUNS_DIR` to use another folder). "
            "Select a row to open that run.")
 event = st.dataframe(
-    table.drop(columns=["test_acc_last", "purity"]),
+    table,
     hide_index=True,
     width="stretch",
     on_select="rerun",
     selection_mode="single-row",
     key="runs_table",
     column_config={
-        "open": st.column_config.CheckboxColumn("Open", help="The run the other pages show", width="small"),
-        "name": st.column_config.TextColumn("Run", width="large"),
+        "name": st.column_config.TextColumn("Run", width="medium"),
+        "open": st.column_config.TextColumn("", help="The run the other pages show", width=50),
         "method": st.column_config.TextColumn("Method"),
         "model": st.column_config.TextColumn("Model"),
-        "dataset": st.column_config.TextColumn("Dataset"),
-        "noise": st.column_config.TextColumn("Noise"),
+        "dataset": st.column_config.TextColumn("Data", width="large"),
         "state": st.column_config.TextColumn("State"),
         "test_acc": st.column_config.NumberColumn("Test acc. (best)", format="percent"),
         "n_clean": st.column_config.NumberColumn("Clean set", help="Samples in TURN's first clean set"),
@@ -132,7 +135,7 @@ with right:
     m[0].metric("Test acc. (best)", ui.fmt_pct(summary["test_acc"]))
     m[1].metric("Test acc. (last)", ui.fmt_pct(summary["test_acc_last"]))
     m[2].metric("Clean set", ui.fmt_int(summary["n_clean"]))
-    m[3].metric("Clean-set purity", ui.fmt_pct(summary["purity"]))
+    m[3].metric("Purity", ui.fmt_pct(summary["purity"]), help="Share of the clean set whose given label is right")
     st.caption(f"**Method** {summary['method']} · **Model** {summary['model']} · "
                f"**Data** {summary['dataset']}, {summary['noise']} · **Created** {ui.fmt_time(summary['created'])}")
     error = ui.run_state(folder).get("error")

@@ -4,7 +4,7 @@
   at a session-wide feature cache.
 - `tiny_run`: a finished, real run folder inside `runs_root` (a copy of one built once per
   session with `run_turn`: the Fashion-MNIST demo, 200 train / 100 test, symmetric 40%
-  noise, EfficientNet-Lite0 at 32 px, 3 LP epochs, 1 TURN round, t-SNE projections).
+  noise, EfficientNet-Lite0 at 64 px (at 32 px its features collapse), 3 LP epochs, 1 TURN round, t-SNE projections).
 - `tiny_config`: a function giving that RunConfig (keyword overrides allowed).
 """
 
@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def make_tiny_config(**overrides):
     settings = dict(
         dataset={"kind": "demo", "n_train": 200, "n_test": 100},
         noise={"kind": "symmetric", "rate": 0.4, "seed": 0},
-        model="efficientnet_lite0", image_size=32, batch_size=64, lp_epochs=3, fft_epochs=1,
+        model="efficientnet_lite0", image_size=64, batch_size=64, lp_epochs=3, fft_epochs=1,
         method="turn", projection_methods=["tsne"], device="cpu", num_workers=0,
     )
     settings.update(overrides)
@@ -73,15 +74,32 @@ def tiny_config():
     return make_tiny_config
 
 
+def stop_workers(root: Path, timeout: float = 60) -> None:
+    """Stop every worker still running on a run under `root` (tests never leave one behind)."""
+    from turn_backend import worker
+    from turn_backend.runfolder import list_runs
+
+    for folder in list_runs(root):
+        if worker.live_state(folder.path).get("state") not in ("starting", "running"):
+            continue
+        worker.stop(folder.path)
+        deadline = time.time() + timeout
+        while time.time() < deadline and worker.live_state(folder.path).get("state") in ("starting", "running"):
+            time.sleep(0.2)
+
+
 @pytest.fixture
-def runs_root(tmp_path, monkeypatch, turn_cache_dir) -> Path:
-    """An empty runs root; TURN_RUNS_DIR and TURN_CACHE_DIR point at temp folders."""
+def runs_root(tmp_path, monkeypatch, turn_cache_dir):
+    """An empty runs root; TURN_RUNS_DIR and TURN_CACHE_DIR point at temp folders.
+
+    Workers a test started under it are stopped when the test ends."""
     root = tmp_path / "runs"
     root.mkdir()
     monkeypatch.setenv("TURN_RUNS_DIR", str(root))
     monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return root
+    yield root
+    stop_workers(root)
 
 
 @pytest.fixture

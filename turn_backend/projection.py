@@ -14,9 +14,12 @@ PROJECTION_METHODS = ("tsne", "umap")
 def project(features: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     """(N, D) features -> (N, 2) coordinates. Features are L2-normalised first."""
     x = np.asarray(features, dtype=np.float32)
+    # A diverged model can give NaN or constant features; t-SNE and UMAP crash on those
+    # (a segmentation fault inside scikit-learn was seen), so they get a flat projection.
+    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     n = len(x)
-    if n < 3:
+    if n < 3 or float(np.ptp(x, axis=0).max()) < 1e-6:
         return np.zeros((n, 2), dtype=np.float32)
     if method == "tsne":
         from sklearn.manifold import TSNE
