@@ -40,6 +40,8 @@ PERSISTENT_KEYS = (
     "tr_model_source", "tr_timm_name", "tr_checkpoint", "tr_hf_name", "tr_method", "tr_device",
     "tr_image_size", "tr_batch", "tr_lp_epochs", "tr_fft_epochs", "tr_tau", "tr_seed", "tr_lp_opt",
     "tr_lp_lr", "tr_lp_wd", "tr_fft_opt", "tr_fft_lr", "tr_fft_wd", "tr_freeze_bn", "tr_projections",
+    "emb_method", "emb_colour", "emb_flagged", "review_given_filter", "review_pred_filter",
+    "review_only_undecided", "export_scope", "export_format",
 )
 
 
@@ -307,6 +309,19 @@ def require_run() -> RunFolder:
                     icon=":material/lightbulb:", page="train", label="Start a run")
         st.stop()
     return folder
+
+
+def require_finished_run(what_then: str) -> RunFolder:
+    """The current run, finished; otherwise an empty state saying `what_then` (what this
+    page shows once the run has finished) with a link to Train, and the page stops."""
+    run = require_run()
+    if run.final() is None:
+        state = run_state(run).get("state", "new")
+        empty_state(f"Run **{run.name}** has no results yet ({state_style(state)[2].lower()}). "
+                    f"{what_then} once it has finished: follow it on the Train page.",
+                    icon=":material/hourglass_top:", page="train", label="Open Train")
+        st.stop()
+    return run
 
 
 def run_picker() -> RunFolder | None:

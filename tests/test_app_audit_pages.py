@@ -1,0 +1,387 @@
+"""The audit pages (Embeddings, Threshold, Review, Export) under Streamlit's AppTest.
+
+Each page runs standalone against a copy of the tiny finished run (`tiny_run` from
+conftest.py). Decisions, the applied tau and exports are checked in the run folder itself
+(the review database, the written file), not in the page's state.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from turn_backend import analysis as an
+from turn_backend.export import build_export, to_bytes
+from turn_backend.review import ReviewStore
+from turn_backend.runfolder import RunFolder
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ROOT / "pages"
+TIMEOUT = 180
+
+
+def app(page: str, run: Path | None = None) -> AppTest:
+    at = AppTest.from_file(str(PAGES / f"{page}.py"), default_timeout=TIMEOUT)
+    if run is not None:
+        at.session_state["run_dir"] = str(run)
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "success", "error", "warning")
+             for e in at.get(kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def first_page_rows(run: Path) -> pd.DataFrame:
+    """The first review page as the page builds it (applied tau, no filters)."""
+    folder = RunFolder(run)
+    final = folder.final()
+    samples = folder.samples()
+    train = samples[samples["split"] == "train"].reset_index(drop=True)
+    from turn_backend.export import default_tau
+
+    q = an.review_queue(train["sample_id"], final["clean_prob"], train["given_label"], final["pred"],
+                        final["pred_prob"], default_tau(folder), ReviewStore(folder.review_db).current())
+    return q.iloc[:12]
+
+
+# ------------------------------------------------------------------------- empty states
+
+
+@pytest.mark.parametrize("page", ["embeddings", "threshold", "review", "export"])
+def test_empty_runs_root_shows_what_to_do(runs_root, page):
+    at = app(page)
+    at.run()
+    assert not at.exception
+    assert "No run yet" in texts(at)
+    assert not at.get("plotly_chart")
+
+
+@pytest.mark.parametrize("page", ["embeddings", "threshold", "review", "export"])
+def test_unfinished_run_shows_empty_state(runs_root, tiny_config, page):
+    from turn_backend.runner import create_run
+
+    create_run(tiny_config(), runs_root / "queued-run")
+    at = app(page)
+    at.run()
+    assert not at.exception
+    assert "has no results yet" in texts(at)
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+def test_embeddings_renders_maps_and_colour_changes(tiny_run):
+    at = app("embeddings", tiny_run)
+    at.run()
+    assert not at.exception
+    assert len(charts(at)) == 2  # before and after TURN
+    titles = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert titles[0].startswith("**Before tuning") and titles[1].startswith("**After TURN")
+    # a test-split projection: only label colourings, and the page says why
+    assert at.selectbox(key="emb_colour").options == ["Given label", "True label"]
+    assert "training samples only" in texts(at)
+    at.selectbox(key="emb_colour").set_value("true").run()
+    assert not at.exception
+    assert at.session_state["emb_colour"] == "true"
+
+
+@pytest.fixture
+def train_split_run(tiny_run) -> Path:
+    """The tiny run with a train-split projection (synthetic coordinates for 60 samples)."""
+    cfg = json.loads((tiny_run / "config.json").read_text())
+    cfg["projection_split"] = "train"
+    (tiny_run / "config.json").write_text(json.dumps(cfg))
+    rng = np.random.default_rng(0)
+    subset = np.sort(rng.choice(200, 60, replace=False))
+    proj = tiny_run / "projections"
+    np.save(proj / "train_subset.npy", subset)
+    np.save(proj / "train_before_tsne.npy", rng.normal(size=(60, 2)).astype(np.float32))
+    np.save(proj / "train_after_tsne.npy", rng.normal(size=(60, 2)).astype(np.float32))
+    return tiny_run
+
+
+def test_embeddings_train_split_colours_and_flagged_marks(train_split_run):
+    at = app("embeddings", train_split_run)
+    at.run()
+    assert not at.exception
+    options = at.selectbox(key="emb_colour").options
+    assert options == ["Given label", "Predicted label", "Clean probability", "True label"]
+    names = [t.get("name") for t in charts(at)[0]["data"]]
+    assert "flagged (p ≤ τ)" in names  # flagged samples get their own symbol
+    symbols = [s for t in charts(at)[0]["data"] for s in (t["marker"].get("symbol") or [])
+               if isinstance(t["marker"].get("symbol"), list)]
+    assert "x" in symbols and "circle" in symbols
+    at.selectbox(key="emb_colour").set_value("clean_prob").run()
+    assert not at.exception
+    trace = charts(at)[0]["data"][0]
+    assert trace["marker"]["colorscale"] and trace["marker"]["cmax"] == 1
+    at.selectbox(key="emb_colour").set_value("pred").run()
+    assert not at.exception
+
+
+def test_embeddings_selection_shows_images(tiny_run):
+    at = app("embeddings", tiny_run)
+    at.run()
+    at.session_state["emb_chart_before"] = {
+        "selection": {"points": [{"customdata": [0], "curve_number": 0, "point_index": 0},
+                                 {"customdata": [5], "curve_number": 1, "point_index": 0}],
+                      "point_indices": [0], "box": [], "lasso": []}}
+    at.run()
+    assert not at.exception
+    assert "2 selected" in texts(at)
+    assert len(at.get("image")) == 2
+
+
+def test_embeddings_third_panel_with_plain_fft_run(tiny_run, runs_root):
+    ref = runs_root / "fft-ce-same-data"
+    shutil.copytree(tiny_run, ref)
+    cfg = json.loads((ref / "config.json").read_text())
+    cfg["method"] = "fft-ce"
+    (ref / "config.json").write_text(json.dumps(cfg))
+    at = app("embeddings", tiny_run)
+    at.run()
+    assert not at.exception
+    assert len(charts(at)) == 3
+    assert "**After plain FFT (fft-ce-same-data)**" in [m.value for m in at.markdown]
+
+
+def test_embeddings_umap_on_demand(tiny_run):
+    pytest.importorskip("umap")
+    at = app("embeddings", tiny_run)
+    at.run()
+    at.button_group(key="emb_method").set_value("umap").run()
+    assert not at.exception
+    assert (tiny_run / "projections" / "test_before_umap.npy").exists()
+    assert (tiny_run / "projections" / "test_after_umap.npy").exists()
+    assert len(charts(at)) == 2
+
+
+# ------------------------------------------------------------------------------ threshold
+
+
+def test_threshold_slider_updates_counts_and_apply_writes_tau(tiny_run):
+    at = app("threshold", tiny_run)
+    at.run()
+    assert not at.exception
+    folder = RunFolder(tiny_run)
+    p = folder.final()["clean_prob"]
+    assert metric(at, "Clean candidates") == f"{int((p > 0.6).sum()):,}"
+    slider = at.slider(key="tau_slider_" + tiny_run.name)
+    assert slider.value == pytest.approx(0.6)
+    slider.set_value(0.3).run()
+    assert not at.exception
+    assert metric(at, "Clean candidates") == f"{int((p > 0.3).sum()):,}"
+    assert metric(at, "Flagged") == f"{int((p <= 0.3).sum()):,}"
+    table = next(d.value for d in at.dataframe if "flagged" in d.value.columns and "class" in d.value.columns)
+    assert int(table["clean"].sum()) == int((p > 0.3).sum())
+    assert len(charts(at)) >= 3  # per-class bars, histograms, precision/recall sweep
+    at.button(key="apply_tau").click().run()
+    assert not at.exception
+    assert ReviewStore(folder.review_db).get_setting("tau") == "0.30"
+    assert "Applied τ: **0.30**" in texts(at)
+
+
+def test_threshold_retrain_creates_and_launches_a_new_run(tiny_run, runs_root, monkeypatch):
+    from turn_backend import worker
+
+    launched = []
+    monkeypatch.setattr(worker, "launch", lambda run_dir, processes=1, env=None: launched.append(Path(run_dir)) or 1)
+    at = app("threshold", tiny_run)
+    at.run()
+    at.slider(key="tau_slider_" + tiny_run.name).set_value(0.45).run()
+    at.button(key="retrain_button").click().run()
+    assert not at.exception
+    new = runs_root / f"{tiny_run.name}-tau0.45"
+    assert launched == [new]
+    cfg = json.loads((new / "config.json").read_text())
+    old = json.loads((tiny_run / "config.json").read_text())
+    assert cfg["tau"] == 0.45 and {**cfg, "tau": old["tau"]} == old
+    assert "Started run" in texts(at)
+
+
+# --------------------------------------------------------------------------------- review
+
+
+def test_review_actions_are_recorded_at_once(tiny_run):
+    rows = first_page_rows(tiny_run)
+    assert len(rows) >= 4
+    store = ReviewStore(RunFolder(tiny_run).review_db)
+    names = json.loads((tiny_run / "classes.json").read_text())
+    at = app("review", tiny_run)
+    at.run()
+    assert not at.exception
+    total = len(first_page_rows(tiny_run)) and an.review_progress(
+        RunFolder(tiny_run).final()["clean_prob"], RunFolder(tiny_run).samples().query("split == 'train'")["sample_id"],
+        0.6, {})[1]
+    assert f"{total} of {total} flagged samples left to review" in texts(at)
+
+    s0, s1, s2, s3 = (str(s) for s in rows["sample_id"].iloc[:4])
+    at.button(key=f"keep_{s0}").click().run()
+    assert store.current()[s0] == ("keep", None)
+    at.button(key=f"remove_{s1}").click().run()
+    assert store.current()[s1] == ("remove", None)
+    r2 = rows.iloc[2]
+    at.button(key=f"accept_{s2}").click().run()
+    expected = ("relabel", int(r2["pred"])) if r2["pred"] != r2["given"] else ("keep", None)
+    assert store.current()[s2] == expected
+    other = next(n for i, n in enumerate(names) if i != int(rows.iloc[3]["given"]))
+    at.selectbox(key=f"relabel_{s3}").select(other).run()
+    assert not at.exception
+    assert store.current()[s3] == ("relabel", names.index(other))
+    assert f"{total - 4} of {total} flagged samples left to review" in texts(at)
+
+    # undo reverts the last decision of this browser session only
+    store.record(s0, "remove", session="another-tab")
+    at.button(key="undo").click().run()
+    assert not at.exception
+    current = store.current()
+    assert s3 not in current  # the relabel is undone
+    assert current[s0] == ("remove", None)  # the other tab's decision stands
+    assert current[s2] == expected
+
+
+def test_review_bulk_accept_and_only_undecided(tiny_run):
+    rows = first_page_rows(tiny_run)
+    store = ReviewStore(RunFolder(tiny_run).review_db)
+    at = app("review", tiny_run)
+    at.run()
+    at.button(key="bulk_accept").click().run()
+    assert not at.exception
+    current = store.current()
+    assert len(current) == len(rows)
+    for sid, action, label in an.bulk_accept(rows):
+        assert current[sid] == (action, label)
+    # only undecided: the page now starts with the next samples
+    at.toggle(key="review_only_undecided").set_value(True).run()
+    assert not at.exception
+    keys = {b.key for b in at.button if b.key and b.key.startswith("keep_")}
+    assert not keys & {f"keep_{s}" for s in rows["sample_id"]}
+
+
+def test_review_bulk_accept_leaves_decided_cards_and_undo_reverts_the_batch(tiny_run):
+    rows = first_page_rows(tiny_run)
+    store = ReviewStore(RunFolder(tiny_run).review_db)
+    s0 = str(rows.iloc[0]["sample_id"])
+    at = app("review", tiny_run)
+    at.run()
+    at.button(key=f"remove_{s0}").click().run()
+    at.button(key="bulk_accept").click().run()
+    assert not at.exception
+    current = store.current()
+    assert current[s0] == ("remove", None)  # a decided card is not overwritten
+    assert len(current) == len(rows)
+    at.button(key="undo").click().run()  # reverts the whole bulk accept
+    assert not at.exception
+    assert store.current() == {s0: ("remove", None)}
+    at.button(key="undo").click().run()
+    assert store.current() == {}
+    at.button(key="undo").click().run()  # nothing left: says so, no error
+    assert not at.exception
+
+
+def test_review_filters_and_pages(tiny_run):
+    names = json.loads((tiny_run / "classes.json").read_text())
+    rows = first_page_rows(tiny_run)
+    at = app("review", tiny_run)
+    at.run()
+    cls = names[int(rows.iloc[0]["given"])]
+    at.multiselect(key="review_given_filter").select(cls).run()
+    assert not at.exception
+    given_names = [m.value for m in at.markdown if m.value.startswith("Given **")]
+    assert given_names and all(v.startswith(f"Given **{cls}**") for v in given_names)
+    at.multiselect(key="review_given_filter").unselect(cls).run()
+    if not at.button(key="next_page").disabled:
+        at.button(key="next_page").click().run()
+        assert not at.exception
+        assert "Page **2** of" in texts(at)
+
+
+# --------------------------------------------------------------------------------- export
+
+
+def test_export_preview_and_write_to_folder(tiny_run):
+    at = app("export", tiny_run)
+    at.run()
+    assert not at.exception
+    preview = at.dataframe[0].value
+    expected = build_export(tiny_run, scope="all")
+    assert list(preview.columns) == list(expected.columns)
+    assert len(preview) == min(200, len(expected))
+    assert metric(at, "Rows in the file") == f"{len(expected):,}"
+    assert at.get("download_button") and "Download" in at.get("download_button")[0].proto.label
+    at.button(key="export_write").click().run()
+    assert not at.exception
+    path = tiny_run / "exports" / f"{tiny_run.name}-labels-all.csv"
+    assert path.read_bytes() == to_bytes(expected, "csv")
+    assert str(path) in texts(at)
+
+
+def test_export_scope_format_and_decisions(tiny_run, tmp_path):
+    store = ReviewStore(RunFolder(tiny_run).review_db)
+    rows = first_page_rows(tiny_run)
+    store.record(str(rows.iloc[0]["sample_id"]), "remove")
+    store.record(str(rows.iloc[1]["sample_id"]), "relabel", 0)
+    at = app("export", tiny_run)
+    at.run()
+    assert metric(at, "Removed") == "1" and metric(at, "Relabelled") == "1"
+    at.radio(key="export_scope").set_value("kept").run()
+    at.radio(key="export_format").set_value("parquet").run()
+    at.text_input(key=f"export_folder_{tiny_run.name}").input(str(tmp_path / "out")).run()
+    at.button(key="export_write").click().run()
+    assert not at.exception
+    written = pd.read_parquet(tmp_path / "out" / f"{tiny_run.name}-labels-kept.parquet")
+    expected = pd.read_parquet(io.BytesIO(to_bytes(build_export(tiny_run, scope="kept"), "parquet")))
+    pd.testing.assert_frame_equal(written, expected)
+    assert len(written) == len(build_export(tiny_run, scope="all")) - 1
+
+
+def test_export_failure_keeps_the_previous_file(tiny_run, monkeypatch):
+    at = app("export", tiny_run)
+    at.run()
+    at.button(key="export_write").click().run()
+    path = tiny_run / "exports" / f"{tiny_run.name}-labels-all.csv"
+    before = path.read_bytes()
+    # a decision changes the file's contents; then the disk "fills up" during the write
+    ReviewStore(RunFolder(tiny_run).review_db).record(str(first_page_rows(tiny_run).iloc[0]["sample_id"]), "remove")
+    import turn_backend.runfolder as rf
+
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rf.os, "replace", full_disk)
+    at.run()
+    at.button(key="export_write").click().run()
+    assert not at.exception
+    assert at.error and "previous file" in at.error[0].value
+    assert path.read_bytes() == before
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_export_to_an_unusable_folder_shows_an_error(tiny_run, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    at = app("export", tiny_run)
+    at.run()
+    at.text_input(key=f"export_folder_{tiny_run.name}").input(str(blocker)).run()
+    at.button(key="export_write").click().run()
+    assert not at.exception
+    assert at.error and "previous file" in at.error[0].value
+    assert blocker.read_text() == "a file where the folder should be"
