@@ -45,16 +45,18 @@ class CleanProbability:
 
 
 def sanitize_losses(losses: np.ndarray) -> tuple[np.ndarray, int]:
-    """Replace NaN / infinite losses by the largest finite loss (such samples look noisy)."""
+    """Replace NaN / infinite losses by the largest finite loss (such samples look noisy).
+
+    Finite losses are bounded by 1e100 so that the per-class min-max normalisation cannot
+    overflow; cross-entropy of float32 logits never comes near that bound.
+    """
     losses = np.asarray(losses, dtype=np.float64)
     bad = ~np.isfinite(losses)
-    if not bad.any():
-        return losses, 0
     finite = losses[~bad]
     fill = float(finite.max()) if finite.size else 0.0
     out = losses.copy()
     out[bad] = fill
-    return out, int(bad.sum())
+    return np.clip(out, -1e100, 1e100), int(bad.sum())
 
 
 def fit_clean_probability(losses: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0) -> CleanProbability:

@@ -10,7 +10,9 @@ the same array whatever the number of processes, and a million samples need not 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +27,18 @@ from turn_backend.models.core import Classifier, FeatureExtractor, Preprocess, S
 from turn_backend.pipeline import ImageTensorDataset, make_loader
 
 Progress = Callable[[int, int], None]  # (done, total)
+Notify = Callable[[str], None]  # a message for the run's event log
+
+logger = logging.getLogger(__name__)
+
+
+class BatchTooLargeError(RuntimeError):
+    """The GPU ran out of memory at this batch size; the message says what to lower."""
+
+
+def _free_gpu_memory() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _no_progress(done: int, total: int) -> None:
@@ -35,6 +49,8 @@ class Runtime:
     """One process's view of the devices: rank, world size, device, mixed precision."""
 
     def __init__(self, device: str = "auto", mixed_precision: str = "auto") -> None:
+        if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", device):
+            raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
         cpu = device == "cpu" or not torch.cuda.is_available()
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} was asked for but no CUDA GPU is visible; use --device cpu")
@@ -93,11 +109,14 @@ def _sharded_inference(
     batch_size: int,
     num_workers: int,
     progress: Progress,
+    notify: Notify | None = None,
 ) -> np.ndarray:
     """Run `fn` on every image (eval transform) and store rows in `out_path` (.npy, float32).
 
     Written to a `.partial` file first and renamed when every process is done, so an
-    interrupted run never leaves a file that looks complete.
+    interrupted run never leaves a file that looks complete. When the GPU runs out of
+    memory, the batch is split in halves (and later batches stay at the smaller size);
+    each halving is logged and reported through `notify`.
     """
     out_path = Path(out_path)
     partial = out_path.with_suffix(".partial.npy")
@@ -110,11 +129,10 @@ def _sharded_inference(
     shard = rt.shard(n)
     loader = make_loader(ImageTensorDataset(images, pre, train=False, index=shard), batch_size, False, 0, num_workers)
     done = 0
+    chunk = [batch_size]
     with torch.inference_mode():
         for x, _, idx in loader:
-            with rt.autocast():
-                y = fn(x.to(rt.device, non_blocking=True))
-            rows[idx.numpy()] = y.float().cpu().numpy()
+            rows[idx.numpy()] = _forward_in_chunks(fn, x, rt, chunk, notify)
             done += len(idx)
             progress(done * rt.world, n)
     rows.flush()
@@ -126,6 +144,33 @@ def _sharded_inference(
     return np.load(out_path, mmap_mode="r")
 
 
+def _forward_in_chunks(fn, x: torch.Tensor, rt: Runtime, chunk: list[int], notify: Notify | None) -> np.ndarray:
+    """`fn(x)` as float32 rows, in pieces of at most `chunk[0]` images; halves the piece
+    on CUDA out-of-memory and keeps the smaller size (in `chunk`) for the next batches."""
+    out = []
+    start = 0
+    while start < len(x):
+        size = chunk[0]
+        try:
+            with rt.autocast():
+                y = fn(x[start:start + size].to(rt.device, non_blocking=True))
+            out.append(y.float().cpu().numpy())
+            start += size
+            continue
+        except torch.cuda.OutOfMemoryError:
+            pass  # handled below, once the exception (and the activations it holds) is gone
+        _free_gpu_memory()
+        if size <= 1:
+            raise BatchTooLargeError("out of GPU memory even for a single image; use a smaller model or "
+                                     "--image-size, or --device cpu")
+        chunk[0] = max(1, size // 2)
+        message = f"out of GPU memory at batch size {size}; retrying with batch size {chunk[0]}"
+        logger.warning(message)
+        if notify is not None:
+            notify(message)
+    return np.concatenate(out) if len(out) > 1 else out[0]
+
+
 def extract_features(
     extractor: FeatureExtractor,
     images: ImageSet,
@@ -135,6 +180,7 @@ def extract_features(
     batch_size: int = 128,
     num_workers: int = 0,
     progress: Progress = _no_progress,
+    notify: Notify | None = None,
 ) -> np.ndarray:
     """Frozen-extractor features z_i = f(x_i), no augmentation; reused if already on disk."""
     out_path = Path(out_path)
@@ -142,7 +188,7 @@ def extract_features(
         return np.load(out_path, mmap_mode="r")
     extractor.to(rt.device).eval()
     return _sharded_inference(
-        extractor, images, pre, out_path, extractor.feature_dim, rt, batch_size, num_workers, progress
+        extractor, images, pre, out_path, extractor.feature_dim, rt, batch_size, num_workers, progress, notify
     )
 
 
@@ -155,11 +201,12 @@ def compute_logits(
     batch_size: int = 128,
     num_workers: int = 0,
     progress: Progress = _no_progress,
+    notify: Notify | None = None,
 ) -> np.ndarray:
     """Logits of the whole model on every image, eval mode, no augmentation."""
     model.to(rt.device).eval()
     return _sharded_inference(
-        model, images, pre, out_path, model.head.out_features, rt, batch_size, num_workers, progress
+        model, images, pre, out_path, model.head.out_features, rt, batch_size, num_workers, progress, notify
     )
 
 
@@ -190,6 +237,7 @@ def train_linear_probe(
     eval_features: np.ndarray | None = None,
     eval_labels: np.ndarray | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    q: float = 0.7,
 ) -> tuple[dict, list[dict]]:
     """Step 1: a freshly initialised linear head trained on cached features.
 
@@ -202,7 +250,7 @@ def train_linear_probe(
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     head = nn.Linear(x.shape[1], num_classes)
     opt = make_optimizer(head.parameters(), hp)
-    criterion = make_loss(loss, len(y), num_classes)
+    criterion = make_loss(loss, len(y), num_classes, q)
     gen = torch.Generator().manual_seed(seed)
     history = []
     for epoch in range(1, epochs + 1):
@@ -261,11 +309,22 @@ def fft_epoch(
         freeze_batchnorm_statistics(model)
     total, seen = 0.0, 0
     for step, (x, y, idx) in enumerate(loader, start=1):
-        with rt.autocast():
-            logits = model(x)
-        value = loss_fn(logits, y, idx)
-        optimizer.zero_grad(set_to_none=True)
-        rt.accelerator.backward(value)
+        oom = False
+        try:
+            with rt.autocast():
+                logits = model(x)
+            value = loss_fn(logits, y, idx)
+            optimizer.zero_grad(set_to_none=True)
+            rt.accelerator.backward(value)
+        except torch.cuda.OutOfMemoryError:
+            oom = True
+        if oom:
+            # Fine-tuning cannot split a batch without changing the optimisation: say what to do.
+            optimizer.zero_grad(set_to_none=True)
+            _free_gpu_memory()
+            raise BatchTooLargeError(
+                f"out of GPU memory while fine-tuning at batch size {batch_size}; lower --batch-size "
+                f"(for example --batch-size {max(1, batch_size // 2)}) or use a smaller --image-size")
         optimizer.step()
         total += float(value.detach()) * len(y)
         seen += len(y)

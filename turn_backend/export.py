@@ -26,8 +26,11 @@ SCOPES = {
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
-class ExportError(RuntimeError):
-    """An export that could not be written; the previous file is left as it was."""
+class ExportError(ValueError):
+    """An export that could not be built or written; the previous file is left as it was.
+
+    A ValueError, like the other errors a user can fix (turn_backend.errors), so the CLI
+    prints its message instead of a traceback."""
 
 
 def default_tau(folder: RunFolder) -> float:
@@ -87,9 +90,12 @@ def to_bytes(df: pd.DataFrame, fmt: str) -> bytes:
     if fmt == "csv":
         safe = df.copy()
         for col in safe.columns:
-            if safe[col].dtype == object:
+            # text columns are `object` or, from pandas 3, `str`
+            if pd.api.types.is_object_dtype(safe[col]) or pd.api.types.is_string_dtype(safe[col]):
                 safe[col] = safe[col].map(escape_formula)
-        return safe.to_csv(index=False).encode("utf-8")
+        # CRLF rows (RFC 4180): the csv writer then quotes every cell holding a CR or LF, so a
+        # file name with a carriage return cannot start a new row
+        return safe.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
     if fmt == "parquet":
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
@@ -107,7 +113,11 @@ def write_export(df: pd.DataFrame, path: str | Path, fmt: str | None = None) -> 
     try:
         atomic_write_bytes(path, data)
     except OSError as exc:
-        raise ExportError(f"could not write {path}: {exc.strerror or exc}. The previous file, if any, is unchanged; "
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+            reason = f"{blocker or 'a part of the path'} is a file, not a folder"
+        raise ExportError(f"could not write {path}: {reason}. The previous file, if any, is unchanged; "
                           "choose a folder you can write to with free space") from exc
     return path
 

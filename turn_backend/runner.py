@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from turn_backend.cleansing import detection_metrics, fit_clean_probability, select_clean
-from turn_backend.config import RunConfig
+from turn_backend.config import RunConfig, method_loss
 from turn_backend.data.core import DatasetBundle, ImageSet
 from turn_backend.engine import (
     Runtime,
@@ -104,6 +104,10 @@ class TurnRun:
 
         return report
 
+    def notice(self, stage: str):
+        """A callback that writes an engine message (e.g. a batch halved after GPU OOM) to the event log."""
+        return lambda message: self.log(stage, message)
+
     def _time(self, stage: str, start: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.time() - start
         if self.rt.is_main:
@@ -182,15 +186,25 @@ class TurnRun:
         feats = extract_features(
             self.loaded.extractor, train, self.pre, self._feature_path(train, "train"), self.rt,
             self.config.batch_size, self.workers, self.progress("features", "Extracting train features"),
+            notify=self.notice("features"),
         )
         test_feats = None
         if test is not None:
             test_feats = extract_features(
                 self.loaded.extractor, test, self.pre, self._feature_path(test, "test"), self.rt,
                 self.config.batch_size, self.workers, self.progress("features", "Extracting test features"),
+                notify=self.notice("features"),
             )
-        if not np.isfinite(np.asarray(feats)).all():
-            raise ValueError("the model produced NaN or infinite features; check the model and its preprocessing")
+        bad = {split: (images, int((~np.isfinite(np.asarray(z))).any(axis=1).sum()))
+               for images, split, z in ((train, "train", feats), (test, "test", test_feats)) if z is not None}
+        bad = {split: v for split, v in bad.items() if v[1]}
+        if bad:
+            if self.rt.is_main:  # never reuse them from the cache
+                for split, (images, _) in bad.items():
+                    self._feature_path(images, split).unlink(missing_ok=True)
+            counts = " and ".join(f"{n} {split}" for split, (_, n) in bad.items())
+            raise ValueError(f"the model produced NaN or infinite features for {counts} image(s); "
+                             "check the model, its weights and its preprocessing (nothing was cached)")
         self._time("features", t0)
         if "features" not in self.folder.completed():
             self.log("features", f"features ready: {feats.shape[0]} train x {feats.shape[1]} dims",
@@ -205,7 +219,7 @@ class TurnRun:
         if "lp" in folder.completed() and head_path.exists():
             return torch.load(head_path, weights_only=True)
         t0 = time.time()
-        loss = "gce" if cfg.kind == "turn" else cfg.method.split("-", 1)[1]
+        loss = "gce" if cfg.kind == "turn" else method_loss(cfg.method)
         report = self.progress("lp", "Linear probing")
         report(0, cfg.lp_epochs)
 
@@ -215,7 +229,7 @@ class TurnRun:
 
         head, history = train_linear_probe(
             feats, train.labels, train.num_classes, self.lp_hp, loss, cfg.lp_epochs, cfg.batch_size,
-            _seed(cfg, "lp"), test_feats, None if test is None else test.labels, on_epoch,
+            _seed(cfg, "lp"), test_feats, None if test is None else test.labels, on_epoch, q=cfg.gce_q,
         )
         if self.rt.is_main:
             head_path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +248,7 @@ class TurnRun:
         losses = per_sample_ce(torch.from_numpy(np.asarray(logits, dtype=np.float64)),
                                torch.from_numpy(train.labels)).numpy()
         fit = fit_clean_probability(losses, train.labels, train.num_classes, seed=_seed(cfg, "gmm", r))
-        balance = "mean" if cfg.method == "turn+" else "min"
+        balance = cfg.turn_option("balance")
         sel = select_clean(fit.clean_prob, train.labels, train.num_classes, tau,
                            np.random.default_rng(_seed(cfg, "select", r)), balance)
         info = {
@@ -258,7 +272,24 @@ class TurnRun:
             atomic_save_npy(d / "selected.npy", sel.indices)
             atomic_write_json(d / "gmm.json", {"fits": fit.fits_as_dicts()})
         self._time("gmm", t0)
+        self._clean_prob = fit.clean_prob
         return sel.indices, info
+
+    def _relabel(self, logits: np.ndarray, train: ImageSet, index: np.ndarray, tau: float,
+                 confidence: float) -> tuple[np.ndarray, np.ndarray, dict]:
+        """TURN variant: flagged samples (clean prob <= tau) that the model predicts with
+        probability >= `confidence` as another class join the round with the predicted label."""
+        logits = np.asarray(logits, dtype=np.float64)
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        pred, conf = p.argmax(1), p.max(1)
+        chosen = np.flatnonzero((self._clean_prob <= tau) & (conf >= confidence) & (pred != train.labels))
+        labels = train.labels.copy()
+        labels[chosen] = pred[chosen]
+        info: dict = {"n_relabelled": int(len(chosen))}
+        if train.true_labels is not None and len(chosen):
+            info["relabel_accuracy"] = float((pred[chosen] == train.true_labels[chosen]).mean())
+        return np.concatenate([index, chosen]).astype(np.int64), labels, info
 
     def _fine_tune(self, head: dict | None, feats, train: ImageSet, test: ImageSet | None):
         cfg, folder, rt = self.config, self.folder, self.rt
@@ -268,9 +299,16 @@ class TurnRun:
         else:
             torch.manual_seed(_seed(cfg, "head"))
             model.head.reset_parameters()
-        optimizer = make_optimizer(model.parameters(), self.fft_hp)
+        cleansing = cfg.turn_option("cleansing") if cfg.kind == "turn" else "none"
+        warmup = cfg.turn_option("warmup_backbone_lr") if cfg.kind == "turn" else None
+        relabel = cfg.turn_option("relabel_confidence") if cfg.kind == "turn" else None
+        if warmup is not None:  # two groups, so that round 1 can scale the backbone's LR alone
+            params = [{"params": model.extractor.parameters()}, {"params": model.head.parameters()}]
+        else:
+            params = model.parameters()
+        optimizer = make_optimizer(params, self.fft_hp)
         criterion = make_loss(
-            "ce" if cfg.kind == "turn" else cfg.method.split("-", 1)[1].replace("true", "ce"),
+            method_loss(cfg.method),
             len(train), train.num_classes, cfg.gce_q,
         )
         labels = train.true_labels if cfg.method == "fft-true" else train.labels
@@ -289,7 +327,10 @@ class TurnRun:
         ddp_model, optimizer = rt.accelerator.prepare(model, optimizer)
         for r in range(start, cfg.rounds + 1):
             info: dict = {"round": r}
-            if cfg.kind == "turn":
+            round_labels = labels
+            if warmup is not None:
+                optimizer.param_groups[0]["lr"] = self.fft_hp.lr * (warmup if r == 1 else 1.0)
+            if cleansing == "every" or (cleansing == "once" and r == 1):
                 t0 = time.time()
                 if r == 1:
                     # The backbone is still the frozen pre-trained one: the cached features
@@ -298,16 +339,23 @@ class TurnRun:
                 else:
                     logits = compute_logits(model, train, self.pre, folder.round_dir(r) / "logits.npy", rt,
                                             cfg.batch_size, self.workers,
-                                            self.progress(f"round {r}", f"Round {r}: scoring the training set"))
+                                            self.progress(f"round {r}", f"Round {r}: scoring the training set"),
+                                            notify=self.notice(f"round {r}"))
                 self._time("scoring", t0)
                 index, sel_info = self._cleanse(r, logits, train, cfg.tau)
                 info.update(sel_info)
                 self.log("cleanse", f"round {r}: clean set of {sel_info['n_selected']} "
                          f"({sel_info['per_class']} per class)", **{k: v for k, v in sel_info.items() if k != 'notes'})
+                if relabel is not None:
+                    index, round_labels, rel_info = self._relabel(logits, train, index, cfg.tau, relabel)
+                    info.update(rel_info)
+            elif cleansing == "once":  # round 1's clean set, again
+                index = np.load(folder.round_dir(1) / "selected.npy")
+                info["clean_set_of_round"] = 1
             else:
                 index = np.arange(len(train))
             t0 = time.time()
-            loss = fft_epoch(ddp_model, optimizer, train, index, labels, self.pre, rt, criterion, cfg.batch_size,
+            loss = fft_epoch(ddp_model, optimizer, train, index, round_labels, self.pre, rt, criterion, cfg.batch_size,
                              _seed(cfg, "fft", r), self.workers, cfg.freeze_bn_stats,
                              self.progress(f"round {r}", f"Round {r}: fine-tuning on {len(index)} samples"))
             info["train_loss"] = loss
@@ -317,7 +365,8 @@ class TurnRun:
                 t0 = time.time()
                 test_logits = compute_logits(model, test, self.pre, folder.round_dir(r) / "test_logits.npy", rt,
                                              cfg.batch_size, self.workers,
-                                             self.progress(f"round {r}", f"Round {r}: testing"))
+                                             self.progress(f"round {r}", f"Round {r}: testing"),
+                                             notify=self.notice(f"round {r}"))
                 info["test_acc"] = accuracy_from_logits(test_logits, test.labels)
                 self._time("eval", t0)
             info["gpu"] = rt.gpu_memory()
@@ -352,7 +401,8 @@ class TurnRun:
                 atomic_save_npy(d / "logits.npy", logits)
         else:
             logits = compute_logits(model, train, self.pre, d / "logits.npy", self.rt, cfg.batch_size,
-                                    self.workers, self.progress("final", "Scoring the training set"))
+                                    self.workers, self.progress("final", "Scoring the training set"),
+                                    notify=self.notice("final"))
         losses = per_sample_ce(torch.from_numpy(np.asarray(logits, dtype=np.float64)),
                                torch.from_numpy(train.labels)).numpy()
         fit = fit_clean_probability(losses, train.labels, train.num_classes, seed=_seed(cfg, "gmm", "final"))
