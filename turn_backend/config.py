@@ -21,6 +21,14 @@ METHODS = {
 }
 DEFAULT_METHOD = "turn+"
 
+# TURN variant options (RunConfig fields below; None means "the method's default").
+# "turn" as published uses none of them: balance "min", cleansing every round, no warm-up,
+# no relabelling. "turn+" takes its defaults from TURN_PLUS_DEFAULTS; each entry is
+# motivated and measured in docs/benchmarks.md (`turn bench`).
+CLEANSING_MODES = ("every", "once", "none")
+TURN_DEFAULTS = {"balance": "min", "cleansing": "every", "warmup_backbone_lr": None, "relabel_confidence": None}
+TURN_PLUS_DEFAULTS = {"balance": "mean", "cleansing": "every", "warmup_backbone_lr": None, "relabel_confidence": None}
+
 
 def method_kind(method: str) -> str:
     """'turn' (cleansing rounds), 'lp' (linear probe only) or 'fft' (plain fine-tuning)."""
@@ -57,6 +65,11 @@ class RunConfig:
     fft_lr: float | None = None
     fft_weight_decay: float | None = None
     freeze_bn_stats: bool = True
+    # TURN variants (see TURN_DEFAULTS / TURN_PLUS_DEFAULTS; None: the method's default)
+    balance: str | None = None  # "min": N = min_c |D_c| per class (published); "mean": all candidates, topped up to the mean
+    cleansing: str | None = None  # "every" round (published), "once" (round 1's clean set reused), "none" (FFT on all)
+    warmup_backbone_lr: float | None = None  # round 1 only: backbone LR x this (protects the LP head)
+    relabel_confidence: float | None = None  # flagged samples predicted with p >= this train with the predicted label
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N; several processes come from the launcher
     num_processes: int = 1
@@ -74,10 +87,25 @@ class RunConfig:
             raise ValueError(f"tau must be between 0 and 1, got {self.tau}")
         if self.batch_size < 1:
             raise ValueError("batch size must be at least 1")
+        if self.balance is not None and self.balance not in ("min", "mean"):
+            raise ValueError(f"balance must be 'min' or 'mean', got {self.balance!r}")
+        if self.cleansing is not None and self.cleansing not in CLEANSING_MODES:
+            raise ValueError(f"cleansing must be one of {', '.join(CLEANSING_MODES)}, got {self.cleansing!r}")
+        if self.warmup_backbone_lr is not None and not self.warmup_backbone_lr >= 0:
+            raise ValueError(f"warmup_backbone_lr must be >= 0, got {self.warmup_backbone_lr}")
+        if self.relabel_confidence is not None and not 0.0 < self.relabel_confidence <= 1.0:
+            raise ValueError(f"relabel_confidence must be in (0, 1], got {self.relabel_confidence}")
 
     @property
     def kind(self) -> str:
         return method_kind(self.method)
+
+    def turn_option(self, name: str):
+        """A TURN variant option: the config's own value, else the method's default."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        return (TURN_PLUS_DEFAULTS if self.method == "turn+" else TURN_DEFAULTS)[name]
 
     @property
     def rounds(self) -> int:
