@@ -1,0 +1,454 @@
+"""End to end, as a new user: a real headless Chromium drives a real `streamlit run app/main.py`.
+
+Dataset (the built-in demo at its smallest size) -> Train (TURN, 64 px, 5 LP epochs, one
+round; the real worker process) -> Embeddings -> Threshold (move tau with the keyboard,
+apply it) -> Review (relabel one sample) -> restart the server -> the decision is still
+there -> Export (CSV download and a file written to a folder, both checked row by row).
+
+Screenshots of every page go to `test-artifacts/e2e/` (git-ignored), with the server logs
+and, on a failure, a screenshot of the page at that moment.
+
+Needs Python Playwright and Debian's Chromium (`/usr/bin/chromium`, or $TURN_E2E_CHROMIUM);
+skipped cleanly without them. About 2-4 minutes on 2 busy CPU cores, most of it training.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts" / "e2e"
+CHROMIUM = os.environ.get("TURN_E2E_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1400, "height": 1000}
+EXPORT_COLUMNS = ["sample_id", "path", "given_label", "predicted_label", "clean_prob", "flagged", "decision",
+                  "final_label"]
+TRAIN_TIMEOUT_S = 6 * 60
+STEP_TIMEOUT_MS = 120_000  # one page load or rerun, generous for 2 shared cores
+TAU_SLIDER = "Clean-probability threshold τ"
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(15 * 60)]
+
+
+# ------------------------------------------------------------------------ the app server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppServer:
+    """`streamlit run app/main.py` in its own process group, logging to `log`."""
+
+    def __init__(self, runs_dir: Path, cache_dir: Path, log: Path, port: int | None = None) -> None:
+        self.runs_dir, self.cache_dir, self.log = runs_dir, cache_dir, log
+        self.port = port or _free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180) -> AppServer:
+        env = {**os.environ, "TURN_RUNS_DIR": str(self.runs_dir), "TURN_CACHE_DIR": str(self.cache_dir),
+               "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+        cmd = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
+               "--server.port", str(self.port), "--server.address", "127.0.0.1",
+               "--browser.gatherUsageStats", "false"]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise TimeoutError(f"streamlit did not answer on port {self.port}:\n{self.log.read_text()}")
+
+    def stop(self, timeout: float = 30) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL) and wait until it is gone."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+# --------------------------------------------------------------------------- page helpers
+
+# Idle: the script is not running, no status widget ("Running..."), no stale element left
+# from the last run, no spinner, and that has held for 600 ms (reruns come back to back).
+_IDLE_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  const busy = !app || app.getAttribute('data-test-script-state') !== 'notRunning'
+    || document.querySelector('[data-testid="stStatusWidget"]')
+    || document.querySelector('[data-testid="stMain"] [data-stale="true"]')
+    || document.querySelector('[data-testid="stMain"] [data-testid="stSpinner"]');
+  const now = Date.now();
+  if (busy) { window.__e2eIdleSince = 0; return false; }
+  if (!window.__e2eIdleSince) window.__e2eIdleSince = now;
+  return now - window.__e2eIdleSince >= 600;
+}"""
+
+# Rendered: every Plotly chart has drawn its SVG and every image has loaded.
+_RENDERED_JS = """() => {
+  const charts = [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stPlotlyChart"]')];
+  const drawn = charts.every(c => c.querySelector('.main-svg'));
+  const imgs = [...document.querySelectorAll('[data-testid="stMain"] img')];
+  return drawn && imgs.every(i => i.complete && i.naturalWidth > 0);
+}"""
+
+
+def wait_idle(page, timeout: int = STEP_TIMEOUT_MS) -> None:
+    page.evaluate("() => { window.__e2eIdleSince = 0; }")
+    page.wait_for_function(_IDLE_JS, timeout=timeout, polling=100)
+
+
+def no_exception(page) -> None:
+    errors = page.locator('[data-testid="stException"]')
+    assert errors.count() == 0, "the page shows a Python exception:\n" + "\n".join(errors.all_inner_texts())
+
+
+def screenshot(page, name: str) -> Path:
+    """The whole page: the viewport is stretched to the main area's height for the shot."""
+    wait_idle(page)
+    page.wait_for_function(_RENDERED_JS, timeout=60_000)
+    height = page.evaluate("() => (document.querySelector('[data-testid=\"stMain\"]') || document.body).scrollHeight")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": int(min(max(height, VIEWPORT["height"]), 6000))})
+    try:
+        page.mouse.move(0, 0)  # no hover tooltip in the picture
+        wait_idle(page)
+        page.wait_for_function(_RENDERED_JS, timeout=60_000)
+        page.wait_for_timeout(300)  # let Plotly finish its resize to the new viewport
+        path = ARTIFACTS / f"{name}.png"
+        page.screenshot(path=str(path))
+    finally:
+        page.set_viewport_size(VIEWPORT)
+    return path
+
+
+def go_to(page, title: str, ready) -> None:
+    """Open a page from the sidebar navigation, as a user would, and wait for `ready`."""
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    ready.wait_for(timeout=STEP_TIMEOUT_MS)
+    wait_idle(page)
+    no_exception(page)
+
+
+def metric_value(page, label: str) -> str:
+    metric = page.locator('[data-testid="stMain"] [data-testid="stMetric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=label)).first
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def wait_metric(page, label: str, expected: str, timeout: int = STEP_TIMEOUT_MS) -> None:
+    metric = page.locator('[data-testid="stMain"] [data-testid="stMetric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=label)).first
+    metric.locator('[data-testid="stMetricValue"]', has_text=expected).wait_for(timeout=timeout)
+
+
+def set_number(page, label: str, value: int) -> None:
+    box = page.get_by_role("spinbutton", name=label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    wait_idle(page)
+    assert box.input_value() == str(value), f"{label} did not take {value}"
+
+
+def choose_tau_steps(clean_prob: np.ndarray, start: float) -> tuple[int, float]:
+    """The fewest arrow-key steps (0.01 each, right first) from `start` to a tau where the
+    flagged count differs, with no clean probability right at that tau."""
+    base = int((clean_prob <= start + 1e-9).sum())
+    for k in range(1, 40):
+        for sign in (1, -1):
+            tau = round(start + sign * 0.01 * k, 2)
+            if not 0.01 <= tau <= 0.99 or np.abs(clean_prob - tau).min() < 2e-3:
+                continue
+            if int((clean_prob <= tau).sum()) != base:
+                return sign * k, tau
+    raise AssertionError("no tau within reach changes the flagged count")
+
+
+# ---------------------------------------------------------------------------------- test
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Python Playwright")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Chromium at {CHROMIUM} (Debian package chromium)")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_new_user_trains_reviews_restarts_and_exports(browser, runs_root, tmp_path):
+    from turn_backend.review import ReviewStore
+    from turn_backend.runfolder import RunFolder, list_runs
+
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    cache = tmp_path / "cache"  # a new user: no cached features
+    cache.mkdir()
+    server = AppServer(runs_root, cache, ARTIFACTS / "server-1.log").start()
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page_errors: list[str] = []
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    started = time.time()
+    timings: dict[str, float] = {}
+
+    def lap(step: str) -> None:
+        timings[step] = round(time.time() - started - sum(timings.values()), 1)
+
+    main = page.locator('[data-testid="stMain"]')
+    try:
+        # ---------------------------------------------------------------- 1. Dataset
+        page.goto(server.url)
+        page.locator('[data-testid="stSidebarNav"]').wait_for(timeout=STEP_TIMEOUT_MS)
+        wait_idle(page)
+        no_exception(page)
+        go_to(page, "Dataset", page.get_by_role("slider", name="Train images"))
+        main.get_by_text("Fashion-MNIST (Zalando, MIT licence)").wait_for()  # the demo is the default source
+        for name, smallest in (("Train images", "200"), ("Test images", "100")):
+            slider = page.get_by_role("slider", name=name)
+            slider.focus()
+            slider.press("Home")  # the smallest demo size the page offers
+            page.wait_for_function("([n, v]) => [...document.querySelectorAll('input[type=range]')].some("
+                                   "e => e.getAttribute('aria-label') === n && e.getAttribute('aria-valuetext') === v)",
+                                   arg=[name, smallest])
+            wait_idle(page)
+        main.get_by_text("Fashion-MNIST demo (200/100)").wait_for(timeout=STEP_TIMEOUT_MS)
+        wait_idle(page)
+        assert metric_value(page, "Train images") == "200"
+        assert metric_value(page, "Test images") == "100"
+        assert metric_value(page, "Classes") == "10"
+        assert metric_value(page, "Mislabelled (known)") == "40.0%"
+        screenshot(page, "01-dataset")
+        lap("dataset")
+
+        # ---------------------------------------------------------------- 2. Train
+        start_button = page.get_by_role("button", name="Start", exact=True)
+        go_to(page, "Train", start_button)
+        main.get_by_text("Fashion-MNIST demo (200/100) · symmetric 40%").wait_for()
+        method = page.get_by_role("combobox", name="Method")
+        method.click()
+        page.get_by_role("option", name="turn — TURN as published").click()
+        wait_idle(page)
+        assert method.input_value().startswith("turn — "), method.input_value()
+        set_number(page, "Image size (px)", 64)
+        set_number(page, "LP epochs", 5)
+        set_number(page, "FFT rounds", 1)  # after the method: choosing a method resets the rounds
+        assert page.get_by_role("combobox", name="Device").input_value() == "CPU"
+        start_button.click()
+        done = main.locator(".stMarkdownBadge", has_text="Done")
+        broken = main.locator(".stMarkdownBadge").filter(has_text="Failed").or_(
+            main.locator(".stMarkdownBadge").filter(has_text="Interrupted"))
+        done.or_(broken).first.wait_for(timeout=TRAIN_TIMEOUT_S * 1000)
+        if not done.count():
+            worker_logs = [p.read_text(errors="replace")[-4000:] for p in runs_root.glob("*/worker.log")]
+            pytest.fail("the run did not finish:\n" + main.inner_text() + "\n" + "\n".join(worker_logs))
+        main.get_by_text("Test acc. (best)").wait_for()
+        wait_idle(page)
+        no_exception(page)
+        runs = list_runs(runs_root)
+        assert len(runs) == 1, [r.name for r in runs]
+        run = runs[0]
+        cfg = run.config()
+        assert cfg["method"] == "turn" and cfg["image_size"] == 64 and cfg["lp_epochs"] == 5
+        assert cfg["fft_epochs"] == 1 and cfg["device"] == "cpu"
+        assert cfg["dataset"] == {"kind": "demo", "n_train": 200, "n_test": 100}
+        assert cfg["noise"]["kind"] == "symmetric" and cfg["noise"]["rate"] == pytest.approx(0.4)
+        main.get_by_text(run.name).first.wait_for()
+        for stage in ("Linear probing (5 epochs)", "Round 1: cleanse + fine-tune", "Embedding projections"):
+            assert main.get_by_text(stage).count() >= 1, stage
+        screenshot(page, "02-train-done")
+        lap("train")
+
+        # ---------------------------------------------------------------- 3. Embeddings
+        go_to(page, "Embeddings", main.get_by_text("Before tuning (pre-trained features)"))
+        main.get_by_text("After TURN", exact=True).wait_for()
+        charts = main.locator('[data-testid="stPlotlyChart"]')
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
+                               ".filter(c => c.querySelector('.main-svg')).length >= 2", timeout=STEP_TIMEOUT_MS)
+        assert charts.count() == 2
+        for i in range(2):  # points drawn in both panels (SVG scatter or a WebGL canvas)
+            chart = charts.nth(i)
+            assert chart.locator(".scatterlayer .point").count() + chart.locator("canvas").count() > 0
+        screenshot(page, "03-embeddings")
+        lap("embeddings")
+
+        # ---------------------------------------------------------------- 4. Threshold
+        final = run.final()
+        clean_prob = np.asarray(final["clean_prob"], dtype=float)
+        n_train = len(clean_prob)
+        slider = page.get_by_role("slider", name=TAU_SLIDER)
+        go_to(page, "Threshold", slider)
+        start_tau = float(slider.get_attribute("aria-valuetext"))
+        assert start_tau == pytest.approx(0.60)
+        flagged_before = int((clean_prob <= start_tau + 1e-9).sum())
+        assert metric_value(page, "Flagged") == f"{flagged_before:,}"
+        assert metric_value(page, "Clean candidates") == f"{n_train - flagged_before:,}"
+        steps, new_tau = choose_tau_steps(clean_prob, start_tau)
+        flagged_after = int((clean_prob <= new_tau).sum())
+        slider.focus()
+        for _ in range(abs(steps)):
+            slider.press("ArrowRight" if steps > 0 else "ArrowLeft")
+        page.wait_for_function("v => document.querySelector('input[type=range][aria-label=\"" + TAU_SLIDER +
+                               "\"]').getAttribute('aria-valuetext') === v", arg=f"{new_tau:.2f}")
+        wait_metric(page, "Flagged", f"{flagged_after:,}")
+        wait_metric(page, "Clean candidates", f"{n_train - flagged_after:,}")
+        wait_idle(page)
+        assert metric_value(page, "Flagged") != f"{flagged_before:,}"
+        apply = page.get_by_role("button", name="Apply τ to Review and Export")
+        assert apply.is_enabled()
+        apply.click()
+        main.get_by_text(f"Applied τ: {new_tau:.2f}").wait_for(timeout=STEP_TIMEOUT_MS)
+        wait_idle(page)
+        assert ReviewStore(run.review_db).get_setting("tau") == f"{new_tau:.2f}"
+        screenshot(page, "04-threshold")
+        lap("threshold")
+
+        # ---------------------------------------------------------------- 5. Review
+        names = json.loads((run.path / "classes.json").read_text())
+        cards = main.locator("[class*='st-key-card_']")
+        go_to(page, "Review", cards.first)
+        header = f"{flagged_after:,} of {flagged_after:,} flagged samples left to review"
+        main.get_by_text(header).wait_for()
+        main.get_by_text(f"τ = {new_tau:.2f}").first.wait_for()
+        relabel_cards = cards.filter(has=page.get_by_role("button", name="Relabel to "))
+        assert relabel_cards.count() >= 1, "no flagged card suggests another label"
+        card = relabel_cards.first
+        sample_id = card.locator('[data-testid="stCaptionContainer"]').last.inner_text().strip()
+        assert f"st-key-card_{sample_id}" in card.get_attribute("class"), sample_id
+        button = card.get_by_role("button", name="Relabel to ")
+        new_label = button.inner_text().split("Relabel to ", 1)[1].strip().splitlines()[0].strip()
+        assert new_label in names, new_label
+        assert "Undecided" in card.inner_text()
+        button.click()
+        card = main.locator(f".st-key-card_{sample_id}")
+        card.get_by_text(f"Relabelled to {new_label}").wait_for(timeout=STEP_TIMEOUT_MS)
+        main.get_by_text(f"{flagged_after - 1:,} of {flagged_after:,} flagged samples left to review").wait_for()
+        wait_idle(page)
+        assert ReviewStore(run.review_db).current()[sample_id] == ("relabel", names.index(new_label))
+        screenshot(page, "05-review")
+        lap("review")
+
+        # ---------------------------------------------------------------- 6. Restart
+        server.stop()
+        assert server.proc.poll() is not None, "the first server did not stop"
+        old_url = server.url
+        server = AppServer(runs_root, cache, ARTIFACTS / "server-2.log", port=server.port)
+        try:  # the same address, so the open tab can simply reload
+            server.start()
+        except (RuntimeError, TimeoutError):  # the port was taken meanwhile: a new one, same page
+            server.stop()
+            server = AppServer(runs_root, cache, ARTIFACTS / "server-2b.log")
+            server.start()
+        if server.url == old_url:
+            page.reload()
+        else:
+            page.goto(page.url.replace(old_url, server.url))
+        card = main.locator(f".st-key-card_{sample_id}")
+        card.wait_for(timeout=STEP_TIMEOUT_MS)
+        wait_idle(page)
+        no_exception(page)
+        card.get_by_text(f"Relabelled to {new_label}").wait_for()
+        main.get_by_text(f"{flagged_after - 1:,} of {flagged_after:,} flagged samples left to review").wait_for()
+        main.get_by_text(f"τ = {new_tau:.2f}").first.wait_for()
+        screenshot(page, "06-review-after-restart")
+        lap("restart")
+
+        # ---------------------------------------------------------------- 7. Export
+        go_to(page, "Export", page.get_by_role("button", name="Download the label file"))
+        page.locator('[data-testid="stRadio"]').filter(has_text="Format").get_by_text("CSV", exact=True).click()
+        wait_idle(page)
+        file_name = f"{run.name}-labels-all.csv"
+        main.get_by_text(file_name).first.wait_for()
+        assert metric_value(page, "Rows in the file") == f"{n_train:,}"
+        assert metric_value(page, "Relabelled") == "1"
+        assert metric_value(page, "Flagged, not reviewed") == f"{flagged_after - 1:,}"
+        with page.expect_download(timeout=STEP_TIMEOUT_MS) as info:
+            page.get_by_role("button", name="Download the label file").click()
+        download = info.value
+        assert download.suggested_filename == file_name
+        downloaded = ARTIFACTS / file_name
+        download.save_as(downloaded)
+
+        out_dir = tmp_path / "exported"
+        folder_box = page.get_by_role("textbox", name="Folder")
+        folder_box.fill(str(out_dir))
+        folder_box.press("Enter")
+        wait_idle(page)
+        page.get_by_role("button", name="Write the file").click()
+        main.get_by_text("Written:").wait_for(timeout=STEP_TIMEOUT_MS)
+        wait_idle(page)
+        no_exception(page)
+        screenshot(page, "07-export")
+        lap("export")
+
+        samples = RunFolder(run.path).samples()
+        train_ids = samples.loc[samples["split"] == "train", "sample_id"].astype(str).tolist()
+        for path in (downloaded, out_dir / file_name):
+            text = path.read_text(encoding="utf-8")
+            assert text.splitlines()[0] == ",".join(EXPORT_COLUMNS), path
+            table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+            assert list(table.columns) == EXPORT_COLUMNS
+            assert len(table) == n_train == cfg["dataset"]["n_train"]
+            assert table["sample_id"].tolist() == train_ids
+            row = table.set_index("sample_id").loc[sample_id]
+            assert row["decision"] == "relabel" and row["final_label"] == new_label, row.to_dict()
+            assert row["given_label"] != new_label
+            others = table[table["sample_id"] != sample_id]
+            assert (others["decision"] == "").all()
+            assert (others["final_label"] == others["given_label"]).all()
+            assert (table["flagged"] == "True").sum() == flagged_after
+        assert downloaded.read_bytes() == (out_dir / file_name).read_bytes()
+        assert not page_errors, page_errors
+    except BaseException:
+        try:
+            page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
+            (ARTIFACTS / "failure-page.txt").write_text(main.inner_text(timeout=5_000))
+        except Exception:  # noqa: BLE001 - the original failure matters more
+            pass
+        raise
+    finally:
+        context.close()
+        server.stop()
+        timings["total"] = round(time.time() - started, 1)
+        (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=1))
