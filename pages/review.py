@@ -212,8 +212,8 @@ focus = int(undecided[0]) if len(undecided) else None  # the card the keyboard a
 
 # ------------------------------------------------------------------------------ toolbar
 
-bar = st.columns([1.6, 1.2, 0.9, 0.9, 2.4], vertical_alignment="center")
-bar[0].button("Accept suggestions on this page", icon=":material/done_all:", type="primary", on_click=record_bulk,
+bar = st.columns([1.9, 1.2, 1.1, 1.0, 1.8], vertical_alignment="center")
+bar[0].button("Accept page suggestions", icon=":material/done_all:", type="primary", on_click=record_bulk,
               args=(rows,), key="bulk_accept", width="stretch",
               help="For every undecided card on this page: relabel to the model's suggestion where it differs "
                    "from the given label, keep it where they agree. Cards you decided stay as they are; Undo "

@@ -174,7 +174,7 @@ def settings_form() -> None:
         prefill_hparams(family)
     hp_source = PAPER_HPARAMS[family].source
     st.caption(f":material/auto_awesome: {FAMILY_NAMES.get(family, family)} family: "
-               f"hyperparameters prefilled from the {hp_source}.")
+               f"hyperparameters prefilled ({hp_source}).")
 
     # --- method
     st.session_state.setdefault("tr_method", DEFAULT_METHOD)
@@ -436,7 +436,7 @@ def render_done(folder: RunFolder, cfg: dict) -> None:
     with links[1]:
         ui.page_link("threshold", label="Tune the threshold")
     with links[2]:
-        ui.page_link("review", label="Review flagged samples")
+        ui.page_link("review", label="Review flags")
     curve = accuracy_curve(folder, metrics)
     if len(curve) >= 2:
         fig = px.line(curve, x="step", y="test accuracy", color="phase", markers=True,

@@ -406,7 +406,9 @@ def review_queue(sample_ids: Sequence[str], clean_prob: Sequence[float], given: 
     if pred_classes:
         mask &= np.isin(pred, np.fromiter(pred_classes, dtype=np.int64))
     idx = np.flatnonzero(mask)
-    idx = idx[np.argsort(p[idx], kind="stable")]
+    # least probably clean first; among ties (many flagged samples sit at ~0), the most
+    # confident suggestions first
+    idx = idx[np.lexsort((-pred_prob[idx], p[idx]))]
     dec = [decisions.get(s, ("", None)) for s in ids[idx]]
     df = pd.DataFrame({
         "index": idx,
