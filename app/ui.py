@@ -40,6 +40,7 @@ PERSISTENT_KEYS = (
     "tr_model_source", "tr_timm_name", "tr_checkpoint", "tr_hf_name", "tr_method", "tr_device",
     "tr_image_size", "tr_batch", "tr_lp_epochs", "tr_fft_epochs", "tr_tau", "tr_seed", "tr_lp_opt",
     "tr_lp_lr", "tr_lp_wd", "tr_fft_opt", "tr_fft_lr", "tr_fft_wd", "tr_freeze_bn", "tr_projections",
+    "tr_projection_split",
     "emb_method", "emb_colour", "emb_flagged", "review_given_filter", "review_pred_filter",
     "review_only_undecided", "export_scope", "export_format",
 )

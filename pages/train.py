@@ -239,6 +239,11 @@ def settings_form() -> None:
         st.session_state.setdefault("tr_projections", ["tsne"])
         st.multiselect("Embedding projections", list(PROJECTIONS), format_func=PROJECTIONS.get,
                        key="tr_projections", help="Computed at the end of the run for the Embeddings page")
+        st.session_state.setdefault("tr_projection_split", "train")
+        st.radio("Projected samples", ["train", "test"], key="tr_projection_split", horizontal=True,
+                 format_func={"train": "Training set (clean probabilities, flagged marks)",
+                              "test": "Test set (as in the paper's Figure 2)"}.get,
+                 help="Which split the Embeddings page maps: up to 1,000 samples of 10 classes")
 
     problems = []
     if not model:
@@ -279,6 +284,7 @@ def settings_form() -> None:
                 freeze_bn_stats=bool(st.session_state["tr_freeze_bn"]),
                 device="cuda" if device == "all" else device, num_processes=processes,
                 projection_methods=list(st.session_state["tr_projections"]),
+                projection_split=st.session_state["tr_projection_split"],
             )
         except ValueError as exc:
             ui.show_error(exc)
