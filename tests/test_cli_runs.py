@@ -5,13 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from app_server import wait_for
 from turn_backend.runfolder import RunFolder
 from turn_backend.worker import launch, live_state
 
@@ -34,15 +34,6 @@ def reference_run(tmp_path_factory):
     result = turn("run", *TINY, "--out", out, cache=base / "cache")
     assert result.returncode == 0, result.stderr
     return out
-
-
-def _wait_for(predicate, timeout=300, interval=0.05):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def test_run_writes_a_complete_run_folder(reference_run):
@@ -71,9 +62,9 @@ def test_resume_after_a_kill_during_fine_tuning_matches_the_uninterrupted_run(re
     (killed / "config.json").write_text((reference_run / "config.json").read_text())
     pid = launch(killed, env={"TURN_CACHE_DIR": str(cache)})
     folder = RunFolder(killed)
-    assert _wait_for(lambda: "round-1" in folder.completed()), "round 1 never finished"
+    assert wait_for(lambda: "round-1" in folder.completed()), "round 1 never finished"
     os.killpg(os.getpgid(pid), signal.SIGKILL)
-    assert _wait_for(lambda: live_state(killed)["state"] == "interrupted", timeout=30)
+    assert wait_for(lambda: live_state(killed)["state"] == "interrupted", timeout=30)
     assert "round-3" not in folder.completed()
 
     result = turn("resume", killed, "--quiet", cache=cache)

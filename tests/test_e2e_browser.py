@@ -16,110 +16,29 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from app_server import CHROMIUM, CHROMIUM_ARGS, REPO, AppServer, wait_idle
+
 ARTIFACTS = REPO / "test-artifacts" / "e2e"
-CHROMIUM = os.environ.get("TURN_E2E_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1400, "height": 1000}
 EXPORT_COLUMNS = ["sample_id", "path", "given_label", "predicted_label", "clean_prob", "flagged", "decision",
                   "final_label"]
 TRAIN_TIMEOUT_S = 6 * 60
 STEP_TIMEOUT_MS = 120_000  # one page load or rerun, generous for 2 shared cores
 TAU_SLIDER = "Clean-probability threshold τ"
+LOOPBACK = ("--server.address", "127.0.0.1")
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(15 * 60)]
 
 
-# ------------------------------------------------------------------------ the app server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class AppServer:
-    """`streamlit run app/main.py` in its own process group, logging to `log`."""
-
-    def __init__(self, runs_dir: Path, cache_dir: Path, log: Path, port: int | None = None) -> None:
-        self.runs_dir, self.cache_dir, self.log = runs_dir, cache_dir, log
-        self.port = port or _free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 180) -> AppServer:
-        env = {**os.environ, "TURN_RUNS_DIR": str(self.runs_dir), "TURN_CACHE_DIR": str(self.cache_dir),
-               "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-        cmd = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-               "--server.port", str(self.port), "--server.address", "127.0.0.1",
-               "--browser.gatherUsageStats", "false"]
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        end = time.time() + timeout
-        while time.time() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise TimeoutError(f"streamlit did not answer on port {self.port}:\n{self.log.read_text()}")
-
-    def stop(self, timeout: float = 30) -> None:
-        """Terminate the server (SIGTERM, then SIGKILL) and wait until it is gone."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-
-
 # --------------------------------------------------------------------------- page helpers
-
-# Idle: the script is not running, no status widget ("Running..."), no stale element left
-# from the last run, no spinner, and that has held for 600 ms (reruns come back to back).
-_IDLE_JS = """() => {
-  const app = document.querySelector('[data-testid="stApp"]');
-  const busy = !app || app.getAttribute('data-test-script-state') !== 'notRunning'
-    || document.querySelector('[data-testid="stStatusWidget"]')
-    || document.querySelector('[data-testid="stMain"] [data-stale="true"]')
-    || document.querySelector('[data-testid="stMain"] [data-testid="stSpinner"]');
-  const now = Date.now();
-  if (busy) { window.__e2eIdleSince = 0; return false; }
-  if (!window.__e2eIdleSince) window.__e2eIdleSince = now;
-  return now - window.__e2eIdleSince >= 600;
-}"""
 
 # Rendered: every Plotly chart has drawn its SVG and every image has loaded.
 _RENDERED_JS = """() => {
@@ -128,11 +47,6 @@ _RENDERED_JS = """() => {
   const imgs = [...document.querySelectorAll('[data-testid="stMain"] img')];
   return drawn && imgs.every(i => i.complete && i.naturalWidth > 0);
 }"""
-
-
-def wait_idle(page, timeout: int = STEP_TIMEOUT_MS) -> None:
-    page.evaluate("() => { window.__e2eIdleSince = 0; }")
-    page.wait_for_function(_IDLE_JS, timeout=timeout, polling=100)
 
 
 def no_exception(page) -> None:
@@ -224,7 +138,7 @@ def test_new_user_trains_reviews_restarts_and_exports(browser, runs_root, tmp_pa
     ARTIFACTS.mkdir(parents=True)
     cache = tmp_path / "cache"  # a new user: no cached features
     cache.mkdir()
-    server = AppServer(runs_root, cache, ARTIFACTS / "server-1.log").start()
+    server = AppServer(runs_root, ARTIFACTS / "server-1.log", cache, extra_args=LOOPBACK).start()
     context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(60_000)
@@ -373,12 +287,12 @@ def test_new_user_trains_reviews_restarts_and_exports(browser, runs_root, tmp_pa
         server.stop()
         assert server.proc.poll() is not None, "the first server did not stop"
         old_url = server.url
-        server = AppServer(runs_root, cache, ARTIFACTS / "server-2.log", port=server.port)
+        server = AppServer(runs_root, ARTIFACTS / "server-2.log", cache, port=server.port, extra_args=LOOPBACK)
         try:  # the same address, so the open tab can simply reload
             server.start()
         except (RuntimeError, TimeoutError):  # the port was taken meanwhile: a new one, same page
             server.stop()
-            server = AppServer(runs_root, cache, ARTIFACTS / "server-2b.log")
+            server = AppServer(runs_root, ARTIFACTS / "server-2b.log", cache, extra_args=LOOPBACK)
             server.start()
         if server.url == old_url:
             page.reload()

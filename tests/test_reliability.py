@@ -18,7 +18,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import nn
 
-from reliability_helpers import CHROMIUM, CHROMIUM_ARGS, StreamlitServer, write_decisions
+from app_server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for, wait_idle
+from reliability_helpers import write_decisions
 from turn_backend import analysis as an
 from turn_backend.cleansing import fit_clean_probability, floor_size, select_clean
 from turn_backend.config import RunConfig
@@ -41,15 +41,6 @@ from turn_backend.worker import launch, live_state
 
 REPO = Path(__file__).resolve().parents[1]
 reliability = pytest.mark.reliability
-
-
-def _wait_for(predicate, timeout=300.0, interval=0.05) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def _turn(*args, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -99,18 +90,18 @@ def test_kill_during_feature_extraction_then_resume_matches_uninterrupted_run(tm
             s = folder.status()
             return s.get("stage") == "features" and s.get("stage_done", 0) > 0
 
-        assert _wait_for(extracting, timeout=300, interval=0.02), f"never saw extraction: {folder.status()}"
+        assert wait_for(extracting, timeout=300, interval=0.02), f"never saw extraction: {folder.status()}"
         os.killpg(pid, signal.SIGKILL)
         status = folder.status()
         assert status["stage_done"] < status["stage_total"], "extraction finished before the kill"
-        assert _wait_for(lambda: live_state(killed)["state"] == "interrupted", timeout=30)
+        assert wait_for(lambda: live_state(killed)["state"] == "interrupted", timeout=30)
         assert "features" not in folder.completed()
         assert _feature_files(killed_cache) == {}, "a killed extraction left a file that looks complete"
 
         result = _turn("resume", killed, "--quiet", env={"TURN_CACHE_DIR": str(killed_cache)})
         assert result.returncode == 0, result.stderr + (killed / "worker.log").read_text()
         assert "Traceback" not in result.stderr
-        assert _wait_for(lambda: live_state(ref)["state"] in ("done", "failed"), timeout=600)
+        assert wait_for(lambda: live_state(ref)["state"] in ("done", "failed"), timeout=600)
     finally:
         for p in (pid, ref_pid):
             try:
@@ -325,16 +316,10 @@ def test_two_processes_keep_every_decision(tmp_path):
 # ------------------------------------------------------------ app server killed mid-review
 
 
-def _wait_idle(page) -> None:
-    """Until Streamlit has finished the current script run."""
-    page.wait_for_timeout(300)
-    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=120_000)
-
-
 def _open_review(page, url: str) -> list[str]:
     page.goto(url)
     page.wait_for_selector("[class*=st-key-keep_] button", timeout=180_000)
-    _wait_idle(page)
+    wait_idle(page)
     keys = page.eval_on_selector_all(
         "[class*='st-key-keep_']",
         "els => els.map(e => [...e.classList].find(c => c.startsWith('st-key-keep_')))")
@@ -359,16 +344,15 @@ def test_app_server_killed_during_review_loses_no_decision(tiny_run, runs_root, 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            servers.append(StreamlitServer(runs_root, tmp_path / "server-1.log"))
-            servers[-1].wait_healthy()
+            servers.append(AppServer(runs_root, tmp_path / "server-1.log").start())
             page = browser.new_page()
             sids = _open_review(page, url.format(servers[-1].url))
             assert len(sids) >= 4
             clicks = [("keep", sids[0]), ("remove", sids[1]), ("accept", sids[2])]
             for action, sid in clicks:
                 page.locator(f".st-key-{action}_{sid} button").first.click()
-                assert _wait_for(lambda: sid in store.current(), timeout=60), f"{action} on {sid} not saved"
-                _wait_idle(page)
+                assert wait_for(lambda: sid in store.current(), timeout=60), f"{action} on {sid} not saved"
+                wait_idle(page)
             acknowledged = store.current()
             assert acknowledged[sids[0]] == ("keep", None) and acknowledged[sids[1]] == ("remove", None)
             i2 = ids.index(sids[2])
@@ -386,8 +370,7 @@ def test_app_server_killed_during_review_loses_no_decision(tiny_run, runs_root, 
             assert after.get(sids[3], ("keep", None)) == ("keep", None)  # saved whole, or not at all
             assert set(after) <= set(acknowledged) | {sids[3]}
 
-            servers.append(StreamlitServer(runs_root, tmp_path / "server-2.log"))
-            servers[-1].wait_healthy()
+            servers.append(AppServer(runs_root, tmp_path / "server-2.log").start())
             page = browser.new_page()  # a fresh tab: nothing comes from the old browser session
             _open_review(page, url.format(servers[-1].url))
             left, total = an.review_progress(final["clean_prob"], ids, default_tau(folder), after)

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import torch
 
-from reliability_helpers import StreamlitServer
+from app_server import AppServer
 from turn_backend.errors import ModelError
 from turn_backend.export import build_export, write_export
 
@@ -78,8 +78,7 @@ def _other_addresses() -> list[str]:
 def test_server_listens_on_localhost_only(tmp_path):
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "localhost"
-    with StreamlitServer(tmp_path / "runs", tmp_path / "server.log") as server:
-        server.wait_healthy()
+    with AppServer(tmp_path / "runs", tmp_path / "server.log").start() as server:
         addresses = _listening(server.port)
         assert addresses, "nothing listens on the server's port"
         assert set(addresses) <= {"127.0.0.1", "::1"}, addresses

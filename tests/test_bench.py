@@ -1,0 +1,180 @@
+"""`turn bench`: the metric code on hand-made labels, the aggregation, the method / setting
+specs, the extra baselines' selection rules, and the whole grid end to end on tiny data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from turn_backend import bench
+from turn_backend.cleansing import detection_metrics
+
+# ----------------------------------------------------------------------------- detection metrics
+
+
+def test_detection_metrics_by_hand():
+    true = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 0])
+    given = np.array([0, 1, 1, 0, 2, 0, 0, 1, 1, 0])  # noisy: 1, 3, 5, 8
+    flagged = np.zeros(10, dtype=bool)
+    flagged[[1, 3, 6]] = True  # two right (1, 3), one wrong (6); misses 5 and 8
+    d = detection_metrics(flagged, given, true)
+    assert d["precision"] == pytest.approx(2 / 3)
+    assert d["recall"] == pytest.approx(2 / 4)
+    assert d["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+    # kept: 0, 2, 4, 5, 7, 8, 9 -> noisy among them: 5, 8
+    assert d["purity"] == pytest.approx(5 / 7)
+    assert (d["n_flagged"], d["n_kept"], d["n_noisy"]) == (3, 7, 4)
+
+
+def test_detection_metrics_edges():
+    labels = np.array([0, 1, 2])
+    clean = detection_metrics(np.zeros(3, bool), labels, labels)  # nothing noisy, nothing flagged
+    assert clean["precision"] == 0.0 and clean["recall"] == 0.0 and clean["f1"] == 0.0 and clean["purity"] == 1.0
+    everything = detection_metrics(np.ones(3, bool), labels, np.array([1, 1, 1]))
+    assert everything["purity"] == 0.0  # nothing kept
+    assert everything["precision"] == pytest.approx(2 / 3) and everything["recall"] == 1.0
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def test_mean_std_and_format():
+    m, s, n = bench.mean_std([0.8, 0.9, None, float("nan")])
+    assert (m, n) == (pytest.approx(0.85), 2)
+    assert s == pytest.approx(np.std([0.8, 0.9], ddof=1))
+    assert bench.mean_std([0.5]) == (0.5, 0.0, 1)
+    assert math.isnan(bench.mean_std([])[0])
+    assert bench.fmt_ms([0.8, 0.9]) == "85.0 ± 7.1"
+    assert bench.fmt_ms([0.812]) == "81.2"
+    assert bench.fmt_ms([None]) == "–"
+
+
+def test_aggregate_over_seeds():
+    df = pd.DataFrame({
+        "method": ["turn", "turn", "fft-ce", "fft-ce", "turn"],
+        "setting": ["sym60", "sym60", "sym60", "sym60", "asym40"],
+        "seed": [0, 1, 0, 1, 0],
+        "test_acc_best": [0.7, 0.8, 0.6, 0.6, 0.5],
+    })
+    a = bench.aggregate(df, "test_acc_best")
+    row = a[(a["method"] == "turn") & (a["setting"] == "sym60")].iloc[0]
+    assert row["mean"] == pytest.approx(0.75) and row["n"] == 2
+    assert row["std"] == pytest.approx(np.std([0.7, 0.8], ddof=1))
+    assert a[(a["method"] == "fft-ce")].iloc[0]["std"] == 0.0
+    assert a[(a["method"] == "turn") & (a["setting"] == "asym40")].iloc[0]["n"] == 1
+    text = bench.pivot_text(df, "test_acc_best", ["turn", "fft-ce"], ["sym60", "asym40"])
+    assert "| turn | 75.0 ± 7.1 | 50.0 |" in text and "| fft-ce | 60.0 ± 0.0 | – |" in text
+
+
+def test_time_with_features_charges_only_feature_users():
+    df = pd.DataFrame({"base_method": ["turn", "fft-ce", "dividemix-lp"], "seconds_total": [10.0, 50.0, 3.0],
+                       "seconds_features": [0.5, 0.5, 0.0]})
+    t = bench.time_with_features(df, 20.0)
+    assert list(t) == [pytest.approx(29.5), pytest.approx(49.5), pytest.approx(23.0)]
+
+
+# ----------------------------------------------------------------------------- specs
+
+
+def test_parse_setting_and_method():
+    assert bench.parse_setting("sym60") == ("symmetric", 0.6)
+    assert bench.parse_setting("asym40") == ("asymmetric", 0.4)
+    assert bench.parse_setting("inst40") == ("instance", 0.4)
+    with pytest.raises(ValueError):
+        bench.parse_setting("sym")
+    assert bench.parse_method("turn") == ("turn", {})
+    assert bench.parse_method("turn:tau=0.3,cleansing=once") == ("turn", {"tau": 0.3, "cleansing": "once"})
+    assert bench.parse_method("dividemix-lp") == ("dividemix-lp", {})
+    for bad in ("nope", "turn:colour=red", "cleanlab-fft:tau=0.5"):
+        with pytest.raises(ValueError):
+            bench.parse_method(bad)
+
+
+def test_run_config_variant_options():
+    from turn_backend.config import RunConfig
+
+    turn, plus = RunConfig(method="turn"), RunConfig(method="turn+")
+    assert turn.turn_option("balance") == "min" and plus.turn_option("balance") == "mean"
+    assert turn.turn_option("cleansing") == "every" and turn.turn_option("relabel_confidence") is None
+    assert RunConfig(method="turn", balance="mean").turn_option("balance") == "mean"
+    for bad in ({"balance": "max"}, {"cleansing": "twice"}, {"relabel_confidence": 0.0},
+                {"warmup_backbone_lr": -1.0}):
+        with pytest.raises(ValueError):
+            RunConfig(method="turn", **bad)
+
+
+def test_unicon_selection_is_class_uniform():
+    from turn_backend.baselines_extra import _unicon_select
+
+    labels = np.repeat(np.arange(3), [10, 20, 30])
+    jsd = np.random.default_rng(0).random(len(labels))
+    mask = _unicon_select(jsd, labels, 3)
+    counts = np.bincount(labels[mask], minlength=3)
+    assert counts.min() == counts.max() > 0  # the same number from every class
+    for c in range(3):  # and the lowest-JSD ones of each class
+        members = np.flatnonzero(labels == c)
+        chosen = members[mask[members]]
+        assert jsd[chosen].max() <= jsd[members[~mask[members]]].min()
+
+
+def test_out_of_fold_probabilities_shape():
+    from turn_backend.baselines_extra import out_of_fold_probabilities
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    x = rng.normal(size=(60, 5)) + 3 * np.eye(3)[y].repeat(2, axis=1)[:, :5]
+    p = out_of_fold_probabilities(x, y, seed=0)
+    assert p.shape == (60, 3) and np.allclose(p.sum(1), 1)
+    assert (p.argmax(1) == y).mean() > 0.8
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _args(tmp_path, **over):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    argv = ["--out", str(tmp_path / "bench"), "--n-train", "200", "--n-test", "100", "--image-size", "32",
+            "--settings", "sym60", "asym40", "--methods", "turn", "lp-gce", "dividemix-lp", "cleanlab-fft",
+            "--lp-epochs", "3", "--fft-epochs", "1", "--seeds", "1", "--no-ablation", "--no-dev",
+            "--device", "cpu", "--quiet", "--docs", str(tmp_path / "docs" / "benchmarks.md")]
+    return parser.parse_args(argv)
+
+
+def test_bench_grid_end_to_end(tmp_path, monkeypatch, turn_cache_dir):
+    monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
+    args = _args(tmp_path)
+    assert bench.main(args) == 0
+    out = tmp_path / "bench"
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 2 * 4  # settings x methods x seeds
+    assert set(df["method"]) == {"turn", "lp-gce", "dividemix-lp", "cleanlab-fft"}
+    assert set(df["setting"]) == {"sym60", "asym40"}
+    for col in ("method", "noise_kind", "noise_rate", "seed", "test_acc_best", "test_acc_last",
+                "precision_per_round", "recall_per_round", "f1_per_round", "purity_per_round",
+                "final_precision", "final_recall", "final_f1", "final_purity",
+                "seconds_lp", "seconds_gmm", "seconds_fft", "seconds_total"):
+        assert col in df.columns, col
+    assert df["test_acc_best"].between(0, 1).all()
+    assert df["final_f1"].notna().all() and df["seconds_total"].gt(0).all()
+    turn = df[df["method"] == "turn"].iloc[0]
+    assert len(json.loads(turn["purity_per_round"])) == 1 and turn["n_clean"] > 0
+    assert 0 <= json.loads(turn["f1_per_round"])[0] <= 1
+    assert set(df[df["method"] == "cleanlab-fft"]["seconds_fft"]) != {0.0}
+    md = (out / "results.md").read_text()
+    assert "## Best test accuracy" in md and "| turn |" in md and "x FFT-CE" in md
+    assert "## Where TURN does not win" in md
+    assert (out / "plots" / "accuracy_vs_time.png").exists()
+    docs = tmp_path / "docs" / "benchmarks.md"
+    assert docs.exists() and "bench/accuracy_vs_time.png" in docs.read_text()
+    assert (tmp_path / "docs" / "bench" / "accuracy_vs_time.png").exists()
+    # a second call reuses every finished cell and rebuilds the same table
+    args = _args(tmp_path)
+    assert bench.main(args) == 0
+    again = pd.read_csv(out / "results.csv")
+    assert list(again["test_acc_best"]) == list(df["test_acc_best"])
