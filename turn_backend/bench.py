@@ -489,7 +489,11 @@ def where_turn_loses(df: pd.DataFrame, settings: list[str]) -> list[str]:
             best_imgs = _mean_of(g[g["method"] == best_m], "fft_images")
             last_pur = [(_json_list(x) or [None])[-1] for x in gt["purity_per_round"]]
             lp = mean_std(last_pur)[0]
+            spread = max(mean_std(gt["test_acc_best"].tolist())[1],
+                         mean_std(g[g["method"] == best_m]["test_acc_best"].tolist())[1]) * 100
             verdict = "wins" if gap >= 0 else "does not win"
+            if abs(gap) <= spread:
+                verdict += " (within one standard deviation across seeds, so not a clear result)"
             text = (f"- **{s}** ({noise:.0%} of labels actually wrong): {t} {verdict} — best test accuracy "
                     f"{means[t]:.1%} vs {best_m} {rivals[best_m]:.1%} ({gap:+.1f} pt).")
             if not math.isnan(size):
