@@ -178,6 +178,18 @@ class RunFolder:
             **read_json(d / "gmm.json"),
         }
 
+    def detection(self) -> dict | None:
+        """The final model's detection evidence (turn_backend.detect), or None for runs without it:
+        {"signals": DataFrame (one row per training sample), "noise_counts": (C, C) array,
+        "noise_rate": float}."""
+        from turn_backend.detect.result import DetectionResult
+
+        result = DetectionResult.load(self.final_dir)
+        if result is None:
+            return None
+        return {"signals": result.to_frame(), "noise_counts": result.noise_counts,
+                "noise_rate": result.noise_rate, "notes": result.notes}
+
     def projection(self, split: str, stage: str, method: str) -> np.ndarray | None:
         p = self.path / "projections" / f"{split}_{stage}_{method}.npy"
         return np.load(p) if p.exists() else None

@@ -1,0 +1,90 @@
+"""What detection returns, and how a run folder stores it (`final/signals.parquet`, `final/noise_matrix.json`)."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SIGNALS_FILE = "signals.parquet"
+NOISE_MATRIX_FILE = "noise_matrix.json"
+
+# Each signal's clean score in [0, 1], higher = more probably clean. Names are stable: the
+# app, the export and the benchmark read them.
+SIGNAL_DESCRIPTIONS = {
+    "gmm_lp": "TURN: per-class GMM on the linear probe's (GCE) losses",
+    "oof_probe": "cleanlab label quality of out-of-fold linear-probe probabilities",
+    "oof_gmm": "per-class GMM on out-of-fold linear-probe losses",
+    "knn": "share of the k nearest neighbours (feature space) that carry the same label",
+    "combined": "combined clean probability (noise-model posterior of the ensemble)",
+}
+
+
+@dataclass
+class DetectionResult:
+    """Per-sample clean probabilities and the evidence behind them.
+
+    clean_prob: (N,) the combined clean probability; a sample is flagged where it is <= tau.
+    signals: name -> (N,) clean score in [0, 1] of each signal (see SIGNAL_DESCRIPTIONS).
+    suggested_label: (N,) the most likely true class; suggested_confidence: (N,) its probability.
+    noise_counts: (C, C) estimated number of samples with given label (row) and true label (column).
+    noise_rate: estimated fraction of wrong labels.
+    """
+
+    clean_prob: np.ndarray
+    signals: dict[str, np.ndarray]
+    suggested_label: np.ndarray
+    suggested_confidence: np.ndarray
+    noise_counts: np.ndarray
+    noise_rate: float
+    suggested_source: str = "ensemble"
+    notes: list[str] = field(default_factory=list)
+
+    def flagged(self, tau: float = 0.6) -> np.ndarray:
+        """Boolean mask of the samples whose label is probably wrong at threshold tau."""
+        return self.clean_prob <= tau
+
+    def to_frame(self):
+        import pandas as pd
+
+        columns = {"combined": self.clean_prob.astype(np.float32)}
+        columns.update({k: np.asarray(v, dtype=np.float32) for k, v in self.signals.items() if k != "combined"})
+        columns["suggested_label"] = self.suggested_label.astype(np.int64)
+        columns["suggested_confidence"] = self.suggested_confidence.astype(np.float32)
+        columns["suggested_source"] = self.suggested_source
+        return pd.DataFrame(columns)
+
+    def save(self, directory: str | Path) -> None:
+        """Write `signals.parquet` and `noise_matrix.json` atomically into `directory`."""
+        from turn_backend.runfolder import atomic_write_bytes, atomic_write_json
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        self.to_frame().to_parquet(buf, index=False)
+        atomic_write_bytes(d / SIGNALS_FILE, buf.getvalue())
+        atomic_write_json(d / NOISE_MATRIX_FILE, {
+            "counts": np.asarray(self.noise_counts, dtype=np.float64).round(3).tolist(),
+            "noise_rate": float(self.noise_rate), "notes": self.notes,
+        })
+
+    @classmethod
+    def load(cls, directory: str | Path) -> DetectionResult | None:
+        """The result saved in `directory`, or None where it holds none."""
+        import pandas as pd
+
+        d = Path(directory)
+        if not (d / SIGNALS_FILE).exists() or not (d / NOISE_MATRIX_FILE).exists():
+            return None
+        frame = pd.read_parquet(d / SIGNALS_FILE)
+        meta = json.loads((d / NOISE_MATRIX_FILE).read_text())
+        signals = {k: frame[k].to_numpy() for k in SIGNAL_DESCRIPTIONS if k in frame and k != "combined"}
+        source = str(frame["suggested_source"].iloc[0]) if len(frame) else "ensemble"
+        return cls(clean_prob=frame["combined"].to_numpy(), signals=signals,
+                   suggested_label=frame["suggested_label"].to_numpy(),
+                   suggested_confidence=frame["suggested_confidence"].to_numpy(),
+                   noise_counts=np.asarray(meta["counts"], dtype=np.float64), noise_rate=float(meta["noise_rate"]),
+                   suggested_source=source, notes=list(meta.get("notes", [])))
