@@ -25,7 +25,6 @@ import dataclasses
 import json
 import math
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +36,12 @@ from torch import nn
 from turn_backend.cleansing import GMM_MAX_ITER, GMM_REG_COVAR, GMM_TOL, detection_metrics, fit_clean_probability
 from turn_backend.config import RunConfig
 from turn_backend.engine import Runtime, accuracy_from_logits, compute_logits, extract_features, fft_epoch, make_optimizer
+from turn_backend.features import feature_cache_path
 from turn_backend.losses import make_loss, per_sample_ce
 from turn_backend.models.core import Classifier, Preprocess
 from turn_backend.models.registry import load_model
 from turn_backend.pipeline import default_workers
-from turn_backend.runner import TurnRun, _seed, load_run_data, resolve_hparams
+from turn_backend.runner import _seed, load_run_data, resolve_hparams
 
 EXTRA_METHODS = {
     "dividemix-lp": "DivideMix in LP mode: two linear heads, GMM co-division, MixMatch in feature space",
@@ -72,13 +72,13 @@ class _Run:
         self.workers = default_workers(self.train) if config.num_workers is None else config.num_workers
         self.tick("data", t0)
         t0 = time.time()
-        # the same cache file as a run of the engine (TurnRun's key), so features are shared
-        key_owner = types.SimpleNamespace(loaded=self.loaded, config=config, pre=self.pre)
-        self.feats = np.asarray(self._extract(self.train, TurnRun._feature_path(key_owner, self.train, "train")))
-        self.test_feats = np.asarray(self._extract(self.test, TurnRun._feature_path(key_owner, self.test, "test")))
+        # the same cache file as a run of the engine, so features are shared
+        self.feats = np.asarray(self._extract(self.train, "train"))
+        self.test_feats = np.asarray(self._extract(self.test, "test"))
         self.tick("features", t0)
 
-    def _extract(self, images, path):
+    def _extract(self, images, split: str):
+        path = feature_cache_path(images, self.loaded.name, self.cfg.checkpoint, self.cfg.pretrained, self.pre, split)
         return extract_features(self.loaded.extractor, images, self.pre, path, self.rt, self.cfg.batch_size,
                                 self.workers)
 

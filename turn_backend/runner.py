@@ -30,6 +30,7 @@ from turn_backend.engine import (
     make_optimizer,
     train_linear_probe,
 )
+from turn_backend.features import feature_cache_path
 from turn_backend.losses import make_loss, per_sample_ce
 from turn_backend.models.core import Classifier, LoadedModel, Preprocess, StageHParams
 from turn_backend.models.registry import load_model
@@ -40,10 +41,6 @@ from turn_backend.runfolder import RunFolder, atomic_save_npy, atomic_write_json
 
 class StopRequested(Exception):
     """The user pressed Stop (SIGTERM to the worker)."""
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TURN_CACHE_DIR", Path.home() / ".cache" / "turn-studio"))
 
 
 def load_run_data(config: RunConfig) -> DatasetBundle:
@@ -175,11 +172,8 @@ class TurnRun:
         atomic_write_json(self.folder.path / "classes.json", bundle.class_names)
 
     def _feature_path(self, images: ImageSet, split: str) -> Path:
-        key = hashlib.sha256(
-            f"{images.fingerprint(include_labels=False)}|{self.loaded.name}|{self.config.checkpoint}|"
-            f"{self.config.pretrained}|{self.pre.key()}".encode()
-        ).hexdigest()[:20]
-        return cache_root() / "features" / f"{split}-{key}.npy"
+        return feature_cache_path(images, self.loaded.name, self.config.checkpoint, self.config.pretrained,
+                                  self.pre, split)
 
     def _features(self, train: ImageSet, test: ImageSet | None):
         t0 = time.time()

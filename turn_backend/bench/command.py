@@ -1,0 +1,151 @@
+"""`turn bench`'s arguments and main loop: plan, throughput, cells, report."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from turn_backend.bench.grid import SETTINGS_FULL, cell_dir, flatten, make_plan, run_cell
+from turn_backend.bench.machine import choose_threads, machine_info
+from turn_backend.bench.plots import make_plots
+from turn_backend.bench.report import build_report
+from turn_backend.bench.throughput import measure_throughput
+
+DEFAULT_DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="a smaller grid (1 seed, 1000 images at 48 px, 2 settings, 7 methods, no ablations)")
+    parser.add_argument("--out", help="output folder (default runs/bench, or runs/bench-quick)")
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--seeds", type=int, help="seeds per cell (default 2; quick 1)")
+    parser.add_argument("--n-train", type=int, help="demo training images (default 1500; quick 1000)")
+    parser.add_argument("--n-test", type=int, help="demo test images (default 1000; quick 500)")
+    parser.add_argument("--image-size", type=int, help="input size (default 48)")
+    parser.add_argument("--settings", nargs="+", help=f"noise settings (default {' '.join(SETTINGS_FULL)})")
+    parser.add_argument("--methods", nargs="+", help="methods or variants (default: all; see the module doc)")
+    parser.add_argument("--lp-epochs", type=int, default=20)
+    parser.add_argument("--fft-epochs", type=int, help="FFT rounds / epochs (default: each method's own)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: torch's own, or 1 when the machine is already busy: "
+                             "1-minute load average above half the cores)")
+    parser.add_argument("--ablation-setting", default="sym60", help="setting of the ablations (default sym60)")
+    parser.add_argument("--dev-settings", nargs="*", help="settings of the TURN+ development (default sym60 asym40)")
+    parser.add_argument("--no-ablation", action="store_true", help="skip the Table 4 / tau ablations")
+    parser.add_argument("--no-dev", action="store_true", help="skip the TURN+ development variants")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the throughput measurement")
+    parser.add_argument("--docs", help="also write this Markdown file (default: docs/benchmarks.md for a full run)")
+    parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+    parser.add_argument("--fresh", action="store_true", help="delete finished cells in --out and run them again")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from OUT/results.csv")
+    parser.add_argument("--quiet", action="store_true")
+
+
+
+def _eta(done_s: list[float], remaining: int) -> str:
+    if not done_s:
+        return "?"
+    return f"{np.mean(done_s) * remaining / 60:.0f} min"
+
+
+
+def main(args) -> int:
+    import torch
+
+    plan = make_plan(args)
+    out = plan.out
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TURN_CACHE_DIR", str(out / "cache"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    log_file = open(out / "bench.log", "a")
+
+    def log(msg: str) -> None:
+        line = f"[{_dt.datetime.now().strftime('%H:%M:%S')}] {msg}"
+        log_file.write(line + "\n")
+        log_file.flush()
+        if not args.quiet:
+            print(line, flush=True)
+
+    state_path = out / "bench.json"
+    state = json.loads(state_path.read_text()) if (args.report_only and state_path.exists()) else {}
+    csv_path = out / "results.csv"
+    if args.report_only:
+        if not csv_path.exists():
+            raise FileNotFoundError(f"{csv_path} does not exist; run the benchmark first")
+        df = pd.read_csv(csv_path, keep_default_na=True)
+        machine, throughput = state.get("machine", machine_info(plan.device)), state.get("throughput")
+        started, finished, wall = state.get("started", "?"), state.get("finished", "?"), state.get("wall_seconds")
+    else:
+        if args.fresh and (out / "runs").exists():
+            shutil.rmtree(out / "runs")
+        t_start = time.time()
+        started = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+        threads, why = choose_threads(getattr(args, "threads", None))
+        torch.set_num_threads(threads)
+        machine = machine_info(plan.device)
+        machine["threads_reason"] = why
+        log(f"benchmark: {len(plan.cells)} cells -> {out}; machine {machine['cpu']}, {machine['cores']} cores")
+        throughput = measure_throughput(plan, log) if plan.throughput else None
+        rows, durations, failed = [], [], []
+        for k, (method, setting, seed, group) in enumerate(plan.cells, start=1):
+            t0 = time.time()
+            try:
+                metrics, reused = run_cell(plan, method, setting, seed)
+            except Exception as exc:  # one broken cell must not lose the others
+                import traceback
+
+                from turn_backend.runner import StopRequested
+
+                if isinstance(exc, StopRequested):  # SIGTERM: stop the whole benchmark
+                    raise
+
+                log(f"[{k}/{len(plan.cells)}] {setting} {method} seed {seed}: FAILED {type(exc).__name__}: {exc}")
+                log_file.write(traceback.format_exc())
+                failed.append(f"{setting} {method} seed {seed}: {type(exc).__name__}: {exc}")
+                continue
+            if not reused:
+                durations.append(time.time() - t0)
+            rows.append(flatten(method, setting, seed, group, metrics, cell_dir(plan, method, setting, seed), plan))
+            pd.DataFrame(rows).to_csv(csv_path, index=False)
+            log(f"[{k}/{len(plan.cells)}] {setting} {method} seed {seed}: best {metrics.get('test_acc_best', 0):.1%}, "
+                f"last {metrics.get('test_acc_last', 0):.1%}, {metrics.get('seconds_total', 0):.0f} s"
+                + (" (reused)" if reused else "") + f"; ETA {_eta(durations, len(plan.cells) - k)}")
+        if not rows:
+            raise RuntimeError(f"every cell failed; see {out / 'bench.log'}")
+        df = pd.DataFrame(rows)
+        finished = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+        wall = time.time() - t_start
+        try:
+            machine["load_average_end"] = list(os.getloadavg())
+        except OSError:
+            pass
+        state = {"machine": machine, "throughput": throughput, "started": started, "finished": finished,
+                 "wall_seconds": wall, "command": plan.command, "failed": failed}
+        state_path.write_text(json.dumps(state, indent=2))
+    plan.command = state.get("command", plan.command)
+    plan.failed = state.get("failed", [])
+    features_once = (throughput or {}).get("features_seconds")
+    plots = make_plots(df, plan, features_once, out / "plots")
+    (out / "results.md").write_text(build_report(df, plan, machine, throughput, "plots/", plots, started, finished, wall))
+    log(f"wrote {csv_path} and {out / 'results.md'}")
+    docs = None if args.no_docs else (Path(args.docs) if args.docs else (None if plan.quick else DEFAULT_DOCS))
+    if docs is not None:
+        img_dir = docs.parent / "bench"
+        img_dir.mkdir(parents=True, exist_ok=True)
+        for name, _ in plots:
+            shutil.copy(out / "plots" / name, img_dir / name)
+        docs.write_text(build_report(df, plan, machine, throughput, "bench/", plots, started, finished, wall))
+        log(f"wrote {docs}")
+    log_file.close()
+    return 0

@@ -1,0 +1,241 @@
+"""The benchmark grid: method / noise-setting specs, the plan of cells, running one cell
+and flattening its metrics into a results.csv row."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from turn_backend.config import METHODS
+
+SETTINGS_FULL = ["sym20", "sym60", "asym40", "inst40"]
+METHODS_FULL = ["turn+", "turn", "lp-ce", "lp-gce", "lp-elr", "fft-ce", "fft-gce", "fft-elr",
+                "dividemix-lp", "unicon-lp", "cleanlab-fft", "fft-true"]
+SETTINGS_QUICK = ["sym60", "asym40"]
+METHODS_QUICK = ["turn+", "turn", "lp-gce", "fft-ce", "dividemix-lp", "unicon-lp", "cleanlab-fft"]
+# Table 4 of the paper (on one setting): LP or not, cleansing none / once / every round.
+ABLATION = [
+    ("turn", "TURN (LP-GCE, cleansing every round)"),
+    ("turn:lp_epochs=0", "no LP: random head, then cleansing every round"),
+    ("turn:cleansing=none", "LP, no cleansing (LP-FFT on every sample)"),
+    ("turn:cleansing=once", "LP, cleansing once (round 1's clean set in every round)"),
+]
+TAUS = [0.3, 0.5, 0.6, 0.7, 0.9]  # Figure 3b
+# TURN+ development: each change beside the published method, on the ablation settings.
+TURNPLUS_DEV = [
+    ("turn", "TURN as published (N = min_c \\|D_c\\| per class, 4 rounds)"),
+    ("turn+:balance=min", "turn+ without mean balancing (min-balanced, 5 rounds)"),
+    ("turn+", "turn+ (the product's default)"),
+    ("turn+:warmup_backbone_lr=0", "+ round 1 trains the head alone (protects the LP head)"),
+    ("turn+:relabel_confidence=0.9", "+ relabel flagged samples predicted with p >= 0.9"),
+    ("turn+:fft_epochs=8", "+ 8 rounds (about FFT-CE's compute)"),
+]
+OVERRIDE_KEYS = {"tau": float, "lp_epochs": int, "fft_epochs": int, "balance": str, "cleansing": str,
+                 "warmup_backbone_lr": float, "relabel_confidence": float, "gce_q": float}
+NOISE_NAMES = {"sym": "symmetric", "asym": "asymmetric", "inst": "instance"}
+FFT_ONLY = ("fft-ce", "fft-gce", "fft-elr", "fft-true")  # methods that do not need the cached features
+
+
+def parse_setting(name: str) -> tuple[str, float]:
+    """'sym60' -> ('symmetric', 0.6); also 'asym40', 'inst40', 'none'."""
+    if name in ("none", "clean"):
+        return "none", 0.0
+    m = re.fullmatch(r"(sym|asym|inst)(\d{1,3})", name)
+    if not m or not 0 <= int(m.group(2)) <= 100:
+        raise ValueError(f"bad noise setting {name!r}: use sym20, sym60, asym40, inst40 (kind + percent)")
+    return NOISE_NAMES[m.group(1)], int(m.group(2)) / 100
+
+
+def parse_method(spec: str) -> tuple[str, dict]:
+    """'turn:tau=0.3,fft_epochs=2' -> ('turn', {'tau': 0.3, 'fft_epochs': 2})."""
+    from turn_backend.baselines_extra import EXTRA_METHODS
+
+    base, _, rest = spec.partition(":")
+    if base not in METHODS and base not in EXTRA_METHODS:
+        raise ValueError(f"unknown method {base!r}; choose from {', '.join([*METHODS, *EXTRA_METHODS])}")
+    overrides = {}
+    for part in filter(None, rest.split(",")):
+        key, eq, value = part.partition("=")
+        if not eq or key not in OVERRIDE_KEYS:
+            raise ValueError(f"bad override {part!r} in {spec!r}; keys: {', '.join(OVERRIDE_KEYS)}")
+        overrides[key] = OVERRIDE_KEYS[key](value)
+    if overrides and base not in METHODS:
+        raise ValueError(f"{base} takes no overrides")
+    return base, overrides
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name)
+
+
+@dataclass
+class Plan:
+    out: Path
+    model: str
+    seeds: list[int]
+    n_train: int
+    n_test: int
+    image_size: int
+    settings: list[str]
+    methods: list[str]
+    lp_epochs: int
+    fft_epochs: int | None
+    batch_size: int
+    device: str
+    ablation_setting: str | None
+    dev_settings: list[str]
+    throughput: bool
+    quick: bool
+    command: str
+    cells: list[tuple[str, str, int, str]] = field(default_factory=list)  # (method, setting, seed, group)
+    failed: list[str] = field(default_factory=list)
+
+
+def make_plan(args) -> Plan:
+    q = bool(args.quick)
+    settings = args.settings or (SETTINGS_QUICK if q else SETTINGS_FULL)
+    methods = args.methods or (METHODS_QUICK if q else METHODS_FULL)
+    for s in settings:
+        parse_setting(s)
+    for m in methods:
+        parse_method(m)
+    ablation = None if (args.no_ablation or q) else args.ablation_setting
+    if ablation is not None:
+        parse_setting(ablation)
+    dev = [] if (args.no_dev or q) else (args.dev_settings if args.dev_settings is not None else ["sym60", "asym40"])
+    plan = Plan(
+        out=Path(args.out or ("runs/bench-quick" if q else "runs/bench")),
+        model=args.model, seeds=list(range(args.seeds or (1 if q else 2))),
+        n_train=args.n_train or (1000 if q else 1500), n_test=args.n_test or (500 if q else 1000),
+        image_size=args.image_size or 48, settings=list(settings), methods=list(methods),
+        lp_epochs=args.lp_epochs, fft_epochs=args.fft_epochs, batch_size=args.batch_size, device=args.device,
+        ablation_setting=ablation, dev_settings=list(dev), throughput=not args.no_throughput, quick=q,
+        command="turn bench " + " ".join(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else []),
+    )
+    for seed in plan.seeds:
+        for setting in plan.settings:
+            for m in plan.methods:
+                plan.cells.append((m, setting, seed, "grid"))
+    first = plan.seeds[:1]
+    if ablation is not None:
+        specs = [s for s, _ in ABLATION] + [f"turn:tau={t:g}" if t != 0.6 else "turn" for t in TAUS]
+        for spec in dict.fromkeys(specs):
+            for seed in first:
+                plan.cells.append((spec, ablation, seed, "ablation"))
+    for setting in plan.dev_settings:
+        parse_setting(setting)
+        for spec, _ in TURNPLUS_DEV:
+            for seed in first:
+                plan.cells.append((spec, setting, seed, "dev"))
+    # a cell asked for by several groups runs once
+    seen, unique = set(), []
+    for cell in plan.cells:
+        if cell[:3] not in seen:
+            seen.add(cell[:3])
+            unique.append(cell)
+    plan.cells = unique
+    return plan
+
+
+# ----------------------------------------------------------------------------- running cells
+
+
+def cell_config(plan: Plan, base: str, overrides: dict, setting: str, seed: int):
+    from turn_backend.config import RunConfig
+
+    kind, rate = parse_setting(setting)
+    noise = {"kind": "none"} if base == "fft-true" or kind == "none" else {"kind": kind, "rate": rate, "seed": seed}
+    engine_method = base if base in METHODS else "lp-ce"  # extra methods read everything but `method`
+    settings = dict(
+        dataset={"kind": "demo", "n_train": plan.n_train, "n_test": plan.n_test}, noise=noise, model=plan.model,
+        method=engine_method, image_size=plan.image_size, batch_size=plan.batch_size, lp_epochs=plan.lp_epochs,
+        fft_epochs=plan.fft_epochs, seed=seed, device=plan.device, num_workers=0, projection_methods=[],
+    )
+    settings.update(overrides)
+    return RunConfig(**settings)
+
+
+def cell_dir(plan: Plan, method: str, setting: str, seed: int) -> Path:
+    base, _ = parse_method(method)
+    if base == "fft-true":  # trains on the true labels: one run per seed serves every setting
+        setting = "clean"
+    return plan.out / "runs" / setting / f"{_safe(method)}-s{seed}"
+
+
+def run_cell(plan: Plan, method: str, setting: str, seed: int) -> tuple[dict, bool]:
+    """The metrics of one cell, and whether they were reused from an earlier run."""
+    from turn_backend.baselines_extra import EXTRA_METHODS, run_extra
+    from turn_backend.runner import run_turn
+
+    run_dir = cell_dir(plan, method, setting, seed)
+    done = run_dir / "metrics.json"
+    if done.exists():
+        return json.loads(done.read_text()), True
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    base, overrides = parse_method(method)
+    config = cell_config(plan, base, overrides, setting, seed)
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        if base in EXTRA_METHODS:
+            return run_extra(base, config, run_dir), False
+        return run_turn(config, run_dir), False
+    finally:
+        signal.signal(signal.SIGTERM, old)  # run_turn installs a stop handler
+
+
+def _rounds(run_dir: Path) -> list[dict]:
+    from turn_backend.runfolder import RunFolder
+
+    try:
+        return RunFolder(run_dir).rounds()
+    except Exception:
+        return []
+
+
+def flatten(method: str, setting: str, seed: int, group: str, metrics: dict, run_dir: Path, plan: Plan) -> dict:
+    """One results.csv row from a cell's metrics (lists JSON-encoded)."""
+    base, overrides = parse_method(method)
+    kind, rate = parse_setting(setting)
+    sec = metrics.get("seconds", {}) or {}
+    dets = metrics.get("detection_per_round") or []
+    final = metrics.get("final_detection") or {}
+    rounds = _rounds(run_dir)
+    fft_images = None
+    if rounds:
+        fft_images = int(sum((r.get("n_selected") or plan.n_train) + (r.get("n_relabelled") or 0) for r in rounds))
+
+    def per_round(key):
+        return json.dumps([None if d is None else round(float(d.get(key, float("nan"))), 5) for d in dets])
+
+    row = {
+        "method": method, "base_method": base, "overrides": json.dumps(overrides), "group": group,
+        "setting": setting, "noise_kind": kind, "noise_rate": rate,
+        "noise_rate_actual": metrics.get("noise_rate"), "seed": seed,
+        "model": plan.model, "n_train": metrics.get("n_train"), "n_test": metrics.get("n_test"),
+        "image_size": plan.image_size,
+        "test_acc_best": metrics.get("test_acc_best"), "test_acc_last": metrics.get("test_acc_last"),
+        "test_acc_per_epoch": json.dumps([round(a, 5) for a in metrics.get("test_acc_per_epoch") or []]),
+        "n_clean": metrics.get("n_clean"), "clean_purity": metrics.get("clean_purity"),
+        "n_candidates": dets[0].get("n_kept") if dets and dets[0] else None,
+        "clean_per_round": json.dumps(metrics.get("clean_per_round") or []),
+        "purity_per_round": json.dumps([None if p is None else round(p, 5) for p in metrics.get("purity_per_round") or []]),
+        "precision_per_round": per_round("precision"), "recall_per_round": per_round("recall"),
+        "f1_per_round": per_round("f1"),
+        "final_precision": final.get("precision"), "final_recall": final.get("recall"), "final_f1": final.get("f1"),
+        "final_purity": final.get("purity"), "final_n_kept": final.get("n_kept"),
+        "fft_images": fft_images,
+        "n_relabelled": json.dumps([r.get("n_relabelled") for r in rounds]) if any("n_relabelled" in r for r in rounds) else "",
+        "relabel_accuracy": json.dumps([r.get("relabel_accuracy") for r in rounds]) if any("relabel_accuracy" in r for r in rounds) else "",
+    }
+    for stage in ("data", "features", "lp", "scoring", "gmm", "fft", "eval", "final", "projection"):
+        row[f"seconds_{stage}"] = sec.get(stage, 0.0)
+    row["seconds_total"] = metrics.get("seconds_total")
+    row["run_dir"] = str(run_dir)
+    row["note"] = "one run on the true labels, shared by every setting" if base == "fft-true" else ""
+    return row

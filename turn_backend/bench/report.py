@@ -1,0 +1,353 @@
+"""Aggregation over seeds and the Markdown report (results.md, docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from turn_backend.bench.grid import ABLATION, FFT_ONLY, TAUS, TURNPLUS_DEV, Plan, parse_method
+
+
+def mean_std(values) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (0 for one value) and count of the finite values."""
+    v = np.asarray([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], dtype=float)
+    if not len(v):
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+
+
+def fmt_ms(values, scale: float = 100.0, digits: int = 1) -> str:
+    m, s, n = mean_std(values)
+    if n == 0:
+        return "–"
+    return f"{m * scale:.{digits}f}" if n == 1 else f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
+
+
+def aggregate(df: pd.DataFrame, value: str, rows: str = "method", cols: str = "setting") -> pd.DataFrame:
+    """mean, std and n of `value` over seeds for every (rows, cols) pair (long format)."""
+    out = []
+    for (r, c), g in df.groupby([rows, cols], sort=False):
+        m, s, n = mean_std(g[value].tolist())
+        out.append({rows: r, cols: c, "mean": m, "std": s, "n": n})
+    return pd.DataFrame(out, columns=[rows, cols, "mean", "std", "n"])
+
+
+def time_with_features(df: pd.DataFrame, features_once: float | None) -> pd.Series:
+    """Seconds per cell with the one-off feature extraction charged to the methods that use it
+    (the runs themselves read the shared cache)."""
+    base = df["seconds_total"].astype(float) - df["seconds_features"].astype(float)
+    uses = ~df["base_method"].isin(FFT_ONLY)
+    return base + (features_once or 0.0) * uses.astype(float)
+
+
+def pivot_text(df: pd.DataFrame, value: str, methods: list[str], settings: list[str], scale=100.0, digits=1) -> str:
+    lines = ["| method | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+    for m in methods:
+        cells = []
+        for s in settings:
+            g = df[(df["method"] == m) & (df["setting"] == s)]
+            cells.append(fmt_ms(g[value].tolist(), scale, digits) if len(g) else "–")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+
+def _json_list(cell) -> list:
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)) or cell == "":
+        return []
+    return json.loads(cell)
+
+
+def _mean_of(g: pd.DataFrame, col: str) -> float:
+    return mean_std(g[col].tolist())[0]
+
+
+def where_turn_loses(df: pd.DataFrame, settings: list[str]) -> list[str]:
+    """Findings computed from the numbers: per setting, TURN / TURN+ against the best
+    baseline, with the clean-set sizes and purities that explain the gap."""
+    lines = []
+    grid = df[df["group"] == "grid"]
+    for s in settings:
+        g = grid[grid["setting"] == s]
+        if g.empty:
+            continue
+        means = {m: _mean_of(gm, "test_acc_best") for m, gm in g.groupby("method")}
+        rivals = {m: v for m, v in means.items() if parse_method(m)[0] not in ("turn", "turn+", "fft-true")
+                  and not math.isnan(v)}
+        if not rivals:
+            continue
+        best_m = max(rivals, key=rivals.get)
+        noise = _mean_of(g[g["base_method"] != "fft-true"], "noise_rate_actual")
+        for t in ("turn", "turn+"):
+            if t not in means:
+                continue
+            gt = g[g["method"] == t]
+            gap = (means[t] - rivals[best_m]) * 100
+            size, cand, pur = _mean_of(gt, "n_clean"), _mean_of(gt, "n_candidates"), _mean_of(gt, "clean_purity")
+            n = _mean_of(gt, "n_train")
+            fft_imgs = _mean_of(gt, "fft_images")
+            best_imgs = _mean_of(g[g["method"] == best_m], "fft_images")
+            last_pur = [(_json_list(x) or [None])[-1] for x in gt["purity_per_round"]]
+            lp = mean_std(last_pur)[0]
+            spread = max(mean_std(gt["test_acc_best"].tolist())[1],
+                         mean_std(g[g["method"] == best_m]["test_acc_best"].tolist())[1]) * 100
+            verdict = "wins" if gap >= 0 else "does not win"
+            if abs(gap) <= spread:
+                verdict += " (within one standard deviation across seeds, so not a clear result)"
+            text = (f"- **{s}** ({noise:.0%} of labels actually wrong): {t} {verdict} — best test accuracy "
+                    f"{means[t]:.1%} vs {best_m} {rivals[best_m]:.1%} ({gap:+.1f} pt).")
+            if not math.isnan(size):
+                text += (f" Its round-1 clean set: {size:.0f} distinct samples ({size / n:.0%} of the training set) "
+                         f"out of {cand:.0f} GMM candidates, {pur:.1%} pure (last round {lp:.1%}).")
+            if not math.isnan(fft_imgs):
+                text += f" It fine-tuned on {fft_imgs:.0f} images in all"
+                text += (f", {best_m} on {best_imgs:.0f}." if not math.isnan(best_imgs) else ".")
+            if gap < 0 and not math.isnan(size):
+                reasons = []
+                if pur < 1 - noise + 0.15:
+                    reasons.append(f"the GMM barely separates clean from noisy here (purity {pur:.0%} against "
+                                   f"{1 - noise:.0%} for the raw labels)")
+                if size / n < 0.4:
+                    reasons.append(f"the clean set is small ({size / n:.0%} of the data), so FFT sees few images")
+                if cand > 0 and size < 0.8 * cand:
+                    reasons.append(f"min-balancing discards {1 - size / cand:.0%} of its own candidates")
+                if not math.isnan(lp) and lp < pur - 0.02:
+                    reasons.append(f"its clean set gets less pure over the rounds ({pur:.0%} -> {lp:.0%}): noisy "
+                                   f"labels that slipped into round 1 are memorised and then look clean")
+                if parse_method(best_m)[0].startswith("lp-") or best_m.endswith("-lp"):
+                    reasons.append(f"the best method here never fine-tunes the backbone ({best_m}): the frozen "
+                                   f"features already separate the classes and a linear head cannot memorise "
+                                   f"the noise the way full fine-tuning does")
+                if "fft-true" in means and "lp-gce" in means:
+                    head_room = (means["fft-true"] - means["lp-gce"]) * 100
+                    if head_room < 5:
+                        reasons.append(f"even on the true labels full fine-tuning reaches only {means['fft-true']:.1%} "
+                                       f"(fft-true), {head_room:+.1f} pt over LP-GCE on the noisy labels, so at this "
+                                       f"data size fine-tuning has little to add")
+                if reasons:
+                    text += " Why: " + "; ".join(reasons) + "."
+            lines.append(text)
+    return lines
+
+
+
+
+def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict | None, image_prefix: str,
+                 plots: list[tuple[str, str]], started: str, finished: str, wall: float | None) -> str:
+    grid = df[df["group"] == "grid"]
+    settings = [s for s in plan.settings if s in set(grid["setting"])]
+    methods = [m for m in plan.methods if m in set(grid["method"])]
+    features_once = (throughput or {}).get("features_seconds")
+    L = []
+    w = L.append
+    w("# TURN Studio benchmark")
+    w("")
+    w(f"Generated by `turn bench` ({'quick mode' if plan.quick else 'full grid'}); every number below comes "
+      f"from this one run, on this one machine. Do not edit by hand: run the command again.")
+    w("")
+    w(f"- Command: `{plan.command.strip()}`")
+    w(f"- Started {started}, finished {finished}" + (f", {wall / 60:.1f} min of wall time." if wall else "."))
+    gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
+    w(f"- Machine: {machine.get('cpu')}, {machine.get('cores')} cores{gpu}; torch {machine.get('torch')} "
+      f"({machine.get('torch_threads')} thread(s): {machine.get('threads_reason', '')}), Python {machine.get('python')}; device `{machine.get('device')}`.")
+    if machine.get("load_average") is not None:
+        la = machine["load_average"]
+        end = machine.get("load_average_end")
+        w(f"- Load average (1/5/15 min) at the start: {la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f}"
+          + (f"; at the end: {end[0]:.1f} / {end[1]:.1f} / {end[2]:.1f}" if end else "")
+          + ". Other work on the machine slows every method alike but adds noise to the times.")
+    w(f"- Data: Fashion-MNIST demo, {plan.n_train} train / {plan.n_test} test images, {plan.image_size} px; "
+      f"model `{plan.model}`; {len(plan.seeds)} seed(s) per cell (seed s: noise seed s and training seed s); "
+      f"LP {plan.lp_epochs} epochs; FFT rounds: "
+      + (f"{plan.fft_epochs} for every method." if plan.fft_epochs else "each method's default (TURN 4, TURN+ 5, FFT baselines 5)."))
+    noisy = grid[grid["base_method"] != "fft-true"]
+    actual = noisy.groupby("setting")["noise_rate_actual"].mean()
+    w("- Noise settings (fraction of training labels actually wrong): "
+      + ", ".join(f"{s} {actual.get(s, float('nan')):.1%}" for s in settings) + ".")
+    w("- Every method shares the engine's fine-tuning code path (`engine.fft_epoch`: same optimiser, learning "
+      "rate, augmentation, frozen BatchNorm statistics) and its features (`engine.extract_features`, one cache).")
+    w("- DivideMix-LP and UNICON-LP run on the cached features: two linear heads, their sample selection, label "
+      "refinement / co-guessing, and **MixUp in feature space** (the two views of a sample are two dropout masks "
+      "over its feature vector); UNICON's contrastive term is left out (it needs image augmentations). "
+      "cleanlab+FFT: `cleanlab.filter.find_label_issues` on 5-fold out-of-fold logistic-regression probabilities "
+      "of the cached features, then FFT-CE (fresh head, as the FFT-CE baseline) on the kept samples.")
+    w("- `fft-true` trains on the true labels (the clean reference); it is one run per seed, repeated in every column.")
+    for f in plan.failed:
+        w(f"- **Failed cell** (see bench.log): {f}")
+    w("")
+    w("## Best test accuracy (%), mean ± std over seeds")
+    w("")
+    w(pivot_text(grid, "test_acc_best", methods, settings))
+    w("")
+    w("## Last test accuracy (%)")
+    w("")
+    w(pivot_text(grid, "test_acc_last", methods, settings))
+    w("")
+    w("## Noisy-label detection by the final model (%)")
+    w("")
+    w("Flagged = clean probability <= tau (0.6) from the per-class GMM on the final model's per-sample losses "
+      "(the same `fit_clean_probability` for every method), scored against the true noise. F1, then precision / recall.")
+    w("")
+    det = grid.copy()
+    lines = ["| method | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+    for m in methods:
+        cells = []
+        for s in settings:
+            g = det[(det["method"] == m) & (det["setting"] == s)]
+            if not len(g) or parse_method(m)[0] == "fft-true":
+                cells.append("–")
+                continue
+            cells.append(f"{fmt_ms(g['final_f1'].tolist())} ({fmt_ms(g['final_precision'].tolist(), digits=0)} / "
+                         f"{fmt_ms(g['final_recall'].tolist(), digits=0)})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    w("\n".join(lines))
+    w("")
+    w("## The clean sets of the selecting methods")
+    w("")
+    w("Round 1 (TURN, TURN+) or the first selection (DivideMix / UNICON: first co-divided epoch, head 0's labeled "
+      "set; cleanlab: its kept set): distinct samples kept, of how many, purity; then purity in the last round.")
+    w("")
+    sel = [m for m in methods if parse_method(m)[0] in ("turn", "turn+", "dividemix-lp", "unicon-lp", "cleanlab-fft")]
+    lines = ["| method | setting | kept | purity round 1 (%) | purity last round (%) | detection F1 round 1 (%) |",
+             "|---|---|---|---|---|---|"]
+    for m in sel:
+        for s in settings:
+            g = grid[(grid["method"] == m) & (grid["setting"] == s)]
+            if not len(g):
+                continue
+            last = [(_json_list(x) or [None])[-1] for x in g["purity_per_round"]]
+            f1 = [(_json_list(x) or [None])[0] for x in g["f1_per_round"]]
+            w_ = f"{_mean_of(g, 'n_clean'):.0f} / {_mean_of(g, 'n_train'):.0f}"
+            lines.append(f"| {m} | {s} | {w_} | {fmt_ms(g['clean_purity'].tolist())} | {fmt_ms(last)} | {fmt_ms(f1)} |")
+    w("\n".join(lines))
+    w("")
+    w("## Wall time")
+    w("")
+    w("Seconds per run (mean over settings and seeds) by stage, as measured inside each run. The runs share one "
+      "feature cache, filled once by the throughput step"
+      + (f" in {features_once:.1f} s" if features_once else "")
+      + "; the column *incl. features* charges that one-off cost to every method that uses the features "
+      "(TURN, LP, DivideMix, UNICON, cleanlab), and the ratio is to FFT-CE on the same basis.")
+    w("")
+    gt = grid.copy()
+    gt["t_feat"] = time_with_features(gt, features_once)
+    stages = ["data", "lp", "scoring", "gmm", "fft", "eval", "final"]
+    ref = gt[gt["base_method"] == "fft-ce"]["t_feat"].mean() if (gt["base_method"] == "fft-ce").any() else float("nan")
+    lines = ["| method | " + " | ".join(stages) + " | total | incl. features | x FFT-CE |",
+             "|---|" + "---|" * (len(stages) + 3)]
+    for m in methods:
+        g = gt[gt["method"] == m]
+        if not len(g):
+            continue
+        cells = [f"{g[f'seconds_{st}'].astype(float).mean():.1f}" for st in stages]
+        tf = g["t_feat"].mean()
+        ratio = f"{tf / ref:.2f}" if ref == ref and ref > 0 else "–"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {g['seconds_total'].astype(float).mean():.1f} | "
+                     f"{tf:.1f} | {ratio} |")
+    w("\n".join(lines))
+    w("")
+    abl = df[df["setting"] == plan.ablation_setting] if plan.ablation_setting else df.iloc[0:0]
+    abl = abl[abl["seed"].isin(plan.seeds[:1])]
+    if len(abl):
+        w(f"## Ablation (Table 4), {plan.ablation_setting}, seed {plan.seeds[0]}")
+        w("")
+        lines = ["| variant | what | best (%) | last (%) | round-1 kept | round-1 purity (%) | s |", "|---|---|---|---|---|---|---|"]
+        for spec, what in ABLATION:
+            g = abl[abl["method"] == spec]
+            if len(g):
+                k = _mean_of(g, "n_clean")
+                lines.append(f"| `{spec}` | {what} | {fmt_ms(g['test_acc_best'].tolist())} | "
+                             f"{fmt_ms(g['test_acc_last'].tolist())} | {'–' if math.isnan(k) else f'{k:.0f}'} | "
+                             f"{fmt_ms(g['clean_purity'].tolist())} | {_mean_of(g, 'seconds_total'):.0f} |")
+        w("\n".join(lines))
+        w("")
+        w(f"### tau sensitivity (Figure 3b), TURN on {plan.ablation_setting}")
+        w("")
+        lines = ["| tau | best (%) | last (%) | round-1 kept | round-1 purity (%) | detection F1 round 1 (%) |",
+                 "|---|---|---|---|---|---|"]
+        for t in TAUS:
+            g = abl[abl["method"] == ("turn" if t == 0.6 else f"turn:tau={t:g}")]
+            if len(g):
+                f1 = [(_json_list(x) or [None])[0] for x in g["f1_per_round"]]
+                lines.append(f"| {t:g} | {fmt_ms(g['test_acc_best'].tolist())} | {fmt_ms(g['test_acc_last'].tolist())} | "
+                             f"{_mean_of(g, 'n_clean'):.0f} | {fmt_ms(g['clean_purity'].tolist())} | {fmt_ms(f1)} |")
+        w("\n".join(lines))
+        w("")
+    dev = df[df["setting"].isin(plan.dev_settings) & df["seed"].isin(plan.seeds[:1])]
+    if plan.dev_settings and len(dev):
+        w("## TURN+ development: each change measured beside TURN as published")
+        w("")
+        w(f"Seed {plan.seeds[0]}; each row changes one thing relative to the turn+ row (see `TURN_PLUS_DEFAULTS` in "
+          "`turn_backend/config.py` for what turn+ currently uses). *FFT images*: images fine-tuned on, all rounds.")
+        w("")
+        head = "| variant | what | " + " | ".join(f"{s} best (%) | {s} last (%)" for s in plan.dev_settings)
+        lines = [head + " | FFT images | s |", "|---|---|" + "---|---|" * len(plan.dev_settings) + "---|---|"]
+        for spec, what in TURNPLUS_DEV:
+            g = dev[dev["method"] == spec]
+            if not len(g):
+                continue
+            cells = []
+            for s in plan.dev_settings:
+                gs = g[g["setting"] == s]
+                cells += [fmt_ms(gs["test_acc_best"].tolist()), fmt_ms(gs["test_acc_last"].tolist())]
+            lines.append(f"| `{spec}` | {what} | " + " | ".join(cells) +
+                         f" | {_mean_of(g, 'fft_images'):.0f} | {_mean_of(g, 'seconds_total'):.0f} |")
+        w("\n".join(lines))
+        rel = dev[dev["relabel_accuracy"].map(lambda c: isinstance(c, str) and c.startswith("["))]
+        if len(rel):
+            counts = [sum(x or 0 for x in _json_list(c)) for c in rel["n_relabelled"]]
+            accs = [a for c in rel["relabel_accuracy"] for a in _json_list(c) if a is not None]
+            w("")
+            w(f"Relabelling: {np.mean(counts):.0f} relabelled images per run over all rounds on average; "
+              f"the predicted label was the true one for {np.mean(accs):.1%} of them (mean over rounds).")
+        w("")
+    if throughput:
+        w("## Throughput")
+        w("")
+        t = throughput
+        w(f"- Feature extraction (the engine's `extract_features`, data pipeline included): "
+          f"{t['features_images']} images in {t['features_seconds']:.1f} s = **{t['features_images_per_s']:.0f} images/s** "
+          f"at {t['image_size']} px on `{t['device']}`.")
+        w(f"- The bare forward pass on the same preprocessed batches ({t['bare_images']} images): "
+          f"**{t['bare_images_per_s']:.0f} images/s**; preprocessing alone {t['pipeline_images_per_s']:.0f} images/s. "
+          f"Ratio bare / full = {t['ratio_bare_to_extract']:.2f} (above 1: the share of the time the data pipeline "
+          f"and the write to the cache cost).")
+        lp = grid[grid["base_method"].isin(["turn", "turn+", "lp-ce", "lp-gce", "lp-elr"])]["seconds_lp"].astype(float)
+        if len(lp):
+            w(f"- Linear probing ({plan.lp_epochs} epochs on cached features): median {lp.median():.2f} s per run.")
+        tt = grid[grid["base_method"].isin(["turn", "turn+"])]
+        if len(tt):
+            n_r = tt["clean_per_round"].map(lambda c: max(1, len(_json_list(c))))
+            gm = (tt["seconds_gmm"].astype(float) / n_r).median()
+            sc = tt["seconds_scoring"].astype(float) / (n_r - 1).clip(lower=1)
+            w(f"- Per-class GMM and selection: median {gm:.2f} s per round; scoring the training set "
+              f"(rounds 2+): median {sc.median():.1f} s per round.")
+        fc = grid[grid["base_method"] == "fft-ce"]
+        if len(fc):
+            per_epoch = fc["seconds_fft"].astype(float) / fc["fft_images"].astype(float) * plan.n_train
+            w(f"- Full fine-tuning: median {per_epoch.median():.1f} s per epoch over {plan.n_train} images "
+              f"({plan.n_train / per_epoch.median():.0f} images/s, forward + backward + update, augmentation included).")
+        w("")
+    findings = where_turn_loses(df, settings)
+    if findings:
+        w("## Where TURN does not win, and why")
+        w("")
+        w("Computed from the tables above (best test accuracy, mean over seeds; the best rival excludes `fft-true`).")
+        w("")
+        L.extend(findings)
+        w("")
+    if plots:
+        w("## Plots")
+        w("")
+        for name, title in plots:
+            w(f"![{title}]({image_prefix}{name})")
+            w("")
+    w("## Files")
+    w("")
+    w("`results.csv` holds one row per method x setting x seed: accuracies (best, last, per epoch), detection "
+      "precision / recall / F1 and clean-set purity per round (JSON lists) and of the final model, seconds per stage "
+      "and in total, and the run folder of the cell.")
+    return "\n".join(L) + "\n"
