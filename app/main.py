@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+# The one place the repo root goes on sys.path (for a checkout that is not `pip install -e .`):
+# pages run inside this process, so they import `app` and `turn_backend` plainly.
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

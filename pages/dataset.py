@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
-ROOT = str(Path(__file__).resolve().parents[1])  # the repo root, so the page also runs standalone
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image, ImageOps
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import streamlit as st  # noqa: E402
-from PIL import Image, ImageOps  # noqa: E402
-
-from app import ui  # noqa: E402
-from app.state import runs_root  # noqa: E402
-from turn_backend.data import DatasetError, apply_label_noise, load_dataset  # noqa: E402
+from app import ui
+from app.state import runs_root
+from turn_backend.data import DatasetError, apply_label_noise, load_dataset
 
 MAX_UPLOAD_MB = 50
 SAMPLES_PER_CLASS = 6

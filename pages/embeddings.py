@@ -6,24 +6,21 @@ on noisy labels blurs them; TURN keeps them. Lasso or box-select points to see t
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import streamlit as st  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from app import ui  # noqa: E402
-from app.state import runs_root  # noqa: E402
-from turn_backend import analysis as an  # noqa: E402
-from turn_backend.config import method_kind  # noqa: E402
-from turn_backend.export import default_tau  # noqa: E402
-from turn_backend.projection import PROJECTION_METHODS, ensure_projection  # noqa: E402
-from turn_backend.runfolder import RunFolder  # noqa: E402
+from app import ui
+from app.state import runs_root
+from turn_backend import analysis as an
+from turn_backend.config import method_kind
+from turn_backend.export import default_tau
+from turn_backend.projection import PROJECTION_METHODS, ensure_projection
+from turn_backend.runfolder import RunFolder
 
 METHOD_LABELS = {"tsne": "t-SNE", "umap": "UMAP"}
 # 10 distinct colours (Tableau), then 24 more for larger label sets

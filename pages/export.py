@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from app import ui  # noqa: E402
-from turn_backend.export import (  # noqa: E402
+from app import ui
+from turn_backend.export import (
     FORMATS,
     SCOPES,
     ExportError,

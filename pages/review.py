@@ -6,21 +6,17 @@ is held only in the browser session, so a refresh, a second tab or a crash loses
 
 from __future__ import annotations
 
-import sys
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import streamlit as st
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from app import ui  # noqa: E402
-from turn_backend import analysis as an  # noqa: E402
-from turn_backend.export import default_tau  # noqa: E402
-from turn_backend.review import ReviewStore  # noqa: E402
-from turn_backend.runfolder import RunFolder  # noqa: E402
+from app import ui
+from turn_backend import analysis as an
+from turn_backend.export import default_tau
+from turn_backend.review import ReviewStore
+from turn_backend.runfolder import RunFolder
 
 PER_PAGE = 12
 CARDS_PER_ROW = 4

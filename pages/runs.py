@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
-ROOT = str(Path(__file__).resolve().parents[1])  # the repo root, so the page also runs standalone
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import pandas as pd
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app import ui  # noqa: E402
-from app.state import RUN_KEY, current_run, runs_root, set_current_run  # noqa: E402
-from turn_backend.runfolder import RunFolder, list_runs  # noqa: E402
+from app import ui
+from app.state import RUN_KEY, current_run, runs_root, set_current_run
+from turn_backend.runfolder import RunFolder, list_runs
 
 ui.page_header("Runs", ":material/folder_open:",
                "Every training run is a folder under the runs root; open one to audit its labels.")

@@ -6,26 +6,23 @@ read once per run (cached) and every slider move is a few sorted-array look-ups.
 
 from __future__ import annotations
 
-import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import streamlit as st  # noqa: E402
-from plotly.subplots import make_subplots  # noqa: E402
-
-from app import ui  # noqa: E402
-from app.state import runs_root, set_current_run  # noqa: E402
-from turn_backend import analysis as an  # noqa: E402
-from turn_backend.config import RunConfig, method_kind  # noqa: E402
-from turn_backend.export import default_tau  # noqa: E402
-from turn_backend.review import ReviewStore  # noqa: E402
-from turn_backend.runfolder import RunFolder, list_runs  # noqa: E402
+from app import ui
+from app.state import runs_root, set_current_run
+from turn_backend import analysis as an
+from turn_backend.config import RunConfig, method_kind
+from turn_backend.export import default_tau
+from turn_backend.review import ReviewStore
+from turn_backend.runfolder import RunFolder, list_runs
 
 CLEAN_COLOUR = "#2e7d32"
 NOISY_COLOUR = "#c62828"

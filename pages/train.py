@@ -8,26 +8,21 @@ a refresh and keeps working when the tab was closed.
 from __future__ import annotations
 
 import re
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = str(Path(__file__).resolve().parents[1])  # the repo root, so the page also runs standalone
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import pandas as pd
+import plotly.express as px
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import plotly.express as px  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app import ui  # noqa: E402
-from app.state import current_run, runs_root, set_current_run  # noqa: E402
-from turn_backend import worker  # noqa: E402
-from turn_backend.config import DEFAULT_METHOD, METHODS, RunConfig, method_kind  # noqa: E402
-from turn_backend.models.registry import DEFAULT_MODEL, PAPER_HPARAMS, family_of  # noqa: E402
-from turn_backend.runfolder import RunFolder, list_runs, read_json  # noqa: E402
-from turn_backend.runner import create_run  # noqa: E402
+from app import ui
+from app.state import current_run, runs_root, set_current_run
+from turn_backend import worker
+from turn_backend.config import DEFAULT_METHOD, METHODS, RunConfig, method_kind
+from turn_backend.models.registry import DEFAULT_MODEL, PAPER_HPARAMS, family_of
+from turn_backend.runfolder import RunFolder, list_runs, read_json
+from turn_backend.runner import create_run
 
 MODEL_SOURCES = {
     "embedded": ":material/inventory_2: Embedded: EfficientNet-Lite0",
