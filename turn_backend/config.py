@@ -76,9 +76,12 @@ class RunConfig:
     mixed_precision: str = "auto"
     num_workers: int | None = None
     projection_methods: list = field(default_factory=lambda: ["tsne"])
-    projection_split: str = "test"
+    projection_split: str = "train"  # the training set: its maps show clean probabilities and flags
     projection_classes: int = 10
-    projection_max_samples: int = 1000
+    projection_max_samples: int = 100_000
+    # set by turn_backend.retrain: {"run": source run path, "decisions": n, ...}; the run then
+    # trains on the labels in its reviewed_labels.parquet
+    retrained_from: dict | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -92,6 +92,18 @@ class ReviewStore:
             ).fetchall()
         return {s: (a, lab) for s, a, lab in rows}
 
+    def current_rows(self) -> list[dict]:
+        """The standing decisions with their details, one dict per sample, oldest first:
+        sample_id, action, label, time (Unix seconds), session. What the decision log and
+        "retrain with my decisions" read."""
+        with closing(self._connect()) as con:
+            rows = con.execute(
+                """SELECT d.sample_id, d.action, d.label, d.time, d.session FROM decisions d
+                   JOIN (SELECT sample_id, MAX(id) AS id FROM decisions WHERE undone = 0 GROUP BY sample_id) last
+                   ON d.id = last.id ORDER BY d.id"""
+            ).fetchall()
+        return [dict(zip(("sample_id", "action", "label", "time", "session"), r)) for r in rows]
+
     def history(self, sample_id: str) -> list[dict]:
         with closing(self._connect()) as con:
             rows = con.execute(

@@ -10,6 +10,8 @@ Layout:
     rounds/rK/           logits.npy (round >= 2), clean_prob.npy, losses.npy, selected.npy, round.json
     checkpoints/last.pt  model + optimizer after the last completed round
     final/               logits.npy, clean_prob.npy, losses.npy, gmm.json (the final model's view)
+    audit/               train.parquet, pairs.parquet, meta.json: duplicates, leaks, outliers
+    reviewed_labels.parquet  the review decisions a retrained run trains on (turn_backend.retrain)
     projections/         {split}_{stage}_{method}.npy and {split}_subset.npy
     metrics.json         test accuracy, clean-set size, detection metrics, seconds per stage
     review.sqlite        human review decisions (turn_backend.review)
@@ -96,6 +98,10 @@ class RunFolder:
     @property
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoints" / "last.pt"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.path / "audit"
 
     @property
     def review_db(self) -> Path:
@@ -189,6 +195,18 @@ class RunFolder:
             return None
         return {"signals": result.to_frame(), "noise_counts": result.noise_counts,
                 "noise_rate": result.noise_rate, "notes": result.notes}
+
+    def audit(self) -> dict | None:
+        """Duplicates, leaks and outliers (turn_backend.audit): {"train": DataFrame (one row per
+        training sample, in training order), "pairs": DataFrame, "meta": dict}, or None when the
+        run has no audit (older runs, or not yet past the features stage)."""
+        import pandas as pd
+
+        d = self.audit_dir
+        if not (d / "meta.json").exists():
+            return None
+        return {"train": pd.read_parquet(d / "train.parquet"), "pairs": pd.read_parquet(d / "pairs.parquet"),
+                "meta": read_json(d / "meta.json", {})}
 
     def projection(self, split: str, stage: str, method: str) -> np.ndarray | None:
         p = self.path / "projections" / f"{split}_{stage}_{method}.npy"

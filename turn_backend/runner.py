@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from turn_backend.cleansing import detection_metrics, fit_clean_probability, select_clean
+from turn_backend.audit import run_audit
 from turn_backend.config import RunConfig, method_loss
 from turn_backend.data.core import DatasetBundle, ImageSet
 from turn_backend.engine import (
@@ -28,14 +29,16 @@ from turn_backend.engine import (
     fft_epoch,
     head_logits,
     make_optimizer,
+    to_device,
     train_linear_probe,
 )
 from turn_backend.features import feature_cache_path
 from turn_backend.losses import make_loss, per_sample_ce
 from turn_backend.models.core import Classifier, LoadedModel, Preprocess, StageHParams
 from turn_backend.models.registry import load_model
-from turn_backend.pipeline import ImageTensorDataset, default_workers, make_loader
+from turn_backend.pipeline import default_workers, preprocessed_batches
 from turn_backend.projection import compute_projections
+from turn_backend.retrain import apply_reviewed_labels
 from turn_backend.runfolder import RunFolder, atomic_save_npy, atomic_write_json, read_json
 
 
@@ -120,6 +123,11 @@ class TurnRun:
         t0 = time.time()
         self.status(stage="data", stage_label="Loading the dataset")
         bundle = load_run_data(cfg)
+        # "retrain with my decisions": reviewed labels applied, removed samples left out
+        reviewed = apply_reviewed_labels(bundle, folder.path)
+        if reviewed is not None:
+            bundle = reviewed.bundle
+        self.held_clean = None if reviewed is None else reviewed.held_clean
         self.bundle = bundle
         if self.rt.is_main and not (folder.path / "samples.parquet").exists():
             self._write_samples(bundle)
@@ -136,7 +144,10 @@ class TurnRun:
         self._time("data", t0)
 
         train, test = bundle.train, bundle.test
+        if reviewed is not None:
+            reviewed.reuse_cached_features(self._feature_path)
         feats, test_feats = self._features(train, test)
+        self._audit(train, test, feats, test_feats)
         result = {"rounds": []}
         if cfg.kind in ("turn", "lp"):
             head = self._linear_probe(feats, train, test, test_feats)
@@ -207,6 +218,21 @@ class TurnRun:
                 self.folder.mark_completed("features")
         return feats, test_feats
 
+    def _audit(self, train: ImageSet, test: ImageSet | None, feats, test_feats) -> None:
+        """Duplicates, train/test leaks and outliers on the pre-trained features (turn_backend.audit)."""
+        if "audit" in self.folder.completed():
+            return
+        t0 = time.time()
+        if self.rt.is_main:
+            meta = run_audit(self.folder.audit_dir, train, feats, test, test_feats,
+                             progress_for=lambda label: self.progress("audit", label))
+            self.folder.mark_completed("audit")
+            self.log("audit", f"audit: {meta['n_duplicates']} duplicate(s) ({meta['n_label_conflicts']} with "
+                     f"another label), {meta['n_test_duplicates']} in the test set, {meta['n_outliers']} outlier(s)",
+                     **meta)
+        self._time("audit", t0)
+        self.rt.barrier()
+
     def _linear_probe(self, feats, train: ImageSet, test: ImageSet | None, test_feats) -> dict:
         cfg, folder = self.config, self.folder
         head_path = folder.path / "lp" / "head.pt"
@@ -242,9 +268,13 @@ class TurnRun:
         losses = per_sample_ce(torch.from_numpy(np.asarray(logits, dtype=np.float64)),
                                torch.from_numpy(train.labels)).numpy()
         fit = fit_clean_probability(losses, train.labels, train.num_classes, seed=_seed(cfg, "gmm", r))
+        if self.held_clean is not None:  # kept or relabelled in review: a person vouched, never dropped
+            fit.clean_prob[self.held_clean] = 1.0
         balance = cfg.turn_option("balance")
         sel = select_clean(fit.clean_prob, train.labels, train.num_classes, tau,
                            np.random.default_rng(_seed(cfg, "select", r)), balance)
+        if self.held_clean is not None:  # class balancing must not drop them either
+            sel.indices = np.concatenate([sel.indices, np.setdiff1d(np.flatnonzero(self.held_clean), sel.indices)])
         info = {
             "round": r, "tau": tau, "balance": balance,
             "candidates_per_class": sel.candidates_per_class.tolist(),
@@ -317,7 +347,7 @@ class TurnRun:
                 criterion.targets = ckpt["elr_targets"]
             start = int(ckpt["round"]) + 1
             self.log("resume", f"resuming after round {ckpt['round']}")
-        model.to(rt.device)
+        to_device(model, rt)
         ddp_model, optimizer = rt.accelerator.prepare(model, optimizer)
         for r in range(start, cfg.rounds + 1):
             info: dict = {"round": r}
@@ -425,9 +455,14 @@ class TurnRun:
             cached = np.load(self._feature_path(images, split), mmap_mode="r")
             features = {"before": np.asarray(cached[subset])}
             if model is not None:  # a linear probe leaves the features as they were
-                features["after"] = self._model_features(model, images.subset(subset))
+                # the final stage may have stored the tuned features of the whole training set
+                tuned = folder.final_dir / "features.npy"
+                if split == "train" and tuned.exists():
+                    features["after"] = np.asarray(np.load(tuned, mmap_mode="r")[subset])
+                else:
+                    features["after"] = self._model_features(model, images.subset(subset))
             compute_projections(folder.path / "projections", split, subset, features, cfg.projection_methods,
-                                seed=cfg.seed)
+                                seed=cfg.seed, progress=self.progress("projection", "Embedding projections"))
             folder.mark_completed("projections")
             self.log("projection", f"projections of {len(subset)} {split} samples ready",
                      seconds=round(time.time() - t0, 2))
@@ -437,11 +472,10 @@ class TurnRun:
     def _model_features(self, model: Classifier, images: ImageSet) -> np.ndarray:
         out = []
         model.eval()
-        loader = make_loader(ImageTensorDataset(images, self.pre, train=False), self.config.batch_size, False, 0, 0)
         with torch.inference_mode():
-            for x, _, _ in loader:
+            for x, _ in preprocessed_batches(images, self.pre, self.config.batch_size, self.rt.device):
                 with self.rt.autocast():
-                    out.append(model.extractor(x.to(self.rt.device)).float().cpu().numpy())
+                    out.append(model.extractor(x).float().cpu().numpy())
         return np.concatenate(out)
 
     def _metrics(self, train: ImageSet) -> dict:
