@@ -1,11 +1,15 @@
-"""Review: the samples TURN flags, least probably clean first; keep, relabel or remove each.
+"""Review: the flagged samples, least probably clean first, each with why it is flagged; keep,
+relabel or remove each, one by one or in bulk ("More like this"), then retrain on the result.
 
 Every decision goes straight into the run's review database (turn_backend.review); nothing
 is held only in the browser session, so a refresh, a second tab or a crash loses nothing.
+The queue is sorted once per run and tau (`analysis.ReviewIndex`), and the cards live in a
+fragment, so a click reruns the cards only and costs array lookups, also at 60,000 samples.
 """
 
 from __future__ import annotations
 
+import io
 import uuid
 
 import numpy as np
@@ -13,6 +17,7 @@ import streamlit as st
 from PIL import Image
 
 from app import ui
+from app.retrain import retrain_panel
 from turn_backend import analysis as an
 from turn_backend.export import default_tau
 from turn_backend.review import ReviewStore
@@ -21,6 +26,7 @@ from turn_backend.runfolder import RunFolder
 PER_PAGE = 12
 CARDS_PER_ROW = 4
 THUMB = 160
+SIMILAR_K = 11  # "More like this": the sample and its 11 nearest neighbours, one grid of 12
 DECISION_BADGE = {
     "": ("gray", ":material/pending:"),
     "keep": ("green", ":material/check:"),
@@ -28,56 +34,88 @@ DECISION_BADGE = {
     "remove": ("red", ":material/delete:"),
 }
 SHORTCUTS = {"keep": "K", "accept": "A", "remove": "X", "undo": "U", "next": "Right", "prev": "Left"}
+KIND_BADGES = {"label": ("red", ":material/label_off:"), "duplicate": ("violet", ":material/content_copy:"),
+               "outlier": ("orange", ":material/scatter_plot:"), "leak": ("red", ":material/science:")}
+PAIR_KEY = "review_pair"  # (given, suggested) set by the Noise matrix page
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _review_data(run_dir: str, stamp: float) -> dict:
-    folder = RunFolder(run_dir)
-    final = folder.final()
-    samples = folder.samples()
-    train = samples[samples["split"] == "train"].reset_index(drop=True)
-    names = ui.class_names(folder) or [str(c) for c in range(int(train["given_label"].max()) + 1)]
-    return {
-        "names": names,
-        "ids": train["sample_id"].astype(str).to_numpy(),
-        "given": train["given_label"].to_numpy(dtype=np.int64),
-        "true": train["true_label"].to_numpy(dtype=np.int64),
-        "clean_prob": np.asarray(final["clean_prob"], dtype=np.float64),
-        "pred": np.asarray(final["pred"], dtype=np.int64),
-        "pred_prob": np.asarray(final["pred_prob"], dtype=np.float64),
-    }
+# ------------------------------------------------------------------------------ run data
 
 
 def _stamp(folder: RunFolder) -> float:
-    try:
-        return (folder.final_dir / "clean_prob.npy").stat().st_mtime
-    except OSError:
-        return 0.0
+    """Changes when the run's results are rewritten (a resumed run, a new detection or audit)."""
+    paths = [folder.final_dir / "clean_prob.npy", folder.final_dir / "signals.parquet",
+             folder.path / "audit" / "train.parquet"]
+    return sum(p.stat().st_mtime for p in paths if p.exists())
 
 
-def thumbnail(bundle, i: int) -> Image.Image | None:
-    if bundle is None:
-        return None
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _review_data(run_dir: str, stamp: float) -> dict:
+    """Everything the cards need, per training sample, read once per run."""
+    return an.review_inputs(RunFolder(run_dir))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _review_index(run_dir: str, stamp: float, tau: float) -> an.ReviewIndex:
+    """The queue, sorted once per run and tau (then every click is array slicing)."""
+    return an.ReviewIndex.for_run(_review_data(run_dir, stamp), tau)
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _thumbnail(run_dir: str, stamp: float, i: int) -> bytes | None:
+    """A PNG thumbnail of training sample i (a few kB), cached across reruns and sessions."""
     try:
+        bundle = ui.run_bundle(RunFolder(run_dir))
         img = bundle.train.load_image(int(i))
-    except Exception:  # a file that vanished since training: the card still works
+    except Exception:  # noqa: BLE001 - a file that vanished since training: the card still works
         return None
     w, h = img.size
     scale = THUMB / max(w, h)
     resample = Image.NEAREST if max(w, h) <= 64 else Image.LANCZOS  # keep tiny images crisp
-    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+    img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+@st.cache_resource(show_spinner="Loading the run's features…", max_entries=2)
+def _features(run_dir: str, stamp: float) -> np.ndarray:
+    """The features "More like this" searches: the fine-tuned model's (final/features.npy,
+    memory-mapped) or, for a run without them, the cached pre-trained ones."""
+    folder = RunFolder(run_dir)
+    path = folder.final_dir / "features.npy"
+    if not path.exists():
+        from turn_backend.config import RunConfig
+        from turn_backend.features import feature_cache_path
+        from turn_backend.models import load_model
+        from turn_backend.models.core import Preprocess
+
+        cfg = RunConfig.from_json(folder.config_path)
+        loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
+        pre = loaded.preprocess
+        if cfg.image_size:  # as the runner sizes its inputs
+            pre = Preprocess(cfg.image_size, pre.mean, pre.std, pre.interpolation)
+        path = feature_cache_path(ui.run_bundle(folder).train, loaded.name, cfg.checkpoint, cfg.pretrained, pre,
+                                  "train")
+        if not path.exists():
+            raise FileNotFoundError("this run's features are no longer cached (the feature cache was cleared); "
+                                    "retrain the run to search by similarity")
+    return np.load(path, mmap_mode="r")
 
 
 # ---------------------------------------------------------------------------------- page
 
 ui.page_header("Review", ":material/rate_review:",
-               "The samples TURN flags as probably mislabelled, least probably clean first. "
-               "Every decision is saved at once with the run.")
+               "The samples flagged as probably mislabelled, least probably clean first, with the evidence for "
+               "each; duplicates, test leaks and outliers too. Every decision is saved at once with the run.")
 
 run = ui.require_finished_run("There is something to review")
-
+run_dir = str(run.path.resolve())
+stamp = _stamp(run)
+tau = default_tau(run)
 try:
-    data = _review_data(str(run.path.resolve()), _stamp(run))
+    data = _review_data(run_dir, stamp)
+    index = _review_index(run_dir, stamp, round(tau, 6))
 except (ValueError, OSError, KeyError) as exc:
     ui.show_error(exc, "The run folder looks incomplete; open the Runs page and pick another run.")
     st.stop()
@@ -85,11 +123,10 @@ except (ValueError, OSError, KeyError) as exc:
 names: list[str] = data["names"]
 store = ReviewStore(run.review_db)
 session_id = st.session_state.setdefault("review_session_id", uuid.uuid4().hex)
-tau = default_tau(run)
 
 
 def _push_undo(n: int) -> None:
-    """Remember how many rows the last action wrote, so that Undo reverts a bulk accept whole."""
+    """Remember how many rows the last action wrote, so that Undo reverts a bulk action whole."""
     st.session_state.setdefault("review_undo_stack", []).append(int(n))
 
 
@@ -109,18 +146,26 @@ def record_relabel_choice(sample_id: str, key: str) -> None:
     st.session_state[key] = None
 
 
+def record_many(decisions: list[tuple[str, str, int | None]], what: str) -> None:
+    """Several decisions in one transaction; one Undo reverts them all."""
+    if not decisions:
+        st.session_state["review_notice"] = "Nothing selected."
+        return
+    try:
+        store.record_many(decisions, session=session_id)
+    except Exception as exc:  # noqa: BLE001
+        st.session_state["review_error"] = f"The decisions were not saved: {exc}"
+        return
+    _push_undo(len(decisions))
+    st.session_state["review_notice"] = f"{what} for {len(decisions)} sample(s)."
+
+
 def record_bulk(rows) -> None:
     todo = rows[rows["decision"] == ""]
     if todo.empty:
         st.session_state["review_notice"] = "Every card on this page already has a decision."
         return
-    try:
-        store.record_many(an.bulk_accept(todo), session=session_id)
-    except Exception as exc:  # noqa: BLE001
-        st.session_state["review_error"] = f"The decisions were not saved: {exc}"
-        return
-    _push_undo(len(todo))
-    st.session_state["review_notice"] = f"Accepted the suggestion for {len(todo)} sample(s)."
+    record_many(an.bulk_accept(todo), "Accepted the suggestion")
 
 
 def undo() -> None:
@@ -141,7 +186,7 @@ def undo() -> None:
     elif len(undone) == 1:
         st.session_state["review_notice"] = f"Undid the last decision (sample {undone[0]})."
     else:
-        st.session_state["review_notice"] = f"Undid the last bulk accept ({len(undone)} samples)."
+        st.session_state["review_notice"] = f"Undid the last bulk action ({len(undone)} samples)."
 
 
 def first_page() -> None:
@@ -152,132 +197,261 @@ def go_page(delta: int) -> None:
     st.session_state["review_page"] = st.session_state.get("review_page", 0) + delta
 
 
-decisions = store.current()
-left, total = an.review_progress(data["clean_prob"], data["ids"], tau, decisions)
+def clear_pair() -> None:
+    st.session_state.pop(PAIR_KEY, None)
+    first_page()
 
-# ------------------------------------------------------------------------ progress, filters
 
-head = st.columns([3, 1], vertical_alignment="bottom")
-with head[0]:
-    if total:
-        st.markdown(f"**{ui.fmt_int(left)} of {ui.fmt_int(total)} flagged samples left to review** "
-                    f"(clean probability ≤ τ = {tau:.2f})")
-        st.progress((total - left) / total, text=f"{ui.fmt_int(total - left)} reviewed")
-    else:
-        st.markdown(f"**No sample is flagged at τ = {tau:.2f}.**")
-with head[1]:
-    ui.page_link("threshold", label=f"Change τ ({tau:.2f})", icon=":material/tune:")
+def show_similar(position: int) -> None:
+    st.session_state["review_similar"] = int(position)
 
-if not total:
-    ui.empty_state("Nothing to review: no training sample has a clean probability at or below τ. Raise τ on the "
+
+def close_similar() -> None:
+    st.session_state.pop("review_similar", None)
+
+
+if not len(index):
+    ui.empty_state(f"Nothing to review: no training sample has a clean probability at or below τ = {tau:.2f}, and "
+                   "the audit found no duplicate with another label, test leak or outlier. Raise τ on the "
                    "Threshold page to flag more samples, or export the labels as they are.",
                    icon=":material/task_alt:", page="export", label="Export labels")
     st.stop()
 
-f = st.columns([2, 2, 1.2], vertical_alignment="bottom")
+# ------------------------------------------------------------------------------ filters
+
+counts = index.kind_counts()
+kinds_present = [k for k in an.FLAG_KINDS if counts[k]]
+f = st.columns([2, 2, 2.4, 1.2], vertical_alignment="bottom")
 given_filter = f[0].multiselect("Given label", names, key="review_given_filter", placeholder="All classes",
                                 on_change=first_page)
 pred_filter = f[1].multiselect("Suggested label", names, key="review_pred_filter", placeholder="All classes",
                                on_change=first_page)
-only_undecided = f[2].toggle("Only undecided", key="review_only_undecided", on_change=first_page,
+kind_filter = f[2].pills("Flagged as", kinds_present, selection_mode="multi", key="review_kind_filter",
+                         format_func=lambda k: f"{an.FLAG_KINDS[k]} ({ui.fmt_int(counts[k])})", on_change=first_page,
+                         help="Why a sample is here: its clean probability is at most τ (label error), the audit "
+                              "found a duplicate with another label, the same image in the test set, or an image "
+                              "far from every class. None selected: all.")
+only_undecided = f[3].toggle("Only undecided", key="review_only_undecided", on_change=first_page,
                              help="Hide samples that already have a decision")
+pair = st.session_state.get(PAIR_KEY)
+if pair is not None:
+    p = st.columns([5, 1], vertical_alignment="center")
+    p[0].info(f"Showing the cell **given {names[pair[0]]} → likely {names[pair[1]]}** of the noise matrix.",
+              icon=":material/grid_on:")
+    p[1].button("Show all", icon=":material/filter_alt_off:", key="clear_pair", on_click=clear_pair)
 
-queue = an.review_queue(data["ids"], data["clean_prob"], data["given"], data["pred"], data["pred_prob"], tau,
-                        decisions, given_classes=[names.index(n) for n in given_filter],
-                        pred_classes=[names.index(n) for n in pred_filter], only_undecided=only_undecided)
+view = index.view([names.index(n) for n in given_filter], [names.index(n) for n in pred_filter],
+                  kind_filter or (), None if pair is None else tuple(pair))
 
-if st.session_state.get("review_error"):
-    ui.show_error(st.session_state.pop("review_error"))
-if st.session_state.get("review_notice"):
-    st.toast(st.session_state.pop("review_notice"), icon=":material/undo:")
+# --------------------------------------------------------------------------- why-flagged
 
-if queue.empty:
-    msg = ("Every flagged sample matching these filters has a decision. "
-           if only_undecided else "No flagged sample matches these filters. ")
-    ui.empty_state(msg + "Clear the filters to see the others, or go on to Export.",
-                   icon=":material/filter_alt_off:", page="export", label="Export labels")
-    st.button("Undo last decision", icon=":material/undo:", on_click=undo, key="undo_empty",
-              shortcut=SHORTCUTS["undo"])
-    st.stop()
 
-page, start, stop, pages = an.paginate(len(queue), st.session_state.get("review_page", 0), PER_PAGE)
-st.session_state["review_page"] = page
-rows = queue.iloc[start:stop]
-undecided = rows.index[rows["decision"] == ""]
-focus = int(undecided[0]) if len(undecided) else None  # the card the keyboard acts on
+def signal_chips(i: int) -> str:
+    """Each detection signal's clean score for sample i, red at or below τ."""
+    if data["signals"] is None:
+        return ""
+    chips = []
+    for key, label in an.SIGNAL_LABELS.items():
+        if key in data["signals"]:
+            score = float(data["signals"][key][i])
+            colour = "red" if score <= tau else "green"
+            chips.append(f":{colour}-badge[{label} {score:.2f}]")
+    return " ".join(chips)
 
-# ------------------------------------------------------------------------------ toolbar
 
-bar = st.columns([1.9, 1.2, 1.1, 1.0, 1.8], vertical_alignment="center")
-bar[0].button("Accept page suggestions", icon=":material/done_all:", type="primary", on_click=record_bulk,
-              args=(rows,), key="bulk_accept", width="stretch",
-              help="For every undecided card on this page: relabel to the model's suggestion where it differs "
-                   "from the given label, keep it where they agree. Cards you decided stay as they are; Undo "
-                   "reverts the whole batch.")
-bar[1].button("Undo last", icon=":material/undo:", on_click=undo, key="undo", width="stretch",
-              shortcut=SHORTCUTS["undo"], help="Undo the last decision made in this browser tab")
-bar[2].button("Previous", icon=":material/chevron_left:", on_click=go_page, args=(-1,), disabled=page == 0,
-              key="prev_page", width="stretch", shortcut=SHORTCUTS["prev"])
-bar[3].button("Next", icon=":material/chevron_right:", icon_position="right", on_click=go_page, args=(1,),
-              disabled=page >= pages - 1, key="next_page", width="stretch", shortcut=SHORTCUTS["next"])
-bar[4].caption(f"Page **{page + 1}** of {pages} · samples {start + 1}–{stop} of {len(queue)}")
-st.caption(":material/keyboard: Keyboard, on the card marked *next up*: **A** accept the suggestion · **K** keep · "
-           "**X** remove · **U** undo · **← →** previous / next page")
+def audit_chips(i: int, kinds: list[str]) -> str:
+    audit = data["audit"]
+    chips = []
+    if "label" in kinds:
+        chips.append(":red-badge[:material/label_off: label error]")
+    if audit is not None:
+        row = audit.iloc[i]
+        if str(row["duplicate_of"]):
+            other = str(row["duplicate_of"])
+            pos = index.positions.get_indexer([other])[0]
+            other_label = f" ({names[int(data['given'][pos])]})" if pos >= 0 else ""
+            colour = "violet" if bool(row["duplicate_label_conflict"]) else "gray"
+            chips.append(f":{colour}-badge[:material/content_copy: duplicate of {other}{other_label} "
+                         f"{float(row['duplicate_similarity']):.2f}]")
+        if str(row["test_duplicate"]):
+            chips.append(f":red-badge[:material/science: in test: {row['test_duplicate']} "
+                         f"{float(row['test_similarity']):.2f}]")
+        if bool(row["outlier"]):
+            chips.append(f":orange-badge[:material/scatter_plot: outlier {float(row['outlier_score']):.2f}]")
+    return " ".join(chips)
 
-# -------------------------------------------------------------------------------- cards
 
-try:
-    bundle = ui.run_bundle(run)
-except Exception as exc:  # noqa: BLE001 - images are optional; decisions still work
-    bundle = None
-    st.warning(f"The images could not be loaded ({exc}); the cards show labels only.", icon=":material/hide_image:")
+def thumb(i: int):
+    return _thumbnail(run_dir, stamp, int(i))
 
-# every image of the page is read before the first card is drawn, so the cards appear together
-thumbs = {int(i): thumbnail(bundle, int(i)) for i in rows["index"]}
 
-for row_start in range(0, len(rows), CARDS_PER_ROW):
-    cols = st.columns(CARDS_PER_ROW)
-    for col, (pos, r) in zip(cols, rows.iloc[row_start:row_start + CARDS_PER_ROW].iterrows()):
-        sid = str(r["sample_id"])
-        given, pred = int(r["given"]), int(r["pred"])
-        decision, dlabel = r["decision"], int(r["decision_label"])
-        focused = pos == focus
-        with col.container(border=True, key=f"card_{sid}"):
-            img = thumbs.get(int(r["index"]))
-            if img is not None:
-                st.image(img, width=THUMB)
-            else:
-                st.caption(":material/hide_image: image unavailable")
-            colour, icon = DECISION_BADGE.get(decision, DECISION_BADGE[""])
-            badge = f":{colour}-badge[{icon} {an.decision_text(decision, dlabel if dlabel >= 0 else None, names)}]"
-            if focused:
-                badge += " :orange-badge[:material/keyboard: next up]"
-            st.markdown(badge)
-            same = pred == given
-            cp = r["clean_prob"]
-            st.markdown(f"Given **{names[given]}**  \n"
-                        f"Suggested **{names[pred]}** ({r['pred_prob']:.0%})" + (" · agrees" if same else "") +
-                        f"  \nClean probability **{'< 0.01' if cp < 0.005 else f'{cp:.2f}'}**")
-            st.button(f"Relabel to {names[pred]}" if not same else f"Accept: keep {names[pred]}",
-                      icon=":material/auto_fix_high:", key=f"accept_{sid}", on_click=record,
-                      args=(sid, "relabel", pred) if not same else (sid, "keep"), width="stretch",
-                      help="Accept the model's suggestion" if not same else
-                           "The suggestion is the given label: accepting keeps it",
-                      shortcut=SHORTCUTS["accept"] if focused else None,
-                      type="primary" if (decision == "relabel" and dlabel == pred) else "secondary")
-            b = st.columns(2)
-            b[0].button("Keep", key=f"keep_{sid}", on_click=record,
-                        args=(sid, "keep"), width="stretch", help=f"Keep the given label, {names[given]}",
-                        shortcut=SHORTCUTS["keep"] if focused else None,
-                        type="primary" if decision == "keep" else "secondary")
-            b[1].button("Remove", key=f"remove_{sid}", on_click=record,
-                        args=(sid, "remove"), width="stretch", help="Leave this sample out of the cleaned set",
-                        shortcut=SHORTCUTS["remove"] if focused else None,
-                        type="primary" if decision == "remove" else "secondary")
-            pick_key = f"relabel_{sid}"
-            st.selectbox("Relabel to", names, index=None, key=pick_key, placeholder="Relabel to another class…",
-                         label_visibility="collapsed", on_change=record_relabel_choice, args=(sid, pick_key))
-            st.caption(sid)
+# ------------------------------------------------------------------------ more like this
+
+
+def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
+    """The sample at training position `position` and its nearest neighbours, with bulk actions."""
+    with st.container(border=True, key="similar_panel"):
+        head = st.columns([5, 1], vertical_alignment="center")
+        head[0].markdown(f"**:material/image_search: More like {data['ids'][position]}**: its nearest images in "
+                         "feature space, with their labels and clean probabilities. Tick the ones an action applies "
+                         "to.")
+        head[1].button("Close", icon=":material/close:", key="close_similar", on_click=close_similar)
+        try:
+            feats = _features(run_dir, stamp)
+            from turn_backend.audit import neighbours
+
+            nn, sims = neighbours(feats, np.array([position]), SIMILAR_K)
+        except (ValueError, OSError, ImportError) as exc:
+            ui.show_error(exc)
+            return
+        picks = [(position, 1.0)] + [(int(j), float(s)) for j, s in zip(nn[0], sims[0]) if j >= 0]
+        chosen = []
+        cols = st.columns(6)
+        for n, (j, sim) in enumerate(picks):
+            sid = str(data["ids"][j])
+            with cols[n % 6]:
+                image = thumb(j)
+                if image is not None:
+                    st.image(image, width=96)
+                decision = an.ACTIONS_BY_CODE[int(codes[j])]
+                lab = int(labels[j])
+                st.caption(f"**{names[int(data['given'][j])]}** · p {data['clean_prob'][j]:.2f}  \n"
+                           + ("this sample" if n == 0 else f"similarity {sim:.2f}") + "  \n"
+                           + an.decision_text(decision, lab if lab >= 0 else None, names))
+                if st.checkbox(sid, value=True, key=f"similar_pick_{position}_{sid}"):
+                    chosen.append(sid)
+        act = st.columns([2, 1.3, 1, 1], vertical_alignment="bottom")
+        target = act[0].selectbox("Relabel the ticked ones to", names, key=f"similar_target_{position}",
+                                  index=int(data["suggested"][position]))
+        act[1].button(f"Relabel {len(chosen)} to {target}", icon=":material/edit:", key="similar_relabel",
+                      on_click=record_many, width="stretch",
+                      args=([(s, "relabel", names.index(target)) for s in chosen], f"Relabelled to {target}"))
+        act[2].button(f"Remove {len(chosen)}", icon=":material/delete:", key="similar_remove", width="stretch",
+                      on_click=record_many, args=([(s, "remove", None) for s in chosen], "Removed"))
+        act[3].button(f"Keep {len(chosen)}", icon=":material/check:", key="similar_keep", width="stretch",
+                      on_click=record_many, args=([(s, "keep", None) for s in chosen], "Kept"))
+
+
+# --------------------------------------------------------------------------- card grid
+
+
+@st.fragment
+def review_grid() -> None:
+    """Progress, toolbar and cards: a decision, a page turn or Undo reruns only this part."""
+    decisions = store.current()
+    codes, labels = index.decision_arrays(decisions)
+    left, total = index.progress(codes)
+    head = st.columns([3, 1], vertical_alignment="bottom")
+    with head[0]:
+        st.markdown(f"**{ui.fmt_int(left)} of {ui.fmt_int(total)} flagged samples left to review** "
+                    f"(clean probability ≤ τ = {tau:.2f}, or found by the audit)")
+        st.progress((total - left) / total, text=f"{ui.fmt_int(total - left)} reviewed")
+    with head[1]:
+        ui.page_link("threshold", label=f"Change τ ({tau:.2f})", icon=":material/tune:")
+
+    if st.session_state.get("review_error"):
+        ui.show_error(st.session_state.pop("review_error"))
+    if st.session_state.get("review_notice"):
+        st.toast(st.session_state.pop("review_notice"), icon=":material/undo:")
+
+    similar = st.session_state.get("review_similar")
+    if similar is not None and 0 <= similar < len(data["ids"]):
+        similar_panel(int(similar), codes, labels)
+
+    cards(codes, labels)
+    retrain_panel(run, len(decisions), key="review_retrain")
+
+
+def cards(codes: np.ndarray, labels: np.ndarray) -> None:
+    shown = index.undecided(view, codes) if only_undecided else view
+    if not len(shown):
+        msg = ("Every flagged sample matching these filters has a decision. "
+               if only_undecided else "No flagged sample matches these filters. ")
+        ui.empty_state(msg + "Clear the filters to see the others, or go on to Export.",
+                       icon=":material/filter_alt_off:", page="export", label="Export labels")
+        st.button("Undo last decision", icon=":material/undo:", on_click=undo, key="undo_empty",
+                  shortcut=SHORTCUTS["undo"])
+        return
+
+    page, start, stop, pages = an.paginate(len(shown), st.session_state.get("review_page", 0), PER_PAGE)
+    st.session_state["review_page"] = page
+    rows = index.rows(shown[start:stop], codes, labels)
+    undecided = rows.index[rows["decision"] == ""]
+    focus = int(undecided[0]) if len(undecided) else None  # the card the keyboard acts on
+
+    bar = st.columns([1.9, 1.2, 1.1, 1.0, 1.8], vertical_alignment="center")
+    bar[0].button("Accept page suggestions", icon=":material/done_all:", type="primary", on_click=record_bulk,
+                  args=(rows,), key="bulk_accept", width="stretch",
+                  help="For every undecided card on this page: relabel to the suggestion where it differs from "
+                       "the given label, keep it where they agree. Cards you decided stay as they are; Undo "
+                       "reverts the whole batch.")
+    bar[1].button("Undo last", icon=":material/undo:", on_click=undo, key="undo", width="stretch",
+                  shortcut=SHORTCUTS["undo"], help="Undo the last decision made in this browser tab")
+    bar[2].button("Previous", icon=":material/chevron_left:", on_click=go_page, args=(-1,), disabled=page == 0,
+                  key="prev_page", width="stretch", shortcut=SHORTCUTS["prev"])
+    bar[3].button("Next", icon=":material/chevron_right:", icon_position="right", on_click=go_page, args=(1,),
+                  disabled=page >= pages - 1, key="next_page", width="stretch", shortcut=SHORTCUTS["next"])
+    bar[4].caption(f"Page **{page + 1}** of {pages} · samples {start + 1}–{stop} of {ui.fmt_int(len(shown))}")
+    st.caption(":material/keyboard: Keyboard, on the card marked *next up*: **A** accept the suggestion · **K** keep "
+               "· **X** remove · **U** undo · **← →** previous / next page")
+
+    for row_start in range(0, len(rows), CARDS_PER_ROW):
+        cols = st.columns(CARDS_PER_ROW)
+        for col, (pos, r) in zip(cols, rows.iloc[row_start:row_start + CARDS_PER_ROW].iterrows()):
+            with col.container(border=True, key=f"card_{r['sample_id']}"):
+                card(r, pos == focus)
+
+
+def card(r, focused: bool) -> None:
+    sid, i = str(r["sample_id"]), int(r["index"])
+    given, pred = int(r["given"]), int(r["pred"])
+    decision, dlabel = r["decision"], int(r["decision_label"])
+    image = thumb(i)
+    if image is not None:
+        st.image(image, width=THUMB)
+    else:
+        st.caption(":material/hide_image: image unavailable")
+    colour, icon = DECISION_BADGE.get(decision, DECISION_BADGE[""])
+    badge = f":{colour}-badge[{icon} {an.decision_text(decision, dlabel if dlabel >= 0 else None, names)}]"
+    if focused:
+        badge += " :orange-badge[:material/keyboard: next up]"
+    st.markdown(badge)
+    same = pred == given
+    cp = r["clean_prob"]
+    st.markdown(f"Given **{names[given]}**  \n"
+                f"Suggested **{names[pred]}** ({r['pred_prob']:.0%}, {data['source']})" +
+                (" · agrees" if same else "") +
+                f"  \nClean probability **{'< 0.01' if cp < 0.005 else f'{cp:.2f}'}**")
+    why = " ".join(filter(None, [audit_chips(i, r["kinds"]), signal_chips(i)]))
+    if why:
+        st.markdown(why, help="Why this sample is here. Each detection signal's clean score (0 = surely wrong, "
+                              "1 = surely right; red at or below τ) and what the audit found: a near-duplicate "
+                              "(violet where its label differs), the same image in the test set, an outlier "
+                              "far from every class.")
+    st.button(f"Relabel to {names[pred]}" if not same else f"Accept: keep {names[pred]}",
+              icon=":material/auto_fix_high:", key=f"accept_{sid}", on_click=record,
+              args=(sid, "relabel", pred) if not same else (sid, "keep"), width="stretch",
+              help="Accept the suggestion" if not same else "The suggestion is the given label: accepting keeps it",
+              shortcut=SHORTCUTS["accept"] if focused else None,
+              type="primary" if (decision == "relabel" and dlabel == pred) else "secondary")
+    b = st.columns(2)
+    b[0].button("Keep", key=f"keep_{sid}", on_click=record,
+                args=(sid, "keep"), width="stretch", help=f"Keep the given label, {names[given]}",
+                shortcut=SHORTCUTS["keep"] if focused else None,
+                type="primary" if decision == "keep" else "secondary")
+    b[1].button("Remove", key=f"remove_{sid}", on_click=record,
+                args=(sid, "remove"), width="stretch", help="Leave this sample out of the cleaned set",
+                shortcut=SHORTCUTS["remove"] if focused else None,
+                type="primary" if decision == "remove" else "secondary")
+    pick_key = f"relabel_{sid}"
+    st.selectbox("Relabel to", names, index=None, key=pick_key, placeholder="Relabel to another class…",
+                 label_visibility="collapsed", on_change=record_relabel_choice, args=(sid, pick_key))
+    st.button("More like this", icon=":material/image_search:", key=f"similar_{sid}", on_click=show_similar,
+              args=(i,), width="stretch", type="tertiary",
+              help="The nearest images in feature space, with bulk actions")
+    st.caption(sid)
+
 
 st.caption(f"Decisions are saved in `{run.review_db.name}` inside the run folder the moment you make them; "
            "Export applies them.")
+review_grid()

@@ -267,36 +267,61 @@ def test_find_reference_run(tmp_path):
 # --------------------------------------------------------------------------------- review
 
 
-def test_review_queue_order_filters_and_decisions():
+def test_review_index_order_filters_and_decisions():
     ids = [f"s{i}" for i in range(8)]
     pred = np.array([1, 0, 2, 0, 1, 1, 0, 2])
     pred_prob = np.linspace(0.5, 0.9, 8)
-    q = an.review_queue(ids, P, GIVEN, pred, pred_prob, 0.5)
+    idx = an.ReviewIndex.build(ids, P, GIVEN, pred, pred_prob, 0.5)
+    codes, labels = idx.decision_arrays({})
+
+    def queue(view, codes=codes, labels=labels):
+        return idx.rows(view, codes, labels)
+
+    q = queue(idx.view())
     assert q["sample_id"].tolist() == ["s7", "s0", "s1", "s2"]  # lowest clean probability first
     assert q["decision"].tolist() == ["", "", "", ""]
-    decisions = {"s0": ("relabel", 1), "s2": ("keep", None)}
-    q = an.review_queue(ids, P, GIVEN, pred, pred_prob, 0.5, decisions)
-    assert q.set_index("sample_id").loc["s0", "decision_label"] == 1
-    assert q.set_index("sample_id").loc["s2", "decision"] == "keep"
-    und = an.review_queue(ids, P, GIVEN, pred, pred_prob, 0.5, decisions, only_undecided=True)
-    assert und["sample_id"].tolist() == ["s7", "s1"]
-    by_given = an.review_queue(ids, P, GIVEN, pred, pred_prob, 0.5, given_classes=[0])
-    assert by_given["sample_id"].tolist() == ["s0", "s1", "s2"]
-    by_pred = an.review_queue(ids, P, GIVEN, pred, pred_prob, 0.5, pred_classes=[2])
-    assert by_pred["sample_id"].tolist() == ["s7", "s2"]
-    both = an.review_queue(ids, P, GIVEN, pred, pred_prob, 0.5, given_classes=[0], pred_classes=[2])
-    assert both["sample_id"].tolist() == ["s2"]
-    # ties keep the sample order
-    tie = an.review_queue(["a", "b", "c"], [0.2, 0.1, 0.2], [0, 0, 0], [0, 0, 0], [1, 1, 1], 0.5)
-    assert tie["sample_id"].tolist() == ["b", "a", "c"]
-    with pytest.raises(ValueError):
-        an.review_queue(ids[:3], P, GIVEN, pred, pred_prob, 0.5)
+    assert q["kinds"].tolist() == [["label"]] * 4
+    decisions = {"s0": ("relabel", 1), "s2": ("keep", None), "gone": ("remove", None)}
+    codes, labels = idx.decision_arrays(decisions)  # a decision about an unknown id is ignored
+    q = queue(idx.view(), codes, labels).set_index("sample_id")
+    assert q.loc["s0", "decision"] == "relabel" and q.loc["s0", "decision_label"] == 1
+    assert q.loc["s2", "decision"] == "keep" and q.loc["s2", "decision_label"] == -1
+    assert queue(idx.undecided(idx.view(), codes))["sample_id"].tolist() == ["s7", "s1"]
+    assert idx.progress(codes) == (2, 4)
+    assert queue(idx.view(given_classes=[0]))["sample_id"].tolist() == ["s0", "s1", "s2"]
+    assert queue(idx.view(suggested_classes=[2]))["sample_id"].tolist() == ["s7", "s2"]
+    assert queue(idx.view(given_classes=[0], suggested_classes=[2]))["sample_id"].tolist() == ["s2"]
+    assert queue(idx.view(pair=(0, 0)))["sample_id"].tolist() == ["s1"]  # one noise-matrix cell
+    assert idx.view(given_classes=[0]) is idx.view(given_classes=(0,))  # cached per filter
+    # ties by the most confident suggestion, then the sample order
+    tie = an.ReviewIndex.build(["a", "b", "c", "d"], [0.2, 0.1, 0.2, 0.2], [0] * 4, [0] * 4, [0.5, 1, 0.5, 0.9],
+                               0.5)
+    assert tie.ids[tie.order].tolist() == ["b", "d", "a", "c"]
+    with pytest.raises(ValueError, match="one entry per training sample"):
+        an.ReviewIndex.build(ids[:3], P, GIVEN, pred, pred_prob, 0.5)
+    with pytest.raises(ValueError, match="unknown flag kind"):
+        idx.view(kinds=["typo"])
 
 
-def test_review_progress_and_paginate():
+def test_review_index_audit_flags_join_the_queue():
     ids = [f"s{i}" for i in range(8)]
-    assert an.review_progress(P, ids, 0.5, {}) == (4, 4)
-    assert an.review_progress(P, ids, 0.5, {"s0": ("keep", None), "s5": ("keep", None)}) == (3, 4)
+    dup = np.zeros(8, bool)
+    dup[[1, 4]] = True  # s1 is also a label error; s4 (p = 0.8) is queued for its duplicate only
+    outlier = np.zeros(8, bool)
+    outlier[5] = True
+    leak = np.zeros(8, bool)
+    leak[3] = True
+    idx = an.ReviewIndex.build(ids, P, GIVEN, GIVEN, np.ones(8), 0.5, duplicate_conflict=dup, outlier=outlier,
+                               leak=leak)
+    rows = idx.rows(idx.view(), *idx.decision_arrays({})).set_index("sample_id")
+    assert rows.index.tolist() == ["s7", "s0", "s1", "s2", "s3", "s4", "s5"]
+    assert rows.loc["s1", "kinds"] == ["label", "duplicate"]
+    assert rows.loc["s4", "kinds"] == ["duplicate"] and rows.loc["s3", "kinds"] == ["leak"]
+    assert idx.kind_counts() == {"label": 4, "duplicate": 2, "outlier": 1, "leak": 1}
+    assert idx.ids[idx.order[idx.view(kinds=["duplicate", "outlier"])]].tolist() == ["s1", "s4", "s5"]
+
+
+def test_paginate():
     assert an.paginate(30, 0, 12) == (0, 0, 12, 3)
     assert an.paginate(30, 2, 12) == (2, 24, 30, 3)
     assert an.paginate(30, 9, 12) == (2, 24, 30, 3)  # clamped
@@ -317,3 +342,42 @@ def test_retrain_run_name():
     assert an.retrain_run_name("demo-tau0.45", 0.3, []) == "demo-tau0.30"
     assert an.retrain_run_name("demo", 0.45, ["demo-tau0.45"]) == "demo-tau0.45-2"
     assert an.retrain_run_name("demo-tau0.45-2", 0.45, ["demo-tau0.45", "demo-tau0.45-2"]) == "demo-tau0.45-3"
+
+
+# -------------------------------------------------------------------- noise matrix, classes
+
+
+def test_noise_rates_and_partners_by_hand():
+    counts = [[8, 2, 0], [1, 3, 0], [0, 0, 0]]  # class 2 has no sample
+    rates = an.noise_rates(counts)
+    np.testing.assert_allclose(rates, [[0.8, 0.2, 0.0], [0.25, 0.75, 0.0], [0, 0, 0]])
+    assert an.confused_partners(counts, ["a", "b", "c"]) == ["b 20%", "a 25%", ""]
+    with pytest.raises(ValueError, match="square"):
+        an.noise_rates([[1, 2, 3]])
+
+
+def test_class_health_by_hand():
+    names = ["a", "b", "c"]
+    # GIVEN: four samples of class 0 (p 0.1 0.2 0.3 0.7), four of class 1 (0.8 0.9 0.55 0.05)
+    table = an.class_health(GIVEN, P, 0.5, names).set_index("class")
+    assert table["size"].tolist() == [4, 4, 0]
+    assert table["flagged"].tolist() == [3, 1, 0]
+    assert table.loc["a", "noise_rate"] == pytest.approx(0.75) and math.isnan(table.loc["c", "noise_rate"])
+    assert table.loc["b", "mean_clean_prob"] == pytest.approx((0.8 + 0.9 + 0.55 + 0.05) / 4)
+    assert "duplicates" not in table  # no audit: no audit columns
+    audit = pd.DataFrame({
+        "duplicate_of": ["s1", "s0", "", "", "", "", "", "s2"],
+        "duplicate_label_conflict": [False, False, False, False, False, False, False, True],
+        "outlier": [False, False, False, False, True, True, False, False],
+        "test_duplicate": ["", "", "", "t9", "", "", "", ""],
+    })
+    table = an.class_health(GIVEN, P, 0.5, names, noise_counts=[[3, 1, 0], [2, 2, 0], [0, 0, 0]],
+                            audit_train=audit).set_index("class")
+    assert table["noise_rate"].iloc[:2].tolist() == pytest.approx([0.25, 0.5])  # from the matrix now
+    assert table.loc["a", "confused_with"] == "b 25%"
+    assert table["duplicates"].tolist() == [2, 1, 0]
+    assert table["label_conflicts"].tolist() == [0, 1, 0]
+    assert table["outliers"].tolist() == [0, 2, 0]
+    assert table["test_leaks"].tolist() == [1, 0, 0]
+    with pytest.raises(ValueError, match="stale"):
+        an.class_health(GIVEN, P, 0.5, names, audit_train=audit.iloc[:3])

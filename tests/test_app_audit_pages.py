@@ -51,15 +51,19 @@ def charts(at: AppTest) -> list[dict]:
 
 def first_page_rows(run: Path) -> pd.DataFrame:
     """The first review page as the page builds it (applied tau, no filters)."""
-    folder = RunFolder(run)
-    final = folder.final()
-    samples = folder.samples()
-    train = samples[samples["split"] == "train"].reset_index(drop=True)
     from turn_backend.export import default_tau
 
-    q = an.review_queue(train["sample_id"], final["clean_prob"], train["given_label"], final["pred"],
-                        final["pred_prob"], default_tau(folder), ReviewStore(folder.review_db).current())
-    return q.iloc[:12]
+    folder = RunFolder(run)
+    index = an.ReviewIndex.for_run(an.review_inputs(folder), default_tau(folder))
+    codes, labels = index.decision_arrays(ReviewStore(folder.review_db).current())
+    return index.rows(index.view()[:12], codes, labels)
+
+
+def flagged_total(run: Path) -> int:
+    from turn_backend.export import default_tau
+
+    folder = RunFolder(run)
+    return len(an.ReviewIndex.for_run(an.review_inputs(folder), default_tau(folder)))
 
 
 # ------------------------------------------------------------------------- empty states
@@ -228,9 +232,7 @@ def test_review_actions_are_recorded_at_once(tiny_run):
     at = app("review", tiny_run)
     at.run()
     assert not at.exception
-    total = len(first_page_rows(tiny_run)) and an.review_progress(
-        RunFolder(tiny_run).final()["clean_prob"], RunFolder(tiny_run).samples().query("split == 'train'")["sample_id"],
-        0.6, {})[1]
+    total = flagged_total(tiny_run)
     assert f"{total} of {total} flagged samples left to review" in texts(at)
 
     s0, s1, s2, s3 = (str(s) for s in rows["sample_id"].iloc[:4])

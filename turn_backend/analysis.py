@@ -11,14 +11,15 @@ and cost microseconds, not a refit.
 - `component_densities`, `clean_posterior`, `posterior_crossing`: the per-class GMM in loss
   units, for histograms and the loss at which the posterior crosses tau.
 - `projection_frame`, `colour_options`, `selected_rows`, `find_reference_run`: Embeddings.
-- `review_queue`, `paginate`, `bulk_accept`, `review_progress`: Review.
+- `ReviewIndex` (the queue sorted once per tau; filters, decisions, pages), `paginate`,
+  `bulk_accept`: Review.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -261,8 +262,12 @@ COLOUR_OPTIONS = {
     "given": "Given label",
     "pred": "Predicted label",
     "clean_prob": "Clean probability",
+    "flagged": "Flagged (p ≤ τ)",
     "true": "True label",
 }
+# Above this many samples a map is drawn as a density (the flagged samples on top): one
+# WebGL point per sample stays fluid in the browser up to about this many per map.
+MAX_MAP_POINTS = 100_000
 
 
 def projection_frame(coords: np.ndarray, subset: np.ndarray, split_samples: pd.DataFrame,
@@ -292,7 +297,7 @@ def projection_frame(coords: np.ndarray, subset: np.ndarray, split_samples: pd.D
         "index": subset,
         "sample_id": rows["sample_id"].astype(str).to_numpy(),
         "given": names[given] if len(given) else [],
-        "true": [names[t] if t >= 0 else "unknown" for t in true],
+        "true": np.append(names, "unknown")[true],  # true label -1 (not known) -> "unknown"
         "has_true": true >= 0,
         "mislabelled": (true >= 0) & (true != given),
     })
@@ -312,8 +317,27 @@ def colour_options(frame: pd.DataFrame) -> dict[str, str]:
         out["pred"] = COLOUR_OPTIONS["pred"]
     if "clean_prob" in frame:
         out["clean_prob"] = COLOUR_OPTIONS["clean_prob"]
+        out["flagged"] = COLOUR_OPTIONS["flagged"]
     if len(frame) and bool(frame["has_true"].any()):
         out["true"] = COLOUR_OPTIONS["true"]
+    return out
+
+
+def coords_by_index(coords: np.ndarray, subset: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Another run's map coordinates of the samples `index` (positions in the split), NaN where
+    that run's map lacks a sample: maps of two runs line up by sample, not by row."""
+    coords = np.asarray(coords, dtype=np.float32)
+    subset = np.asarray(subset, dtype=np.int64)
+    if len(coords) != len(subset):
+        raise ValueError(f"{len(coords)} projected points for a subset of {len(subset)} samples; "
+                         "the projection is stale: recompute it")
+    out = np.full((len(index), 2), np.nan, dtype=np.float32)
+    if len(subset):
+        order = np.argsort(subset, kind="stable")
+        ids = subset[order]
+        pos = np.minimum(np.searchsorted(ids, index), len(ids) - 1)
+        found = ids[pos] == index
+        out[found] = coords[order[pos[found]]]
     return out
 
 
@@ -377,63 +401,190 @@ def find_reference_run(root: str | Path, config: Mapping, method: str = "fft-ce"
 
 # ------------------------------------------------------------------------------- review
 
-DECISION_COLUMNS = ["decision", "decision_label"]
+# Why a sample is in the review queue. A sample can be flagged for several reasons; the
+# queue keeps one bit per reason. "label": clean probability <= tau; "duplicate": a
+# training duplicate with another given label; "outlier": far from every class; "leak": the
+# same image is in the test set (audit/train.parquet).
+FLAG_KINDS = {"label": "Label error", "duplicate": "Duplicate, other label", "outlier": "Outlier",
+              "leak": "Test leak"}
+KIND_BITS = {kind: 1 << i for i, kind in enumerate(FLAG_KINDS)}
+ACTION_CODES = {"": 0, "keep": 1, "relabel": 2, "remove": 3}
+ACTIONS_BY_CODE = {code: action for action, code in ACTION_CODES.items()}
 
 
-def review_queue(sample_ids: Sequence[str], clean_prob: Sequence[float], given: Sequence[int],
-                 pred: Sequence[int], pred_prob: Sequence[float], tau: float,
-                 decisions: Mapping[str, tuple[str, int | None]] | None = None, *,
-                 given_classes: Iterable[int] | None = None, pred_classes: Iterable[int] | None = None,
-                 only_undecided: bool = False) -> pd.DataFrame:
-    """The flagged samples (clean_prob <= tau), lowest clean probability first.
+@dataclass(eq=False)
+class ReviewIndex:
+    """The review queue of one run at one tau, sorted once; filters and pages are array slices.
 
-    Ties keep the sample order. Filters: given label in `given_classes`, predicted label in
-    `pred_classes` (None or empty: no filter), `only_undecided`. Columns: index (position in
-    the training split), sample_id, given, pred, pred_prob, clean_prob, decision ('' when
-    undecided) and decision_label (the new label of a relabel, else -1).
+    Built once per (run, tau) and cached by the page, so that a click (next page, keep,
+    undo) costs a few array lookups, not a pass over a DataFrame of every sample. All
+    arrays are in training order except `order` / `kinds`, which are in review order:
+    lowest clean probability first, ties by the most confident suggestion, then sample order.
     """
-    p = np.asarray(clean_prob, dtype=np.float64)
-    ids = np.asarray(list(sample_ids), dtype=object).astype(str)
-    given = np.asarray(given, dtype=np.int64)
-    pred = np.asarray(pred, dtype=np.int64)
-    pred_prob = np.asarray(pred_prob, dtype=np.float64)
-    if not (len(p) == len(ids) == len(given) == len(pred) == len(pred_prob)):
-        raise ValueError("sample ids, clean probabilities, labels and predictions must have one entry per sample")
-    decisions = decisions or {}
-    mask = p <= tau
-    if given_classes:
-        mask &= np.isin(given, np.fromiter(given_classes, dtype=np.int64))
-    if pred_classes:
-        mask &= np.isin(pred, np.fromiter(pred_classes, dtype=np.int64))
-    idx = np.flatnonzero(mask)
-    # least probably clean first; among ties (many flagged samples sit at ~0), the most
-    # confident suggestions first
-    idx = idx[np.lexsort((-pred_prob[idx], p[idx]))]
-    dec = [decisions.get(s, ("", None)) for s in ids[idx]]
-    df = pd.DataFrame({
-        "index": idx,
-        "sample_id": ids[idx],
-        "given": given[idx],
-        "pred": pred[idx],
-        "pred_prob": pred_prob[idx],
-        "clean_prob": p[idx],
-        "decision": [d[0] or "" for d in dec],
-        "decision_label": [-1 if d[1] is None else int(d[1]) for d in dec],
-    })
-    if only_undecided:
-        df = df[df["decision"] == ""].reset_index(drop=True)
-    return df
+
+    ids: np.ndarray  # (n,) str
+    given: np.ndarray  # (n,) int64
+    suggested: np.ndarray  # (n,) int64, the most likely true class
+    confidence: np.ndarray  # (n,) float, its probability
+    clean_prob: np.ndarray  # (n,) float
+    order: np.ndarray  # (q,) training positions of the flagged samples, in review order
+    kinds: np.ndarray  # (q,) uint8, KIND_BITS of each
+    positions: pd.Index  # sample id -> training position
+    _views: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, sample_ids: Sequence[str], clean_prob: Sequence[float], given: Sequence[int],
+              suggested: Sequence[int], confidence: Sequence[float], tau: float, *,
+              duplicate_conflict: Sequence[bool] | None = None, outlier: Sequence[bool] | None = None,
+              leak: Sequence[bool] | None = None) -> ReviewIndex:
+        ids = np.asarray(list(sample_ids), dtype=object).astype(str)
+        p = np.asarray(clean_prob, dtype=np.float64).ravel()
+        given = np.asarray(given, dtype=np.int64).ravel()
+        suggested = np.asarray(suggested, dtype=np.int64).ravel()
+        confidence = np.asarray(confidence, dtype=np.float64).ravel()
+        extra = {"duplicate": duplicate_conflict, "outlier": outlier, "leak": leak}
+        lengths = {len(ids), len(p), len(given), len(suggested), len(confidence)}
+        lengths |= {len(v) for v in extra.values() if v is not None}
+        if len(lengths) != 1:
+            raise ValueError("sample ids, clean probabilities, labels, suggestions and audit flags must have one "
+                             "entry per training sample")
+        bits = np.where(p <= tau, KIND_BITS["label"], 0).astype(np.uint8)
+        for kind, flags in extra.items():
+            if flags is not None:
+                bits |= np.where(np.asarray(flags, dtype=bool), KIND_BITS[kind], 0).astype(np.uint8)
+        queued = np.flatnonzero(bits)
+        queued = queued[np.lexsort((-confidence[queued], p[queued]))]
+        return cls(ids, given, suggested, confidence, p, queued, bits[queued], pd.Index(ids))
+
+    @classmethod
+    def for_run(cls, inputs: Mapping, tau: float) -> ReviewIndex:
+        """The queue of a run from `review_inputs(folder)`: label errors at tau, and the audit's
+        duplicates with another label, test leaks and outliers where the run has an audit."""
+        audit = inputs["audit"]
+        flags = {}
+        if audit is not None:
+            flags = {"duplicate_conflict": audit["duplicate_label_conflict"].fillna(False).to_numpy(dtype=bool),
+                     "outlier": audit["outlier"].fillna(False).to_numpy(dtype=bool),
+                     "leak": audit["test_duplicate"].fillna("").astype(str).to_numpy() != ""}
+        return cls.build(inputs["ids"], inputs["clean_prob"], inputs["given"], inputs["suggested"],
+                         inputs["confidence"], tau, **flags)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def kind_counts(self) -> dict[str, int]:
+        return {kind: int((self.kinds & bit).astype(bool).sum()) for kind, bit in KIND_BITS.items()}
+
+    def view(self, given_classes: Iterable[int] = (), suggested_classes: Iterable[int] = (),
+             kinds: Iterable[str] = (), pair: tuple[int, int] | None = None) -> np.ndarray:
+        """Positions in `order` of the samples matching every filter (an empty filter: all).
+
+        `pair` = (given, suggested) picks one cell of the noise matrix. Cached per filter.
+        """
+        key = (tuple(sorted(set(given_classes))), tuple(sorted(set(suggested_classes))),
+               tuple(sorted(set(kinds))), None if pair is None else (int(pair[0]), int(pair[1])))
+        if key not in self._views:
+            g, s = self.given[self.order], self.suggested[self.order]
+            mask = np.ones(len(self.order), dtype=bool)
+            if key[0]:
+                mask &= np.isin(g, key[0])
+            if key[1]:
+                mask &= np.isin(s, key[1])
+            if key[2]:
+                unknown = set(key[2]) - set(KIND_BITS)
+                if unknown:
+                    raise ValueError(f"unknown flag kind(s) {', '.join(sorted(unknown))}; use {', '.join(KIND_BITS)}")
+                mask &= (self.kinds & sum(KIND_BITS[k] for k in key[2])).astype(bool)
+            if key[3] is not None:
+                mask &= (g == key[3][0]) & (s == key[3][1])
+            self._views[key] = np.flatnonzero(mask)
+        return self._views[key]
+
+    def decision_arrays(self, decisions: Mapping[str, tuple[str, int | None]] | None) -> tuple[np.ndarray, np.ndarray]:
+        """(action code per training sample (ACTION_CODES), new label per sample or -1)."""
+        codes = np.zeros(len(self.ids), dtype=np.int8)
+        labels = np.full(len(self.ids), -1, dtype=np.int64)
+        if decisions:
+            keys = list(decisions)
+            pos = self.positions.get_indexer(keys)
+            known = pos >= 0  # decisions about samples this run no longer has are ignored
+            vals = [decisions[k] for k, ok in zip(keys, known) if ok]
+            codes[pos[known]] = [ACTION_CODES.get(a or "", 0) for a, _ in vals]
+            labels[pos[known]] = [-1 if lab is None else int(lab) for _, lab in vals]
+        return codes, labels
+
+    def undecided(self, view: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """The positions of `view` whose sample has no decision."""
+        return view[codes[self.order[view]] == 0]
+
+    def progress(self, codes: np.ndarray) -> tuple[int, int]:
+        """(queued samples without a decision, queued samples)."""
+        return int((codes[self.order] == 0).sum()), len(self.order)
+
+    def rows(self, view_positions: np.ndarray, codes: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+        """One row per queued sample at these positions of `order` (a page of cards).
+
+        Columns: index (training position), sample_id, given, pred (the suggestion),
+        pred_prob, clean_prob, kinds (list of FLAG_KINDS keys), decision ('' when
+        undecided), decision_label (-1 unless relabelled).
+        """
+        idx = self.order[view_positions]
+        bits = self.kinds[view_positions]
+        return pd.DataFrame({
+            "index": idx,
+            "sample_id": self.ids[idx],
+            "given": self.given[idx],
+            "pred": self.suggested[idx],
+            "pred_prob": self.confidence[idx],
+            "clean_prob": self.clean_prob[idx],
+            "kinds": [[k for k, bit in KIND_BITS.items() if b & bit] for b in bits],
+            "decision": [ACTIONS_BY_CODE[int(c)] for c in codes[idx]],
+            "decision_label": labels[idx],
+        })
 
 
-def review_progress(clean_prob: Sequence[float], sample_ids: Sequence[str], tau: float,
-                    decisions: Mapping[str, tuple[str, int | None]] | None) -> tuple[int, int]:
-    """(flagged samples without a decision, flagged samples) at tau."""
-    p = np.asarray(clean_prob, dtype=np.float64)
-    ids = np.asarray(list(sample_ids), dtype=object).astype(str)
-    flagged = ids[p <= tau]
-    decided = set((decisions or {}).keys())
-    left = sum(1 for s in flagged if s not in decided)
-    return left, len(flagged)
+# Each detection signal's short name on a Review card (turn_backend.detect.result.SIGNAL_DESCRIPTIONS).
+SIGNAL_LABELS = {"combined": "combined", "gmm_lp": "GMM", "oof_probe": "OOF probe", "oof_gmm": "OOF GMM",
+                 "knn": "kNN"}
+
+
+def review_inputs(folder) -> dict:
+    """What Review shows per training sample, from a finished run folder.
+
+    names, ids, given, clean_prob (the final model's, as Threshold and Export use),
+    suggested / confidence / source (the detection layer's suggested label where the run
+    has one, else the final model's prediction), signals (name -> (n,) clean score, or
+    None) and audit (audit/train.parquet as a DataFrame, or None). Detection or audit
+    files written for another training set (a stale folder) are ignored.
+    """
+    final = folder.final()
+    if final is None:
+        raise ValueError(f"run {folder.name} has no final results yet")
+    samples = folder.samples()
+    train = samples[samples["split"] == "train"].reset_index(drop=True)
+    from turn_backend.runfolder import read_json
+
+    names = read_json(folder.path / "classes.json", []) or [str(c) for c in range(int(train["given_label"].max()) + 1)]
+    detection = folder.detection()
+    audit = folder.audit()
+    signals = detection["signals"] if detection is not None and len(detection["signals"]) == len(train) else None
+    out = {
+        "names": list(names),
+        "ids": train["sample_id"].astype(str).to_numpy(),
+        "given": train["given_label"].to_numpy(dtype=np.int64),
+        "clean_prob": np.asarray(final["clean_prob"], dtype=np.float64),
+        "suggested": np.asarray(final["pred"], dtype=np.int64),
+        "confidence": np.asarray(final["pred_prob"], dtype=np.float64),
+        "source": "final model",
+        "signals": None,
+        "audit": audit["train"] if audit is not None and len(audit["train"]) == len(train) else None,
+    }
+    if signals is not None:
+        out["suggested"] = signals["suggested_label"].to_numpy(dtype=np.int64)
+        out["confidence"] = signals["suggested_confidence"].to_numpy(dtype=np.float64)
+        out["source"] = str(signals["suggested_source"].iloc[0]) if len(signals) else "ensemble"
+        out["signals"] = {k: signals[k].to_numpy(dtype=np.float32) for k in SIGNAL_LABELS if k in signals}
+    return out
 
 
 def paginate(n: int, page: int, per_page: int = 12) -> tuple[int, int, int, int]:
@@ -470,11 +621,8 @@ def decision_text(action: str | None, label: int | None, class_names: Sequence[s
     return str(action)
 
 
-def retrain_run_name(base: str, tau: float, existing: Iterable[str]) -> str:
-    """A new run folder name for retraining `base` at tau: base-tau0.45, then -2, -3, ..."""
-    # do not grow names like run-tau0.45-tau0.50
-    stem = re.sub(r"-tau\d+(\.\d+)?(-\d+)?$", "", base)
-    name = f"{stem}-tau{tau:.2f}"
+def unique_run_name(name: str, existing: Iterable[str]) -> str:
+    """`name`, or `name-2`, `name-3`, ... where the name is taken."""
     taken = set(existing)
     if name not in taken:
         return name
@@ -482,3 +630,81 @@ def retrain_run_name(base: str, tau: float, existing: Iterable[str]) -> str:
     while f"{name}-{k}" in taken:
         k += 1
     return f"{name}-{k}"
+
+
+def retrain_run_name(base: str, tau: float, existing: Iterable[str]) -> str:
+    """A new run folder name for retraining `base` at tau: base-tau0.45, then -2, -3, ..."""
+    # do not grow names like run-tau0.45-tau0.50
+    stem = re.sub(r"-tau\d+(\.\d+)?(-\d+)?$", "", base)
+    return unique_run_name(f"{stem}-tau{tau:.2f}", existing)
+
+
+# ------------------------------------------------------------------ noise matrix, classes
+
+
+def noise_rates(counts: Sequence[Sequence[float]]) -> np.ndarray:
+    """Row-normalised noise matrix: P(likely true class = j | given class = i); a row
+    without samples stays zero."""
+    m = np.asarray(counts, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"a noise matrix is square (classes x classes), got shape {m.shape}")
+    totals = m.sum(axis=1, keepdims=True)
+    return np.divide(m, totals, out=np.zeros_like(m), where=totals > 0)
+
+
+def confused_partners(counts: Sequence[Sequence[float]], class_names: Sequence[str], top: int = 2,
+                      min_share: float = 0.01) -> list[str]:
+    """Per given class, its most likely true classes other than itself: 'Shirt 23%, Coat 4%'
+    (shares of the class's samples, at least `min_share`); '' when none."""
+    rates = noise_rates(counts)
+    out = []
+    for c in range(len(rates)):
+        row = rates[c].copy()
+        row[c] = 0.0
+        best = [j for j in np.argsort(-row, kind="stable")[:top] if row[j] >= min_share]
+        out.append(", ".join(f"{class_names[j]} {row[j]:.0%}" for j in best))
+    return out
+
+
+def class_health(given: Sequence[int], clean_prob: Sequence[float], tau: float, class_names: Sequence[str],
+                 noise_counts: Sequence[Sequence[float]] | None = None,
+                 audit_train: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per class: the dataset-health table of the Classes page.
+
+    Columns: class_id, class, size, flagged (clean probability <= tau), noise_rate (the
+    noise matrix's off-diagonal share of the class's row where there is one, else the
+    flagged fraction), mean_clean_prob, confused_with (see `confused_partners`; needs the
+    noise matrix), and from the audit (None without one) duplicates (training samples with
+    a near-duplicate), label_conflicts (those whose duplicate has another label), outliers
+    and test_leaks.
+    """
+    y = np.asarray(given, dtype=np.int64).ravel()
+    p = np.asarray(clean_prob, dtype=np.float64).ravel()
+    if len(y) != len(p):
+        raise ValueError(f"{len(p)} clean probabilities for {len(y)} labels: give one per sample")
+    k = len(class_names)
+    size = np.bincount(y, minlength=k)
+    flagged = np.bincount(y[p <= tau], minlength=k)
+    mean_p = np.divide(np.bincount(y, weights=p, minlength=k), size, out=np.full(k, np.nan), where=size > 0)
+    frame = pd.DataFrame({"class_id": np.arange(k), "class": list(class_names), "size": size, "flagged": flagged})
+    if noise_counts is not None:
+        rates = noise_rates(noise_counts)
+        frame["noise_rate"] = 1.0 - np.diag(rates)
+        frame.loc[size == 0, "noise_rate"] = np.nan
+        frame["confused_with"] = confused_partners(noise_counts, class_names)
+    else:
+        frame["noise_rate"] = np.divide(flagged, size, out=np.full(k, np.nan), where=size > 0)
+        frame["confused_with"] = ""
+    frame["mean_clean_prob"] = mean_p
+    if audit_train is not None:
+        if len(audit_train) != len(y):
+            raise ValueError(f"the audit has {len(audit_train)} rows for {len(y)} training samples; it is stale")
+
+        def per_class(mask) -> np.ndarray:
+            return np.bincount(y[np.asarray(mask, dtype=bool)], minlength=k)
+
+        frame["duplicates"] = per_class(audit_train["duplicate_of"].astype(str) != "")
+        frame["label_conflicts"] = per_class(audit_train["duplicate_label_conflict"].fillna(False))
+        frame["outliers"] = per_class(audit_train["outlier"].fillna(False))
+        frame["test_leaks"] = per_class(audit_train["test_duplicate"].astype(str) != "")
+    return frame
