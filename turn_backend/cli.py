@@ -3,7 +3,9 @@
     turn demo --out DIR            TURN and two baselines on the embedded Fashion-MNIST demo
     turn run --data PATH ...       start a run (folder, manifest, Hugging Face folder, ...)
     turn resume RUN_DIR            continue a killed or stopped run
-    turn export RUN_DIR --out F    write the cleaned label file (CSV, Parquet or JSON)
+    turn export RUN_DIR --out F    write the cleaned label file (CSV, Parquet or JSON), an ImageFolder
+                                   tree, a Hugging Face datasets folder or the decision log
+    turn retrain RUN_DIR --out D   a new run on RUN_DIR's reviewed labels
     turn status RUN_DIR            where a run stands
     turn bench [--quick]           the benchmark of TURN against its baselines
 
@@ -169,13 +171,50 @@ def cmd_resume(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from turn_backend.export import build_export, summary, write_export
+    from turn_backend import export
 
-    df = build_export(args.run_dir, args.tau, args.scope)
-    path = write_export(df, args.out, args.format)
-    s = summary(df)
+    if not RunFolder(args.run_dir).exists():
+        raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
+    if args.format in export.FOLDER_FORMATS:
+        scope = "kept" if args.scope == "all" else args.scope  # removed samples have no label folder
+        if args.format == "imagefolder":
+            info = export.export_imagefolder(args.run_dir, args.out, args.tau, scope, args.link)
+        else:
+            info = export.export_hf(args.run_dir, args.out, args.tau, scope)
+        print(f"wrote {args.out}: {info['rows']} images ({args.format}, removed samples left out)")
+        return 0
+    if args.format == "decisions":
+        log = export.build_decision_log(args.run_dir, args.tau)
+        path = export.write_export(log, args.out)
+        print(f"wrote {path}: {len(log)} review decision(s)")
+        return 0
+    df = export.build_export(args.run_dir, args.tau, args.scope)
+    path = export.write_export(df, args.out, args.format)
+    s = export.summary(df)
     print(f"wrote {path}: {s['rows']} rows ({s['relabelled']} relabelled, {s['removed']} removed, "
           f"{s['flagged']} flagged, {s['flagged_unreviewed']} flagged and not reviewed)")
+    return 0
+
+
+def cmd_retrain(args) -> int:
+    from turn_backend.retrain import create_retrain_run
+    from turn_backend.worker import launch, stop
+
+    overrides = {k: v for k, v in (("method", args.method), ("tau", args.tau), ("fft_epochs", args.fft_epochs),
+                                   ("lp_epochs", args.lp_epochs), ("seed", args.seed), ("device", args.device))
+                 if v is not None}
+    folder = create_retrain_run(args.run_dir, args.out, **overrides)
+    source = folder.config()["retrained_from"]
+    print(f"retraining on the reviewed labels of {args.run_dir}: {source['relabelled']} relabelled, "
+          f"{source['removed']} removed, {source['kept']} kept")
+    launch(folder.path, folder.config().get("num_processes", 1))
+    try:
+        status = follow(folder.path, args.quiet)
+    except KeyboardInterrupt:
+        stop(folder.path)
+        raise CLIError(f"stopped; continue with: turn resume {args.out}") from None
+    _print_metrics(_finish(folder.path, status))
+    print(f"run folder: {args.out}")
     return 0
 
 
@@ -270,11 +309,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="write the cleaned label file")
     e.add_argument("run_dir")
-    e.add_argument("--out", required=True, help="output file (.csv, .parquet or .json)")
-    e.add_argument("--format", choices=["csv", "parquet", "json"], help="default: from the file name")
+    e.add_argument("--out", required=True,
+                   help="output file (.csv, .parquet or .json), or folder (--format imagefolder / hf)")
+    e.add_argument("--format", choices=["csv", "parquet", "json", "imagefolder", "hf", "decisions"],
+                   help="default: the label file, in the format of the file name; imagefolder: one folder per "
+                        "final label; hf: a Hugging Face datasets folder; decisions: the decision log "
+                        "(.csv, .parquet or .json)")
     e.add_argument("--scope", default="all", choices=["all", "kept", "clean"])
     e.add_argument("--tau", type=float, help="flagging threshold (default: the applied one, else the run's)")
+    e.add_argument("--link", default="hardlink", choices=["hardlink", "symlink", "copy"],
+                   help="imagefolder: how image files get there (default hardlink, copied where impossible)")
     e.set_defaults(func=cmd_export)
+
+    rt = sub.add_parser("retrain", help="start a new run on a run's reviewed labels",
+                        description="Retrain with my decisions: relabelled samples train with their new label, "
+                                    "removed ones are left out, kept ones are never dropped by cleansing.")
+    rt.add_argument("run_dir", help="the reviewed run")
+    rt.add_argument("--out", required=True, help="folder of the new run")
+    rt.add_argument("--method", choices=list(METHODS), help="default: the reviewed run's")
+    rt.add_argument("--tau", type=float, help="default: the reviewed run's")
+    rt.add_argument("--fft-epochs", type=int)
+    rt.add_argument("--lp-epochs", type=int)
+    rt.add_argument("--seed", type=int)
+    rt.add_argument("--device")
+    rt.add_argument("--quiet", action="store_true")
+    rt.set_defaults(func=cmd_retrain)
 
     st = sub.add_parser("status", help="where a run stands")
     st.add_argument("run_dir")

@@ -218,6 +218,7 @@ def run_audit(out_dir: str | Path, train, train_features: np.ndarray, test=None,
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp.chmod(0o755)  # like the rest of the run folder, not mkdtemp's 0700
     try:
         table.to_parquet(tmp / "train.parquet", index=False)
         pairs.to_parquet(tmp / "pairs.parquet", index=False)
