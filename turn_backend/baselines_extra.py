@@ -35,7 +35,8 @@ from torch import nn
 
 from turn_backend.cleansing import GMM_MAX_ITER, GMM_REG_COVAR, GMM_TOL, detection_metrics, fit_clean_probability
 from turn_backend.config import RunConfig
-from turn_backend.engine import Runtime, accuracy_from_logits, compute_logits, extract_features, fft_epoch, make_optimizer
+from turn_backend.engine import (Runtime, accuracy_from_logits, compute_logits, extract_features, fft_epoch,
+                                 make_optimizer, to_device)
 from turn_backend.features import feature_cache_path
 from turn_backend.losses import make_loss, per_sample_ce
 from turn_backend.models.core import Classifier, Preprocess
@@ -287,7 +288,7 @@ def run_cleanlab_fft(run: _Run) -> dict:
     model.head.reset_parameters()
     optimizer = make_optimizer(model.parameters(), run.fft_hp)
     criterion = make_loss("ce", len(train), train.num_classes, cfg.gce_q)
-    model.to(rt.device)
+    to_device(model, rt)
     ddp_model, optimizer = rt.accelerator.prepare(model, optimizer)
     accs = []
     for r in range(1, (cfg.fft_epochs or 5) + 1):

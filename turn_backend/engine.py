@@ -24,7 +24,7 @@ from torch import nn
 from turn_backend.data.core import ImageSet
 from turn_backend.losses import make_loss
 from turn_backend.models.core import Classifier, FeatureExtractor, Preprocess, StageHParams
-from turn_backend.pipeline import ImageTensorDataset, make_loader
+from turn_backend.pipeline import BatchPreprocess, ImageTensorDataset, batch_preprocess, make_loader
 
 Progress = Callable[[int, int], None]  # (done, total)
 Notify = Callable[[str], None]  # a message for the run's event log
@@ -43,6 +43,16 @@ def _free_gpu_memory() -> None:
 
 def _no_progress(done: int, total: int) -> None:
     pass
+
+
+def to_device(model: nn.Module, rt: Runtime) -> nn.Module:
+    """Move `model` to the run's device; on CUDA also to channels-last memory, which the
+    device-side pipeline feeds (faster convolutions under mixed precision). Call it before
+    `rt.accelerator.prepare`, so DistributedDataParallel sees the final layout."""
+    model.to(rt.device)
+    if rt.device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 class Runtime:
@@ -128,11 +138,12 @@ def _sharded_inference(
     rows = np.lib.format.open_memmap(partial, mode="r+")
     shard = rt.shard(n)
     loader = make_loader(ImageTensorDataset(images, pre, train=False, index=shard), batch_size, False, 0, num_workers)
+    prep = batch_preprocess(images, pre, False, rt.device)
     done = 0
     chunk = [batch_size]
     with torch.inference_mode():
         for x, _, idx in loader:
-            rows[idx.numpy()] = _forward_in_chunks(fn, x, rt, chunk, notify)
+            rows[idx.numpy()] = _forward_in_chunks(fn, x, prep, rt, chunk, notify)
             done += len(idx)
             progress(done * rt.world, n)
     rows.flush()
@@ -144,16 +155,19 @@ def _sharded_inference(
     return np.load(out_path, mmap_mode="r")
 
 
-def _forward_in_chunks(fn, x: torch.Tensor, rt: Runtime, chunk: list[int], notify: Notify | None) -> np.ndarray:
-    """`fn(x)` as float32 rows, in pieces of at most `chunk[0]` images; halves the piece
-    on CUDA out-of-memory and keeps the smaller size (in `chunk`) for the next batches."""
+def _forward_in_chunks(fn, x: torch.Tensor, prep: BatchPreprocess, rt: Runtime, chunk: list[int],
+                       notify: Notify | None) -> np.ndarray:
+    """`fn(prep(x))` as float32 rows (x: a uint8 batch from the loader), in pieces of at most
+    `chunk[0]` images; halves the piece on CUDA out-of-memory and keeps the smaller size
+    (in `chunk`) for the next batches."""
     out = []
     start = 0
     while start < len(x):
         size = chunk[0]
         try:
+            inputs = prep(x[start:start + size].to(rt.device, non_blocking=True))
             with rt.autocast():
-                y = fn(x[start:start + size].to(rt.device, non_blocking=True))
+                y = fn(inputs)
             out.append(y.float().cpu().numpy())
             start += size
             continue
@@ -186,7 +200,7 @@ def extract_features(
     out_path = Path(out_path)
     if out_path.exists():
         return np.load(out_path, mmap_mode="r")
-    extractor.to(rt.device).eval()
+    to_device(extractor, rt).eval()
     return _sharded_inference(
         extractor, images, pre, out_path, extractor.feature_dim, rt, batch_size, num_workers, progress, notify
     )
@@ -204,7 +218,7 @@ def compute_logits(
     notify: Notify | None = None,
 ) -> np.ndarray:
     """Logits of the whole model on every image, eval mode, no augmentation."""
-    model.to(rt.device).eval()
+    to_device(model, rt).eval()
     return _sharded_inference(
         model, images, pre, out_path, model.head.out_features, rt, batch_size, num_workers, progress, notify
     )
@@ -297,13 +311,16 @@ def fft_epoch(
 ) -> float:
     """Step 2-2: one epoch over `index` (repeats allowed), all parameters trainable.
 
-    `model` and `optimizer` come from `rt.accelerator.prepare`, so under several processes
-    this is DistributedDataParallel and each process sees its share of every batch.
-    Returns the mean training loss.
+    `model` and `optimizer` come from `rt.accelerator.prepare` (after `to_device`), so under
+    several processes this is DistributedDataParallel and each process sees its share of
+    every batch. The loader hands uint8 batches to the device, where `BatchPreprocess`
+    augments (crop, flip) and normalises them. Returns the mean training loss.
     """
     torch.manual_seed(seed)
     dataset = ImageTensorDataset(images, pre, train=True, index=index, labels=labels)
     loader = rt.accelerator.prepare(make_loader(dataset, batch_size, True, seed, num_workers))
+    # each process its own augmentation stream (their shares of a batch differ anyway)
+    prep = batch_preprocess(images, pre, True, rt.device, seed=seed + rt.rank)
     model.train()
     if freeze_bn:
         freeze_batchnorm_statistics(model)
@@ -311,6 +328,7 @@ def fft_epoch(
     for step, (x, y, idx) in enumerate(loader, start=1):
         oom = False
         try:
+            x = prep(x)
             with rt.autocast():
                 logits = model(x)
             value = loss_fn(logits, y, idx)

@@ -1,12 +1,29 @@
-"""From an ImageSet to batches of normalised tensors, with or without augmentation."""
+"""From an ImageSet to batches of normalised tensors on the device.
+
+The loader yields uint8 batches; `BatchPreprocess` turns a whole batch into the model's
+normalised float input on the device, in a few tensor operations, so no per-sample Python
+transform stands between the data and a GPU:
+
+- array-backed sets (the demo, IDX, CIFAR, in-memory arrays): the loader gathers each batch
+  with one numpy index (`__getitems__`) at the stored size, and resize / centre crop (eval)
+  or random resized crop + flip (training), scaling and normalisation all run on the device;
+- file-backed sets: images differ in size, so worker processes decode and bring each one to
+  the model's size (uint8, in pinned memory on CUDA); the device scales and normalises.
+
+Every method (TURN and its baselines) reads its images through this one module, so they
+compare fairly.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, default_collate
+from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
 from turn_backend.data.core import ImageSet
@@ -17,50 +34,179 @@ _INTERPOLATION = {
     "bicubic": v2.InterpolationMode.BICUBIC,
     "nearest": v2.InterpolationMode.NEAREST,
 }
+# RandomResizedCrop's ranges for training: a mild crop (70-100% of the area) and a flip
+CROP_SCALE = (0.7, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
 
 
-def make_transform(pre: Preprocess, train: bool) -> v2.Compose:
-    """Evaluation: resize + centre crop. Training: a mild random resized crop and flip.
+def file_geometry(pre: Preprocess, train: bool) -> v2.Compose:
+    """Per-image geometry for file data, uint8 in and out (run in the loader's workers).
 
-    Every method (TURN and its baselines) uses this one transform, so they compare fairly.
+    Evaluation: resize the shorter side + centre crop. Training: random resized crop + flip.
     """
     interp = _INTERPOLATION.get(pre.interpolation, v2.InterpolationMode.BILINEAR)
     if train:
-        geometry = [
-            v2.RandomResizedCrop(pre.image_size, scale=(0.7, 1.0), interpolation=interp, antialias=True),
+        return v2.Compose([
+            v2.RandomResizedCrop(pre.image_size, scale=CROP_SCALE, ratio=CROP_RATIO, interpolation=interp,
+                                 antialias=True),
             v2.RandomHorizontalFlip(),
-        ]
-    else:
-        geometry = [v2.Resize(pre.image_size, interpolation=interp, antialias=True), v2.CenterCrop(pre.image_size)]
-    return v2.Compose([*geometry, v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre.mean, pre.std)])
+        ])
+    return v2.Compose([v2.Resize(pre.image_size, interpolation=interp, antialias=True), v2.CenterCrop(pre.image_size)])
 
 
 class ImageTensorDataset(Dataset):
-    """Yields (image tensor, label, sample index). Array-backed sets skip PIL entirely."""
+    """Yields (uint8 image tensor C x H x W, label, sample index); batches via `__getitems__`.
+
+    Array data comes at its stored size (C = 1 for grey images, expanded on the device);
+    file data is decoded to RGB and brought to the model's size by `file_geometry`.
+    """
 
     def __init__(self, images: ImageSet, pre: Preprocess, train: bool, index: np.ndarray | None = None,
                  labels: np.ndarray | None = None) -> None:
         self.images = images
-        self.transform = make_transform(pre, train)
+        self.geometry = None if images.arrays is not None else file_geometry(pre, train)
         self.index = np.arange(len(images)) if index is None else np.asarray(index, dtype=np.int64)
         self.labels = images.labels if labels is None else np.asarray(labels, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def _tensor(self, i: int) -> torch.Tensor:
-        if self.images.arrays is not None:
-            arr = torch.from_numpy(np.ascontiguousarray(self.images.arrays[i]))
-            arr = arr[None].expand(3, -1, -1) if arr.ndim == 2 else arr.permute(2, 0, 1)[:3]
-            if arr.shape[0] == 1:
-                arr = arr.expand(3, -1, -1)
-            return arr
+    def _file_tensor(self, i: int) -> torch.Tensor:
         img = self.images.load_image(i)
-        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+        return self.geometry(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
 
     def __getitem__(self, k: int):
-        i = int(self.index[k])
-        return self.transform(self._tensor(i)), int(self.labels[i]), i
+        x, y, i = self.__getitems__([k])
+        return x[0], int(y[0]), int(i[0])
+
+    def __getitems__(self, ks: list[int]):
+        """One batch as (uint8 images B x C x H x W, labels B, sample indices B)."""
+        idx = self.index[np.asarray(ks, dtype=np.int64)]
+        if self.images.arrays is not None:
+            x = torch.from_numpy(np.ascontiguousarray(self.images.arrays[idx]))
+            x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)[:, :3]  # (N,H,W[,C]) -> (B,C,H,W), alpha dropped
+        else:
+            x = torch.stack([self._file_tensor(int(i)) for i in idx])
+        return x, torch.from_numpy(self.labels[idx]), torch.from_numpy(idx)
+
+
+def _collate(batch):
+    """`__getitems__` already returns a batch; anything else is collated as usual."""
+    return batch if isinstance(batch, tuple) else default_collate(batch)
+
+
+def random_crop_boxes(n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """RandomResizedCrop's crop boxes for `n` images, vectorised: (n, 4) float x1, y1, x2, y2.
+
+    As torchvision draws them: up to 10 tries of area in CROP_SCALE and log-uniform aspect
+    ratio in CROP_RATIO, the first crop that fits wins; else the largest centred crop whose
+    ratio is within bounds.
+    """
+    tries = 10
+    area = height * width
+    target = area * torch.empty(n, tries).uniform_(*CROP_SCALE, generator=generator)
+    log_ratio = torch.empty(n, tries).uniform_(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), generator=generator)
+    ratio = torch.exp(log_ratio)
+    w = torch.round(torch.sqrt(target * ratio))
+    h = torch.round(torch.sqrt(target / ratio))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((n,), -1))
+    # fallback (no try fits): the centred crop torchvision uses
+    in_ratio = width / height
+    if in_ratio < CROP_RATIO[0]:
+        fw, fh = width, round(width / CROP_RATIO[0])
+    elif in_ratio > CROP_RATIO[1]:
+        fw, fh = round(height * CROP_RATIO[1]), height
+    else:
+        fw, fh = width, height
+    rows = torch.arange(n)
+    ok = first >= 0
+    pick = first.clamp(min=0)
+    cw = torch.where(ok, w[rows, pick], torch.full((n,), float(fw)))
+    ch = torch.where(ok, h[rows, pick], torch.full((n,), float(fh)))
+    u = torch.rand(n, 2, generator=generator)
+    # torch.randint(0, H - h + 1) per sample, as floor(u * (H - h + 1))
+    y1 = torch.where(ok, torch.floor(u[:, 0] * (height - ch + 1)), torch.tensor(float((height - fh) // 2)))
+    x1 = torch.where(ok, torch.floor(u[:, 1] * (width - cw + 1)), torch.tensor(float((width - fw) // 2)))
+    return torch.stack([x1, y1, x1 + cw, y1 + ch], dim=1)
+
+
+def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Each image's box (x1, y1, x2, y2 in pixels) resized to size x size, bilinear, in one op.
+
+    `roi_align` with aligned=True samples exactly where `F.interpolate(align_corners=False)`
+    does; when a box is larger than the output it averages ceil(box / size) samples per pixel
+    in each direction, an anti-aliased downscale. Unlike cropping first, the outermost half
+    pixel interpolates with the pixels just outside the box (a training augmentation only).
+    """
+    rois = torch.cat([torch.arange(len(x), dtype=x.dtype, device=x.device)[:, None], boxes.to(x)], dim=1)
+    return roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
+def resize_centre_crop(x: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
+    """v2.Resize(size) (shorter side, anti-aliased) + v2.CenterCrop(size) on a float batch."""
+    h, w = x.shape[-2:]
+    short, long = (h, w) if h <= w else (w, h)
+    new_long = int(size * long / short)
+    out_h, out_w = (size, new_long) if h <= w else (new_long, size)
+    if (out_h, out_w) != (h, w):
+        mode = interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+        if mode == "nearest":
+            x = F.interpolate(x, size=(out_h, out_w), mode="nearest")  # what v2.Resize(NEAREST) uses
+        elif mode == "bicubic":
+            # torchvision resizes uint8 images in two passes, clamping the bicubic overshoot to
+            # 0..255 between them (width first); doing the same keeps the result within a grey level
+            x = F.interpolate(x, size=(h, out_w), mode=mode, align_corners=False, antialias=True).clamp_(0, 1)
+            x = F.interpolate(x, size=(out_h, out_w), mode=mode, align_corners=False, antialias=True).clamp_(0, 1)
+        else:
+            x = F.interpolate(x, size=(out_h, out_w), mode=mode, align_corners=False, antialias=True)
+    top, left = int(round((out_h - size) / 2.0)), int(round((out_w - size) / 2.0))
+    return x[..., top:top + size, left:left + size]
+
+
+class BatchPreprocess:
+    """uint8 batch (B x C x H x W, on the device) -> the model's normalised float input.
+
+    `geometry` says whether the batch still needs resizing / cropping (array data) or was
+    brought to size per image already (file data). Training draws crops and flips from its
+    own seeded generator, so a run is reproducible on any device.
+    """
+
+    def __init__(self, pre: Preprocess, train: bool, geometry: bool, seed: int = 0,
+                 channels_last: bool = False) -> None:
+        self.pre, self.train, self.geometry = pre, train, geometry
+        self.generator = torch.Generator().manual_seed(seed)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self._stats: dict = {}
+
+    def _mean_std(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._stats:
+            mean = torch.tensor(self.pre.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+            std = torch.tensor(self.pre.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+            self._stats[device] = (mean, std)
+        return self._stats[device]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().div_(255.0)
+        size = self.pre.image_size
+        if self.geometry and self.train:
+            boxes = random_crop_boxes(len(x), x.shape[-2], x.shape[-1], self.generator)
+            x = crop_resize(x, boxes, size)
+            flip = (torch.rand(len(x), generator=self.generator) < 0.5).to(x.device)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        elif self.geometry:
+            x = resize_centre_crop(x, size, self.pre.interpolation)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        mean, std = self._mean_std(x.device)
+        return ((x - mean) / std).contiguous(memory_format=self.memory_format)
+
+
+def batch_preprocess(images: ImageSet, pre: Preprocess, train: bool, device: torch.device,
+                     seed: int = 0) -> BatchPreprocess:
+    """The device-side half of the pipeline for `images` (channels-last on CUDA)."""
+    return BatchPreprocess(pre, train, geometry=images.arrays is not None, seed=seed,
+                           channels_last=torch.device(device).type == "cuda")
 
 
 def default_workers(images: ImageSet) -> int:
@@ -78,7 +224,18 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num
         shuffle=shuffle,
         generator=generator,
         num_workers=num_workers,
+        collate_fn=_collate,
         persistent_workers=False,
+        prefetch_factor=4 if num_workers > 0 else None,
         pin_memory=torch.cuda.is_available(),
         drop_last=False,
     )
+
+
+def preprocessed_batches(images: ImageSet, pre: Preprocess, batch_size: int, device: torch.device,
+                         index: np.ndarray | None = None, num_workers: int = 0):
+    """Evaluation batches ready for the model: yields (float input on `device`, sample indices)."""
+    prep = batch_preprocess(images, pre, False, device)
+    loader = make_loader(ImageTensorDataset(images, pre, train=False, index=index), batch_size, False, 0, num_workers)
+    for x, _, idx in loader:
+        yield prep(x.to(device, non_blocking=True)), idx

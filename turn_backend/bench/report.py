@@ -308,13 +308,15 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
         w("## Throughput")
         w("")
         t = throughput
-        w(f"- Feature extraction (the engine's `extract_features`, data pipeline included): "
-          f"{t['features_images']} images in {t['features_seconds']:.1f} s = **{t['features_images_per_s']:.0f} images/s** "
-          f"at {t['image_size']} px on `{t['device']}`.")
-        w(f"- The bare forward pass on the same preprocessed batches ({t['bare_images']} images): "
-          f"**{t['bare_images_per_s']:.0f} images/s**; preprocessing alone {t['pipeline_images_per_s']:.0f} images/s. "
-          f"Ratio bare / full = {t['ratio_bare_to_extract']:.2f} (above 1: the share of the time the data pipeline "
-          f"and the write to the cache cost).")
+        gpu = f" ({machine['gpu']})" if machine.get("gpu") and t["device"].startswith("cuda") else ""
+        w(f"- Feature extraction (the engine's `extract_features`: uint8 batches, resize and normalisation on the "
+          f"device, forward, write to the cache): {t['features_images']} images in {t['features_seconds']:.1f} s = "
+          f"**{t['features_images_per_s']:.0f} images/s** at {t['image_size']} px on `{t['device']}`{gpu}.")
+        w(f"- The bare forward pass on batches already preprocessed and on the device ({t['bare_images']} images, "
+          f"same precision): **{t['bare_images_per_s']:.0f} images/s**; preprocessing alone "
+          f"{t['pipeline_images_per_s']:.0f} images/s. Feature extraction runs at "
+          f"**{1 / t['ratio_bare_to_extract']:.0%} of the bare forward** (the rest is the data pipeline and the write "
+          f"to the cache).")
         lp = grid[grid["base_method"].isin(["turn", "turn+", "lp-ce", "lp-gce", "lp-elr"])]["seconds_lp"].astype(float)
         if len(lp):
             w(f"- Linear probing ({plan.lp_epochs} epochs on cached features): median {lp.median():.2f} s per run.")

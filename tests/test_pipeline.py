@@ -1,0 +1,197 @@
+"""The data pipeline: uint8 batches, resize / crop / flip / normalise on the device.
+
+The batched preprocessing must give the model what the per-image torchvision transform
+gave it (checked against that transform on grey, colour, RGBA, up- and downscaled
+images), array and file datasets must give the same features, and the training
+augmentation must follow RandomResizedCrop's rules and be reproducible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.transforms import v2
+
+from turn_backend.data.core import ImageSet
+from turn_backend.models.core import Preprocess
+from turn_backend.pipeline import (
+    CROP_RATIO,
+    CROP_SCALE,
+    BatchPreprocess,
+    ImageTensorDataset,
+    crop_resize,
+    make_loader,
+    random_crop_boxes,
+)
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+def _array_set(arrays: np.ndarray) -> ImageSet:
+    n = len(arrays)
+    return ImageSet(ids=[f"s{i}" for i in range(n)], labels=np.arange(n) % 2, class_names=["a", "b"], arrays=arrays)
+
+
+def _per_image_reference(arr: np.ndarray, pre: Preprocess) -> torch.Tensor:
+    """The per-image transform the pipeline replaced: v2 resize + centre crop + scale + normalise."""
+    interp = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}[pre.interpolation]
+    t = torch.from_numpy(arr)
+    t = t[None].expand(3, -1, -1) if t.ndim == 2 else t.permute(2, 0, 1)[:3]
+    transform = v2.Compose([v2.Resize(pre.image_size, interpolation=interp, antialias=True),
+                            v2.CenterCrop(pre.image_size), v2.ToDtype(torch.float32, scale=True),
+                            v2.Normalize(pre.mean, pre.std)])
+    return transform(t)
+
+
+def _batch(images: ImageSet, pre: Preprocess, train: bool = False, seed: int = 0) -> torch.Tensor:
+    loader = make_loader(ImageTensorDataset(images, pre, train=train), 64, False, 0, 0)
+    (x, _, _), = list(loader)
+    assert x.dtype == torch.uint8  # the loader hands raw bytes on; the device does the rest
+    return BatchPreprocess(pre, train, geometry=images.arrays is not None, seed=seed)(x)
+
+
+@pytest.mark.parametrize("shape, size, interpolation", [
+    ((6, 28, 28), 48, "bilinear"),      # grey, upscaled (the demo)
+    ((5, 30, 40, 3), 24, "bilinear"),   # colour, not square, downscaled (anti-aliased)
+    ((4, 20, 20, 4), 32, "bicubic"),    # RGBA: the alpha channel is dropped
+    ((3, 17, 33, 1), 16, "bilinear"),   # one channel stored as (H, W, 1), odd crop offsets
+])
+def test_batched_eval_preprocessing_matches_the_per_image_transform(shape, size, interpolation):
+    arrays = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    pre = Preprocess(size, MEAN, STD, interpolation)
+    got = _batch(_array_set(arrays), pre)
+    want = torch.stack([_per_image_reference(a, pre) for a in arrays])
+    assert got.shape == want.shape == (len(arrays), 3, size, size)
+    # the per-image transform rounds the resized image to uint8 (half a grey level = 0.004 here)
+    assert (got - want).abs().max().item() < 0.02
+    assert (got - want).abs().mean().item() < 0.004
+
+
+def test_crop_resize_samples_where_interpolate_does():
+    x = torch.rand(2, 3, 12, 10)
+    full = torch.tensor([[0.0, 0.0, 10.0, 12.0]] * 2)
+    want = F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False)
+    assert torch.allclose(crop_resize(x, full, 20), want, atol=1e-5)
+    halves = torch.tensor([[0.0, 0.0, 5.0, 12.0], [5.0, 0.0, 10.0, 12.0]])  # left half, right half
+    got = crop_resize(x, halves, 24)
+    left = F.interpolate(x[:1, :, :, :5], size=(24, 24), mode="bilinear")[0]
+    right = F.interpolate(x[1:, :, :, 5:], size=(24, 24), mode="bilinear")[0]
+    # inside the box, the same samples as cropping first; the two output columns nearest the cut
+    # read the pixel across it (cropping first repeats the edge pixel instead)
+    assert torch.allclose(got[0][..., :22], left[..., :22], atol=1e-5)
+    assert torch.allclose(got[1][..., 2:], right[..., 2:], atol=1e-5)
+    assert not torch.allclose(got[0][..., 22:], left[..., 22:], atol=1e-5)
+    # a box larger than the output is averaged (anti-aliased): a checkerboard turns grey
+    board = (torch.arange(16)[:, None] + torch.arange(16)[None]) % 2
+    grey = crop_resize(board.float()[None, None], torch.tensor([[0.0, 0.0, 16.0, 16.0]]), 4)
+    assert torch.allclose(grey, torch.full_like(grey, 0.5), atol=1e-6)
+
+
+def test_random_crop_boxes_follow_random_resized_crop():
+    gen = torch.Generator().manual_seed(0)
+    boxes = random_crop_boxes(2000, 28, 28, gen)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 2] <= 28).all() and (boxes[:, 3] <= 28).all()
+    area = w * h / 28**2
+    # rounding the sides to whole pixels moves area and ratio a little past the drawn range
+    assert area.min() >= CROP_SCALE[0] - 0.07 and area.max() <= 1.0
+    assert (w / h).min() >= CROP_RATIO[0] - 0.08 and (w / h).max() <= CROP_RATIO[1] + 0.08
+    assert len(set(map(tuple, boxes.tolist()))) > 100  # crops vary
+    again = random_crop_boxes(2000, 28, 28, torch.Generator().manual_seed(0))
+    assert torch.equal(boxes, again)
+    # an image so wide that no drawn crop fits: torchvision's fallback, the centred 4:3 crop
+    wide = random_crop_boxes(3, 10, 100, torch.Generator().manual_seed(0))
+    assert wide.tolist() == [[43.0, 0.0, 56.0, 10.0]] * 3
+
+
+def test_training_batches_are_augmented_and_reproducible():
+    arrays = np.zeros((64, 28, 28), dtype=np.uint8)
+    arrays[:, :, :7] = 255  # a bright stripe on the left: a flip moves it to the right
+    images = _array_set(arrays)
+    pre = Preprocess(48, MEAN, STD)
+    a, b = _batch(images, pre, train=True, seed=1), _batch(images, pre, train=True, seed=1)
+    assert a.shape == (64, 3, 48, 48) and torch.equal(a, b)
+    assert not torch.equal(a, _batch(images, pre, train=True, seed=2))
+    left, right = a[:, 0, :, :8].mean((1, 2)), a[:, 0, :, -8:].mean((1, 2))
+    flipped = right > left
+    assert 10 < int(flipped.sum()) < 54  # about half flipped
+    assert a.min() >= -1 - 1e-6 and a.max() <= 1 + 1e-6  # normalised with mean = std = 0.5
+
+
+def test_loader_batches_carry_labels_and_indices(tmp_path):
+    arrays = np.arange(10 * 4 * 4, dtype=np.uint8).reshape(10, 4, 4)
+    images = _array_set(arrays)
+    index = np.array([7, 2, 9, 4])
+    labels = np.array([1, 0, 1, 1, 0, 0, 1, 1, 0, 1])
+    ds = ImageTensorDataset(images, Preprocess(4, MEAN, STD), train=False, index=index, labels=labels)
+    x, y, idx = next(iter(make_loader(ds, 3, True, 0, 0)))
+    assert x.shape == (3, 1, 4, 4) and x.dtype == torch.uint8
+    for row, i in zip(x, idx.tolist()):
+        assert i in index and torch.equal(row[0], torch.from_numpy(arrays[i]))
+    assert y.tolist() == labels[idx.numpy()].tolist()
+    single = ds[1]
+    assert single[2] == 2 and single[1] == labels[2] == 1 and single[0].shape == (1, 4, 4)
+
+
+def test_array_and_file_datasets_give_the_same_features(tmp_path, turn_cache_dir, monkeypatch):
+    """The same images as an array and as PNG files (decoded in worker processes) go through
+    the two halves of the pipeline; the frozen model's features agree."""
+    from turn_backend.data.demo import load_demo
+    from turn_backend.engine import Runtime, extract_features
+    from turn_backend.models.registry import load_model
+
+    monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
+    demo = load_demo(100, 10).train.subset(np.arange(0, 100, 10))
+    paths = []
+    for i, arr in enumerate(demo.arrays):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(arr).save(path)
+        paths.append(str(path))
+    files = ImageSet(ids=demo.ids, labels=demo.labels, class_names=demo.class_names, paths=paths)
+    loaded = load_model("efficientnet_lite0")
+    pre = Preprocess(48, loaded.preprocess.mean, loaded.preprocess.std, loaded.preprocess.interpolation)
+    rt = Runtime("cpu")
+    from_arrays = np.asarray(extract_features(loaded.extractor, demo, pre, tmp_path / "a.npy", rt, 4))
+    from_files = np.asarray(extract_features(loaded.extractor, files, pre, tmp_path / "f.npy", rt, 4, num_workers=2))
+    assert from_arrays.shape == from_files.shape == (10, loaded.extractor.feature_dim)
+    a = from_arrays / np.linalg.norm(from_arrays, axis=1, keepdims=True)
+    f = from_files / np.linalg.norm(from_files, axis=1, keepdims=True)
+    cos = a @ f.T
+    # the file path rounds the resized image to uint8 (half a grey level), the array path does not
+    assert np.diag(cos).min() > 0.995
+    assert (cos.argmax(1) == np.arange(10)).all()  # each image closest to itself, by far
+    assert np.diag(cos).min() - (cos - 2 * np.eye(10)).max() > 0.05
+
+
+def test_feature_cache_path_is_shared_across_labels_not_models(tmp_path, monkeypatch):
+    from turn_backend.features import feature_cache_path
+
+    monkeypatch.setenv("TURN_CACHE_DIR", str(tmp_path))
+    images = _array_set(np.zeros((4, 8, 8), dtype=np.uint8))
+    relabelled = images.with_labels(np.array([1, 1, 0, 0]), None)
+    pre = Preprocess(48, MEAN, STD)
+    path = feature_cache_path(images, "efficientnet_lite0", None, True, pre, "train")
+    assert path.parent == tmp_path / "features" and path.name.startswith("train-")
+    assert feature_cache_path(relabelled, "efficientnet_lite0", None, True, pre, "train") == path
+    for other in (feature_cache_path(images, "resnet18", None, True, pre, "train"),
+                  feature_cache_path(images, "efficientnet_lite0", None, False, pre, "train"),
+                  feature_cache_path(images, "efficientnet_lite0", None, True, Preprocess(64, MEAN, STD), "train")):
+        assert other != path
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_device_preprocessing_on_cuda_matches_cpu():
+    arrays = np.random.default_rng(1).integers(0, 256, size=(8, 28, 28), dtype=np.uint8)
+    pre = Preprocess(48, MEAN, STD)
+    x = torch.from_numpy(arrays)[:, None]
+    cpu = BatchPreprocess(pre, False, geometry=True)(x)
+    gpu = BatchPreprocess(pre, False, geometry=True, channels_last=True)(x.cuda())
+    assert gpu.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
+    train_cpu = BatchPreprocess(pre, True, geometry=True, seed=3)(x)
+    train_gpu = BatchPreprocess(pre, True, geometry=True, seed=3)(x.cuda())
+    assert torch.allclose(train_gpu.cpu(), train_cpu, atol=1e-4)  # same crops and flips on any device
