@@ -46,13 +46,11 @@ def _no_progress(done: int, total: int) -> None:
 
 
 def to_device(model: nn.Module, rt: Runtime) -> nn.Module:
-    """Move `model` to the run's device; on CUDA also to channels-last memory, which the
-    device-side pipeline feeds (faster convolutions under mixed precision). Call it before
-    `rt.accelerator.prepare`, so DistributedDataParallel sees the final layout."""
-    model.to(rt.device)
-    if rt.device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    return model
+    """Move `model` to the run's device, in channels-last memory as the pipeline feeds it:
+    convolutions run faster that way on CUDA (mixed precision) and on the CPU too
+    (EfficientNet-Lite0 at 48 px, 1 thread: forward 1.5x, training step 1.8x). Call it
+    before `rt.accelerator.prepare`, so DistributedDataParallel sees the final layout."""
+    return model.to(rt.device).to(memory_format=torch.channels_last)
 
 
 class Runtime:
@@ -138,7 +136,7 @@ def _sharded_inference(
     rows = np.lib.format.open_memmap(partial, mode="r+")
     shard = rt.shard(n)
     loader = make_loader(ImageTensorDataset(images, pre, train=False, index=shard), batch_size, False, 0, num_workers)
-    prep = batch_preprocess(images, pre, False, rt.device)
+    prep = batch_preprocess(images, pre, False)
     done = 0
     chunk = [batch_size]
     with torch.inference_mode():
@@ -320,7 +318,7 @@ def fft_epoch(
     dataset = ImageTensorDataset(images, pre, train=True, index=index, labels=labels)
     loader = rt.accelerator.prepare(make_loader(dataset, batch_size, True, seed, num_workers))
     # each process its own augmentation stream (their shares of a batch differ anyway)
-    prep = batch_preprocess(images, pre, True, rt.device, seed=seed + rt.rank)
+    prep = batch_preprocess(images, pre, True, seed=seed + rt.rank)
     model.train()
     if freeze_bn:
         freeze_batchnorm_statistics(model)

@@ -202,11 +202,10 @@ class BatchPreprocess:
         return ((x - mean) / std).contiguous(memory_format=self.memory_format)
 
 
-def batch_preprocess(images: ImageSet, pre: Preprocess, train: bool, device: torch.device,
-                     seed: int = 0) -> BatchPreprocess:
-    """The device-side half of the pipeline for `images` (channels-last on CUDA)."""
-    return BatchPreprocess(pre, train, geometry=images.arrays is not None, seed=seed,
-                           channels_last=torch.device(device).type == "cuda")
+def batch_preprocess(images: ImageSet, pre: Preprocess, train: bool, seed: int = 0) -> BatchPreprocess:
+    """The device-side half of the pipeline for `images`, channels-last as `engine.to_device`
+    lays out the model."""
+    return BatchPreprocess(pre, train, geometry=images.arrays is not None, seed=seed, channels_last=True)
 
 
 def default_workers(images: ImageSet) -> int:
@@ -235,7 +234,7 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num
 def preprocessed_batches(images: ImageSet, pre: Preprocess, batch_size: int, device: torch.device,
                          index: np.ndarray | None = None, num_workers: int = 0):
     """Evaluation batches ready for the model: yields (float input on `device`, sample indices)."""
-    prep = batch_preprocess(images, pre, False, device)
+    prep = batch_preprocess(images, pre, False)
     loader = make_loader(ImageTensorDataset(images, pre, train=False, index=index), batch_size, False, 0, num_workers)
     for x, _, idx in loader:
         yield prep(x.to(device, non_blocking=True)), idx
