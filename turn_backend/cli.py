@@ -1,6 +1,6 @@
 """`turn`: TURN from the command line.
 
-    turn demo --out DIR            TURN and two baselines on the embedded Fashion-MNIST demo
+    turn demo --out DIR            TURN+, TURN and two baselines on the embedded Fashion-MNIST demo
     turn run --data PATH ...       start a run (folder, manifest, Hugging Face folder, ...)
     turn resume RUN_DIR            continue a killed or stopped run
     turn export RUN_DIR --out F    write the cleaned label file (CSV, Parquet or JSON), an ImageFolder
@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n-test", type=int, default=None)
     d.add_argument("--image-size", type=int, default=None)
     d.add_argument("--device", default="auto")
-    d.add_argument("--methods", nargs="*", choices=list(METHODS), help="default: turn, lp-gce, fft-ce")
+    d.add_argument("--methods", nargs="*", choices=list(METHODS), help="default: turn+, turn, lp-gce, fft-ce")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
 
