@@ -41,7 +41,7 @@ PERSISTENT_KEYS = (
     "tr_image_size", "tr_batch", "tr_lp_epochs", "tr_fft_epochs", "tr_tau", "tr_seed", "tr_lp_opt",
     "tr_lp_lr", "tr_lp_wd", "tr_fft_opt", "tr_fft_lr", "tr_fft_wd", "tr_freeze_bn", "tr_projections",
     "tr_projection_split",
-    "emb_method", "emb_colour", "emb_flagged", "review_given_filter", "review_pred_filter",
+    "emb_method", "emb_colour", "emb_flagged", "review_given_filter", "review_pred_filter", "review_kind_filter",
     "review_only_undecided", "export_scope", "export_format",
 )
 
@@ -64,10 +64,13 @@ PAGES: dict[str, tuple[Path, str, str]] = {
     "threshold": (ROOT / "pages" / "threshold.py", "Threshold", ":material/tune:"),
     "review": (ROOT / "pages" / "review.py", "Review", ":material/rate_review:"),
     "export": (ROOT / "pages" / "export.py", "Export", ":material/download:"),
+    "classes": (ROOT / "pages" / "classes.py", "Classes", ":material/category:"),
+    "noise": (ROOT / "pages" / "noise.py", "Noise matrix", ":material/grid_on:"),
+    "compare": (ROOT / "pages" / "compare.py", "Compare runs", ":material/compare_arrows:"),
 }
 SECTIONS: dict[str, list[str]] = {
-    "Project": ["runs", "dataset", "train"],
-    "Audit": ["embeddings", "threshold", "review", "export"],
+    "Project": ["runs", "dataset", "train", "compare"],
+    "Audit": ["embeddings", "threshold", "classes", "noise", "review", "export"],
 }
 
 

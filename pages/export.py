@@ -1,4 +1,5 @@
-"""Export: the cleaned label file, with the review decisions applied, as CSV, Parquet or JSON."""
+"""Export: the cleaned label file (CSV, Parquet, JSON), dataset folders other tools load
+(ImageFolder, Hugging Face datasets), the decision log, and "Retrain with my decisions"."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ from pathlib import Path
 import streamlit as st
 
 from app import ui
+from app.retrain import retrain_panel
 from turn_backend.export import (
+    FOLDER_FORMATS,
     FORMATS,
+    LINK_MODES,
     SCOPES,
     ExportError,
+    build_decision_log,
     build_export,
     default_tau,
+    export_hf,
+    export_imagefolder,
     summary,
     to_bytes,
     write_export,
@@ -117,3 +124,57 @@ with out[1]:
     written = st.session_state.get("export_written")
     if written and Path(written).exists():
         st.success(f"Written: `{written}`", icon=":material/check_circle:")
+
+# ---------------------------------------------------------------------- folder exports
+
+st.subheader(":material/folder_zip: Datasets other tools load", anchor=False)
+FOLDER_LABELS = {"imagefolder": "ImageFolder tree", "hf": "Hugging Face datasets folder"}
+fx = st.columns([1.6, 1.2, 2.2], vertical_alignment="bottom")
+folder_fmt = fx[0].segmented_control("Folder format", list(FOLDER_FORMATS), default=FOLDER_FORMATS[0],
+                                     format_func=lambda f: FOLDER_LABELS.get(f, f), key="export_folder_format",
+                                     help="ImageFolder: one folder per final label (torchvision.datasets.ImageFolder). "
+                                          "Hugging Face: datasets.load_from_disk, with the final labels and the "
+                                          "review columns. Removed samples are left out of both.")
+link = fx[1].selectbox("Image files", LINK_MODES, key="export_link", disabled=folder_fmt != "imagefolder",
+                       help="Hard links cost no space (copies where the file system cannot link); array datasets "
+                            "are written as PNG")
+folder_scope = "clean" if scope == "clean" else "kept"
+default_out = run.path / "exports" / f"{run.name}-{folder_fmt or 'imagefolder'}"
+out_dir = fx[2].text_input("Output folder", value=str(default_out), key=f"export_out_{run.name}_{folder_fmt}",
+                           help="Created, or replaced if it holds an earlier TURN export; any other folder is left "
+                                "alone")
+st.caption(f"Writes the {SCOPE_LABELS[folder_scope].lower()} samples ({SCOPES[folder_scope]}).")
+if st.button("Write the dataset folder", icon=":material/create_new_folder:", key="export_folder_write",
+             disabled=folder_fmt is None):
+    target = Path(out_dir.strip() or default_out).expanduser()
+    try:
+        with st.spinner("Writing the images…"):
+            if folder_fmt == "hf":
+                info = export_hf(run.path, target, tau=tau, scope=folder_scope)
+            else:
+                info = export_imagefolder(run.path, target, tau=tau, scope=folder_scope, link=link)
+    except (ExportError, OSError, ValueError, ImportError) as exc:
+        st.session_state.pop("export_folder_written", None)
+        ui.show_error(exc)
+    else:
+        st.session_state["export_folder_written"] = (str(target), int(info["rows"]), folder_fmt)
+written_folder = st.session_state.get("export_folder_written")
+if written_folder and Path(written_folder[0]).exists():
+    loader = ("datasets.load_from_disk" if written_folder[2] == "hf" else "torchvision.datasets.ImageFolder")
+    st.success(f"Written: `{written_folder[0]}` ({ui.fmt_int(written_folder[1])} images); load it with "
+               f"`{loader}`.", icon=":material/check_circle:")
+
+st.subheader(":material/history: Decision log", anchor=False)
+st.caption("One row per reviewed sample: given and final label, the decision and when, τ, the clean probability, "
+           "the detection signals and the audit columns.")
+n_decisions = s["kept"] + s["relabelled"] + s["removed"]
+if not n_decisions:
+    st.caption("No decision yet.")
+else:
+    # built when the download starts: a pass over every decision is not needed on each rerun
+    st.download_button(f"Download the decision log ({ui.fmt_int(n_decisions)} rows, {FORMAT_LABELS[fmt]})",
+                       data=lambda: to_bytes(build_decision_log(run.path, tau=tau), fmt),
+                       file_name=f"{run.name}-decisions.{fmt}", mime=MIME.get(fmt), icon=":material/download:",
+                       key="export_log_download", on_click="ignore")
+
+retrain_panel(run, n_decisions, key="export_retrain")
