@@ -77,9 +77,12 @@ def _faiss_search(base: np.ndarray, queries: np.ndarray, k: int, exclude: np.nda
     index = faiss.IndexHNSWFlat(base.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = 64
     index.hnsw.efSearch = max(64, 2 * (k + 1))
-    index.add(base)
+    n, q = len(base), len(queries)
+    for start in range(0, n, chunk):  # one progress bar: building the index, then searching it
+        index.add(base[start:start + chunk])
+        if progress is not None:
+            progress(min(n, start + chunk), n + q)
     extra = 1 if exclude is not None else 0  # ask for one more, then drop the query itself
-    q = len(queries)
     idx = np.empty((q, k), dtype=np.int64)
     sim = np.empty((q, k), dtype=np.float32)
     for start in range(0, q, chunk):
@@ -95,7 +98,7 @@ def _faiss_search(base: np.ndarray, queries: np.ndarray, k: int, exclude: np.nda
         idx[start:stop] = i[:, :k]
         sim[start:stop] = s[:, :k]
         if progress is not None:
-            progress(stop, q)
+            progress(n + stop, n + q)
     return idx, sim
 
 
