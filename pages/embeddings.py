@@ -1,11 +1,16 @@
-"""Embeddings: the 2-D projection of the features before and after tuning (Figure 2 of the paper).
+"""Embeddings: 2-D maps of every training sample's features before and after tuning (Figure 2 of the paper).
 
 Pre-trained features form clusters that the noisy labels do not destroy; plain fine-tuning
-on noisy labels blurs them; TURN keeps them. Lasso or box-select points to see the images.
+on noisy labels blurs them; TURN keeps them. The maps are WebGL scatter plots of up to
+`an.MAX_MAP_POINTS` samples (a density beyond that). Hovering a point shows its image;
+a lasso or box selection on one map highlights the same samples on the others and lists
+their images below.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +24,7 @@ from app.state import runs_root
 from turn_backend import analysis as an
 from turn_backend.config import method_kind
 from turn_backend.export import default_tau
-from turn_backend.projection import PROJECTION_METHODS, ensure_projection
+from turn_backend.projection import PROJECTION_METHODS, ensure_projection, reduced_path
 from turn_backend.runfolder import RunFolder
 
 METHOD_LABELS = {"tsne": "t-SNE", "umap": "UMAP"}
@@ -28,24 +33,115 @@ PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b
            "#9c755f", "#bab0ac", "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728",
            "#ff9896", "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7",
            "#bcbd22", "#dbdb8d", "#17becf", "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39"]
+FLAG_COLOURS = {"flagged (p ≤ τ)": "#c62828", "clean (p > τ)": "#2e7d32"}
 MAX_SELECTED_IMAGES = 48
 IMAGES_PER_ROW = 6
 PLOT_HEIGHT = 470
+DENSITY_BINS = 160
+HOVER_THUMB_PX = 112
+
+# The hover bridge: plotly's hover events stay in the browser, so this small component
+# listens to them on every map and hands the hovered sample to Python (a fragment rerun,
+# which draws nothing but the floating thumbnail it sends back). Points carry their
+# sample's position in the split as customdata.
+HOVER_JS = """
+export default function (component) {
+  const { data, setStateValue } = component;
+  const w = window;
+  if (!w.__turnHover) {
+    w.__turnHover = { row: null, x: 0, y: 0, timer: null, tip: null };
+    const tip = document.createElement("div");
+    tip.id = "turn-hover-thumb";
+    tip.style.cssText = "position:fixed;z-index:1000;display:none;pointer-events:none;background:#fff;" +
+      "border:1px solid #bdbdbd;border-radius:6px;padding:6px;box-shadow:0 2px 8px rgba(0,0,0,.2);" +
+      "font:12px sans-serif;max-width:220px";
+    document.body.appendChild(tip);
+    w.__turnHover.tip = tip;
+    document.addEventListener("mousemove", (e) => { w.__turnHover.x = e.clientX; w.__turnHover.y = e.clientY; });
+  }
+  const h = w.__turnHover;
+  h.send = (row) => setStateValue("hover", row);
+  const place = () => {
+    const r = h.tip.getBoundingClientRect();
+    const left = h.x + 18 + r.width > w.innerWidth ? h.x - 18 - r.width : h.x + 18;
+    h.tip.style.left = Math.max(4, left) + "px";
+    h.tip.style.top = Math.max(4, Math.min(h.y + 12, w.innerHeight - r.height - 4)) + "px";
+  };
+  const attach = () => {
+    document.querySelectorAll(".js-plotly-plot").forEach((gd) => {
+      if (gd.__turnHoverAttached || typeof gd.on !== "function") return;
+      gd.__turnHoverAttached = true;
+      gd.on("plotly_hover", (ev) => {
+        const pt = ev.points && ev.points[0];
+        if (!pt || pt.customdata === undefined || pt.customdata === null) return;
+        const row = Array.isArray(pt.customdata) ? pt.customdata[0] : pt.customdata;
+        h.row = row;
+        clearTimeout(h.timer);
+        h.timer = setTimeout(() => h.send(row), 60);  // one request per pause, not per pixel
+      });
+      gd.on("plotly_unhover", () => { clearTimeout(h.timer); h.row = null; h.tip.style.display = "none"; });
+    });
+  };
+  attach();
+  const poll = setInterval(attach, 400);  // maps are redrawn on reruns
+  if (data && data.src && data.row === h.row) {
+    h.tip.innerHTML = "";
+    const img = document.createElement("img");
+    img.src = data.src;
+    img.alt = data.caption;
+    img.style.cssText = "display:block;width:" + data.size + "px;height:auto;image-rendering:pixelated";
+    const cap = document.createElement("div");
+    cap.textContent = data.caption;
+    cap.style.marginTop = "4px";
+    h.tip.append(img, cap);
+    h.tip.dataset.row = String(data.row);
+    h.tip.style.display = "block";
+    place();
+  }
+  return () => clearInterval(poll);
+}
+"""
+hover_bridge = st.components.v2.component("turn_studio.embedding_hover", js=HOVER_JS)
 
 
 def method_title(method: str) -> str:
     return {"turn+": "TURN+", "turn": "TURN"}.get(method, method.upper() if method else "tuning")
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def _split_samples(run_dir: str, split: str, stamp: float) -> pd.DataFrame:
     samples = RunFolder(run_dir).samples()
     return samples[samples["split"] == split].reset_index(drop=True)
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def _final(run_dir: str, stamp: float) -> dict | None:
     return RunFolder(run_dir).final()
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _frame(run_dir: str, split: str, method: str, stamps: tuple, tau: float, ref_dir: str | None) -> pd.DataFrame:
+    """Labels, scores and flags of every mapped sample, with the coordinates of each stage.
+
+    Columns x_before / y_before, x_after / y_after and x_fft / y_fft (the plain-FFT
+    reference run, matched by sample) where those maps exist; NaN where a sample is missing
+    from a map.
+    """
+    folder = RunFolder(run_dir)
+    split_samples = _split_samples(run_dir, split, stamps[0])
+    final = _final(run_dir, stamps[1]) if split == "train" else None
+    frame = an.projection_frame(folder.projection(split, "before", method), folder.projection_subset(split),
+                                split_samples, ui.class_names(folder), final, tau)
+    frame = frame.rename(columns={"x": "x_before", "y": "y_before"})
+    after = folder.projection(split, "after", method)
+    if after is not None:
+        frame["x_after"], frame["y_after"] = after[:, 0], after[:, 1]
+    if ref_dir is not None:
+        ref = RunFolder(ref_dir)
+        coords = an.coords_by_index(ref.projection(split, "after", method), ref.projection_subset(split),
+                                    frame["index"].to_numpy())
+        frame["x_fft"], frame["y_fft"] = coords[:, 0], coords[:, 1]
+    return frame
 
 
 def _mtime(path: Path) -> float:
@@ -55,67 +151,97 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def get_projection(folder: RunFolder, split: str, stage: str, method: str) -> np.ndarray | None:
-    """The stored projection, computed (and cached in the run folder) on first use."""
-    coords = folder.projection(split, stage, method)
-    if coords is not None:
-        return coords
-    if not (folder.path / "projections" / f"{split}_features_{stage}.npy").exists():
-        return None
+def ensure_map(folder: RunFolder, split: str, stage: str, method: str) -> bool:
+    """Whether the map exists, computing it (with a progress bar) from the stored reduction if needed."""
+    if folder.projection(split, stage, method) is not None:
+        return True
+    if reduced_path(folder.path, split, stage) is None:
+        return False
     subset = folder.projection_subset(split)
     n = 0 if subset is None else len(subset)
-    with st.spinner(f"Computing the {METHOD_LABELS.get(method, method)} projection of {n} points "
-                    f"({'about 20 s the first time' if method == 'umap' else 'a few seconds'}); "
-                    "it is saved with the run for next time…", show_time=True):
-        return ensure_projection(folder.path, split, stage, method)
+    label = f"Computing the {METHOD_LABELS.get(method, method)} map of {ui.fmt_int(n)} samples ({stage} tuning)"
+    bar = st.progress(0.0, text=label + "; it is saved with the run for next time…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {100 * done // max(total, 1)}%")
+
+    ensure_projection(folder.path, split, stage, method, progress=progress)
+    bar.empty()
+    return True
 
 
-def scatter(frame: pd.DataFrame, colour: str, title: str, classes: list[str], mark_flagged: bool,
-            colour_of: dict[str, str]) -> go.Figure:
-    """One panel: a trace per category (or one continuous trace), flagged samples as crosses."""
+# ------------------------------------------------------------------------------ figures
+
+
+def _marker_size(n: int) -> float:
+    return 7.0 if n <= 2_000 else 4.0 if n <= 20_000 else 2.5
+
+
+def _category_traces(frame: pd.DataFrame, colour: str, classes: list[str], colour_of: dict[str, str]):
+    """(name, colour, row mask) per category of the colouring, in class order."""
+    if colour == "flagged":
+        flagged = frame["flagged"].to_numpy()
+        return [(name, FLAG_COLOURS[name], mask) for name, mask in
+                (("clean (p > τ)", ~flagged), ("flagged (p ≤ τ)", flagged)) if mask.any()]
+    values = frame[colour].to_numpy()
+    present = set(values)
+    order = [c for c in classes if c in present] + sorted(present - set(classes))
+    return [(str(cat), colour_of.get(cat, "#9e9e9e"), values == cat) for cat in order]
+
+
+def map_figure(frame: pd.DataFrame, stage: str, colour: str, classes: list[str], mark_flagged: bool,
+               colour_of: dict[str, str], selected: np.ndarray) -> go.Figure:
+    """One map: WebGL points per category (or one continuous trace), flagged samples on top.
+
+    Every point's customdata is its sample's position in the split, which is how hover and
+    selection find the sample. `selected` (split positions) dims every other point.
+    """
+    x = frame[f"x_{stage}"].to_numpy(np.float32)
+    y = frame[f"y_{stage}"].to_numpy(np.float32)
+    index = frame["index"].to_numpy(np.int32)
+    drawn = np.isfinite(x)
+    n = int(drawn.sum())
+    density = n > an.MAX_MAP_POINTS
+    size = _marker_size(n)
     fig = go.Figure()
-    pos = np.arange(len(frame))
-    extra = frame["pred"] if "pred" in frame else frame["true"]
-    extra_name = "predicted" if "pred" in frame else "true"
-    cp = frame["clean_prob"].map(lambda v: f"{v:.2f}") if "clean_prob" in frame else pd.Series(["–"] * len(frame))
-    custom = np.column_stack([pos, frame["sample_id"], frame["given"], extra, cp]).astype(object)
     flagged = frame["flagged"].to_numpy() if (mark_flagged and "flagged" in frame) else np.zeros(len(frame), bool)
-    symbols = np.where(flagged, "x", "circle")
-    hover = ("<b>%{customdata[1]}</b><br>given: %{customdata[2]}<br>" + extra_name +
-             ": %{customdata[3]}" + ("<br>clean prob: %{customdata[4]}" if "clean_prob" in frame else "") +
-             "<extra></extra>")
-    if colour == "clean_prob":
-        fig.add_scatter(
-            x=frame["x"], y=frame["y"], mode="markers", customdata=custom, hovertemplate=hover,
-            name="clean probability", showlegend=False,
-            marker=dict(color=frame["clean_prob"], colorscale="RdYlGn", cmin=0, cmax=1, size=7, symbol=symbols,
-                        line=dict(width=0),
-                        colorbar=dict(title=dict(text="clean prob", side="right"), thickness=12, len=0.8)),
-        )
+
+    def points(mask: np.ndarray, **kwargs) -> None:
+        mask = mask & drawn
+        rows = index[mask]
+        sel = None
+        if len(selected):
+            sel = np.flatnonzero(np.isin(rows, selected)).tolist()
+        fig.add_trace(go.Scattergl(x=x[mask], y=y[mask], customdata=rows, mode="markers", selectedpoints=sel,
+                                   unselected=dict(marker=dict(opacity=0.12)), **kwargs))
+
+    if density:
+        counts, xe, ye = np.histogram2d(x[drawn], y[drawn], bins=DENSITY_BINS)
+        fig.add_heatmap(x=(xe[:-1] + xe[1:]) / 2, y=(ye[:-1] + ye[1:]) / 2, z=np.log1p(counts.T),
+                        colorscale="Greys", showscale=False, hoverinfo="skip", name="density")
+        if "flagged" in frame:
+            points(frame["flagged"].to_numpy(), name="flagged (p ≤ τ)", hovertemplate="flagged<extra></extra>",
+                   marker=dict(color=FLAG_COLOURS["flagged (p ≤ τ)"], size=3))
+    elif colour == "clean_prob":
+        points(np.ones(len(frame), bool), name="clean probability", showlegend=False,
+               hovertemplate="clean prob %{marker.color:.2f}<extra></extra>",
+               marker=dict(color=frame["clean_prob"].to_numpy(np.float32), colorscale="RdYlGn", cmin=0, cmax=1,
+                           size=size, colorbar=dict(title=dict(text="clean prob", side="right"), thickness=12,
+                                                    len=0.8)))
     else:
-        values = frame[colour].to_numpy()
-        order = [c for c in classes if c in set(values)] + sorted(set(values) - set(classes))
-        for cat in order:
-            sel = values == cat
-            colour_cat = colour_of.get(cat, "#9e9e9e")
-            fig.add_scatter(
-                x=frame["x"][sel], y=frame["y"][sel], mode="markers", name=str(cat), customdata=custom[sel],
-                hovertemplate=hover, legendgroup=str(cat), showlegend=False,
-                marker=dict(color=colour_cat, size=7, symbol=symbols[sel], opacity=0.85, line=dict(width=0)),
-            )
-            # the legend entry: a plain dot (a trace's legend shows its first point's symbol)
-            fig.add_scatter(x=[None], y=[None], mode="markers", name=str(cat), legendgroup=str(cat),
-                            marker=dict(color=colour_cat, size=8, symbol="circle"), hoverinfo="skip")
-    if flagged.any():
-        fig.add_scatter(x=[None], y=[None], mode="markers", name="flagged (p ≤ τ)",
-                        marker=dict(symbol="x", color="#424242", size=8), hoverinfo="skip")
+        for name, colour_cat, mask in _category_traces(frame, colour, classes, colour_of):
+            points(mask, name=name, hovertemplate=f"{name}<extra></extra>",
+                   marker=dict(color=colour_cat, size=size, opacity=0.8))
+    if flagged.any() and not density:
+        points(flagged, name="flagged (p ≤ τ)", hovertemplate="flagged<extra></extra>",
+               marker=dict(symbol="x-thin", size=size + 2, line=dict(width=1, color="#212121"), color="#212121"))
     fig.update_layout(
         height=PLOT_HEIGHT, dragmode="lasso", margin=dict(l=5, r=5, t=30, b=5), plot_bgcolor="rgba(0,0,0,0)",
         legend=dict(orientation="h", y=-0.02, yanchor="top", x=0, font=dict(size=11), itemsizing="constant"),
-        uirevision=title,
+        uirevision=stage, hoverdistance=8,
     )
     fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, scaleanchor=None)
+    fig.update_yaxes(visible=False)
     return fig
 
 
@@ -126,32 +252,58 @@ def thumb(img: Image.Image, size: int = 96) -> Image.Image:
                       Image.NEAREST if max(w, h) <= 64 else Image.LANCZOS)
 
 
+def data_uri(img: Image.Image) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def describe(info: pd.Series) -> str:
+    """One line about a sample: id, given / predicted / true label, clean probability."""
+    parts = [str(info["sample_id"]), f"given {info['given']}"]
+    if "pred" in info:
+        parts.append(f"pred {info['pred']}")
+    if info["mislabelled"]:
+        parts.append(f"true {info['true']}")
+    if "clean_prob" in info:
+        parts.append(f"clean {info['clean_prob']:.2f}")
+    return " · ".join(parts)
+
+
+def load_images(folder: RunFolder, split: str):
+    """The split's ImageSet, or None (with a warning) when the images cannot be read."""
+    try:
+        bundle = ui.run_bundle(folder)
+        return bundle.test if split == "test" else bundle.train
+    except Exception as exc:  # noqa: BLE001 - labels still show without images
+        st.warning(f"The images could not be loaded ({exc}); showing labels only.", icon=":material/hide_image:")
+        return None
+
+
 # ---------------------------------------------------------------------------------- page
 
 ui.page_header("Embeddings", ":material/scatter_plot:",
-               "A 2-D map of the image features before and after tuning (Figure 2 of the TURN paper). In the "
-               "paper, plain fine-tuning on noisy labels blurs the class clusters and TURN keeps them apart: "
-               "compare them on your data.")
+               "A 2-D map of every sample's image features before and after tuning (Figure 2 of the TURN "
+               "paper). In the paper, plain fine-tuning on noisy labels blurs the class clusters and TURN keeps "
+               "them apart: compare them on your data. Hover a point to see its image.")
 
-run = ui.require_finished_run("The projections are drawn")
+run = ui.require_finished_run("The maps are drawn")
 
 cfg = run.config()
 split = cfg.get("projection_split", "test")
 subset = run.projection_subset(split)
 if subset is None:
-    ui.empty_state(f"Run **{run.name}** has no projections: it was trained with projections turned off. "
+    ui.empty_state(f"Run **{run.name}** has no maps: it was trained with projections turned off. "
                    "Start a run with t-SNE or UMAP selected on the Train page to see the embeddings.",
                    icon=":material/scatter_plot:", page="train", label="Open Train")
     st.stop()
 
 classes = ui.class_names(run)
 run_dir = str(run.path.resolve())
-samples_stamp = _mtime(run.path / "samples.parquet")
-split_samples = _split_samples(run_dir, split, samples_stamp)
-final = _final(run_dir, _mtime(run.final_dir / "clean_prob.npy")) if split == "train" else None
 tau = default_tau(run)
 colour_of = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(classes)}
 colour_of["unknown"] = "#9e9e9e"
+kind = method_kind(cfg.get("method", ""))
 
 # ------------------------------------------------------------------------------ controls
 
@@ -160,11 +312,14 @@ c = st.columns([1.2, 1.6, 1.2, 2], vertical_alignment="bottom")
 method = c[0].segmented_control("Projection", list(PROJECTION_METHODS), format_func=METHOD_LABELS.get,
                                 default=stored[0] if stored else "tsne", key="emb_method",
                                 help="t-SNE is computed during training; UMAP is computed here the first time "
-                                     "(about 20 s) and saved with the run.") or (stored[0] if stored else "tsne")
+                                     "and saved with the run.") or (stored[0] if stored else "tsne")
 
+ref = an.find_reference_run(runs_root(), cfg, exclude=run.path) if kind == "turn" else None
 try:
-    before = get_projection(run, split, "before", method)
-    after = get_projection(run, split, "after", method)
+    has_before = ensure_map(run, split, "before", method)
+    has_after = ensure_map(run, split, "after", method)
+    if ref is not None and not ensure_map(ref, split, "after", method):
+        ref = None
 except ImportError:
     ui.show_error(f"{METHOD_LABELS[method]} is not installed in this environment.",
                   "Install umap-learn (`pip install umap-learn`) or pick t-SNE.")
@@ -173,16 +328,18 @@ except (ValueError, OSError) as exc:
     ui.show_error(exc, "Pick the other projection method, or retrain the run.")
     st.stop()
 
-if before is None:
-    ui.empty_state("The stored features of this run's projection subset are missing, so the "
+if not has_before:
+    ui.empty_state("The stored features of this run's map are missing, so the "
                    f"{METHOD_LABELS[method]} map cannot be drawn. Pick another method or retrain the run.",
                    icon=":material/scatter_plot:")
     st.stop()
 
+stamps = (_mtime(run.path / "samples.parquet"), _mtime(run.final_dir / "clean_prob.npy"),
+          _mtime(run.path / "projections" / f"{split}_after_{method}.npy"))
 try:
-    frame = an.projection_frame(before, subset, split_samples, classes, final, tau)
+    frame = _frame(run_dir, split, method, stamps, tau, None if ref is None else str(ref.path.resolve()))
 except ValueError as exc:
-    ui.show_error(exc, "Retrain the run to rebuild its projections.")
+    ui.show_error(exc, "Retrain the run to rebuild its maps.")
     st.stop()
 
 options = an.colour_options(frame)
@@ -190,93 +347,85 @@ colour = c[1].selectbox("Colour by", list(options), format_func=options.get, key
 mark_flagged = "flagged" in frame and c[2].toggle(
     "Mark flagged", value=True, key="emb_flagged",
     help=f"Cross the samples whose clean probability is at or below τ = {tau:.2f}")
+n_split = len(_split_samples(run_dir, split, stamps[0]))
 n_classes = int(frame["given"].nunique())
-c[3].caption(f"{ui.fmt_int(len(frame))} {split} images of {n_classes} classes"
-             + (f" · {int(frame['flagged'].sum())} flagged at τ = {tau:.2f}" if "flagged" in frame else "")
-             + (f" · {int(frame['mislabelled'].sum())} with a wrong given label"
+c[3].caption(f"{ui.fmt_int(len(frame))} of {ui.fmt_int(n_split)} {split} images, {n_classes} classes"
+             + (f" · {ui.fmt_int(int(frame['flagged'].sum()))} flagged at τ = {tau:.2f}" if "flagged" in frame
+                else "")
+             + (f" · {ui.fmt_int(int(frame['mislabelled'].sum()))} with a wrong given label"
                 if frame["mislabelled"].any() else ""))
 
 if split == "test":
     st.caption(":material/info: These are **test** images (the run's projection split). Clean probabilities, "
                "predictions and the flagged marks exist for training samples only, so the map is coloured by "
                "given or true label; set the projection split to *train* on the Train page to see them here.")
+if len(frame) > an.MAX_MAP_POINTS:
+    st.info(f"{ui.fmt_int(len(frame))} samples are too many to draw one by one: each map shows their density "
+            f"(darker = more samples)" + (", with the flagged samples drawn on top." if "flagged" in frame else "."),
+            icon=":material/blur_on:")
 
 # -------------------------------------------------------------------------------- panels
 
-panels: list[tuple[str, str, pd.DataFrame]] = [("before", "Before tuning (pre-trained features)", frame)]
-
-ref = None
-if method_kind(cfg.get("method", "")) == "turn":
-    ref = an.find_reference_run(runs_root(), cfg, exclude=run.path)
+panels: list[tuple[str, str]] = [("before", "Before tuning (pre-trained features)")]
 if ref is not None:
-    try:
-        ref_subset = ref.projection_subset(split)
-        ref_after = get_projection(ref, split, "after", method) if ref_subset is not None else None
-        if ref_after is not None:
-            ref_final = (_final(str(ref.path.resolve()), _mtime(ref.final_dir / "clean_prob.npy"))
-                         if split == "train" else None)
-            panels.append(("fft", f"After plain FFT ({ref.name})",
-                           an.projection_frame(ref_after, ref_subset, split_samples, classes, ref_final, tau)))
-    except (ValueError, OSError, ImportError) as exc:
-        st.caption(f":material/warning: The plain-FFT run {ref.name} could not be drawn: {exc}")
+    panels.append(("fft", f"After plain FFT ({ref.name})"))
+if has_after:
+    panels.append(("after", f"After {method_title(cfg.get('method', ''))}"))
 
-if after is not None:
-    after_frame = frame.copy()
-    after_frame["x"], after_frame["y"] = after[:, 0], after[:, 1]
-    panels.append(("after", f"After {method_title(cfg.get('method', ''))}", after_frame))
 
-cols = st.columns(len(panels) if len(panels) > 1 else [1, 1])
-selected_idx: list[int] = []
-for col, (stage, title, f) in zip(cols, panels):
-    with col:
-        st.markdown(f"**{title}**")
-        fig = scatter(f, colour if colour in f else "given", title, classes, mark_flagged, colour_of)
-        event = st.plotly_chart(fig, width="stretch", key=f"emb_chart_{stage}", on_select="rerun",
-                                selection_mode=("lasso", "box"),
-                                config={"displaylogo": False, "modeBarButtonsToRemove": ["toImage"]})
-        for row in an.selected_rows(event):
-            if 0 <= row < len(f):
-                idx = int(f["index"].iloc[row])
-                if idx not in selected_idx:
-                    selected_idx.append(idx)
-if after is None:
-    with cols[1]:
-        st.info("No *after* map: a linear probe trains only the head, so the features stay the pre-trained ones."
-                if method_kind(cfg.get("method", "")) == "lp" else
-                "The *after tuning* features of this run are missing; retrain it to draw them.",
-                icon=":material/info:")
-if ref is None and method_kind(cfg.get("method", "")) == "turn":
-    st.caption(":material/lightbulb: Train an **fft-ce** run on the same data, noise and projection split "
-               f"(*{split}*) on the Train page to add a third map: plain fine-tuning on the noisy labels, as in "
-               "the paper's Figure 2.")
+@st.fragment
+def maps() -> None:
+    """The maps and the selection: a lasso on one map reruns only this part of the page."""
+    # the latest selection on any map is the one shown on all of them
+    previous = st.session_state.get("emb_selection_by_map", {})
+    current = {stage: tuple(an.selected_rows(st.session_state.get(f"emb_chart_{stage}"))) for stage, _ in panels}
+    changed = [stage for stage in current if current[stage] != previous.get(stage, ())]
+    if changed:
+        st.session_state["emb_selected"] = list(current[changed[-1]])
+    st.session_state["emb_selection_by_map"] = current
+    selected = np.asarray(st.session_state.get("emb_selected", []), dtype=np.int64)
 
-# ------------------------------------------------------------------------------ selection
+    cols = st.columns(len(panels) if len(panels) > 1 else [1, 1])
+    for col, (stage, title) in zip(cols, panels):
+        with col:
+            st.markdown(f"**{title}**")
+            fig = map_figure(frame, stage, colour if colour in frame else "given", classes, mark_flagged,
+                             colour_of, selected)
+            st.plotly_chart(fig, width="stretch", key=f"emb_chart_{stage}", on_select="rerun",
+                            selection_mode=("lasso", "box"),
+                            config={"displaylogo": False, "modeBarButtonsToRemove": ["toImage"]})
+    if not has_after:
+        with cols[1]:
+            st.info("No *after* map: a linear probe trains only the head, so the features stay the pre-trained "
+                    "ones." if kind == "lp" else
+                    "The *after tuning* features of this run are missing; retrain it to draw them.",
+                    icon=":material/info:")
+    if ref is None and kind == "turn":
+        st.caption(":material/lightbulb: Train an **fft-ce** run on the same data, noise and projection split "
+                   f"(*{split}*) on the Train page to add a third map: plain fine-tuning on the noisy labels, as "
+                   "in the paper's Figure 2.")
+    selection_gallery(selected.tolist())
 
-st.subheader(":material/photo_library: Selected images", anchor=False)
-if not selected_idx:
-    st.caption("Draw a lasso or a box on any map (the lasso is the default tool) to see those images here, "
-               "with their labels. Double-click a map to clear its selection.")
-else:
+
+def selection_gallery(selected_idx: list[int]) -> None:
+    st.subheader(":material/photo_library: Selected images", anchor=False)
+    if not selected_idx:
+        st.caption("Draw a lasso or a box on any map (the lasso is the default tool) to highlight those samples "
+                   "on every map and see their images here. Double-click a map to clear its selection.")
+        return
     by_index = frame.set_index("index")
-    shown = selected_idx[:MAX_SELECTED_IMAGES]
-    st.caption(f"{len(selected_idx)} selected" + (f"; the first {len(shown)} are shown" if len(shown) < len(
-        selected_idx) else "") + ".")
-    try:
-        bundle = ui.run_bundle(run)
-        images = bundle.test if split == "test" else bundle.train
-    except Exception as exc:  # noqa: BLE001 - labels still show without images
-        images = None
-        st.warning(f"The images could not be loaded ({exc}); showing labels only.", icon=":material/hide_image:")
+    shown = [i for i in selected_idx if i in by_index.index][:MAX_SELECTED_IMAGES]
+    st.caption(f"{ui.fmt_int(len(selected_idx))} selected" + (
+        f"; the first {len(shown)} are shown" if len(shown) < len(selected_idx) else "") + ".")
+    images = load_images(run, split)
     for start in range(0, len(shown), IMAGES_PER_ROW):
         row_cols = st.columns(IMAGES_PER_ROW)
         for col, idx in zip(row_cols, shown[start:start + IMAGES_PER_ROW]):
-            info = by_index.loc[idx] if idx in by_index.index else None
-            given = split_samples["given_label"].iloc[idx]
-            true = split_samples["true_label"].iloc[idx]
-            lines = [f"given **{classes[given]}**"]
-            if true >= 0 and true != given:
-                lines.append(f":red[true **{classes[true]}**]")
-            if info is not None and "pred" in frame:
+            info = by_index.loc[idx]
+            lines = [f"given **{info['given']}**"]
+            if info["mislabelled"]:
+                lines.append(f":red[true **{info['true']}**]")
+            if "pred" in info:
                 lines.append(f"pred {info['pred']} · clean {info['clean_prob']:.2f}")
             with col:
                 if images is not None:
@@ -285,3 +434,28 @@ else:
                     except Exception:  # noqa: BLE001
                         st.caption(":material/hide_image:")
                 st.caption("  \n".join(lines))
+
+
+@st.fragment
+def hover_thumbnail() -> None:
+    """The hovered sample's image, sent to the floating panel; reruns alone on every hover."""
+    state = hover_bridge(key="emb_hover", data=st.session_state.get("emb_hover_data"),
+                         on_hover_change=lambda: None, height=0)
+    row = state.get("hover") if state is not None else None
+    by_index = frame.set_index("index") if row is not None else None
+    if row is None or int(row) not in by_index.index:
+        return
+    if (st.session_state.get("emb_hover_data") or {}).get("row") == int(row):
+        return
+    images = load_images(run, split)
+    if images is None:
+        return
+    info = by_index.loc[int(row)]
+    st.session_state["emb_hover_data"] = {"row": int(row), "size": HOVER_THUMB_PX,
+                                          "src": data_uri(thumb(images.load_image(int(row)), HOVER_THUMB_PX)),
+                                          "caption": describe(info)}
+    st.rerun(scope="fragment")
+
+
+maps()
+hover_thumbnail()

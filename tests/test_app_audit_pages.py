@@ -7,6 +7,7 @@ conftest.py). Decisions, the applied tau and exports are checked in the run fold
 
 from __future__ import annotations
 
+import base64
 import errno
 import io
 import json
@@ -19,7 +20,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from turn_backend import analysis as an
-from turn_backend.export import build_export, to_bytes
+from turn_backend.export import build_export, default_tau, to_bytes
 from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder
 
@@ -69,7 +70,7 @@ def flagged_total(run: Path) -> int:
 # ------------------------------------------------------------------------- empty states
 
 
-@pytest.mark.parametrize("page", ["embeddings", "threshold", "review", "export"])
+@pytest.mark.parametrize("page", ["embeddings", "threshold", "classes", "noise", "review", "export"])
 def test_empty_runs_root_shows_what_to_do(runs_root, page):
     at = app(page)
     at.run()
@@ -78,7 +79,7 @@ def test_empty_runs_root_shows_what_to_do(runs_root, page):
     assert not at.get("plotly_chart")
 
 
-@pytest.mark.parametrize("page", ["embeddings", "threshold", "review", "export"])
+@pytest.mark.parametrize("page", ["embeddings", "threshold", "classes", "noise", "review", "export"])
 def test_unfinished_run_shows_empty_state(runs_root, tiny_config, page):
     from turn_backend.runner import create_run
 
@@ -92,66 +93,84 @@ def test_unfinished_run_shows_empty_state(runs_root, tiny_config, page):
 # ----------------------------------------------------------------------------- embeddings
 
 
-def test_embeddings_renders_maps_and_colour_changes(tiny_run):
+def array(value) -> np.ndarray:
+    """A figure array as sent to the browser: a list, or plotly's base64 typed array."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+    return np.asarray(value if value is not None else [])
+
+
+def drawn_points(chart: dict) -> dict[str, list[int]]:
+    """Sample positions (customdata) per trace name of a map."""
+    return {t.get("name"): array(t["customdata"]).astype(int).tolist() for t in chart["data"] if "customdata" in t}
+
+
+def test_embeddings_maps_every_training_sample_with_flags(tiny_run):
+    """The default (train) map: every training sample once, the flagged ones overlaid, WebGL."""
     at = app("embeddings", tiny_run)
     at.run()
     assert not at.exception
     assert len(charts(at)) == 2  # before and after TURN
     titles = [m.value for m in at.markdown if m.value.startswith("**")]
     assert titles[0].startswith("**Before tuning") and titles[1].startswith("**After TURN")
-    # a test-split projection: only label colourings, and the page says why
-    assert at.selectbox(key="emb_colour").options == ["Given label", "True label"]
-    assert "training samples only" in texts(at)
-    at.selectbox(key="emb_colour").set_value("true").run()
+    assert at.selectbox(key="emb_colour").options == ["Given label", "Predicted label", "Clean probability",
+                                                      "Flagged (p ≤ τ)", "True label"]
+    folder = RunFolder(tiny_run)
+    n_train = int((folder.samples()["split"] == "train").sum())
+    flagged = set(np.flatnonzero(folder.final()["clean_prob"] <= default_tau(folder)).tolist())
+    for chart in charts(at):
+        assert {t["type"] for t in chart["data"]} == {"scattergl"}
+        points = drawn_points(chart)
+        overlay = points.pop("flagged (p ≤ τ)")
+        drawn = sorted(i for rows in points.values() for i in rows)
+        assert drawn == list(range(n_train))  # every sample exactly once, by class
+        assert set(overlay) == flagged
+    at.selectbox(key="emb_colour").set_value("clean_prob").run()
+    trace = charts(at)[0]["data"][0]
+    assert trace["marker"]["colorscale"] and trace["marker"]["cmax"] == 1
+    at.selectbox(key="emb_colour").set_value("flagged").run()
     assert not at.exception
-    assert at.session_state["emb_colour"] == "true"
+    points = drawn_points(charts(at)[0])
+    assert set(points["flagged (p ≤ τ)"]) == flagged and len(points["clean (p > τ)"]) == n_train - len(flagged)
 
 
 @pytest.fixture
-def train_split_run(tiny_run) -> Path:
-    """The tiny run with a train-split projection (synthetic coordinates for 60 samples)."""
+def test_split_run(tiny_run) -> Path:
+    """The tiny run with a test-split map (synthetic coordinates for 40 test samples)."""
     cfg = json.loads((tiny_run / "config.json").read_text())
-    cfg["projection_split"] = "train"
+    cfg["projection_split"] = "test"
     (tiny_run / "config.json").write_text(json.dumps(cfg))
     rng = np.random.default_rng(0)
-    subset = np.sort(rng.choice(200, 60, replace=False))
     proj = tiny_run / "projections"
-    np.save(proj / "train_subset.npy", subset)
-    np.save(proj / "train_before_tsne.npy", rng.normal(size=(60, 2)).astype(np.float32))
-    np.save(proj / "train_after_tsne.npy", rng.normal(size=(60, 2)).astype(np.float32))
+    np.save(proj / "test_subset.npy", np.sort(rng.choice(100, 40, replace=False)))
+    np.save(proj / "test_before_tsne.npy", rng.normal(size=(40, 2)).astype(np.float32))
+    np.save(proj / "test_after_tsne.npy", rng.normal(size=(40, 2)).astype(np.float32))
     return tiny_run
 
 
-def test_embeddings_train_split_colours_and_flagged_marks(train_split_run):
-    at = app("embeddings", train_split_run)
+def test_embeddings_test_split_offers_label_colourings_only(test_split_run):
+    at = app("embeddings", test_split_run)
     at.run()
     assert not at.exception
-    options = at.selectbox(key="emb_colour").options
-    assert options == ["Given label", "Predicted label", "Clean probability", "True label"]
-    names = [t.get("name") for t in charts(at)[0]["data"]]
-    assert "flagged (p ≤ τ)" in names  # flagged samples get their own symbol
-    symbols = [s for t in charts(at)[0]["data"] for s in (t["marker"].get("symbol") or [])
-               if isinstance(t["marker"].get("symbol"), list)]
-    assert "x" in symbols and "circle" in symbols
-    at.selectbox(key="emb_colour").set_value("clean_prob").run()
-    assert not at.exception
-    trace = charts(at)[0]["data"][0]
-    assert trace["marker"]["colorscale"] and trace["marker"]["cmax"] == 1
-    at.selectbox(key="emb_colour").set_value("pred").run()
-    assert not at.exception
+    assert at.selectbox(key="emb_colour").options == ["Given label", "True label"]
+    assert "training samples only" in texts(at)
+    assert sum(len(rows) for rows in drawn_points(charts(at)[0]).values()) == 40
 
 
-def test_embeddings_selection_shows_images(tiny_run):
+def test_embeddings_selection_on_one_map_highlights_it_on_the_others(tiny_run):
     at = app("embeddings", tiny_run)
     at.run()
     at.session_state["emb_chart_before"] = {
-        "selection": {"points": [{"customdata": [0], "curve_number": 0, "point_index": 0},
-                                 {"customdata": [5], "curve_number": 1, "point_index": 0}],
+        "selection": {"points": [{"customdata": 3, "curve_number": 0, "point_index": 0},
+                                 {"customdata": 17, "curve_number": 1, "point_index": 0}],
                       "point_indices": [0], "box": [], "lasso": []}}
     at.run()
     assert not at.exception
     assert "2 selected" in texts(at)
     assert len(at.get("image")) == 2
+    for chart in charts(at):  # both maps: exactly samples 3 and 17 are selected
+        picked = {int(array(t["customdata"])[i]) for t in chart["data"] for i in array(t.get("selectedpoints"))}
+        assert picked == {3, 17}
 
 
 def test_embeddings_third_panel_with_plain_fft_run(tiny_run, runs_root):
@@ -173,9 +192,22 @@ def test_embeddings_umap_on_demand(tiny_run):
     at.run()
     at.button_group(key="emb_method").set_value("umap").run()
     assert not at.exception
-    assert (tiny_run / "projections" / "test_before_umap.npy").exists()
-    assert (tiny_run / "projections" / "test_after_umap.npy").exists()
+    assert (tiny_run / "projections" / "train_before_umap.npy").exists()
+    assert (tiny_run / "projections" / "train_after_umap.npy").exists()
     assert len(charts(at)) == 2
+
+
+def test_embeddings_too_many_points_draw_a_density_with_flags_on_top(tiny_run, monkeypatch):
+    monkeypatch.setattr(an, "MAX_MAP_POINTS", 50)
+    at = app("embeddings", tiny_run)
+    at.run()
+    assert not at.exception
+    assert "too many to draw one by one" in texts(at)
+    chart = charts(at)[0]
+    assert [t["type"] for t in chart["data"]] == ["heatmap", "scattergl"]
+    folder = RunFolder(tiny_run)
+    flagged = set(np.flatnonzero(folder.final()["clean_prob"] <= default_tau(folder)).tolist())
+    assert set(drawn_points(chart)["flagged (p ≤ τ)"]) == flagged
 
 
 # ------------------------------------------------------------------------------ threshold

@@ -48,8 +48,9 @@ def test_run_writes_a_complete_run_folder(reference_run):
         assert metrics["seconds"][stage] > 0
     final = folder.final()
     assert final["clean_prob"].shape == (200,)
-    assert folder.projection("test", "before", "tsne").shape[1] == 2
-    assert folder.projection("test", "after", "tsne").shape == folder.projection("test", "before", "tsne").shape
+    # runs started from the CLI map every training sample, before and after tuning
+    assert folder.projection("train", "before", "tsne").shape == (200, 2)
+    assert folder.projection("train", "after", "tsne").shape == (200, 2)
     stages = [e["stage"] for e in folder.events()]
     assert stages[0] == "start" and stages[-1] == "done" and "cleanse" in stages
 
@@ -128,10 +129,16 @@ def test_demo_writes_metrics_for_turn_and_its_baselines(tmp_path):
                   cache=tmp_path / "cache")
     assert result.returncode == 0, result.stderr
     rows = json.loads((out / "metrics.json").read_text())
-    assert [r["method"] for r in rows] == ["turn", "lp-gce", "fft-ce"]
+    assert [r["method"] for r in rows] == ["turn+", "turn", "lp-gce", "fft-ce"]
     for row in rows:
         for key in ("test_acc_best", "test_acc_last", "n_train", "seconds"):
             assert row[key] is not None
         assert row["n_train"] == 200
-    turn_row = rows[0]
-    assert turn_row["n_clean"] > 0 and 0 <= turn_row["clean_purity"] <= 1
+    for turn_row in rows[:2]:
+        assert turn_row["n_clean"] > 0 and 0 <= turn_row["clean_purity"] <= 1
+    # the frozen features are extracted once (train + test) and every later method reads them
+    assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 2
+    from_cache = []
+    for row in rows:
+        from_cache += [e["from_cache"] for e in RunFolder(row["run_dir"]).events() if "from_cache" in e]
+    assert from_cache == [False, True, True, True]
