@@ -230,7 +230,12 @@ class _Images:
             from turn_backend.config import RunConfig
             from turn_backend.runner import load_run_data
 
-            bundle = load_run_data(RunConfig.from_dict(folder.config()))
+            missing = [p for p, ok in zip(self.paths, self.is_file) if not ok]
+            try:
+                bundle = load_run_data(RunConfig.from_dict(folder.config()))
+            except (ValueError, OSError) as exc:  # DatasetError is a ValueError
+                raise ExportError(f"{len(missing)} image(s) of the run can no longer be read (e.g. {missing[0]}) "
+                                  f"and its dataset could not be loaded again: {exc}. Nothing was written") from exc
             self.images = bundle.train
             self.index = {sid: i for i, sid in enumerate(bundle.train.ids)}
             lost = [p for p, ok, sid in zip(self.paths, self.is_file, self.ids)

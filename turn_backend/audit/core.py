@@ -144,10 +144,31 @@ def neighbours(features: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndar
     """
     features = _check_matrix("features", features)
     query = np.asarray(query, dtype=np.int64).reshape(-1)
-    if len(query) and (query.min() < 0 or query.max() >= len(features)):
-        raise ValueError(f"query rows must be between 0 and {len(features) - 1}")
-    normed = l2_normalise(features)
-    return knn_search(normed, normed[query], k, exclude=query, exact=True)
+    n = len(features)
+    if len(query) and (query.min() < 0 or query.max() >= n):
+        raise ValueError(f"query rows must be between 0 and {n - 1}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    # One pass over the (possibly memory-mapped) matrix, chunk by chunk: raw inner products
+    # divided by the row norms, never a normalised copy of all N x D (the app calls this per click).
+    q = l2_normalise(np.asarray(features[query]))
+    sim = np.empty((len(query), n), dtype=np.float32)
+    step = max(1, _BLOCK_FLOATS // max(features.shape[1], 1))
+    for start in range(0, n, step):
+        block = np.asarray(features[start:start + step], dtype=np.float32)
+        norms = np.linalg.norm(block, axis=1)
+        sim[:, start:start + step] = (q @ block.T) / np.where(norms > 0, norms, 1.0)
+    sim[np.arange(len(query)), query] = -np.inf  # a sample is not its own neighbour
+    kk = min(k, n - 1)
+    idx = np.full((len(query), k), -1, dtype=np.int64)
+    out = np.full((len(query), k), -np.inf, dtype=np.float32)
+    if kk > 0:
+        top = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
+        top_sim = np.take_along_axis(sim, top, axis=1)
+        order = np.argsort(-top_sim, axis=1, kind="stable")
+        idx[:, :kk] = np.take_along_axis(top, order, axis=1)
+        out[:, :kk] = np.take_along_axis(top_sim, order, axis=1)
+    return idx, out
 
 
 def content_hashes(images, progress: Progress | None = None) -> np.ndarray:
