@@ -188,6 +188,9 @@ class TurnRun:
 
     def _features(self, train: ImageSet, test: ImageSet | None):
         t0 = time.time()
+        # every run and method on the same images and model shares the cache (turn demo's four do)
+        from_cache = all(self._feature_path(s, split).exists() for s, split in ((train, "train"), (test, "test"))
+                         if s is not None)
         feats = extract_features(
             self.loaded.extractor, train, self.pre, self._feature_path(train, "train"), self.rt,
             self.config.batch_size, self.workers, self.progress("features", "Extracting train features"),
@@ -212,8 +215,9 @@ class TurnRun:
                              "check the model, its weights and its preprocessing (nothing was cached)")
         self._time("features", t0)
         if "features" not in self.folder.completed():
-            self.log("features", f"features ready: {feats.shape[0]} train x {feats.shape[1]} dims",
-                     seconds=round(time.time() - t0, 2))
+            self.log("features", f"features ready: {feats.shape[0]} train x {feats.shape[1]} dims"
+                     + (" (from the cache)" if from_cache else ""), seconds=round(time.time() - t0, 2),
+                     from_cache=from_cache)
             if self.rt.is_main:
                 self.folder.mark_completed("features")
         return feats, test_feats
