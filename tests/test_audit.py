@@ -223,3 +223,20 @@ def test_planted_duplicates_leaks_and_outliers_are_all_found(tmp_path, monkeypat
     assert exported.loc[outliers, "outlier"].all()
     assert exported.loc[leak, "test_duplicate"] == test_id[planted["leak_test"]]
     assert exported.loc[row[planted["copy_a"]], "duplicate_of"] == train.loc[row[planted["copy_b"]], "sample_id"]
+
+
+def test_indexed_search_agrees_with_the_exact_one_on_clustered_features():
+    """The large-set path (faiss over PCA-reduced features, exact re-ranking) on data with
+    structure, as image features have: the same nearest neighbour almost always, and every
+    reported similarity is the exact cosine."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(20, 256))
+    x = (centres[rng.integers(0, 20, 2000)] + 0.3 * rng.normal(size=(2000, 256))).astype(np.float32)
+    x[1500] = x[10] * 1.5  # a planted near duplicate (cosine 1)
+    exact_idx, exact_sim = knn_search(x, x, 5, exclude=np.arange(2000), exact=True)
+    idx, sim = knn_search(x, x, 5, exclude=np.arange(2000), exact=False)
+    assert (idx[:, 0] == exact_idx[:, 0]).mean() > 0.95
+    assert idx[10, 0] == 1500 and idx[1500, 0] == 10
+    normed = l2_normalise(x)
+    np.testing.assert_allclose(sim, np.einsum("qd,qkd->qk", normed, normed[idx]), atol=1e-5)
+    assert (idx != np.arange(2000)[:, None]).all()

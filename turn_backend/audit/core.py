@@ -1,9 +1,10 @@
 """The detectors of the dataset audit: pure functions over arrays (numpy in, numpy out).
 
 Every similarity here is the cosine similarity of feature vectors, i.e. the inner product
-of L2-normalised rows. Nearest-neighbour search is exact (chunked matrix products) up to
-`EXACT_MAX` base rows and goes through a faiss HNSW index above that, so that memory and
-time grow about linearly with the number of samples.
+of L2-normalised rows. Nearest-neighbour search is exact (chunked matrix products) for
+small sets; for large ones a faiss HNSW index over PCA-reduced features proposes
+candidates that are then ranked by their exact cosine, so that memory and time grow about
+linearly with the number of samples and the features are read chunk by chunk.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-# Up to this many base rows the search is an exact chunked matmul; above, a faiss index.
-EXACT_MAX = 20_000
+# Up to this many query x base pairs the search is an exact chunked matmul; above, an index.
+EXACT_PAIRS = 100_000_000
+REDUCED_DIMS = 128  # dimensions of the index's features (PCA), candidates only
+PCA_SAMPLE = 20_000  # rows the PCA basis is fitted on
 # Rows of queries x base similarities held at once in the exact search (~256 MB of float32).
 _BLOCK_FLOATS = 64 * 1024 * 1024
 
@@ -49,67 +52,111 @@ def l2_normalise(features: np.ndarray, chunk: int = 65_536) -> np.ndarray:
 
 def _exact_search(base: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarray | None,
                   progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine kNN by chunked matrix products over raw features (both normalised here)."""
+    base = l2_normalise(base)
     n, q = len(base), len(queries)
     idx = np.empty((q, k), dtype=np.int64)
     sim = np.empty((q, k), dtype=np.float32)
     step = max(1, _BLOCK_FLOATS // max(n, 1))
     for start in range(0, q, step):
         stop = min(q, start + step)
-        s = queries[start:stop] @ base.T  # (chunk, N)
+        s = l2_normalise(queries[start:stop]) @ base.T  # (chunk, N)
         if exclude is not None:
             rows = np.arange(stop - start)
             valid = exclude[start:stop] >= 0
             s[rows[valid], exclude[start:stop][valid]] = -np.inf
-        top = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (stop - start, 1))
-        top_sim = np.take_along_axis(s, top, axis=1)
-        order = np.argsort(-top_sim, axis=1, kind="stable")
-        idx[start:stop] = np.take_along_axis(top, order, axis=1)
-        sim[start:stop] = np.take_along_axis(top_sim, order, axis=1)
+        idx[start:stop], sim[start:stop] = _top_k(s, np.arange(n)[None, :].repeat(stop - start, 0), k)
         if progress is not None:
             progress(stop, q)
     return idx, sim
 
 
-def _faiss_search(base: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarray | None,
-                  progress: Progress | None, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+def _top_k(sim: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest entries of each row of sim (Q, M), with their idx, most similar first."""
+    if k < sim.shape[1]:
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        sim, idx = np.take_along_axis(sim, top, axis=1), np.take_along_axis(idx, top, axis=1)
+    order = np.argsort(-sim, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(sim, order, axis=1)
+
+
+def pca_basis(features: np.ndarray, dims: int = REDUCED_DIMS, sample: int = PCA_SAMPLE, seed: int = 0) -> np.ndarray:
+    """The top `dims` directions of the normalised features (uncentred, so inner products
+    are kept), from a seeded sample of at most `sample` rows: shape (D, min(dims, D))."""
+    n, d = features.shape
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(n, sample), replace=False))
+    x = l2_normalise(np.asarray(features[rows])).astype(np.float64)
+    values, vectors = np.linalg.eigh(x.T @ x)  # ascending
+    return np.ascontiguousarray(vectors[:, ::-1][:, :min(dims, d)], dtype=np.float32)
+
+
+def _project(features: np.ndarray, basis: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """Normalised rows projected on `basis`, (N, d) float32, chunk by chunk."""
+    out = np.empty((len(features), basis.shape[1]), dtype=np.float32)
+    for start in range(0, len(features), chunk):
+        out[start:start + chunk] = l2_normalise(features[start:start + chunk]) @ basis
+    return out
+
+
+def _indexed_search(base: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarray | None,
+                    progress: Progress | None, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine kNN for large sets: candidates from a faiss HNSW index over PCA-reduced features,
+    then exact cosine on the full features to rank them and report their similarity.
+
+    Memory: the reduced copies (N x 128 floats) and the index; the full features are read
+    chunk by chunk (a memory map stays on disk)."""
     import faiss
 
-    index = faiss.IndexHNSWFlat(base.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 64
-    index.hnsw.efSearch = max(64, 2 * (k + 1))
+    basis = pca_basis(base)
+    base_r = _project(base, basis)
     n, q = len(base), len(queries)
-    for start in range(0, n, chunk):  # one progress bar: building the index, then searching it
-        index.add(base[start:start + chunk])
+    total = n + 2 * q  # one progress bar: build, search, rescore
+    index = faiss.IndexHNSWFlat(base_r.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 64
+    wide = min(n, 3 * k + 1)  # candidates per query, re-ranked on the full features
+    index.hnsw.efSearch = max(64, 2 * wide)
+    step = 16_384
+    for start in range(0, n, step):
+        index.add(base_r[start:start + step])
         if progress is not None:
-            progress(min(n, start + chunk), n + q)
-    extra = 1 if exclude is not None else 0  # ask for one more, then drop the query itself
+            progress(min(n, start + step), total)
+    del base_r
+    cand = np.empty((q, wide), dtype=np.int64)
+    for start in range(0, q, step):
+        _, cand[start:start + step] = index.search(_project(queries[start:start + step], basis), wide)
+        if progress is not None:
+            progress(n + min(q, start + step), total)
+    del index
     idx = np.empty((q, k), dtype=np.int64)
     sim = np.empty((q, k), dtype=np.float32)
     for start in range(0, q, chunk):
         stop = min(q, start + chunk)
-        s, i = index.search(queries[start:stop], k + extra)
+        c = cand[start:stop]
+        valid = c >= 0
         if exclude is not None:
-            own = i == exclude[start:stop, None]
-            # keep the first k entries that are not the query itself (HNSW may miss it)
-            s = np.where(own, -np.inf, s)
-            order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-            i = np.take_along_axis(i, order, axis=1)
-            s = np.take_along_axis(s, order, axis=1)
-        idx[start:stop] = i[:, :k]
-        sim[start:stop] = s[:, :k]
+            valid &= c != exclude[start:stop, None]
+        qn = l2_normalise(queries[start:stop])
+        rows = np.unique(c[valid])
+        lookup = np.searchsorted(rows, np.where(valid, c, rows[0] if len(rows) else 0))
+        vecs = l2_normalise(np.asarray(base[rows])) if len(rows) else np.zeros((1, base.shape[1]), np.float32)
+        s = np.einsum("qd,qkd->qk", qn, vecs[lookup])
+        s = np.where(valid, s, -np.inf).astype(np.float32)
+        idx[start:stop], sim[start:stop] = _top_k(s, np.where(valid, c, -1), k)
         if progress is not None:
-            progress(n + stop, n + q)
+            progress(n + q + stop, total)
     return idx, sim
 
 
 def knn_search(base: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarray | None = None,
                progress: Progress | None = None, exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The k most similar base rows of every query row.
+    """The k most similar base rows of every query row, by cosine similarity.
 
-    base: (N, D) and queries: (Q, D), both L2-normalised float32 (see `l2_normalise`).
-    exclude: (Q,) int, a base row to leave out for each query (its own row when the queries
-    are the base itself; -1 for none).
-    exact: None picks by size (exact up to EXACT_MAX base rows, faiss HNSW above).
+    base: (N, D) and queries: (Q, D) raw features (float, a memory map is fine; rows are
+    normalised here chunk by chunk). exclude: (Q,) int, a base row to leave out for each
+    query (its own row when the queries are the base itself; -1 for none).
+    exact: None picks by size: chunked exact products while N * Q <= EXACT_PAIRS, else
+    candidates from a faiss index over PCA-reduced features, re-ranked exactly (a true
+    neighbour can be missed; every reported similarity is exact).
     Returns indices (Q, k) int64 and cosine similarities (Q, k) float32, most similar first.
     Where fewer than k rows exist, the missing entries have index -1 and similarity -inf.
     """
@@ -122,12 +169,10 @@ def knn_search(base: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarra
     kk = max(0, min(k, available))
     if kk == 0 or len(queries) == 0:
         return np.full((len(queries), k), -1, dtype=np.int64), np.full((len(queries), k), -np.inf, dtype=np.float32)
-    base = np.ascontiguousarray(base, dtype=np.float32)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
     if exclude is not None:
         exclude = np.asarray(exclude, dtype=np.int64)
-    use_exact = len(base) <= EXACT_MAX if exact is None else exact
-    search = _exact_search if use_exact else _faiss_search
+    use_exact = len(base) * len(queries) <= EXACT_PAIRS if exact is None else exact
+    search = _exact_search if use_exact else _indexed_search
     idx, sim = search(base, queries, kk, exclude, progress)
     if kk < k:  # pad to the requested width
         idx = np.concatenate([idx, np.full((len(idx), k - kk), -1, dtype=np.int64)], axis=1)

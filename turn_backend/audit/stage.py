@@ -26,12 +26,11 @@ import numpy as np
 import pandas as pd
 
 from turn_backend.audit.core import (
-    EXACT_MAX,
+    EXACT_PAIRS,
     content_hashes,
     exact_duplicate_of,
     exact_matches,
     knn_search,
-    l2_normalise,
     outlier_scores,
     robust_threshold,
 )
@@ -120,8 +119,8 @@ def audit_tables(
     n = len(ids)
     if not (len(labels) == len(train_hashes) == len(train_features) == n):
         raise ValueError("train ids, labels, hashes and features must have one row per sample")
-    normed = l2_normalise(train_features)
-    nn_idx, nn_sim = knn_search(normed, normed, s.k, exclude=np.arange(n), progress=step("Audit: nearest neighbours"))
+    nn_idx, nn_sim = knn_search(train_features, train_features, s.k, exclude=np.arange(n),
+                                progress=step("Audit: nearest neighbours"))
     scores = outlier_scores(nn_sim)
     cut = robust_threshold(scores, s.outlier_mads)
 
@@ -159,8 +158,7 @@ def audit_tables(
         t_ids = np.asarray(test_ids, dtype=object)
         t_labels = np.asarray(test_labels, dtype=np.int64)
         n_test = len(t_ids)
-        t_normed = l2_normalise(test_features)
-        t_idx, t_sim = knn_search(t_normed, normed, s.k_test, progress=step("Audit: train/test leaks"))
+        t_idx, t_sim = knn_search(test_features, train_features, s.k_test, progress=step("Audit: train/test leaks"))
         t_exact = exact_matches(hashes, np.asarray(test_hashes)) if test_hashes is not None else np.full(n, -1)
         has_near = (t_idx[:, 0] >= 0) & (t_sim[:, 0] >= s.threshold)
         leak = np.where(t_exact >= 0, t_exact, np.where(has_near, t_idx[:, 0], -1))
@@ -185,7 +183,7 @@ def audit_tables(
     meta = {
         "threshold": s.threshold, "floor": s.floor, "k": s.k, "k_test": s.k_test,
         "outlier_mads": s.outlier_mads, "outlier_threshold": float(cut),
-        "search": "exact" if n <= EXACT_MAX else "faiss-hnsw",
+        "search": "exact" if n * n <= EXACT_PAIRS else "faiss HNSW on PCA-128, exact re-ranking",
         "n_train": n, "n_test": n_test,
         "n_exact_duplicates": int((exact >= 0).sum()),
         "n_duplicates": int((table["duplicate_of"] != "").sum()),
