@@ -240,3 +240,22 @@ def test_indexed_search_agrees_with_the_exact_one_on_clustered_features():
     normed = l2_normalise(x)
     np.testing.assert_allclose(sim, np.einsum("qd,qkd->qk", normed, normed[idx]), atol=1e-5)
     assert (idx != np.arange(2000)[:, None]).all()
+
+
+def test_a_failing_audit_does_not_cost_the_training_run(tmp_path, monkeypatch, turn_cache_dir):
+    from conftest import make_tiny_config
+
+    from turn_backend import runner
+    from turn_backend.runfolder import RunFolder
+
+    monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "run_audit", broken)
+    runner.run_turn(make_tiny_config(method="lp-gce", lp_epochs=1, projection_methods=[]), tmp_path / "run")
+    folder = RunFolder(tmp_path / "run")
+    assert folder.status()["state"] == "done" and folder.audit() is None
+    assert any(e["message"].startswith("audit skipped: OSError") for e in folder.events())
+    assert "audit" not in folder.completed()

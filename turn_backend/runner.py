@@ -228,12 +228,17 @@ class TurnRun:
             return
         t0 = time.time()
         if self.rt.is_main:
-            meta = run_audit(self.folder.audit_dir, train, feats, test, test_feats,
-                             progress_for=lambda label: self.progress("audit", label))
-            self.folder.mark_completed("audit")
-            self.log("audit", f"audit: {meta['n_duplicates']} duplicate(s) ({meta['n_label_conflicts']} with "
-                     f"another label), {meta['n_test_duplicates']} in the test set, {meta['n_outliers']} outlier(s)",
-                     **meta)
+            try:
+                meta = run_audit(self.folder.audit_dir, train, feats, test, test_feats,
+                                 progress_for=lambda label: self.progress("audit", label))
+            except (ValueError, OSError, ImportError, MemoryError) as exc:
+                # the audit adds findings; it must not cost the user the training run
+                self.log("audit", f"audit skipped: {type(exc).__name__}: {exc}")
+            else:
+                self.folder.mark_completed("audit")
+                self.log("audit", f"audit: {meta['n_duplicates']} duplicate(s) ({meta['n_label_conflicts']} with "
+                         f"another label), {meta['n_test_duplicates']} in the test set, "
+                         f"{meta['n_outliers']} outlier(s)", **meta)
         self._time("audit", t0)
         self.rt.barrier()
 
