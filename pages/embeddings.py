@@ -49,7 +49,7 @@ export default function (component) {
   const { data, setStateValue } = component;
   const w = window;
   if (!w.__turnHover) {
-    w.__turnHover = { row: null, x: 0, y: 0, timer: null, tip: null };
+    w.__turnHover = { row: null, x: 0, y: 0, timer: null, tip: null, seen: new Map() };
     const tip = document.createElement("div");
     tip.id = "turn-hover-thumb";
     tip.style.cssText = "position:fixed;z-index:1000;display:none;pointer-events:none;background:#fff;" +
@@ -77,6 +77,7 @@ export default function (component) {
         const row = Array.isArray(pt.customdata) ? pt.customdata[0] : pt.customdata;
         h.row = row;
         clearTimeout(h.timer);
+        if (h.seen.has(row)) { h.show(h.seen.get(row)); return; }
         h.timer = setTimeout(() => h.send(row), 60);  // one request per pause, not per pixel
       });
       gd.on("plotly_unhover", () => { clearTimeout(h.timer); h.row = null; h.tip.style.display = "none"; });
@@ -84,7 +85,7 @@ export default function (component) {
   };
   attach();
   const poll = setInterval(attach, 400);  // maps are redrawn on reruns
-  if (data && data.src && data.row === h.row) {
+  h.show = (data) => {
     h.tip.innerHTML = "";
     const img = document.createElement("img");
     img.src = data.src;
@@ -97,6 +98,12 @@ export default function (component) {
     h.tip.dataset.row = String(data.row);
     h.tip.style.display = "block";
     place();
+  };
+  if (data && data.run !== h.run) { h.seen.clear(); h.run = data.run; }  // rows are per run and split
+  if (data && data.src) {
+    if (h.seen.size > 2000) h.seen.clear();
+    h.seen.set(data.row, data);
+    if (data.row === h.row) h.show(data);
   }
   return () => clearInterval(poll);
 }
@@ -438,23 +445,21 @@ def selection_gallery(selected_idx: list[int]) -> None:
 
 @st.fragment
 def hover_thumbnail() -> None:
-    """The hovered sample's image, sent to the floating panel; reruns alone on every hover."""
-    state = hover_bridge(key="emb_hover", data=st.session_state.get("emb_hover_data"),
-                         on_hover_change=lambda: None, height=0)
-    row = state.get("hover") if state is not None else None
-    by_index = frame.set_index("index") if row is not None else None
-    if row is None or int(row) not in by_index.index:
-        return
-    if (st.session_state.get("emb_hover_data") or {}).get("row") == int(row):
-        return
-    images = load_images(run, split)
-    if images is None:
-        return
-    info = by_index.loc[int(row)]
-    st.session_state["emb_hover_data"] = {"row": int(row), "size": HOVER_THUMB_PX,
-                                          "src": data_uri(thumb(images.load_image(int(row)), HOVER_THUMB_PX)),
-                                          "caption": describe(info)}
-    st.rerun(scope="fragment")
+    """The hovered sample's image for the floating panel: each hover reruns only this."""
+    row = (st.session_state.get("emb_hover") or {}).get("hover")  # set by the bridge before this rerun
+    data = st.session_state.get("emb_hover_data")
+    if (data or {}).get("run") != run_dir + split:
+        data = None  # another run or split than the last hover's
+    if row is not None and (data or {}).get("row") != int(row):
+        positions = frame["index"].to_numpy()
+        k = int(np.searchsorted(positions, int(row)))  # the frame is in split order
+        images = load_images(run, split) if k < len(positions) and positions[k] == int(row) else None
+        if images is not None:
+            data = {"row": int(row), "run": run_dir + split, "size": HOVER_THUMB_PX, "caption": describe(frame.iloc[k]),
+                    "src": data_uri(thumb(images.load_image(int(row)), HOVER_THUMB_PX))}
+            st.session_state["emb_hover_data"] = data
+    hover_bridge(key="emb_hover", data={**(data or {}), "run": run_dir + split},
+                 on_hover_change=lambda: None, height=0)
 
 
 maps()
