@@ -341,8 +341,14 @@ def run_picker() -> RunFolder | None:
         names = [r.name for r in runs]
         if current.name not in names:  # a run outside the root (set by path)
             names.insert(0, current.name)
+        # A page changed the current run (Follow it on the Train page): the picker, still
+        # showing what it showed last time, follows instead of switching back.
+        shown = st.session_state.get("sidebar_run_shown")
+        if st.session_state.get("sidebar_run_picker") == shown and shown != current.name:
+            st.session_state["sidebar_run_picker"] = current.name
         choice = st.selectbox("Run", names, index=names.index(current.name), key="sidebar_run_picker",
                               label_visibility="collapsed", help=f"Runs under {root}")
+        st.session_state["sidebar_run_shown"] = choice
         if choice != current.name:
             current = next((r for r in runs if r.name == choice), current)
             set_current_run(current)

@@ -95,10 +95,10 @@ with health:
         notes.append("no audit in this run: duplicates and outliers are not counted")
     if notes:
         st.caption(":material/info: " + "; ".join(notes) + ".")
-    shown = table.drop(columns=["class_id"])
+    shown = table.drop(columns=["class_id"] + (["confused_with"] if detection is None else []))
     event = st.dataframe(
         shown, hide_index=True, width="stretch", key="classes_table", on_select="rerun",
-        selection_mode="single-row", height=min(38 * (len(shown) + 1) + 4, 640),
+        selection_mode="single-row", height=min(35 * (len(shown) + 1) + 3, 640),
         column_config={
             "class": st.column_config.TextColumn("class", pinned=True),
             "size": st.column_config.NumberColumn("size", help="Training samples with this given label"),

@@ -221,7 +221,7 @@ if not len(index):
 
 counts = index.kind_counts()
 kinds_present = [k for k in an.FLAG_KINDS if counts[k]]
-f = st.columns([2, 2, 2.4, 1.2], vertical_alignment="bottom")
+f = st.columns([1.8, 1.8, 2.6, 1.4], vertical_alignment="bottom")
 given_filter = f[0].multiselect("Given label", names, key="review_given_filter", placeholder="All classes",
                                 on_change=first_page)
 pred_filter = f[1].multiselect("Suggested label", names, key="review_pred_filter", placeholder="All classes",
@@ -359,6 +359,8 @@ def review_grid() -> None:
         similar_panel(int(similar), codes, labels)
 
     cards(codes, labels)
+    st.caption(f"Decisions are saved in `{run.review_db.name}` inside the run folder the moment you make them; "
+               "Export applies them.")
     retrain_panel(run, len(decisions), key="review_retrain")
 
 
@@ -452,6 +454,4 @@ def card(r, focused: bool) -> None:
     st.caption(sid)
 
 
-st.caption(f"Decisions are saved in `{run.review_db.name}` inside the run folder the moment you make them; "
-           "Export applies them.")
 review_grid()

@@ -262,7 +262,12 @@ def test_new_user_trains_reviews_restarts_and_exports(browser, runs_root, tmp_pa
         names = json.loads((run.path / "classes.json").read_text())
         cards = main.locator("[class*='st-key-card_']")
         go_to(page, "Review", cards.first)
-        header = f"{flagged_after:,} of {flagged_after:,} flagged samples left to review"
+        # the queue: samples flagged at tau, and the audit's duplicates, leaks and outliers
+        from turn_backend import analysis as an
+
+        queued = len(an.ReviewIndex.for_run(an.review_inputs(run), new_tau))
+        assert queued >= flagged_after
+        header = f"{queued:,} of {queued:,} flagged samples left to review"
         main.get_by_text(header).wait_for()
         main.get_by_text(f"τ = {new_tau:.2f}").first.wait_for()
         relabel_cards = cards.filter(has=page.get_by_role("button", name="Relabel to "))
@@ -277,7 +282,7 @@ def test_new_user_trains_reviews_restarts_and_exports(browser, runs_root, tmp_pa
         button.click()
         card = main.locator(f".st-key-card_{sample_id}")
         card.get_by_text(f"Relabelled to {new_label}").wait_for(timeout=STEP_TIMEOUT_MS)
-        main.get_by_text(f"{flagged_after - 1:,} of {flagged_after:,} flagged samples left to review").wait_for()
+        main.get_by_text(f"{queued - 1:,} of {queued:,} flagged samples left to review").wait_for()
         wait_idle(page)
         assert ReviewStore(run.review_db).current()[sample_id] == ("relabel", names.index(new_label))
         screenshot(page, "05-review")
@@ -303,7 +308,7 @@ def test_new_user_trains_reviews_restarts_and_exports(browser, runs_root, tmp_pa
         wait_idle(page)
         no_exception(page)
         card.get_by_text(f"Relabelled to {new_label}").wait_for()
-        main.get_by_text(f"{flagged_after - 1:,} of {flagged_after:,} flagged samples left to review").wait_for()
+        main.get_by_text(f"{queued - 1:,} of {queued:,} flagged samples left to review").wait_for()
         main.get_by_text(f"τ = {new_tau:.2f}").first.wait_for()
         screenshot(page, "06-review-after-restart")
         lap("restart")
