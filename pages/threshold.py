@@ -100,68 +100,16 @@ index: an.ThresholdIndex = data["index"]
 cfg = run.config()
 run_tau = float(cfg.get("tau", 0.6))
 store = ReviewStore(run.review_db)
-applied = default_tau(run)
-
-# ------------------------------------------------------------------------------ controls
-
-top = st.columns([3, 1.2], vertical_alignment="bottom")
-with top[0]:
-    tau = st.slider("Clean-probability threshold τ", min_value=0.01, max_value=0.99,
-                    value=float(min(0.99, max(0.01, round(applied, 2)))), step=0.01, format="%.2f",
-                    key=f"tau_slider_{run.name}",
-                    help="A sample counts as clean when its clean probability (the posterior of the "
-                         "low-loss Gaussian of its class) is above τ; at or below τ it is flagged.")
-with top[1]:
-    if st.button("Apply τ to Review and Export", icon=":material/check:", type="primary",
-                 disabled=abs(tau - applied) < 1e-9, width="stretch", key="apply_tau",
-                 help="Stores τ with the run's review: Review lists the samples flagged at this τ and "
-                      "Export marks them."):
-        store.set_setting("tau", f"{tau:.2f}")
-        applied = float(f"{tau:.2f}")
-        st.toast(f"τ = {tau:.2f} applied to Review and Export", icon=":material/check_circle:")
-st.caption(f"Applied τ: **{applied:.2f}** (Review and Export use it) · trained with τ = {run_tau:.2f} · "
-           f"method {cfg.get('method', '?')}")
-
-# ----------------------------------------------------------------------------- numbers
-
-counts = index.counts_at(tau)
-sizes = an.selection_sizes(counts, index.class_sizes)
-n_total = len(index.clean_prob)
-n_flagged = index.flagged_at(tau)
-est_noise = index.noise_rate_at(tau)
-
+TABLE_HEIGHT = min(35 * (len(names) + 1) + 3, 430)
 try:
     run_balance = RunConfig.from_dict(cfg).turn_option("balance")
 except (ValueError, TypeError, AttributeError, KeyError):
     run_balance = "mean" if cfg.get("method") == "turn+" else "min"
 if method_kind(cfg.get("method", "turn")) != "turn":
     run_balance = None
-m = st.columns(5)
-note = dict(delta_color="off", delta_arrow="off", border=True)
-m[0].metric("Clean candidates", ui.fmt_int(int(counts.sum())), delta=f"{ui.fmt_pct(counts.sum() / max(n_total, 1))} "
-            f"of {ui.fmt_int(n_total)}", help="Samples with clean probability above τ", **note)
-m[1].metric("Flagged", ui.fmt_int(n_flagged), delta="clean probability ≤ τ",
-            help="Samples with clean probability at or below τ: Review lists them", **note)
-m[2].metric("Estimated noise rate", ui.fmt_pct(est_noise),
-            delta="no ground truth" if data["true_noise"] is None else f"true {ui.fmt_pct(data['true_noise'])}",
-            help="Fraction of the training set flagged at τ", **note)
-m[3].metric("N per class (TURN)", ui.fmt_int(sizes["N_min"]),
-            delta=f"{ui.fmt_int(sizes['total_min'])} per round" + (" · this run" if run_balance == "min" else ""),
-            help="N = min over classes of |D_clean^c|: TURN as published fine-tunes each round on N samples of "
-                 "every class", **note)
-m[4].metric("Mean size (TURN+)", ui.fmt_int(sizes["N_mean"]),
-            delta=f"{ui.fmt_int(sizes['total_mean'])} per round" + (" · this run" if run_balance == "mean" else ""),
-            help="TURN+ keeps every candidate and draws smaller classes up to the mean candidate count "
-                 f"({ui.fmt_int(sizes['unique_mean'])} distinct samples)", **note)
-if sizes["floored"]:
-    st.warning("No sample above τ in " + ", ".join(f"**{names[c]}**" for c in sizes["floored"]) +
-               ": training would fall back to its most probably clean 5% (a floor), so N stays above zero. "
-               "Lower τ to keep real candidates in every class.", icon=":material/warning:")
-
-# ------------------------------------------------------------------- per-class counts
 
 
-def per_class_figure() -> go.Figure:
+def per_class_figure(counts: np.ndarray, sizes: dict) -> go.Figure:
     flagged = index.class_sizes - counts
     fig = go.Figure()
     fig.add_bar(x=names, y=counts, name="clean (p > τ)", marker_color=CLEAN_COLOUR,
@@ -180,38 +128,6 @@ def per_class_figure() -> go.Figure:
                       legend=dict(orientation="h", y=1.1, x=0, traceorder="normal"), yaxis_title="samples",
                       bargap=0.25)
     return fig
-
-
-TABLE_HEIGHT = min(35 * (len(names) + 1) + 3, 430)
-left, right = st.columns([3, 2])
-with left:
-    st.subheader(":material/bar_chart: Clean samples per class", anchor=False)
-    st.plotly_chart(per_class_figure(), width="stretch", key="per_class_chart")
-with right:
-    st.subheader(":material/table: At this τ", anchor=False)
-    table = pd.DataFrame({
-        "class": names,
-        "samples": index.class_sizes,
-        "clean": counts,
-        "flagged": index.class_sizes - counts,
-        "clean %": np.where(index.class_sizes > 0, counts / np.maximum(index.class_sizes, 1), 0.0) * 100,
-    })
-    st.dataframe(table, hide_index=True, width="stretch", height=TABLE_HEIGHT, key="per_class_table",
-                 column_config={"clean %": st.column_config.ProgressColumn("clean %", format="%.0f%%",
-                                                                             min_value=0, max_value=100)})
-
-# ------------------------------------------------------------------------- histograms
-
-st.subheader(":material/ssid_chart: Loss histograms and the two Gaussians of each class", anchor=False)
-st.caption("Cross-entropy loss of every training sample against its given label, per class (grey bars), with "
-           "the two fitted mixture components (:green[**green**]: clean, :red[**red**]: noisy). The dashed line "
-           "is the loss at which the clean posterior falls to τ: samples to its right are flagged.")
-
-shown = list(range(len(names)))
-if len(names) > MAX_HISTOGRAMS:
-    chosen = st.multiselect("Classes to show", names, default=names[:MAX_HISTOGRAMS], key="hist_classes",
-                            max_selections=24)
-    shown = [names.index(c) for c in chosen]
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -261,74 +177,164 @@ def crossing_shapes(classes: list[int], tau: float) -> list[dict]:
     return shapes
 
 
-if shown:
-    hist_fig, hist_lock = _histogram_base(str(run.path.resolve()), _stamp(run), tuple(shown))
-    with hist_lock:
-        hist_fig.layout.shapes = crossing_shapes(shown, tau)
-        st.plotly_chart(hist_fig, width="stretch", key="hist_chart")
-    unsplit = [names[c] for c in shown if c < len(data["fits"]) and data["fits"][c].get("status") not in ("fit",)]
-    if unsplit:
-        st.caption(":material/info: No separate noisy component for " + ", ".join(unsplit) +
-                   " (too few samples, or the mixture did not separate): all its samples count as clean.")
+@st.fragment
+def tau_panel() -> None:
+    """Everything that depends on tau: moving the slider reruns only this function."""
+    applied = default_tau(run)
 
-# ------------------------------------------------------------------- detection quality
+    # ------------------------------------------------------------------------------ controls
 
-st.subheader(":material/insights: Detection quality against the true labels", anchor=False)
-if data["has_true"]:
-    sweep = data["sweep"]
-    at = sweep.iloc[int(np.argmin(np.abs(sweep["tau"].to_numpy() - tau)))]
-    q = st.columns(4)
-    q[0].metric("Precision", ui.fmt_pct(at["precision"]), help="Flagged samples whose given label is wrong",
-                border=True)
-    q[1].metric("Recall", ui.fmt_pct(at["recall"]), help="Wrongly labelled samples that are flagged", border=True)
-    q[2].metric("F1", ui.fmt_pct(at["f1"]), border=True)
-    q[3].metric("Purity of the kept set", ui.fmt_pct(at["purity"]),
-                help="Samples above τ whose given label is right", border=True)
-    fig, lock = _sweep_base(str(run.path.resolve()), _stamp(run))
-    with lock:
-        fig.layout.shapes = [dict(type="line", x0=tau, x1=tau, xref="x", y0=0, y1=1, yref="y domain",
-                                  line=dict(color="#424242", dash="dash", width=1.5))]
-        fig.layout.annotations = [dict(x=tau, y=0.02, xref="x", yref="y domain", text=f"τ = {tau:.2f}",
-                                       showarrow=False, yanchor="bottom", xanchor="left", xshift=4,
-                                       bgcolor="rgba(255,255,255,0.8)", font=dict(size=11))]
-        st.plotly_chart(fig, width="stretch", key="sweep_chart")
-else:
-    st.info("This dataset has no ground-truth labels, so precision and recall cannot be measured. "
-            "The estimated noise rate above is what the model believes.", icon=":material/info:")
+    top = st.columns([3, 1.2], vertical_alignment="bottom")
+    with top[0]:
+        tau = st.slider("Clean-probability threshold τ", min_value=0.01, max_value=0.99,
+                        value=float(min(0.99, max(0.01, round(applied, 2)))), step=0.01, format="%.2f",
+                        key=f"tau_slider_{run.name}",
+                        help="A sample counts as clean when its clean probability (the posterior of the "
+                             "low-loss Gaussian of its class) is above τ; at or below τ it is flagged.")
+    with top[1]:
+        if st.button("Apply τ to Review and Export", icon=":material/check:", type="primary",
+                     disabled=abs(tau - applied) < 1e-9, width="stretch", key="apply_tau",
+                     help="Stores τ with the run's review: Review lists the samples flagged at this τ and "
+                          "Export marks them."):
+            store.set_setting("tau", f"{tau:.2f}")
+            applied = float(f"{tau:.2f}")
+            st.toast(f"τ = {tau:.2f} applied to Review and Export", icon=":material/check_circle:")
+    st.caption(f"Applied τ: **{applied:.2f}** (Review and Export use it) · trained with τ = {run_tau:.2f} · "
+               f"method {cfg.get('method', '?')}")
 
-# ----------------------------------------------------------------------------- retrain
+    # ----------------------------------------------------------------------------- numbers
 
-st.subheader(":material/replay: Retrain step 2 at this τ", anchor=False)
-uses_tau = method_kind(cfg.get("method", "turn")) == "turn"
-st.caption("Starts a new run with the same settings and τ = "
-           f"{tau:.2f}. The pre-trained features are cached, so feature extraction is skipped and the "
-           "linear probe (step 1) takes seconds; the cleansing and fine-tuning rounds (step 2) run again. "
-           "This run stays as it is." if uses_tau else
-           f"Method {cfg.get('method')} does not use τ in training (only TURN and TURN+ cleanse), so there is "
-           "nothing to retrain; τ still decides which samples Review and Export flag.")
+    counts = index.counts_at(tau)
+    sizes = an.selection_sizes(counts, index.class_sizes)
+    n_total = len(index.clean_prob)
+    n_flagged = index.flagged_at(tau)
+    est_noise = index.noise_rate_at(tau)
 
-started = st.session_state.get("retrain_started")
-if st.button("Retrain step 2 at this τ", icon=":material/rocket_launch:", disabled=not uses_tau,
-             key="retrain_button"):
-    try:
-        from turn_backend import worker
-        from turn_backend.runner import create_run
+    m = st.columns(5)
+    note = dict(delta_color="off", delta_arrow="off", border=True)
+    m[0].metric("Clean candidates", ui.fmt_int(int(counts.sum())), delta=f"{ui.fmt_pct(counts.sum() / max(n_total, 1))} "
+                f"of {ui.fmt_int(n_total)}", help="Samples with clean probability above τ", **note)
+    m[1].metric("Flagged", ui.fmt_int(n_flagged), delta="clean probability ≤ τ",
+                help="Samples with clean probability at or below τ: Review lists them", **note)
+    m[2].metric("Estimated noise rate", ui.fmt_pct(est_noise),
+                delta="no ground truth" if data["true_noise"] is None else f"true {ui.fmt_pct(data['true_noise'])}",
+                help="Fraction of the training set flagged at τ", **note)
+    m[3].metric("N per class (TURN)", ui.fmt_int(sizes["N_min"]),
+                delta=f"{ui.fmt_int(sizes['total_min'])} per round" + (" · this run" if run_balance == "min" else ""),
+                help="N = min over classes of |D_clean^c|: TURN as published fine-tunes each round on N samples of "
+                     "every class", **note)
+    m[4].metric("Mean size (TURN+)", ui.fmt_int(sizes["N_mean"]),
+                delta=f"{ui.fmt_int(sizes['total_mean'])} per round" + (" · this run" if run_balance == "mean" else ""),
+                help="TURN+ keeps every candidate and draws smaller classes up to the mean candidate count "
+                     f"({ui.fmt_int(sizes['unique_mean'])} distinct samples)", **note)
+    if sizes["floored"]:
+        st.warning("No sample above τ in " + ", ".join(f"**{names[c]}**" for c in sizes["floored"]) +
+                   ": training would fall back to its most probably clean 5% (a floor), so N stays above zero. "
+                   "Lower τ to keep real candidates in every class.", icon=":material/warning:")
 
-        config = replace(RunConfig.from_dict(cfg), tau=float(f"{tau:.2f}"))
-        root = runs_root()
-        name = an.retrain_run_name(run.name, tau, [r.name for r in list_runs(root)] +
-                                   [p.name for p in root.iterdir()])
-        new = create_run(config, root / name)
-        worker.launch(new.path, processes=max(1, int(config.num_processes or 1)))
-        st.session_state["retrain_started"] = started = str(new.path)
-    except (ValueError, OSError, FileExistsError) as exc:
-        ui.show_error(exc, "The new run could not be started; check that the runs folder is writable.")
-if started and Path(started).parent == runs_root() and Path(started).name != run.name:
-    with st.container(border=True):
-        st.success(f"Started run **{Path(started).name}** at τ = "
-                   f"{RunFolder(started).config().get('tau', tau):.2f}. It keeps going if you close the tab.",
-                   icon=":material/rocket_launch:")
-        if st.button("Follow it on the Train page", icon=":material/arrow_forward:", key="follow_retrain"):
-            set_current_run(started)
-            st.session_state.pop("retrain_started", None)
-            ui.switch_page("train")
+    # ------------------------------------------------------------------- per-class counts
+
+    left, right = st.columns([3, 2])
+    with left:
+        st.subheader(":material/bar_chart: Clean samples per class", anchor=False)
+        st.plotly_chart(per_class_figure(counts, sizes), width="stretch", key="per_class_chart")
+    with right:
+        st.subheader(":material/table: At this τ", anchor=False)
+        table = pd.DataFrame({
+            "class": names,
+            "samples": index.class_sizes,
+            "clean": counts,
+            "flagged": index.class_sizes - counts,
+            "clean %": np.where(index.class_sizes > 0, counts / np.maximum(index.class_sizes, 1), 0.0) * 100,
+        })
+        st.dataframe(table, hide_index=True, width="stretch", height=TABLE_HEIGHT, key="per_class_table",
+                     column_config={"clean %": st.column_config.ProgressColumn("clean %", format="%.0f%%",
+                                                                                 min_value=0, max_value=100)})
+
+    # ------------------------------------------------------------------------- histograms
+
+    st.subheader(":material/ssid_chart: Loss histograms and the two Gaussians of each class", anchor=False)
+    st.caption("Cross-entropy loss of every training sample against its given label, per class (grey bars), with "
+               "the two fitted mixture components (:green[**green**]: clean, :red[**red**]: noisy). The dashed line "
+               "is the loss at which the clean posterior falls to τ: samples to its right are flagged.")
+
+    shown = list(range(len(names)))
+    if len(names) > MAX_HISTOGRAMS:
+        chosen = st.multiselect("Classes to show", names, default=names[:MAX_HISTOGRAMS], key="hist_classes",
+                                max_selections=24)
+        shown = [names.index(c) for c in chosen]
+
+    if shown:
+        hist_fig, hist_lock = _histogram_base(str(run.path.resolve()), _stamp(run), tuple(shown))
+        with hist_lock:
+            hist_fig.layout.shapes = crossing_shapes(shown, tau)
+            st.plotly_chart(hist_fig, width="stretch", key="hist_chart")
+        unsplit = [names[c] for c in shown if c < len(data["fits"]) and data["fits"][c].get("status") not in ("fit",)]
+        if unsplit:
+            st.caption(":material/info: No separate noisy component for " + ", ".join(unsplit) +
+                       " (too few samples, or the mixture did not separate): all its samples count as clean.")
+
+    # ------------------------------------------------------------------- detection quality
+
+    st.subheader(":material/insights: Detection quality against the true labels", anchor=False)
+    if data["has_true"]:
+        sweep = data["sweep"]
+        at = sweep.iloc[int(np.argmin(np.abs(sweep["tau"].to_numpy() - tau)))]
+        q = st.columns(4)
+        q[0].metric("Precision", ui.fmt_pct(at["precision"]), help="Flagged samples whose given label is wrong",
+                    border=True)
+        q[1].metric("Recall", ui.fmt_pct(at["recall"]), help="Wrongly labelled samples that are flagged", border=True)
+        q[2].metric("F1", ui.fmt_pct(at["f1"]), border=True)
+        q[3].metric("Purity of the kept set", ui.fmt_pct(at["purity"]),
+                    help="Samples above τ whose given label is right", border=True)
+        fig, lock = _sweep_base(str(run.path.resolve()), _stamp(run))
+        with lock:
+            fig.layout.shapes = [dict(type="line", x0=tau, x1=tau, xref="x", y0=0, y1=1, yref="y domain",
+                                      line=dict(color="#424242", dash="dash", width=1.5))]
+            fig.layout.annotations = [dict(x=tau, y=0.02, xref="x", yref="y domain", text=f"τ = {tau:.2f}",
+                                           showarrow=False, yanchor="bottom", xanchor="left", xshift=4,
+                                           bgcolor="rgba(255,255,255,0.8)", font=dict(size=11))]
+            st.plotly_chart(fig, width="stretch", key="sweep_chart")
+    else:
+        st.info("This dataset has no ground-truth labels, so precision and recall cannot be measured. "
+                "The estimated noise rate above is what the model believes.", icon=":material/info:")
+
+    # ----------------------------------------------------------------------------- retrain
+
+    st.subheader(":material/replay: Retrain step 2 at this τ", anchor=False)
+    uses_tau = method_kind(cfg.get("method", "turn")) == "turn"
+    st.caption("Starts a new run with the same settings and τ = "
+               f"{tau:.2f}. The pre-trained features are cached, so feature extraction is skipped and the "
+               "linear probe (step 1) takes seconds; the cleansing and fine-tuning rounds (step 2) run again. "
+               "This run stays as it is." if uses_tau else
+               f"Method {cfg.get('method')} does not use τ in training (only TURN and TURN+ cleanse), so there is "
+               "nothing to retrain; τ still decides which samples Review and Export flag.")
+
+    started = st.session_state.get("retrain_started")
+    if st.button("Retrain step 2 at this τ", icon=":material/rocket_launch:", disabled=not uses_tau,
+                 key="retrain_button"):
+        try:
+            from turn_backend import worker
+            from turn_backend.runner import create_run
+
+            config = replace(RunConfig.from_dict(cfg), tau=float(f"{tau:.2f}"))
+            root = runs_root()
+            name = an.retrain_run_name(run.name, tau, [r.name for r in list_runs(root)] +
+                                       [p.name for p in root.iterdir()])
+            new = create_run(config, root / name)
+            worker.launch(new.path, processes=max(1, int(config.num_processes or 1)))
+            st.session_state["retrain_started"] = started = str(new.path)
+        except (ValueError, OSError, FileExistsError) as exc:
+            ui.show_error(exc, "The new run could not be started; check that the runs folder is writable.")
+    if started and Path(started).parent == runs_root() and Path(started).name != run.name:
+        with st.container(border=True):
+            st.success(f"Started run **{Path(started).name}** at τ = "
+                       f"{RunFolder(started).config().get('tau', tau):.2f}. It keeps going if you close the tab.",
+                       icon=":material/rocket_launch:")
+            if st.button("Follow it on the Train page", icon=":material/arrow_forward:", key="follow_retrain"):
+                set_current_run(started)
+                st.session_state.pop("retrain_started", None)
+                ui.switch_page("train")
+
+
+tau_panel()
