@@ -8,6 +8,7 @@
     turn retrain RUN_DIR --out D   a new run on RUN_DIR's reviewed labels
     turn status RUN_DIR            where a run stands
     turn bench [--quick]           the benchmark of TURN against its baselines
+    turn bench --scale             the app at 60,000 images, timed in headless Chromium
 
 Runs execute in a worker process (several with --processes N, through torchrun); this
 command follows the run folder and draws progress bars, exactly as the app does.
@@ -106,10 +107,16 @@ def follow(run_dir: Path, quiet: bool = False) -> dict:
 
 def start_and_follow(config: RunConfig, run_dir: Path, quiet: bool = False) -> dict:
     from turn_backend.runner import create_run
-    from turn_backend.worker import launch, stop
 
     create_run(config, run_dir)
-    launch(run_dir, config.num_processes)
+    return launch_and_follow(run_dir, config.num_processes, quiet)
+
+
+def launch_and_follow(run_dir: Path, processes: int, quiet: bool = False) -> dict:
+    """Start the worker on a run folder and follow it to the end; Ctrl-C stops it (resumable)."""
+    from turn_backend.worker import launch, stop
+
+    launch(run_dir, processes)
     try:
         status = follow(run_dir, quiet)
     except KeyboardInterrupt:
@@ -151,8 +158,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from turn_backend.worker import launch, stop
-
     folder = RunFolder(args.run_dir)
     if not folder.exists():
         raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
@@ -160,13 +165,8 @@ def cmd_resume(args) -> int:
         print("run already finished")
         _print_metrics(folder.metrics())
         return 0
-    launch(folder.path, args.processes or folder.config().get("num_processes", 1))
-    try:
-        status = follow(folder.path, args.quiet)
-    except KeyboardInterrupt:
-        stop(folder.path)
-        raise CLIError(f"stopped; continue with: turn resume {args.run_dir}") from None
-    _print_metrics(_finish(folder.path, status))
+    _print_metrics(launch_and_follow(folder.path, args.processes or folder.config().get("num_processes", 1),
+                                     args.quiet))
     return 0
 
 
@@ -198,7 +198,6 @@ def cmd_export(args) -> int:
 
 def cmd_retrain(args) -> int:
     from turn_backend.retrain import create_retrain_run
-    from turn_backend.worker import launch, stop
 
     overrides = {k: v for k, v in (("method", args.method), ("tau", args.tau), ("fft_epochs", args.fft_epochs),
                                    ("lp_epochs", args.lp_epochs), ("seed", args.seed), ("device", args.device))
@@ -207,13 +206,7 @@ def cmd_retrain(args) -> int:
     source = folder.config()["retrained_from"]
     print(f"retraining on the reviewed labels of {args.run_dir}: {source['relabelled']} relabelled, "
           f"{source['removed']} removed, {source['kept']} kept")
-    launch(folder.path, folder.config().get("num_processes", 1))
-    try:
-        status = follow(folder.path, args.quiet)
-    except KeyboardInterrupt:
-        stop(folder.path)
-        raise CLIError(f"stopped; continue with: turn resume {args.out}") from None
-    _print_metrics(_finish(folder.path, status))
+    _print_metrics(launch_and_follow(folder.path, folder.config().get("num_processes", 1), args.quiet))
     print(f"run folder: {args.out}")
     return 0
 
@@ -262,6 +255,10 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.scale:
+        from turn_backend.bench.scale import main as scale_main
+
+        return scale_main(args)
     from turn_backend.bench import main as bench_main
 
     return bench_main(args)
@@ -353,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     from turn_backend.bench import add_arguments
 
     add_arguments(b)
+    b.add_argument("--scale", action="store_true",
+                   help="instead: the app at 60,000 images in headless Chromium (page and interaction times, "
+                        "peak RSS); uses --n-train, --n-test, --image-size, --out, --docs, --no-docs")
     b.set_defaults(func=cmd_bench)
     return p
 
