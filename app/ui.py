@@ -289,9 +289,14 @@ def class_names(folder: RunFolder) -> list[str]:
 @st.cache_resource(show_spinner="Loading the run's dataset…", max_entries=4)
 def _load_run_bundle(run_dir: str, config_mtime: float):
     from turn_backend.config import RunConfig
+    from turn_backend.retrain import apply_reviewed_labels
     from turn_backend.runner import load_run_data
 
-    return load_run_data(RunConfig.from_json(Path(run_dir) / "config.json"))
+    bundle = load_run_data(RunConfig.from_json(Path(run_dir) / "config.json"))
+    # a run retrained with review decisions trains without the removed samples: its
+    # training positions (what the pages index images by) are those of the reduced set
+    reviewed = apply_reviewed_labels(bundle, run_dir)
+    return bundle if reviewed is None else reviewed.bundle
 
 
 def run_bundle(folder: RunFolder):

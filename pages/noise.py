@@ -48,8 +48,9 @@ def heatmap(rates: np.ndarray, counts: np.ndarray, names: list[str]) -> go.Figur
     ))
     fig.update_layout(
         height=max(420, 42 * k + 160), margin={"l": 10, "r": 10, "t": 10, "b": 10}, clickmode="event+select",
-        xaxis={"title": "likely true class", "side": "bottom", "tickangle": -30},
-        yaxis={"title": "given label", "autorange": "reversed"}, dragmode=False,
+        # the cell markers must not pad the axes beyond the heatmap's cells
+        xaxis={"title": "likely true class", "side": "bottom", "tickangle": -30, "range": [-0.5, k - 0.5]},
+        yaxis={"title": "given label", "range": [k - 0.5, -0.5]}, dragmode=False,
     )
     return fig
 

@@ -13,6 +13,7 @@ import io
 import uuid
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 from PIL import Image
 
@@ -80,27 +81,35 @@ def _thumbnail(run_dir: str, stamp: float, i: int) -> bytes | None:
 
 @st.cache_resource(show_spinner="Loading the run's features…", max_entries=2)
 def _features(run_dir: str, stamp: float) -> np.ndarray:
-    """The features "More like this" searches: the fine-tuned model's (final/features.npy,
-    memory-mapped) or, for a run without them, the cached pre-trained ones."""
+    """The features "More like this" searches, one row per training sample: the fine-tuned
+    model's (final/features.npy, memory-mapped) or, for a run without them, the cached
+    pre-trained ones."""
     folder = RunFolder(run_dir)
     path = folder.final_dir / "features.npy"
-    if not path.exists():
-        from turn_backend.config import RunConfig
-        from turn_backend.features import feature_cache_path
-        from turn_backend.models import load_model
-        from turn_backend.models.core import Preprocess
+    if path.exists():
+        return np.load(path, mmap_mode="r")
+    from turn_backend.config import RunConfig
+    from turn_backend.features import feature_cache_path
+    from turn_backend.models import load_model
+    from turn_backend.models.core import Preprocess
+    from turn_backend.runner import load_run_data
 
-        cfg = RunConfig.from_json(folder.config_path)
-        loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
-        pre = loaded.preprocess
-        if cfg.image_size:  # as the runner sizes its inputs
-            pre = Preprocess(cfg.image_size, pre.mean, pre.std, pre.interpolation)
-        path = feature_cache_path(ui.run_bundle(folder).train, loaded.name, cfg.checkpoint, cfg.pretrained, pre,
-                                  "train")
-        if not path.exists():
-            raise FileNotFoundError("this run's features are no longer cached (the feature cache was cleared); "
-                                    "retrain the run to search by similarity")
-    return np.load(path, mmap_mode="r")
+    cfg = RunConfig.from_json(folder.config_path)
+    loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
+    pre = loaded.preprocess
+    if cfg.image_size:  # as the runner sizes its inputs
+        pre = Preprocess(cfg.image_size, pre.mean, pre.std, pre.interpolation)
+    # the cache holds the whole training set (a retrained run reuses it without its removed samples)
+    full = load_run_data(cfg).train
+    path = feature_cache_path(full, loaded.name, cfg.checkpoint, cfg.pretrained, pre, "train")
+    if not path.exists():
+        raise FileNotFoundError("this run's features are no longer cached (the feature cache was cleared); "
+                                "retrain the run to search by similarity")
+    feats = np.load(path, mmap_mode="r")
+    ids = _review_data(run_dir, stamp)["ids"]
+    if len(ids) == len(full):
+        return feats
+    return np.asarray(feats[pd.Index(full.ids).get_indexer(ids)])
 
 
 # ---------------------------------------------------------------------------------- page
@@ -221,18 +230,18 @@ if not len(index):
 
 counts = index.kind_counts()
 kinds_present = [k for k in an.FLAG_KINDS if counts[k]]
-f = st.columns([1.8, 1.8, 2.6, 1.4], vertical_alignment="bottom")
+f = st.columns([2, 2, 1.2], vertical_alignment="bottom")
 given_filter = f[0].multiselect("Given label", names, key="review_given_filter", placeholder="All classes",
                                 on_change=first_page)
 pred_filter = f[1].multiselect("Suggested label", names, key="review_pred_filter", placeholder="All classes",
                                on_change=first_page)
-kind_filter = f[2].pills("Flagged as", kinds_present, selection_mode="multi", key="review_kind_filter",
-                         format_func=lambda k: f"{an.FLAG_KINDS[k]} ({ui.fmt_int(counts[k])})", on_change=first_page,
-                         help="Why a sample is here: its clean probability is at most τ (label error), the audit "
-                              "found a duplicate with another label, the same image in the test set, or an image "
-                              "far from every class. None selected: all.")
-only_undecided = f[3].toggle("Only undecided", key="review_only_undecided", on_change=first_page,
+only_undecided = f[2].toggle("Only undecided", key="review_only_undecided", on_change=first_page,
                              help="Hide samples that already have a decision")
+kind_filter = st.pills("Flagged as", kinds_present, selection_mode="multi", key="review_kind_filter",
+                       format_func=lambda k: f"{an.FLAG_KINDS[k]} ({ui.fmt_int(counts[k])})", on_change=first_page,
+                       help="Why a sample is here: its clean probability is at most τ (label error), the audit "
+                            "found a duplicate with another label, the same image in the test set, or an image "
+                            "far from every class. None selected: all.")
 pair = st.session_state.get(PAIR_KEY)
 if pair is not None:
     p = st.columns([5, 1], vertical_alignment="center")

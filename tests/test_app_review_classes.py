@@ -348,3 +348,18 @@ def test_export_imagefolder_and_retrain_button(audited_run, tmp_path, runs_root,
     assert "torchvision.datasets.ImageFolder" in texts(at)
     at.button(key="export_retrain").click().run()
     assert (runs_root / f"{audited_run.name}-reviewed" / "reviewed_labels.parquet").exists()
+
+
+def test_a_retrained_runs_images_are_its_own_training_set(tiny_run, runs_root):
+    """The pages index images by training position; a retrained run has fewer samples."""
+    from app import ui
+    from turn_backend.retrain import create_retrain_run
+
+    ids = train_frame(tiny_run)["sample_id"].astype(str).tolist()
+    store = ReviewStore(RunFolder(tiny_run).review_db)
+    store.record(ids[3], "remove")
+    store.record(ids[7], "relabel", 9)
+    new = create_retrain_run(tiny_run, runs_root / "retrained")
+    train = ui.run_bundle(new).train
+    assert len(train) == len(ids) - 1 and ids[3] not in train.ids
+    assert train.labels[list(train.ids).index(ids[7])] == 9
