@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import ui
+from app import audit_data, ui
 from turn_backend import analysis as an
 from turn_backend.export import default_tau
 from turn_backend.runfolder import RunFolder
@@ -30,31 +30,10 @@ def open_review_for_class(name: str) -> None:
     ui.switch_page("review")
 
 
-@st.cache_data(show_spinner=False, max_entries=2048)
-def _pair_image(run_dir: str, stamp: float, split: str, i: int) -> bytes | None:
-    """A PNG thumbnail of sample i of a split, cached."""
-    import io
-
-    from PIL import Image
-
-    try:
-        bundle = ui.run_bundle(RunFolder(run_dir))
-        images = bundle.train if split == "train" else bundle.test
-        img = images.load_image(int(i))
-    except Exception:  # noqa: BLE001 - a vanished file or split: the pair still shows its ids
-        return None
-    scale = PAIR_THUMB / max(img.size)
-    resample = Image.NEAREST if max(img.size) <= 64 else Image.LANCZOS
-    img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))), resample)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _sample_lookup(run_dir: str, stamp: float) -> dict:
     """sample id -> (split, position in its split, given label)."""
-    samples = RunFolder(run_dir).samples()
+    samples = audit_data.samples(RunFolder(run_dir))
     out = {}
     for split, part in samples.groupby("split", sort=False):
         for pos, (sid, label) in enumerate(zip(part["sample_id"].astype(str), part["given_label"])):
@@ -68,16 +47,16 @@ ui.page_header("Classes", ":material/category:",
 
 run = ui.require_finished_run("Its classes can be audited")
 run_dir = str(run.path.resolve())
-stamp = run.config_path.stat().st_mtime
+stamp = audit_data.stamp(run)
 try:
-    inputs = an.review_inputs(run)
+    inputs = audit_data.review_inputs(run)
 except (ValueError, OSError, KeyError) as exc:
     ui.show_error(exc, "The run folder looks incomplete; open the Runs page and pick another run.")
     st.stop()
 names = inputs["names"]
 tau = default_tau(run)
-detection = run.detection()
-audit = run.audit()
+detection = audit_data.detection(run)
+audit = audit_data.audit(run)
 
 health, duplicates = st.tabs([":material/monitor_heart: Health", ":material/content_copy: Duplicates and leaks"])
 
@@ -159,7 +138,7 @@ with duplicates:
 
     def side(col, sid: str, split: str) -> None:
         where = lookup.get(sid)
-        image = _pair_image(run_dir, stamp, split, where[1]) if where else None
+        image = audit_data.thumbnail(run, where[1], PAIR_THUMB, split) if where else None
         if image is not None:
             col.image(image, width=PAIR_THUMB)
         label = names[where[2]] if where else "?"

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import ui
+from app import audit_data, ui
 from turn_backend import analysis as an
 from turn_backend.export import default_tau
 
@@ -63,7 +63,7 @@ if st.session_state.pop("noise_open_review", False):
     ui.switch_page("review")
 
 run = ui.require_finished_run("Its noise matrix appears")
-detection = run.detection()
+detection = audit_data.detection(run)
 if detection is None:
     ui.empty_state(f"Run **{run.name}** has no noise matrix: it was trained before the detection layer existed. "
                    "Retrain it (Threshold page, or Review's *Retrain with my decisions*) to estimate one; the "
@@ -80,7 +80,7 @@ if counts.shape != (len(names), len(names)):
 rates = an.noise_rates(counts)
 tau = default_tau(run)
 combined = detection["signals"]["combined"].to_numpy(dtype=np.float64)
-samples = run.samples()
+samples = audit_data.samples(run)
 train = samples[samples["split"] == "train"]
 
 m = st.columns(4)

@@ -9,15 +9,13 @@ fragment, so a click reruns the cards only and costs array lookups, also at 60,0
 
 from __future__ import annotations
 
-import io
 import uuid
 
 import numpy as np
 import pandas as pd
 import streamlit as st
-from PIL import Image
 
-from app import ui
+from app import audit_data, ui
 from app.retrain import retrain_panel
 from turn_backend import analysis as an
 from turn_backend.export import default_tau
@@ -28,6 +26,7 @@ PER_PAGE = 12
 CARDS_PER_ROW = 4
 THUMB = 160
 SIMILAR_K = 11  # "More like this": the sample and its 11 nearest neighbours, one grid of 12
+SIMILAR_THUMB = 96
 DECISION_BADGE = {
     "": ("gray", ":material/pending:"),
     "keep": ("green", ":material/check:"),
@@ -43,40 +42,10 @@ PAIR_KEY = "review_pair"  # (given, suggested) set by the Noise matrix page
 # ------------------------------------------------------------------------------ run data
 
 
-def _stamp(folder: RunFolder) -> float:
-    """Changes when the run's results are rewritten (a resumed run, a new detection or audit)."""
-    paths = [folder.final_dir / "clean_prob.npy", folder.final_dir / "signals.parquet",
-             folder.path / "audit" / "train.parquet"]
-    return sum(p.stat().st_mtime for p in paths if p.exists())
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _review_data(run_dir: str, stamp: float) -> dict:
-    """Everything the cards need, per training sample, read once per run."""
-    return an.review_inputs(RunFolder(run_dir))
-
-
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _review_index(run_dir: str, stamp: float, tau: float) -> an.ReviewIndex:
     """The queue, sorted once per run and tau (then every click is array slicing)."""
-    return an.ReviewIndex.for_run(_review_data(run_dir, stamp), tau)
-
-
-@st.cache_data(show_spinner=False, max_entries=4096)
-def _thumbnail(run_dir: str, stamp: float, i: int) -> bytes | None:
-    """A PNG thumbnail of training sample i (a few kB), cached across reruns and sessions."""
-    try:
-        bundle = ui.run_bundle(RunFolder(run_dir))
-        img = bundle.train.load_image(int(i))
-    except Exception:  # noqa: BLE001 - a file that vanished since training: the card still works
-        return None
-    w, h = img.size
-    scale = THUMB / max(w, h)
-    resample = Image.NEAREST if max(w, h) <= 64 else Image.LANCZOS  # keep tiny images crisp
-    img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
+    return an.ReviewIndex.for_run(audit_data.review_inputs(RunFolder(run_dir)), tau)
 
 
 @st.cache_resource(show_spinner="Loading the run's features…", max_entries=2)
@@ -106,7 +75,7 @@ def _features(run_dir: str, stamp: float) -> np.ndarray:
         raise FileNotFoundError("this run's features are no longer cached (the feature cache was cleared); "
                                 "retrain the run to search by similarity")
     feats = np.load(path, mmap_mode="r")
-    ids = _review_data(run_dir, stamp)["ids"]
+    ids = audit_data.review_inputs(folder)["ids"]
     if len(ids) == len(full):
         return feats
     return np.asarray(feats[pd.Index(full.ids).get_indexer(ids)])
@@ -120,10 +89,10 @@ ui.page_header("Review", ":material/rate_review:",
 
 run = ui.require_finished_run("There is something to review")
 run_dir = str(run.path.resolve())
-stamp = _stamp(run)
+stamp = audit_data.stamp(run)
 tau = default_tau(run)
 try:
-    data = _review_data(run_dir, stamp)
+    data = audit_data.review_inputs(run)
     index = _review_index(run_dir, stamp, round(tau, 6))
 except (ValueError, OSError, KeyError) as exc:
     ui.show_error(exc, "The run folder looks incomplete; open the Runs page and pick another run.")
@@ -290,8 +259,8 @@ def audit_chips(i: int, kinds: list[str]) -> str:
     return " ".join(chips)
 
 
-def thumb(i: int):
-    return _thumbnail(run_dir, stamp, int(i))
+def thumb(i: int, size: int = THUMB):
+    return audit_data.thumbnail(run, i, size)
 
 
 # ------------------------------------------------------------------------ more like this
@@ -319,9 +288,9 @@ def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
         for n, (j, sim) in enumerate(picks):
             sid = str(data["ids"][j])
             with cols[n % 6]:
-                image = thumb(j)
+                image = thumb(j, SIMILAR_THUMB)
                 if image is not None:
-                    st.image(image, width=96)
+                    st.image(image, width=SIMILAR_THUMB)
                 decision = an.ACTIONS_BY_CODE[int(codes[j])]
                 lab = int(labels[j])
                 st.caption(f"**{names[int(data['given'][j])]}** · p {data['clean_prob'][j]:.2f}  \n"
@@ -426,19 +395,18 @@ def card(r, focused: bool) -> None:
     badge = f":{colour}-badge[{icon} {an.decision_text(decision, dlabel if dlabel >= 0 else None, names)}]"
     if focused:
         badge += " :orange-badge[:material/keyboard: next up]"
-    st.markdown(badge)
     same = pred == given
     cp = r["clean_prob"]
-    st.markdown(f"Given **{names[given]}**  \n"
+    why = " ".join(filter(None, [audit_chips(i, r["kinds"]), signal_chips(i)]))
+    # one Markdown element per card for the text (fewer elements: a faster page at every click)
+    st.markdown(f"{badge}\n\nGiven **{names[given]}**  \n"
                 f"Suggested **{names[pred]}** ({r['pred_prob']:.0%}, {data['source']})" +
                 (" · agrees" if same else "") +
-                f"  \nClean probability **{'< 0.01' if cp < 0.005 else f'{cp:.2f}'}**")
-    why = " ".join(filter(None, [audit_chips(i, r["kinds"]), signal_chips(i)]))
-    if why:
-        st.markdown(why, help="Why this sample is here. Each detection signal's clean score (0 = surely wrong, "
-                              "1 = surely right; red at or below τ) and what the audit found: a near-duplicate "
-                              "(violet where its label differs), the same image in the test set, an outlier "
-                              "far from every class.")
+                f"  \nClean probability **{'< 0.01' if cp < 0.005 else f'{cp:.2f}'}**" +
+                (f"\n\n{why}" if why else ""),
+                help="Why this sample is here. Each detection signal's clean score (0 = surely wrong, 1 = surely "
+                     "right; red at or below τ) and what the audit found: a near-duplicate (violet where its label "
+                     "differs), the same image in the test set, an outlier far from every class." if why else None)
     st.button(f"Relabel to {names[pred]}" if not same else f"Accept: keep {names[pred]}",
               icon=":material/auto_fix_high:", key=f"accept_{sid}", on_click=record,
               args=(sid, "relabel", pred) if not same else (sid, "keep"), width="stretch",

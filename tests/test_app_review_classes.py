@@ -24,25 +24,7 @@ from turn_backend.export import default_tau
 from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder, atomic_write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT = 180
-
-
-def app(page: str, run: Path | None = None) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=TIMEOUT)
-    if run is not None:
-        at.session_state["run_dir"] = str(run)
-    return at
-
-
-def texts(at: AppTest) -> str:
-    parts = [e.value for kind in ("markdown", "caption", "info", "success", "error", "warning")
-             for e in at.get(kind)]
-    return "\n".join(str(p) for p in parts)
-
-
-def metric(at: AppTest, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
+from test_app_audit_pages import app, metric, texts  # the audit pages' AppTest helpers
 
 
 def card_keys(at: AppTest) -> list[str]:

@@ -9,72 +9,24 @@ sample, remove another -> Noise matrix (a confusion opens Review on that cell) -
 its worker (followed on the Train page until Done) -> its training set carries the new
 label and lacks the removed sample -> Compare runs shows both runs.
 
-Screenshots go to `test-artifacts/e2e-review/` (git-ignored). Skipped without Playwright
+Screenshots go to `test-artifacts/e2e/review-*.png` (git-ignored). Skipped without Playwright
 or Chromium. A few minutes on 2 busy cores, most of it the retrain.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from app_server import CHROMIUM, CHROMIUM_ARGS, REPO, AppServer, wait_idle
+from app_server import AppServer, wait_idle
 
-ARTIFACTS = REPO / "test-artifacts" / "e2e-review"
-VIEWPORT = {"width": 1400, "height": 1000}
-STEP_TIMEOUT_MS = 120_000
+# the browser fixture, page helpers and screenshots (into test-artifacts/e2e/) of the first e2e test
+from test_e2e_browser import ARTIFACTS, STEP_TIMEOUT_MS, browser, go_to, no_exception, screenshot  # noqa: F401
+
 TRAIN_TIMEOUT_S = 8 * 60
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(20 * 60)]
-
-_RENDERED_JS = """() => {
-  const charts = [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stPlotlyChart"]')];
-  const imgs = [...document.querySelectorAll('[data-testid="stMain"] img')];
-  return charts.every(c => c.querySelector('.main-svg')) && imgs.every(i => i.complete && i.naturalWidth > 0);
-}"""
-
-
-@pytest.fixture
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Python Playwright")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"needs Chromium at {CHROMIUM} (Debian package chromium)")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def no_exception(page) -> None:
-    errors = page.locator('[data-testid="stException"]')
-    assert errors.count() == 0, "the page shows a Python exception:\n" + "\n".join(errors.all_inner_texts())
-
-
-def screenshot(page, name: str) -> Path:
-    wait_idle(page)
-    page.wait_for_function(_RENDERED_JS, timeout=60_000)
-    height = page.evaluate("() => (document.querySelector('[data-testid=\"stMain\"]') || document.body).scrollHeight")
-    page.set_viewport_size({"width": VIEWPORT["width"], "height": int(min(max(height, VIEWPORT["height"]), 5000))})
-    try:
-        page.mouse.move(0, 0)
-        wait_idle(page)
-        page.wait_for_timeout(300)
-        path = ARTIFACTS / f"{name}.png"
-        page.screenshot(path=str(path))
-    finally:
-        page.set_viewport_size(VIEWPORT)
-    return path
-
-
-def go_to(page, title: str, ready) -> None:
-    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
-    ready.wait_for(timeout=STEP_TIMEOUT_MS)
-    wait_idle(page)
-    no_exception(page)
 
 
 def test_review_evidence_retrain_and_compare(browser, tiny_run, runs_root, turn_cache_dir):
@@ -84,9 +36,9 @@ def test_review_evidence_retrain_and_compare(browser, tiny_run, runs_root, turn_
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     source = RunFolder(tiny_run)
     names = json.loads((tiny_run / "classes.json").read_text())
-    server = AppServer(runs_root, ARTIFACTS / "server.log", turn_cache_dir,
+    server = AppServer(runs_root, ARTIFACTS / "review-server.log", turn_cache_dir,
                        extra_args=("--server.address", "127.0.0.1")).start()
-    context = browser.new_context(viewport=VIEWPORT)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(60_000)
     page_errors: list[str] = []
@@ -105,7 +57,7 @@ def test_review_evidence_retrain_and_compare(browser, tiny_run, runs_root, turn_
         detection = source.detection()
         if detection is not None:  # each signal's score on the card
             assert first.locator(".stMarkdownBadge", has_text="combined").count() == 1
-        screenshot(page, "01-review-why-flagged")
+        screenshot(page, "review-01-why-flagged")
 
         relabel_card = cards.filter(has=page.get_by_role("button", name="Relabel to ")).first
         relabel_id = relabel_card.locator('[data-testid="stCaptionContainer"]').last.inner_text().strip()
@@ -126,7 +78,7 @@ def test_review_evidence_retrain_and_compare(browser, tiny_run, runs_root, turn_
         # ------------------------------------------------------------ Noise matrix, Classes
         if detection is not None:
             go_to(page, "Noise matrix", main.locator('[data-testid="stPlotlyChart"]').first)
-            screenshot(page, "02-noise-matrix")
+            screenshot(page, "review-02-noise-matrix")
             top = main.get_by_role("button", name="→").first
             if top.count():
                 cell = top.inner_text().split(":")[0].strip()
@@ -139,7 +91,7 @@ def test_review_evidence_retrain_and_compare(browser, tiny_run, runs_root, turn_
                 main.get_by_role("button", name="Show all").click()
                 wait_idle(page)
         go_to(page, "Classes", main.locator('[data-testid="stDataFrame"]').first)
-        screenshot(page, "03-classes")
+        screenshot(page, "review-03-classes")
 
         # ------------------------------------------------------------ retrain with decisions
         go_to(page, "Review", cards.first)
@@ -177,12 +129,12 @@ def test_review_evidence_retrain_and_compare(browser, tiny_run, runs_root, turn_
         assert f"retrained from {source.name} with 2 decision(s)" in text
         page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stMain\"] .scatterlayer .trace')"
                                ".length >= 2", timeout=STEP_TIMEOUT_MS)
-        screenshot(page, "04-compare")
+        screenshot(page, "review-04-compare")
         assert not page_errors, page_errors
     except BaseException:
         try:
-            page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
-            (ARTIFACTS / "failure-page.txt").write_text(main.inner_text(timeout=5_000))
+            page.screenshot(path=str(ARTIFACTS / "review-failure.png"), full_page=True)
+            (ARTIFACTS / "review-failure-page.txt").write_text(main.inner_text(timeout=5_000))
         except Exception:  # noqa: BLE001 - the original failure matters more
             pass
         raise

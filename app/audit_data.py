@@ -1,0 +1,86 @@
+"""What the audit pages (Review, Classes, Noise matrix) read from a run folder, cached.
+
+Each loader is cached per run folder and a stamp of the files it reads, so a page's rerun
+(a click) reads nothing from disk, and a resumed or retrained run is read again. Thumbnails
+are small PNGs cached across reruns and sessions.
+"""
+
+from __future__ import annotations
+
+import io
+
+import streamlit as st
+from PIL import Image
+
+from app import ui
+from turn_backend import analysis as an
+from turn_backend.runfolder import RunFolder
+
+
+def stamp(folder: RunFolder) -> float:
+    """Changes when the run's results are rewritten (a resumed run, a new detection or audit)."""
+    paths = [folder.final_dir / "clean_prob.npy", folder.final_dir / "signals.parquet",
+             folder.final_dir / "noise_matrix.json", folder.audit_dir / "meta.json"]
+    return sum(p.stat().st_mtime for p in paths if p.exists())
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _review_inputs(run_dir: str, stamp: float) -> dict:
+    return an.review_inputs(RunFolder(run_dir))
+
+
+def review_inputs(folder: RunFolder) -> dict:
+    """`analysis.review_inputs` of the run (per training sample: labels, clean probability,
+    suggestion, signals, audit), read once per run."""
+    return _review_inputs(str(folder.path.resolve()), stamp(folder))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _detection(run_dir: str, stamp: float) -> dict | None:
+    return RunFolder(run_dir).detection()
+
+
+def detection(folder: RunFolder) -> dict | None:
+    """`RunFolder.detection()`, read once per run."""
+    return _detection(str(folder.path.resolve()), stamp(folder))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _audit(run_dir: str, stamp: float) -> dict | None:
+    return RunFolder(run_dir).audit()
+
+
+def audit(folder: RunFolder) -> dict | None:
+    """`RunFolder.audit()`, read once per run."""
+    return _audit(str(folder.path.resolve()), stamp(folder))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _samples(run_dir: str, stamp: float):
+    return RunFolder(run_dir).samples()
+
+
+def samples(folder: RunFolder):
+    """samples.parquet of the run, read once per run."""
+    return _samples(str(folder.path.resolve()), stamp(folder))
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _thumbnail(run_dir: str, stamp: float, split: str, i: int, size: int) -> bytes | None:
+    try:
+        bundle = ui.run_bundle(RunFolder(run_dir))
+        img = (bundle.train if split == "train" else bundle.test).load_image(int(i))
+    except Exception:  # noqa: BLE001 - a file that vanished since training: the card still works
+        return None
+    scale = size / max(img.size)
+    resample = Image.NEAREST if max(img.size) <= 64 else Image.LANCZOS  # keep tiny images crisp
+    img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))), resample)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def thumbnail(folder: RunFolder, i: int, size: int, split: str = "train") -> bytes | None:
+    """Sample i of a split as a PNG of `size` px on its longer side (a few kB); None where the
+    image cannot be read any more."""
+    return _thumbnail(str(folder.path.resolve()), stamp(folder), split, int(i), int(size))
