@@ -138,7 +138,13 @@ def test_demo_writes_metrics_for_turn_and_its_baselines(tmp_path):
         assert turn_row["n_clean"] > 0 and 0 <= turn_row["clean_purity"] <= 1
     # the frozen features are extracted once (train + test) and every later method reads them
     assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 2
-    from_cache = []
+    from_cache, maps_from_cache = [], []
     for row in rows:
-        from_cache += [e["from_cache"] for e in RunFolder(row["run_dir"]).events() if "from_cache" in e]
+        events = RunFolder(row["run_dir"]).events()
+        from_cache += [e["from_cache"] for e in events if "from_cache" in e]
+        maps_from_cache += [e["maps_from_cache"] for e in events if "maps_from_cache" in e]
     assert from_cache == [False, True, True, True]
+    # so are the maps of the pre-trained features, and each run's copy is the same map
+    assert maps_from_cache == [False, True, True, True]
+    first, last = (np.load(Path(rows[k]["run_dir"]) / "projections" / "train_before_tsne.npy") for k in (0, -1))
+    assert first.shape == (200, 2) and np.array_equal(first, last)

@@ -195,3 +195,23 @@ def test_device_preprocessing_on_cuda_matches_cpu():
     train_cpu = BatchPreprocess(pre, True, geometry=True, seed=3)(x)
     train_gpu = BatchPreprocess(pre, True, geometry=True, seed=3)(x.cuda())
     assert torch.allclose(train_gpu.cpu(), train_cpu, atol=1e-4)  # same crops and flips on any device
+
+
+def test_shared_maps_are_keyed_by_features_subset_and_seed(tmp_path, monkeypatch):
+    from turn_backend.features import before_map_files, copy_files, shared_maps_dir
+
+    monkeypatch.setenv("TURN_CACHE_DIR", str(tmp_path / "cache"))
+    features = tmp_path / "cache" / "features" / "train-abc.npy"
+    key = shared_maps_dir(features, np.arange(5), seed=0)
+    assert key == shared_maps_dir(features, np.arange(5), seed=0)
+    assert len({key, shared_maps_dir(features, np.arange(4), 0), shared_maps_dir(features, np.arange(5), 1),
+                shared_maps_dir(features.with_name("train-xyz.npy"), np.arange(5), 0)}) == 4
+    names = before_map_files("train", ["tsne", "umap"])
+    assert names == ["train_pca_before.npy", "train_before_tsne.npy", "train_before_umap.npy"]
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in names[:2]:
+        np.save(run / name, np.ones(3))
+    assert not copy_files(names, run, key) and not key.exists()  # one missing: nothing half-copied
+    np.save(run / names[2], np.zeros(3))
+    assert copy_files(names, run, key) and sorted(p.name for p in key.iterdir()) == sorted(names)

@@ -32,7 +32,7 @@ from turn_backend.engine import (
     to_device,
     train_linear_probe,
 )
-from turn_backend.features import feature_cache_path
+from turn_backend.features import before_map_files, copy_files, feature_cache_path, shared_maps_dir
 from turn_backend.losses import make_loss, per_sample_ce
 from turn_backend.models.core import Classifier, LoadedModel, Preprocess, StageHParams
 from turn_backend.models.registry import load_model
@@ -470,11 +470,20 @@ class TurnRun:
                     features["after"] = np.asarray(np.load(tuned, mmap_mode="r")[subset])
                 else:
                     features["after"] = self._model_features(model, images.subset(subset))
+            # the "before" maps are the same for every run on these features (turn demo's four)
+            shared = shared_maps_dir(self._feature_path(images, split), subset, cfg.seed)
+            before = before_map_files(split, cfg.projection_methods)
+            reused = copy_files(before, shared, folder.path / "projections")
+            if reused:
+                del features["before"]
             compute_projections(folder.path / "projections", split, subset, features, cfg.projection_methods,
                                 seed=cfg.seed, progress=self.progress("projection", "Embedding projections"))
+            if not reused:
+                copy_files(before, folder.path / "projections", shared)
             folder.mark_completed("projections")
-            self.log("projection", f"projections of {len(subset)} {split} samples ready",
-                     seconds=round(time.time() - t0, 2))
+            self.log("projection", f"projections of {len(subset)} {split} samples ready"
+                     + (" (pre-trained maps from the cache)" if reused else ""), seconds=round(time.time() - t0, 2),
+                     maps_from_cache=reused)
         self._time("projection", t0)
         self.rt.barrier()
 
