@@ -100,7 +100,8 @@ def test_export_writes_the_cleaned_label_file(reference_run, tmp_path):
     assert result.returncode == 0, result.stderr
     df = pd.read_csv(out)
     assert list(df.columns) == ["sample_id", "path", "given_label", "predicted_label", "clean_prob", "flagged",
-                                "decision", "final_label"]
+                                "decision", "final_label", "duplicate_of", "test_duplicate", "outlier",
+                                "outlier_score"]
     assert len(df) == 200
     assert (df["final_label"] == df["given_label"]).all()  # nothing reviewed yet
     assert df["flagged"].sum() == (RunFolder(reference_run).final()["clean_prob"] <= 0.6).sum()
