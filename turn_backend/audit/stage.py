@@ -38,8 +38,11 @@ from turn_backend.runfolder import atomic_write_json
 
 # Cosine similarity of pre-trained features at or above which two images count as near
 # duplicates; pairs down to FLOOR are stored so that the app can move the threshold.
-DUPLICATE_THRESHOLD = 0.97
-PAIR_FLOOR = 0.90
+# Measured on Fashion-MNIST (60k, EfficientNet-Lite0 at 48 px, docs/benchmarks.md): pairs at
+# 0.99 and above are the same product photo, 0.97-0.985 look-alikes of one kind (and already
+# 45k pairs with ~3k "label conflicts" on clean labels at 0.97, none at 0.99).
+DUPLICATE_THRESHOLD = 0.99
+PAIR_FLOOR = 0.97
 NEIGHBOURS = 10  # k of the kNN outlier score (and the near-duplicate candidates per sample)
 TEST_NEIGHBOURS = 3  # test candidates per training sample (leaks)
 OUTLIER_MADS = 4.0  # outlier: score above median + this many (scaled) MADs
@@ -119,6 +122,7 @@ def audit_tables(
     n = len(ids)
     if not (len(labels) == len(train_hashes) == len(train_features) == n):
         raise ValueError("train ids, labels, hashes and features must have one row per sample")
+    clock = {"start": time.time()}
     nn_idx, nn_sim = knn_search(train_features, train_features, s.k, exclude=np.arange(n),
                                 progress=step("Audit: nearest neighbours"))
     scores = outlier_scores(nn_sim)
@@ -158,7 +162,9 @@ def audit_tables(
         t_ids = np.asarray(test_ids, dtype=object)
         t_labels = np.asarray(test_labels, dtype=np.int64)
         n_test = len(t_ids)
+        clock["neighbours"] = time.time()
         t_idx, t_sim = knn_search(test_features, train_features, s.k_test, progress=step("Audit: train/test leaks"))
+        clock["leaks"] = time.time()
         t_exact = exact_matches(hashes, np.asarray(test_hashes)) if test_hashes is not None else np.full(n, -1)
         has_near = (t_idx[:, 0] >= 0) & (t_sim[:, 0] >= s.threshold)
         leak = np.where(t_exact >= 0, t_exact, np.where(has_near, t_idx[:, 0], -1))
@@ -180,7 +186,10 @@ def audit_tables(
              else pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
                  PAIR_COLUMNS, [object, object, object, object, float, object, bool])}))
     pairs = pairs.sort_values("similarity", ascending=False, kind="stable").reset_index(drop=True)
+    clock.setdefault("neighbours", time.time())
     meta = {
+        "seconds_neighbours": round(clock["neighbours"] - clock["start"], 3),  # train kNN + duplicates + outliers
+        "seconds_leaks": round(clock["leaks"] - clock["neighbours"], 3) if "leaks" in clock else 0.0,
         "threshold": s.threshold, "floor": s.floor, "k": s.k, "k_test": s.k_test,
         "outlier_mads": s.outlier_mads, "outlier_threshold": float(cut),
         "search": "exact" if n * n <= EXACT_PAIRS else "faiss HNSW on PCA-128, exact re-ranking",
@@ -207,11 +216,13 @@ def run_audit(out_dir: str | Path, train, train_features: np.ndarray, test=None,
     step = progress_for or (lambda label: None)
     hashes = content_hashes(train, step("Audit: hashing training images"))
     test_hashes = content_hashes(test, step("Audit: hashing test images")) if test is not None else None
+    seconds_hashes = round(time.time() - t0, 3)
     table, pairs, meta = audit_tables(
         train.ids, train.labels, hashes, train_features,
         None if test is None else test.ids, None if test is None else test.labels, test_hashes,
         test_features if test is not None else None, settings, progress_for,
     )
+    meta["seconds_hashes"] = seconds_hashes
     meta["seconds"] = round(time.time() - t0, 3)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
