@@ -29,7 +29,7 @@ from app_server import CHROMIUM, CHROMIUM_ARGS, REPO, AppServer, wait_idle
 ARTIFACTS = REPO / "test-artifacts" / "e2e"
 VIEWPORT = {"width": 1400, "height": 1000}
 EXPORT_COLUMNS = ["sample_id", "path", "given_label", "predicted_label", "clean_prob", "flagged", "decision",
-                  "final_label"]
+                  "final_label", "duplicate_of", "test_duplicate", "outlier", "outlier_score"]
 TRAIN_TIMEOUT_S = 6 * 60
 STEP_TIMEOUT_MS = 120_000  # one page load or rerun, generous for 2 shared cores
 TAU_SLIDER = "Clean-probability threshold τ"
@@ -330,7 +330,7 @@ def test_new_user_trains_reviews_restarts_and_exports(browser, runs_root, tmp_pa
         download.save_as(downloaded)
 
         out_dir = tmp_path / "exported"
-        folder_box = page.get_by_role("textbox", name="Folder")
+        folder_box = page.get_by_role("textbox", name="Folder", exact=True)
         folder_box.fill(str(out_dir))
         folder_box.press("Enter")
         wait_idle(page)
