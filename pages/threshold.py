@@ -6,7 +6,6 @@ read once per run (cached) and every slider move is a few sorted-array look-ups.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +28,63 @@ NOISY_COLOUR = "#c62828"
 FLAGGED_COLOUR = "#bdbdbd"
 TAU_COLOUR = "#1565c0"
 MAX_HISTOGRAMS = 12
+
+# Dashed lines at tau over the (unchanging) histogram and sweep charts: {container key:
+# [{xaxis, yaxis, x, color, label?}]}, placed with the chart's own axes and redrawn when
+# Plotly redraws (a resize), so a slider step changes a few divs instead of whole figures.
+TAU_LINES_JS = """
+export default function (component) {
+  const draw = (gd) => {
+    const fl = gd._fullLayout;
+    if (!fl || !gd.__tauLines) return;
+    let layer = gd.querySelector(":scope > .turn-tau-lines");
+    if (!layer) {
+      layer = document.createElement("div");
+      layer.className = "turn-tau-lines";
+      layer.style.cssText = "position:absolute;left:0;top:0;pointer-events:none;z-index:5";
+      gd.style.position = "relative";
+      gd.appendChild(layer);
+    }
+    layer.replaceChildren();
+    for (const line of gd.__tauLines) {
+      const xa = fl[line.xaxis], ya = fl[line.yaxis];
+      if (!xa || !ya || typeof xa.l2p !== "function") continue;
+      const px = xa._offset + xa.l2p(line.x);
+      const el = document.createElement("div");
+      el.className = "turn-tau-line";
+      el.dataset.x = String(line.x);
+      el.style.cssText = `position:absolute;left:${px - 1}px;top:${ya._offset}px;height:${ya._length}px;` +
+        `border-left:2px dashed ${line.color}`;
+      layer.appendChild(el);
+      if (line.label) {
+        const text = document.createElement("div");
+        text.textContent = line.label;
+        text.style.cssText = `position:absolute;left:${px + 4}px;top:${ya._offset + ya._length - 20}px;` +
+          "font:11px sans-serif;white-space:nowrap;background:rgba(255,255,255,.8);padding:0 2px";
+        layer.appendChild(text);
+      }
+    }
+  };
+  for (const [key, lines] of Object.entries(component.data || {})) {
+    const apply = () => {
+      const gd = document.querySelector(`.st-key-${key} .js-plotly-plot`);
+      if (!gd || !gd._fullLayout) return false;
+      gd.__tauLines = lines;
+      if (!gd.__tauHooked && typeof gd.on === "function") {
+        gd.__tauHooked = true;
+        gd.on("plotly_afterplot", () => draw(gd));
+      }
+      draw(gd);
+      return true;
+    };
+    if (!apply()) {  // the chart is still being drawn
+      let tries = 0;
+      const poll = setInterval(() => { if (apply() || ++tries > 100) clearInterval(poll); }, 100);
+    }
+  }
+}
+"""
+tau_lines = st.components.v2.component("turn_studio.tau_lines", js=TAU_LINES_JS)
 
 
 # ------------------------------------------------------------------------------- caching
@@ -62,7 +118,7 @@ def _threshold_data(run_dir: str, stamp: float) -> dict:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _sweep_base(run_dir: str, stamp: float) -> tuple[go.Figure, threading.Lock]:
+def _sweep_base(run_dir: str, stamp: float) -> go.Figure:
     """Precision / recall / F1 / purity over the tau grid: built once per run; tau only moves a line."""
     sweep = _threshold_data(run_dir, stamp)["sweep"]
     fig = go.Figure()
@@ -71,7 +127,7 @@ def _sweep_base(run_dir: str, stamp: float) -> tuple[go.Figure, threading.Lock]:
                         line=dict(color=colour, width=2), hovertemplate="τ %{x:.2f}: %{y:.1%}<extra></extra>")
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="τ",
                       yaxis=dict(tickformat=".0%", range=[0, 1.02]), legend=dict(orientation="h", y=1.15, x=0))
-    return fig, threading.Lock()
+    return fig
 
 
 def _stamp(folder: RunFolder) -> float:
@@ -131,12 +187,12 @@ def per_class_figure(counts: np.ndarray, sizes: dict) -> go.Figure:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _histogram_base(run_dir: str, stamp: float, classes: tuple[int, ...]) -> tuple[go.Figure, threading.Lock]:
+def _histogram_base(run_dir: str, stamp: float, classes: tuple[int, ...]) -> go.Figure:
     """The histograms and Gaussians (independent of tau), built once per run and class choice.
 
-    Building a dozen plotly subplots costs a few hundred ms; on a slider move only the
-    dashed crossing lines change (`crossing_shapes`), which costs about a millisecond. The
-    lock keeps two sessions from drawing the shared figure with each other's lines.
+    The figure never changes with tau, so the browser keeps it as drawn; the dashed lines at
+    tau are drawn over it (`tau_lines`). Redrawing a dozen subplots took most of a slider
+    step (0.5-1.5 s of the browser's time on 2 busy cores, measured).
     """
     cols = min(4, max(1, len(classes)))
     rows = -(-len(classes) // cols)
@@ -159,22 +215,20 @@ def _histogram_base(run_dir: str, stamp: float, classes: tuple[int, ...]) -> tup
                       showlegend=False)
     fig.update_xaxes(title_text=None, tickfont=dict(size=10))
     fig.update_yaxes(tickfont=dict(size=10))
-    return fig, threading.Lock()
+    return fig
 
 
-def crossing_shapes(classes: list[int], tau: float) -> list[dict]:
-    """A dashed vertical line per subplot at the loss where the clean posterior falls to tau."""
-    shapes = []
+def crossing_lines(classes: list[int], tau: float) -> list[dict]:
+    """A dashed line per subplot at the loss where the clean posterior falls to tau (for `tau_lines`)."""
+    lines = []
     for k, c in enumerate(classes):
         h = data["hists"][c]
         fit = data["fits"][c] if c < len(data["fits"]) else None
         cross = an.posterior_crossing(fit, tau, h["lo"], h["hi"]) if len(h["counts"]) else None
-        if cross is None:
-            continue
-        axis = "" if k == 0 else str(k + 1)
-        shapes.append(dict(type="line", x0=cross, x1=cross, xref=f"x{axis}", y0=0, y1=1, yref=f"y{axis} domain",
-                           line=dict(color=TAU_COLOUR, dash="dash", width=2)))
-    return shapes
+        if cross is not None:
+            axis = "" if k == 0 else str(k + 1)
+            lines.append({"xaxis": f"xaxis{axis}", "yaxis": f"yaxis{axis}", "x": cross, "color": TAU_COLOUR})
+    return lines
 
 
 @st.fragment
@@ -253,6 +307,7 @@ def tau_panel() -> None:
 
     # ------------------------------------------------------------------------- histograms
 
+    lines: dict[str, list[dict]] = {}
     st.subheader(":material/ssid_chart: Loss histograms and the two Gaussians of each class", anchor=False)
     st.caption("Cross-entropy loss of every training sample against its given label, per class (grey bars), with "
                "the two fitted mixture components (:green[**green**]: clean, :red[**red**]: noisy). The dashed line "
@@ -265,10 +320,10 @@ def tau_panel() -> None:
         shown = [names.index(c) for c in chosen]
 
     if shown:
-        hist_fig, hist_lock = _histogram_base(str(run.path.resolve()), _stamp(run), tuple(shown))
-        with hist_lock:
-            hist_fig.layout.shapes = crossing_shapes(shown, tau)
-            st.plotly_chart(hist_fig, width="stretch", key="hist_chart")
+        with st.container(key="hist_box"):
+            st.plotly_chart(_histogram_base(str(run.path.resolve()), _stamp(run), tuple(shown)), width="stretch",
+                            key="hist_chart")
+        lines["hist_box"] = crossing_lines(shown, tau)
         unsplit = [names[c] for c in shown if c < len(data["fits"]) and data["fits"][c].get("status") not in ("fit",)]
         if unsplit:
             st.caption(":material/info: No separate noisy component for " + ", ".join(unsplit) +
@@ -287,17 +342,15 @@ def tau_panel() -> None:
         q[2].metric("F1", ui.fmt_pct(at["f1"]), border=True)
         q[3].metric("Purity of the kept set", ui.fmt_pct(at["purity"]),
                     help="Samples above τ whose given label is right", border=True)
-        fig, lock = _sweep_base(str(run.path.resolve()), _stamp(run))
-        with lock:
-            fig.layout.shapes = [dict(type="line", x0=tau, x1=tau, xref="x", y0=0, y1=1, yref="y domain",
-                                      line=dict(color="#424242", dash="dash", width=1.5))]
-            fig.layout.annotations = [dict(x=tau, y=0.02, xref="x", yref="y domain", text=f"τ = {tau:.2f}",
-                                           showarrow=False, yanchor="bottom", xanchor="left", xshift=4,
-                                           bgcolor="rgba(255,255,255,0.8)", font=dict(size=11))]
-            st.plotly_chart(fig, width="stretch", key="sweep_chart")
+        with st.container(key="sweep_box"):
+            st.plotly_chart(_sweep_base(str(run.path.resolve()), _stamp(run)), width="stretch", key="sweep_chart")
+        lines["sweep_box"] = [{"xaxis": "xaxis", "yaxis": "yaxis", "x": tau, "color": "#424242",
+                               "label": f"τ = {tau:.2f}"}]
     else:
         st.info("This dataset has no ground-truth labels, so precision and recall cannot be measured. "
                 "The estimated noise rate above is what the model believes.", icon=":material/info:")
+
+    tau_lines(data=lines, key="tau_lines", height=0)
 
     # ----------------------------------------------------------------------------- retrain
 
