@@ -8,7 +8,7 @@ results in the documented formats (final/ arrays, signals.parquet, noise_matrix.
 audit with some duplicates, leaks and outliers, features for "More like this"), then
 starts `streamlit run app/main.py` and times, from the click to the moment the page has
 redrawn (script idle and the expected change on screen): each page's first render, and on
-Review the next page, Keep, Undo and a filter change. A benchmark, not a test: the numbers
+Review the next page, Keep and Undo. A benchmark, not a test: the numbers
 depend on the machine, which the report names.
 """
 
@@ -147,8 +147,6 @@ def main(argv=None) -> int:
                 add("review: keep", timed(page, keep.click, f"{sel} && {sel}.innerText.includes('Kept')"))
                 add("review: undo", timed(page, lambda: page.get_by_role("button", name="Undo last").click(),
                                           f"{sel} && {sel}.innerText.includes('Undecided')"))
-            add("review: filter (only undecided)",
-                timed(page, lambda: main_.get_by_text("Only undecided").click(), cards))
             if args.screenshots:
                 args.screenshots.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(args.screenshots / "review.png"), full_page=True)
@@ -164,7 +162,8 @@ def main(argv=None) -> int:
             browser.close()
     finally:
         server.stop()
-    machine = f"{platform.node()}: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}"
+    machine = (f"{platform.node()}: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
+               f"load average {os.getloadavg()[0]:.1f} at the end")
     print(f"\n{args.n_train:,} training samples, {machine}\n")
     print("| interaction | median (s) | min (s) | max (s) | n |\n| --- | --- | --- | --- | --- |")
     for name, values in results.items():
