@@ -83,17 +83,17 @@ with health:
             "size": st.column_config.NumberColumn("size", help="Training samples with this given label"),
             "flagged": st.column_config.NumberColumn("flagged", help=f"Clean probability ≤ τ = {tau:.2f}"),
             "noise_rate": st.column_config.ProgressColumn(
-                "est. noise rate", format="percent", min_value=0.0, max_value=1.0,
+                "noise rate", format="percent", min_value=0.0, max_value=1.0,
                 help="Share of the class whose likely true class is another (noise matrix), else the share flagged"),
-            "mean_clean_prob": st.column_config.ProgressColumn("mean clean prob.", format="%.2f", min_value=0.0,
+            "mean_clean_prob": st.column_config.ProgressColumn("mean p(clean)", format="%.2f", min_value=0.0,
                                                                max_value=1.0),
-            "confused_with": st.column_config.TextColumn("most confused with",
+            "confused_with": st.column_config.TextColumn("confused with",
                                                          help="Likely true classes of its samples, besides itself"),
             "duplicates": st.column_config.NumberColumn("duplicates", help="Samples with a near-duplicate in train"),
-            "label_conflicts": st.column_config.NumberColumn("dup. other label",
+            "label_conflicts": st.column_config.NumberColumn("conflicts",
                                                              help="Duplicates whose twin has another label"),
             "outliers": st.column_config.NumberColumn("outliers", help="Samples far from every class"),
-            "test_leaks": st.column_config.NumberColumn("test leaks", help="Samples whose image is also in test"),
+            "test_leaks": st.column_config.NumberColumn("leaks", help="Samples whose image is also in test"),
         },
     )
     rows = event.selection.rows if event else []
