@@ -240,8 +240,10 @@ def map_figure(frame: pd.DataFrame, stage: str, colour: str, classes: list[str],
             points(mask, name=name, hovertemplate=f"{name}<extra></extra>",
                    marker=dict(color=colour_cat, size=size, opacity=0.8))
     if flagged.any() and not density:
+        # thin crosses, fainter on a crowded map, so the class colours still show through
         points(flagged, name="flagged (p ≤ τ)", hovertemplate="flagged<extra></extra>",
-               marker=dict(symbol="x-thin", size=size + 2, line=dict(width=1, color="#212121"), color="#212121"))
+               marker=dict(symbol="x-thin", size=size + 2, color="#212121", opacity=0.9 if n <= 2_000 else 0.4,
+                           line=dict(width=1 if n <= 20_000 else 0.6, color="#212121")))
     fig.update_layout(
         height=PLOT_HEIGHT, dragmode="lasso", margin=dict(l=5, r=5, t=30, b=5), plot_bgcolor="rgba(0,0,0,0)",
         legend=dict(orientation="h", y=-0.02, yanchor="top", x=0, font=dict(size=11), itemsizing="constant"),
