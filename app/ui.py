@@ -290,7 +290,7 @@ def class_names(folder: RunFolder) -> list[str]:
 def _load_run_bundle(run_dir: str, config_mtime: float):
     from turn_backend.config import RunConfig
     from turn_backend.retrain import apply_reviewed_labels
-    from turn_backend.runner import load_run_data
+    from turn_backend.rundata import load_run_data  # not runner: that imports torch
 
     bundle = load_run_data(RunConfig.from_json(Path(run_dir) / "config.json"))
     # a run retrained with review decisions trains without the removed samples: its

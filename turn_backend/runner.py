@@ -40,23 +40,11 @@ from turn_backend.pipeline import default_workers, preprocessed_batches
 from turn_backend.projection import compute_projections
 from turn_backend.retrain import apply_reviewed_labels
 from turn_backend.runfolder import RunFolder, atomic_save_npy, atomic_write_json, read_json
+from turn_backend.rundata import load_run_data  # noqa: F401 - also imported from here
 
 
 class StopRequested(Exception):
     """The user pressed Stop (SIGTERM to the worker)."""
-
-
-def load_run_data(config: RunConfig) -> DatasetBundle:
-    """The dataset of a run, with its synthetic noise applied (seeded, so always the same)."""
-    from turn_backend.data.loaders import apply_label_noise, load_dataset
-
-    bundle = load_dataset(config.dataset)
-    noise = config.noise or {"kind": "none"}
-    if noise.get("kind", "none") != "none" and noise.get("rate", 0) > 0:
-        bundle, _ = apply_label_noise(
-            bundle, noise["kind"], float(noise["rate"]), int(noise.get("seed", 0)), noise.get("pairs")
-        )
-    return bundle
 
 
 def resolve_hparams(config: RunConfig, loaded: LoadedModel) -> tuple[StageHParams, StageHParams]:
