@@ -77,7 +77,7 @@ def _pick_duplicate(labels: np.ndarray, exact: np.ndarray, nn_idx: np.ndarray, n
     conflict = near_ok & (labels[np.maximum(nn_idx, 0)] != labels[:, None])
     rows = np.arange(n)
 
-    def first(mask: np.ndarray) -> np.ndarray:  # the most similar column where mask holds, else -1
+    def first(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # most similar column where mask holds
         has = mask.any(axis=1)
         col = mask.argmax(axis=1)
         return np.where(has, nn_idx[rows, col], -1), np.where(has, nn_sim[rows, col], np.nan)
