@@ -110,7 +110,7 @@ def test_retrain_refuses_bad_input_and_leaves_nothing_behind(tiny_run, runs_root
 
 
 def test_reviewed_labels_must_match_the_data(tiny_run, tiny_config):
-    from turn_backend.runner import load_run_data
+    from turn_backend.rundata import load_run_data
 
     bundle = load_run_data(tiny_config())
     assert apply_reviewed_labels(bundle, tiny_run) is None  # no snapshot: an ordinary run

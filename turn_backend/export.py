@@ -228,7 +228,7 @@ class _Images:
         self.images = None
         if not all(self.is_file):  # array data (or files gone): the run's dataset, loaded again
             from turn_backend.config import RunConfig
-            from turn_backend.runner import load_run_data
+            from turn_backend.rundata import load_run_data
 
             missing = [p for p, ok in zip(self.paths, self.is_file) if not ok]
             try:
