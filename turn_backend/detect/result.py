@@ -42,6 +42,10 @@ class DetectionResult:
     noise_rate: float
     suggested_source: str = "ensemble"
     notes: list[str] = field(default_factory=list)
+    # (N, C) out-of-fold probe and k-NN vote probabilities, for callers who want them (e.g.
+    # cleanlab's own filters); not saved with a run
+    pred_probs: np.ndarray | None = None
+    knn_probs: np.ndarray | None = None
 
     def flagged(self, tau: float = 0.6) -> np.ndarray:
         """Boolean mask of the samples whose label is probably wrong at threshold tau."""

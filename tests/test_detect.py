@@ -1,0 +1,188 @@
+"""Detection signals against hand-computed cases, the combination where single signals fail,
+and bad inputs (turn_backend.detect)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from turn_backend.cleansing import fit_clean_probability
+from turn_backend.detect import DetectionInputError, DetectionResult, detect_label_issues
+from turn_backend.detect import combine, signals
+
+
+def test_nearest_neighbours_exact_by_cosine():
+    angles = np.deg2rad([0, 10, 30, 100, 180])
+    x = np.stack([np.cos(angles), np.sin(angles)], 1) * np.array([[1], [5], [2], [1], [3]])  # norms differ
+    idx, sim = signals.nearest_neighbours(x, 2)
+    assert idx[0].tolist() == [1, 2]  # 10 and 30 degrees away
+    np.testing.assert_allclose(sim[0], np.cos(np.deg2rad([10, 30])), atol=1e-6)
+    assert idx[3].tolist() == [2, 4]  # 70 and 80 degrees away (10 degrees is 90 away)
+    assert 4 not in idx[:3, 0]  # 180 degrees: nobody's nearest
+
+
+def test_knn_label_distribution_counts_votes_and_smooths_towards_label_frequencies():
+    labels = np.array([0, 0, 1, 1])
+    neighbours = np.array([[1, 2], [0, 3], [3, 0], [2, 1]])
+    p = signals.knn_label_distribution(neighbours, labels, 2, smoothing=1.0)
+    # sample 0: votes (1, 1) + prior (0.5, 0.5) -> (1.5, 1.5) / 3
+    np.testing.assert_allclose(p[0], [0.5, 0.5])
+    # sample 2: votes (1, 1) as well; sample 3: labels of 2 and 1 -> (1, 1)
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    p0 = signals.knn_label_distribution(neighbours, labels, 2, smoothing=0.0)
+    np.testing.assert_allclose(p0, [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
+    unanimous = signals.knn_label_distribution(np.array([[1, 1], [0, 0]]), np.array([0, 0]), 2, smoothing=0.0)
+    np.testing.assert_allclose(unanimous, [[1, 0], [1, 0]])
+
+
+def test_stratified_folds_spread_every_class():
+    labels = np.repeat([0, 1, 2], [10, 5, 7])
+    fold = signals.stratified_folds(labels, 5, seed=0)
+    for c, n in ((0, 10), (1, 5), (2, 7)):
+        counts = np.bincount(fold[labels == c], minlength=5)
+        assert counts.max() - counts.min() <= 1 and counts.sum() == n
+
+
+def test_out_of_fold_probe_does_not_learn_a_sample_s_own_wrong_label():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-3, 1, (40, 5)), rng.normal(3, 1, (40, 5))])
+    labels = np.repeat([0, 1], 40)
+    labels[3] = 1  # a class-0 point labelled 1
+    p = signals.out_of_fold_probabilities(x, labels, 2, folds=4)
+    assert p.shape == (80, 2)
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    assert p[3, 1] < 0.2  # out of fold, its wrong label gets little probability
+    assert np.delete(p[np.arange(80), labels], 3).min() > 0.7
+
+
+def test_gmm_signal_is_turns_per_class_gmm_on_the_cross_entropy():
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(3), size=60)
+    labels = rng.integers(0, 3, 60)
+    expected = fit_clean_probability(-np.log(probs[np.arange(60), labels]), labels, 3).clean_prob
+    np.testing.assert_allclose(signals.gmm_clean_probability(probs, labels, 3), expected)
+
+
+def test_posterior_by_bayes_rule():
+    t = np.array([[0.8, 0.3], [0.2, 0.7]])  # P(given | true), columns sum to 1
+    p_true = np.array([[0.5, 0.5], [0.9, 0.1]])
+    post = combine.true_class_posterior(t, np.array([0, 1]), p_true)
+    # sample 0, given 0: 0.8*0.5 / (0.8*0.5 + 0.3*0.5)
+    np.testing.assert_allclose(post[0], [0.4 / 0.55, 0.15 / 0.55])
+    # sample 1, given 1: 0.7*0.1 / (0.2*0.9 + 0.7*0.1)
+    np.testing.assert_allclose(post[1, 1], 0.07 / 0.25)
+
+
+def test_em_recovers_the_flip_rates_when_the_true_posterior_is_known():
+    true = np.repeat([0, 1], 100)
+    given = true.copy()
+    given[:30] = 1  # 30% of class 0 flipped to 1, class 1 untouched
+    p_true = np.eye(2)[true]
+    t0 = np.full((2, 2), 0.5)
+    t = combine.refine_noise_matrix(t0, given, p_true)
+    np.testing.assert_allclose(t, [[0.7, 0.0], [0.3, 1.0]], atol=1e-9)
+
+
+def test_pca_reduction_keeps_shape_and_distances_of_low_rank_data():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 8)) @ rng.normal(size=(8, 64))  # rank 8 in 64 dims
+    z = signals.reduce_features(x, dims=16)
+    assert z.shape == (300, 16) and z.dtype == np.float32
+    d_x = np.linalg.norm(x[:20, None] - x[None, :20], axis=2)
+    d_z = np.linalg.norm(z[:20, None] - z[None, :20], axis=2)
+    np.testing.assert_allclose(d_z, d_x, rtol=1e-3, atol=1e-3)
+
+
+def _blobs(n_per_class, centres, spread, seed):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(c, spread, (n_per_class, len(c))) for c in centres])
+    return x, np.repeat(np.arange(len(centres)), n_per_class)
+
+
+def test_combined_finds_pair_flips_that_every_single_signal_misses_or_overflags():
+    """Look-alike pairs: classes 0 and 1 sit side by side and 40% of each is labelled as the
+    other (systematic pair flips); class 2 is clean. A classifier trained on these labels
+    learns the flips (its losses do not separate them), k-NN votes split, and cleanlab's
+    per-class thresholds miss part of them; the noise-model posterior separates them."""
+    d = 12
+    c0 = np.zeros(d)
+    c1 = np.zeros(d)
+    c1[0] = 5.0
+    c2 = np.zeros(d)
+    c2[1] = 8.0
+    x, true = _blobs(250, [c0, c1, c2], 1.0, seed=3)
+    rng = np.random.default_rng(4)
+    given = true.copy()
+    for a, b in ((0, 1), (1, 0)):
+        members = np.flatnonzero(true == a)
+        given[rng.choice(members, size=int(0.4 * len(members)), replace=False)] = b
+    noisy = given != true
+    # the in-sample classifier TURN would pass (its linear probe on the noisy labels)
+    import torch
+
+    xs = signals._standardise(torch.tensor(x, dtype=torch.float32))
+    head = signals.fit_softmax_regression(xs, torch.tensor(given), 3, l2=1 / np.sqrt(len(x)))
+    lp_probs = torch.softmax(head(xs), 1).detach().double().numpy()
+    result = detect_label_issues(x, given, 3, model_probs=lp_probs, k=15, seed=0)
+
+    def f1(flag):
+        tp = (flag & noisy).sum()
+        return 2 * tp / (flag.sum() + noisy.sum())
+
+    from cleanlab.filter import find_label_issues
+
+    singles = {
+        "gmm": f1(result.signals["gmm_lp"] <= 0.6),
+        "oof_gmm": f1(result.signals["oof_gmm"] <= 0.6),
+        "cleanlab": f1(find_label_issues(given, result.pred_probs)),
+        "knn": f1(result.knn_probs.argmax(1) != given),
+    }
+    combined = f1(result.flagged(0.6))
+    assert combined > max(singles.values()), (combined, singles)
+    # the estimated noise rate is close to the true 26.7%
+    assert abs(result.noise_rate - noisy.mean()) < 0.08
+    # a flagged wrong label mostly gets another class suggested, and that class is its true one
+    hit = np.flatnonzero(result.flagged(0.6) & noisy)
+    moved = hit[result.suggested_label[hit] != given[hit]]
+    assert len(moved) > 0.6 * len(hit)
+    assert (result.suggested_label[moved] == true[moved]).mean() > 0.95
+    # the noise matrix puts the flips in the (0, 1) and (1, 0) cells
+    counts = result.noise_counts
+    assert counts[0, 1] > 50 and counts[1, 0] > 50 and counts[2, :2].sum() < 10
+
+
+def test_result_round_trips_through_a_run_folder(tmp_path):
+    x, y = _blobs(30, [np.zeros(4), np.full(4, 4.0)], 1.0, seed=5)
+    result = detect_label_issues(x, y, 2, k=5)
+    result.save(tmp_path)
+    back = DetectionResult.load(tmp_path)
+    np.testing.assert_allclose(back.clean_prob, result.clean_prob, rtol=1e-6)
+    assert set(back.signals) == set(result.signals)
+    np.testing.assert_array_equal(back.suggested_label, result.suggested_label)
+    np.testing.assert_allclose(back.noise_counts, result.noise_counts, atol=1e-3)
+    assert DetectionResult.load(tmp_path / "missing") is None
+
+
+def test_bad_inputs_get_clear_messages():
+    x, y = _blobs(10, [np.zeros(3), np.ones(3) * 5], 1.0, seed=6)
+    bad = x.copy()
+    bad[4, 1] = np.nan
+    with pytest.raises(DetectionInputError, match="1 sample.*NaN or infinite features"):
+        detect_label_issues(bad, y, 2)
+    with pytest.raises(DetectionInputError, match="shape"):
+        detect_label_issues(x[:5], y, 2)
+    with pytest.raises(DetectionInputError, match="outside 0..1"):
+        detect_label_issues(x, np.where(y == 1, 2, 0), 2)
+    with pytest.raises(DetectionInputError, match="integer class indices"):
+        detect_label_issues(x, y.astype(float), 2)
+
+
+def test_tiny_classes_and_large_k_are_reported_not_fatal():
+    x, y = _blobs(20, [np.zeros(3), np.ones(3) * 5], 1.0, seed=7)
+    x = np.concatenate([x, [[10.0, -10.0, 0.0]]])
+    y = np.concatenate([y, [2]])  # a one-sample class
+    result = detect_label_issues(x, y, 3, k=30)
+    assert result.clean_prob[-1] == 1.0  # too few to judge: kept
+    assert any("fewer samples than folds" in n for n in result.notes)
+    assert any("no more samples than k" in n for n in result.notes)
+    assert np.isfinite(result.clean_prob).all()

@@ -1,0 +1,164 @@
+"""The combined clean probability: one calibrated number per sample from every signal.
+
+The model behind it is class-conditional label noise: the given label y~ of a sample whose
+true class is y* is drawn from T[y~, y*] = P(given = y~ | true = y*). Given an estimate
+p*(x) of P(true class | x), Bayes' rule gives the probability that the given label is right,
+
+    P(y* = y~ | x, y~) = T[y~, y~] p*_y~(x) / sum_j T[y~, j] p*_j(x),
+
+a real probability, so tau keeps its meaning (flag where it is <= tau). The steps:
+
+1. out-of-fold linear-probe probabilities and k-NN label votes both estimate P(given | x);
+   their average, through cleanlab's confident joint (`cleanlab.count.estimate_joint`),
+   gives a first noise matrix T0 and a first posterior;
+2. a second out-of-fold probe, trained on the samples that posterior calls clean, estimates
+   P(true | x) rather than P(given | x) (wrong labels barely shape it);
+3. T is refined by EM on that probe (each sample's posterior over its true class, summed per
+   given class); p* is the probe averaged with the in-sample probabilities of a noise-robust
+   classifier where one exists (TURN's LP-GCE head, or the fine-tuned model), and the
+   posterior above is the combined clean probability. The suggested label
+   is the true class with the highest posterior, and the expected (given, true) counts are
+   the estimated noise matrix.
+
+No step reads true labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from turn_backend.detect.result import DetectionResult
+from turn_backend.detect.signals import (
+    DetectionInputError,
+    check_inputs,
+    given_label_probability,
+    gmm_clean_probability,
+    knn_label_distribution,
+    nearest_neighbours,
+    out_of_fold_probabilities,
+    reduce_features,
+)
+
+EM_ITERATIONS = 10
+FIRST_PASS_TAU = 0.6  # the first posterior's cut for the clean probe's training set (the default tau)
+
+
+def noise_matrix_from_joint(joint: np.ndarray) -> np.ndarray:
+    """T[given, true] = P(given | true) from a joint P(given, true) (columns normalised)."""
+    return joint / np.clip(joint.sum(axis=0, keepdims=True), 1e-12, None)
+
+
+def true_class_posterior(noise_matrix: np.ndarray, labels: np.ndarray, p_true: np.ndarray) -> np.ndarray:
+    """(N, C) P(true = j | x, given label) proportional to T[given, j] p*_j(x)."""
+    r = noise_matrix[labels] * p_true
+    total = r.sum(axis=1, keepdims=True)
+    # where the model gives the given label's row zero mass everywhere, trust the label
+    empty = total[:, 0] <= 1e-300
+    r[empty] = 0.0
+    r[empty, labels[empty]] = 1.0
+    total[empty] = 1.0
+    return r / total
+
+
+def refine_noise_matrix(noise_matrix: np.ndarray, labels: np.ndarray, p_true: np.ndarray,
+                        iterations: int = EM_ITERATIONS) -> np.ndarray:
+    """EM for T with p* fixed: expected (given, true) counts from the posterior, columns normalised."""
+    c = noise_matrix.shape[0]
+    t = noise_matrix
+    for _ in range(iterations):
+        r = true_class_posterior(t, labels, p_true)
+        counts = np.zeros((c, c))
+        np.add.at(counts, labels, r)
+        t = noise_matrix_from_joint(counts)
+    return t
+
+
+def detect_label_issues(
+    features: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int | None = None,
+    *,
+    model_probs: np.ndarray | None = None,
+    k: int = 20,
+    folds: int = 5,
+    dims: int = 256,
+    device: str = "cpu",
+    seed: int = 0,
+) -> DetectionResult:
+    """Every signal and the combined clean probability for one labelled set.
+
+    features: (N, D) features of a (pre-trained or fine-tuned) model; a memory-mapped array works.
+    labels: (N,) given labels, integers in [0, C).
+    model_probs: (N, C) optional in-sample probabilities of a noise-robust classifier on the
+        same samples (TURN's LP-GCE head, or the fine-tuned model): adds TURN's per-class GMM
+        signal ("gmm_lp") and joins the estimate of P(true | x).
+    k: neighbours per sample for the k-NN votes (capped below N).
+    folds: folds of the out-of-fold linear probes.
+    dims: PCA dimensions the probes and the neighbour search work in.
+
+    Returns a DetectionResult; `result.flagged(tau)` is the set to review.
+    """
+    from cleanlab.count import estimate_joint
+    from cleanlab.rank import get_label_quality_scores
+
+    features = np.asarray(features) if not isinstance(features, np.ndarray) else features
+    labels, c = check_inputs(features, labels, num_classes)
+    n = len(labels)
+    if n < 2 * c:
+        raise DetectionInputError(f"detection needs at least 2 samples per class on average; got {n} for {c} classes")
+    if model_probs is not None and np.shape(model_probs) != (n, c):
+        raise DetectionInputError(f"model_probs must have shape ({n}, {c}), got {np.shape(model_probs)}")
+    notes: list[str] = []
+    counts = np.bincount(labels, minlength=c)
+    tiny = np.flatnonzero((counts > 0) & (counts < folds))
+    if len(tiny):
+        notes.append(f"class(es) {tiny.tolist()} have fewer samples than folds ({folds}): their labels are kept "
+                     "as clean, since a probe cannot learn a class it sees too few times")
+    k_eff = int(min(k, n - 1))
+    small = np.flatnonzero((counts > 0) & (counts <= k_eff))
+    if len(small):
+        notes.append(f"class(es) {small.tolist()} have no more samples than k={k_eff}: their k-NN votes cannot "
+                     "be unanimous, so that signal is weaker for them")
+
+    reduced = reduce_features(features, dims, seed)
+    p_oof = out_of_fold_probabilities(reduced, labels, c, folds=folds, seed=seed, device=device)
+    neighbours, _ = nearest_neighbours(reduced, k_eff, device=device, seed=seed)
+    p_knn = knn_label_distribution(neighbours, labels, c)
+
+    # 1. the noisy-label posterior, a first noise matrix and a first clean probability
+    p_given = (p_oof + p_knn) / 2
+    t0 = noise_matrix_from_joint(estimate_joint(labels, p_given))
+    first = given_label_posterior(t0, labels, p_given)
+    # 2. P(true | x): a probe trained on the samples that first posterior calls clean
+    # (the others keep a token weight, so every class stays learnable)
+    p_clean = out_of_fold_probabilities(reduced, labels, c, folds=folds, seed=seed + 1, device=device,
+                                        sample_weight=(first > FIRST_PASS_TAU) + 1e-3)
+    # 3. the noise matrix refined on that probe alone (the in-sample classifier has seen the
+    # noisy labels, which would pull T towards them), then the posterior with p* = the probe,
+    # averaged with the robust classifier where there is one
+    t = refine_noise_matrix(t0, labels, p_clean)
+    p_true = p_clean if model_probs is None else (p_clean + np.asarray(model_probs, dtype=np.float64)) / 2
+    posterior = true_class_posterior(t, labels, p_true)
+    clean = posterior[np.arange(n), labels]
+    clean[np.isin(labels, tiny)] = 1.0
+
+    signals = {
+        "oof_probe": get_label_quality_scores(labels, p_oof),
+        "oof_gmm": gmm_clean_probability(p_oof, labels, c, seed),
+        "knn": given_label_probability(p_knn, labels),
+    }
+    if model_probs is not None:
+        signals["gmm_lp"] = gmm_clean_probability(np.asarray(model_probs), labels, c, seed)
+    expected = np.zeros((c, c))
+    np.add.at(expected, labels, posterior)
+    return DetectionResult(
+        clean_prob=clean, signals=signals,
+        suggested_label=posterior.argmax(1), suggested_confidence=posterior.max(1),
+        noise_counts=expected, noise_rate=float(1.0 - clean.mean()), notes=notes,
+        pred_probs=p_oof, knn_probs=p_knn,
+    )
+
+
+def given_label_posterior(noise_matrix: np.ndarray, labels: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """(N,) the posterior probability that each given label is right."""
+    return true_class_posterior(noise_matrix, labels, p)[np.arange(len(labels)), labels]

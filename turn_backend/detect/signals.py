@@ -1,0 +1,225 @@
+"""Label-noise signals: pure functions, arrays in, one clean score per sample out.
+
+Every signal returns a clean score in [0, 1] (higher = the given label is more probably
+right) and never needs the true labels. Shapes: N samples, D feature dimensions, C classes.
+Labels are integers in [0, C).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from turn_backend.cleansing import fit_clean_probability
+
+
+class DetectionInputError(ValueError):
+    """Input that detection cannot work with; the message says what to fix."""
+
+
+def check_inputs(features: np.ndarray | None, labels: np.ndarray, num_classes: int | None = None) -> tuple[np.ndarray, int]:
+    """Validate labels (and features when given); returns labels as int64 and C."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not len(labels):
+        raise DetectionInputError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DetectionInputError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.min() < 0:
+        raise DetectionInputError("labels must be >= 0 (class indices)")
+    c = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+    if labels.max() >= c:
+        raise DetectionInputError(f"label {labels.max()} is outside 0..{c - 1} (num_classes={c})")
+    if c < 2:
+        raise DetectionInputError("detection needs at least 2 classes")
+    if features is not None:
+        if features.ndim != 2 or features.shape[0] != len(labels):
+            raise DetectionInputError(
+                f"features must have shape (N, D) with N = {len(labels)} labels, got {features.shape}")
+        bad = int((~np.isfinite(np.asarray(features[: min(len(features), 200_000)]))).any(axis=1).sum())
+        if bad:
+            raise DetectionInputError(
+                f"{bad} sample(s) have NaN or infinite features; check the model and its preprocessing")
+    return labels.astype(np.int64), c
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def given_label_probability(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) probability each row of `probs` gives to the sample's given label."""
+    return np.asarray(probs)[np.arange(len(labels)), labels]
+
+
+# ------------------------------------------------------------------------------ GMM on losses
+
+
+def gmm_clean_probability(probs: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0) -> np.ndarray:
+    """TURN's step 2-1 as a signal: the per-class two-component GMM posterior of the low-loss
+    component, on the cross-entropy of `probs` (N, C) against the given labels."""
+    losses = -np.log(np.clip(given_label_probability(probs, labels), 1e-12, 1.0))
+    return fit_clean_probability(losses, labels, num_classes, seed=seed).clean_prob
+
+
+# ------------------------------------------------------------------ out-of-fold linear probe
+
+
+def reduce_features(features: np.ndarray, dims: int = 256, seed: int = 0, chunk: int = 65536) -> np.ndarray:
+    """(N, min(D, dims)) float32 PCA projection of the features (centred; randomised SVD on a
+    sample of at most 50,000 rows, applied in chunks so a memory-mapped array is never copied whole).
+
+    Linear probes and neighbour search on it are several times faster than on the raw
+    features and lose little: a pre-trained model's features lie close to a low-dim subspace.
+    """
+    n, d = features.shape
+    dims = min(dims, n)  # a PCA has at most N components
+    if d <= dims:
+        return np.asarray(features, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    fit_rows = np.sort(rng.choice(n, size=min(n, 50_000), replace=False))
+    sample = torch.as_tensor(np.asarray(features[fit_rows]), dtype=torch.float32)
+    mean = sample.mean(0, keepdim=True)
+    torch.manual_seed(seed)
+    _, _, v = torch.pca_lowrank(sample - mean, q=dims, center=False, niter=4)
+    out = np.empty((n, dims), dtype=np.float32)
+    for start in range(0, n, chunk):
+        block = torch.as_tensor(np.asarray(features[start:start + chunk]), dtype=torch.float32)
+        out[start:start + chunk] = ((block - mean) @ v).numpy()
+    return out
+
+
+def _standardise(x: torch.Tensor) -> torch.Tensor:
+    mean = x.mean(0, keepdim=True)
+    std = x.std(0, keepdim=True).clamp_min(1e-6)
+    return (x - mean) / std
+
+
+def fit_softmax_regression(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
+                           weight: torch.Tensor | None = None, max_iter: int = 60) -> torch.nn.Linear:
+    """Multinomial logistic regression, full-batch L-BFGS: mean (weighted) CE + l2/2 |W|^2."""
+    head = torch.nn.Linear(x.shape[1], num_classes).to(x.device, x.dtype)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, tolerance_grad=1e-6,
+                            history_size=20, line_search_fn="strong_wolfe")
+    w = None if weight is None else weight / weight.sum()
+
+    def closure():
+        opt.zero_grad()
+        per = torch.nn.functional.cross_entropy(head(x), y, reduction="none")
+        loss = per.mean() if w is None else (per * w).sum()
+        loss = loss + 0.5 * l2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return head
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """(N,) fold index of each sample, classes spread evenly over the folds."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        fold[members] = (np.arange(len(members)) + offset) % folds
+        offset += len(members)
+    return fold
+
+
+def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, num_classes: int | None = None, *,
+                              folds: int = 5, l2: float | None = None, seed: int = 0, device: str = "cpu",
+                              sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """(N, C) out-of-fold predicted probabilities of a linear probe on the features.
+
+    Each sample is scored by a softmax regression trained (full-batch L-BFGS, in torch on
+    `device`) on the other folds, so its own, possibly wrong, label never shaped its
+    prediction. Features are standardised. `l2` defaults to 1/sqrt(N) (stronger for smaller
+    sets). `sample_weight` (N,) weights the training loss, e.g. by clean probability.
+    """
+    labels, c = check_inputs(features, labels, num_classes)
+    n = len(labels)
+    counts = np.bincount(labels, minlength=c)
+    folds = int(max(2, min(folds, n)))
+    if l2 is None:
+        l2 = 1.0 / np.sqrt(n)
+    dev = torch.device(device)
+    x = _standardise(torch.as_tensor(np.asarray(features), dtype=torch.float32, device=dev))
+    y = torch.as_tensor(labels, device=dev)
+    wt = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight, dtype=np.float32), device=dev)
+    fold = stratified_folds(labels, folds, seed)
+    out = np.zeros((n, c), dtype=np.float64)
+    torch.manual_seed(seed)
+    for k in range(folds):
+        test = np.flatnonzero(fold == k)
+        train = np.flatnonzero(fold != k)
+        if not len(test):
+            continue
+        tr = torch.as_tensor(train, device=dev)
+        head = fit_softmax_regression(x[tr], y[tr], c, l2, None if wt is None else wt[tr])
+        with torch.no_grad():
+            logits = head(x[torch.as_tensor(test, device=dev)])
+            # classes absent from the training folds cannot be predicted
+            missing = torch.as_tensor(np.bincount(labels[train], minlength=c) == 0, device=dev)
+            logits[:, missing] = -torch.inf
+            out[test] = torch.softmax(logits.double(), dim=1).cpu().numpy()
+    del counts
+    return out
+
+
+# ------------------------------------------------------------------------------ k-NN votes
+
+EXACT_KNN_MAX = 30_000  # above this many samples, an approximate index (pynndescent)
+
+
+def nearest_neighbours(features: np.ndarray, k: int, *, chunk: int = 2048, device: str = "cpu",
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) indices and cosine similarities of each sample's k nearest other samples.
+
+    Exact (chunked matrix products in torch) up to EXACT_KNN_MAX samples, an approximate
+    pynndescent index above (recall close to 1 at these k).
+    """
+    n = len(features)
+    k = int(min(k, n - 1))
+    if k < 1:
+        raise DetectionInputError("k-NN needs at least 2 samples")
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=torch.device(device))
+    x = torch.nn.functional.normalize(x, dim=1)
+    if n <= EXACT_KNN_MAX:
+        idx = np.empty((n, k), dtype=np.int64)
+        sim = np.empty((n, k), dtype=np.float32)
+        for start in range(0, n, chunk):
+            s = x[start:start + chunk] @ x.T
+            rows = torch.arange(s.shape[0], device=s.device)
+            s[rows, rows + start] = -torch.inf  # not its own neighbour
+            top = torch.topk(s, k, dim=1)
+            idx[start:start + chunk] = top.indices.cpu().numpy()
+            sim[start:start + chunk] = top.values.cpu().numpy()
+        return idx, sim
+    from pynndescent import NNDescent
+
+    data = x.cpu().numpy()
+    index = NNDescent(data, n_neighbors=k + 1, metric="cosine", random_state=seed, n_jobs=-1)
+    nbr, dist = index.neighbor_graph
+    # drop the sample itself (usually column 0; duplicates can reorder it)
+    keep = nbr != np.arange(n)[:, None]
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    nbr = np.take_along_axis(nbr, order, 1)
+    dist = np.take_along_axis(dist, order, 1)
+    return nbr.astype(np.int64), (1.0 - dist).astype(np.float32)
+
+
+def knn_label_distribution(neighbour_index: np.ndarray, labels: np.ndarray, num_classes: int,
+                           smoothing: float = 1.0) -> np.ndarray:
+    """(N, C) share of each sample's neighbours per given label (SimiFeat-style votes),
+    smoothed towards the label frequencies with `smoothing` pseudo-votes."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n, k = neighbour_index.shape
+    votes = np.zeros((n, num_classes), dtype=np.float64)
+    np.add.at(votes, (np.repeat(np.arange(n), k), labels[neighbour_index].ravel()), 1.0)
+    prior = np.bincount(labels, minlength=num_classes) / len(labels)
+    return (votes + smoothing * prior) / (k + smoothing)
