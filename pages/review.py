@@ -61,7 +61,7 @@ def _features(run_dir: str, stamp: float) -> np.ndarray:
     from turn_backend.features import feature_cache_path
     from turn_backend.models import load_model
     from turn_backend.models.core import Preprocess
-    from turn_backend.runner import load_run_data
+    from turn_backend.rundata import load_run_data
 
     cfg = RunConfig.from_json(folder.config_path)
     loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)

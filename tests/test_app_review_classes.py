@@ -345,3 +345,13 @@ def test_a_retrained_runs_images_are_its_own_training_set(tiny_run, runs_root):
     train = ui.run_bundle(new).train
     assert len(train) == len(ids) - 1 and ids[3] not in train.ids
     assert train.labels[list(train.ids).index(ids[7])] == 9
+
+
+def test_more_like_this_on_a_run_without_fine_tuned_features(old_run):
+    """Older runs have no final/features.npy: the search uses the run's cached pre-trained features."""
+    at = app("review", old_run)
+    at.session_state["review_similar"] = 5
+    at.run()
+    assert not at.exception and not at.error
+    picks = [c for c in at.checkbox if c.key and c.key.startswith("similar_pick_5_")]
+    assert len(picks) == 12 and picks[0].label == train_frame(old_run)["sample_id"].astype(str)[5]
