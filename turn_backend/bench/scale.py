@@ -69,6 +69,18 @@ IDLE_JS = """([settle, grace]) => {
 }"""
 
 
+# Page position and sample of point i of trace t of the first map (Embeddings).
+POINT_JS = """([t, i]) => {
+  const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+  const fl = gd._fullLayout, tr = gd._fullData[t], box = gd.getBoundingClientRect();
+  return {x: box.left + fl._size.l + fl.xaxis.d2p(tr.x[i]), y: box.top + fl._size.t + fl.yaxis.d2p(tr.y[i])};
+}"""
+THUMB_JS = """(before) => {
+  const tip = document.getElementById('turn-hover-thumb'), img = tip && tip.querySelector('img');
+  return !!(tip && tip.style.display === 'block' && tip.dataset.row !== before && img && img.complete);
+}"""
+
+
 @dataclass
 class Timing:
     page: str
@@ -174,6 +186,18 @@ def timed(page, action, timeout_s: float = 300) -> tuple[float, bool]:
     return result["ms"] / 1000, bool(result["rerun"])
 
 
+def hover_seconds(page, trace: int, i: int, timeout_s: float = 300) -> float:
+    """Seconds from moving the mouse onto a map point until its thumbnail is shown."""
+    before = page.evaluate("() => { const t = document.getElementById('turn-hover-thumb'); "
+                           "return t ? String(t.dataset.row) : ''; }")
+    point = page.evaluate(POINT_JS, [trace, i])
+    page.mouse.move(point["x"] - 30, point["y"] - 30)
+    t0 = time.perf_counter()
+    page.mouse.move(point["x"], point["y"])
+    page.wait_for_function(THUMB_JS, arg=before, polling="raf", timeout=timeout_s * 1000)
+    return time.perf_counter() - t0
+
+
 def drive(url: str, shots: Path | None, log) -> list[Timing]:
     """Every page's first render and the listed interactions, in one browser session."""
     try:
@@ -206,6 +230,11 @@ def drive(url: str, shots: Path | None, log) -> list[Timing]:
                 record(name, "first render", [seconds], GOAL_FIRST_RENDER_S)
                 if shots is not None:
                     page.screenshot(path=str(shots / f"scale-{name.lower()}.png"))
+                if name == "Embeddings":
+                    record(name, "hover: first thumbnail", [hover_seconds(page, 0, 0)], GOAL_INTERACTION_S,
+                           "loads the run's images")
+                    record(name, "hover: next thumbnails", [hover_seconds(page, t, 1) for t in (1, 2, 3)],
+                           GOAL_INTERACTION_S)
                 if name == "Threshold":
                     slider = page.get_by_role("slider").first
                     slider.focus()
