@@ -92,9 +92,11 @@ def reduce_features(features: np.ndarray, dims: int = 256, seed: int = 0, chunk:
 
 
 def _standardise(x: torch.Tensor) -> torch.Tensor:
-    mean = x.mean(0, keepdim=True)
-    std = x.std(0, keepdim=True).clamp_min(1e-6)
-    return (x - mean) / std
+    """Centred, and scaled by one number so that an average dimension has unit variance.
+    Not per dimension: that would whiten PCA components, blowing the low-variance (mostly
+    noise) ones up to the size of the informative ones, which hurts most on small sets."""
+    x = x - x.mean(0, keepdim=True)
+    return x / x.pow(2).mean().sqrt().clamp_min(1e-12)
 
 
 def fit_softmax_regression(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
@@ -138,20 +140,20 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, num_clas
 
     Each sample is scored by a softmax regression trained (full-batch L-BFGS, in torch on
     `device`) on the other folds, so its own, possibly wrong, label never shaped its
-    prediction. Features are standardised. `l2` defaults to 1/sqrt(N) (stronger for smaller
-    sets). `sample_weight` (N,) weights the training loss, e.g. by clean probability.
+    prediction. Features are centred and scaled (`_standardise`). `l2` (mean cross-entropy +
+    l2/2 |W|^2) defaults to 1/sqrt(N), stronger for smaller sets. `sample_weight` (N,) weights
+    the training loss, e.g. by clean probability.
     """
     labels, c = check_inputs(features, labels, num_classes)
     n = len(labels)
-    counts = np.bincount(labels, minlength=c)
     folds = int(max(2, min(folds, n)))
-    if l2 is None:
-        l2 = 1.0 / np.sqrt(n)
     dev = torch.device(device)
     x = _standardise(torch.as_tensor(np.asarray(features), dtype=torch.float32, device=dev))
     y = torch.as_tensor(labels, device=dev)
     wt = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight, dtype=np.float32), device=dev)
     fold = stratified_folds(labels, folds, seed)
+    if l2 is None:
+        l2 = 1.0 / np.sqrt(n)
     out = np.zeros((n, c), dtype=np.float64)
     torch.manual_seed(seed)
     for k in range(folds):
@@ -167,7 +169,6 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, num_clas
             missing = torch.as_tensor(np.bincount(labels[train], minlength=c) == 0, device=dev)
             logits[:, missing] = -torch.inf
             out[test] = torch.softmax(logits.double(), dim=1).cpu().numpy()
-    del counts
     return out
 
 
