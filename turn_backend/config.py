@@ -9,7 +9,7 @@ from pathlib import Path
 # Methods, by name. "turn+" is the product's recommended variant (see docs/benchmarks.md),
 # "turn" is TURN exactly as published.
 METHODS = {
-    "turn+": "TURN+ (recommended): LP-GCE, then every clean candidate with class-balanced resampling each round",
+    "turn+": "TURN+ (recommended): LP-GCE, then rounds that keep every sample the combined detection score calls clean (class-balanced), relabelling the confidently mislabelled",
     "turn": "TURN as published: LP-GCE, then per-class GMM cleansing and FFT on N = min_c |D_c| per class",
     "lp-ce": "Linear probing, cross-entropy",
     "lp-gce": "Linear probing, generalized cross-entropy",
@@ -26,8 +26,13 @@ DEFAULT_METHOD = "turn+"
 # no relabelling. "turn+" takes its defaults from TURN_PLUS_DEFAULTS; each entry is
 # motivated and measured in docs/benchmarks.md (`turn bench`).
 CLEANSING_MODES = ("every", "once", "none")
-TURN_DEFAULTS = {"balance": "min", "cleansing": "every", "warmup_backbone_lr": None, "relabel_confidence": None}
-TURN_PLUS_DEFAULTS = {"balance": "mean", "cleansing": "every", "warmup_backbone_lr": None, "relabel_confidence": None}
+# "scoring": "gmm" is TURN's per-class GMM on the model's losses; "ensemble" is the combined
+# clean probability of turn_backend.detect (probes, neighbours, noise model).
+TURN_DEFAULTS = {"balance": "min", "cleansing": "every", "warmup_backbone_lr": None, "relabel_confidence": None,
+                 "scoring": "gmm"}
+TURN_PLUS_DEFAULTS = {"balance": "mean", "cleansing": "every", "warmup_backbone_lr": None,
+                      "relabel_confidence": 0.9, "scoring": "ensemble"}
+SCORING_MODES = ("gmm", "ensemble")
 
 
 def method_kind(method: str) -> str:
@@ -70,6 +75,7 @@ class RunConfig:
     cleansing: str | None = None  # "every" round (published), "once" (round 1's clean set reused), "none" (FFT on all)
     warmup_backbone_lr: float | None = None  # round 1 only: backbone LR x this (protects the LP head)
     relabel_confidence: float | None = None  # flagged samples predicted with p >= this train with the predicted label
+    scoring: str | None = None  # "gmm" (published) or "ensemble" (turn_backend.detect)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N; several processes come from the launcher
     num_processes: int = 1
@@ -96,6 +102,8 @@ class RunConfig:
             raise ValueError(f"cleansing must be one of {', '.join(CLEANSING_MODES)}, got {self.cleansing!r}")
         if self.warmup_backbone_lr is not None and not self.warmup_backbone_lr >= 0:
             raise ValueError(f"warmup_backbone_lr must be >= 0, got {self.warmup_backbone_lr}")
+        if self.scoring is not None and self.scoring not in SCORING_MODES:
+            raise ValueError(f"scoring must be one of {', '.join(SCORING_MODES)}, got {self.scoring!r}")
         if self.relabel_confidence is not None and not 0.0 < self.relabel_confidence <= 1.0:
             raise ValueError(f"relabel_confidence must be in (0, 1], got {self.relabel_confidence}")
 

@@ -20,6 +20,8 @@ import torch
 from turn_backend.cleansing import detection_metrics, fit_clean_probability, select_clean
 from turn_backend.audit import run_audit
 from turn_backend.config import RunConfig, method_loss
+from turn_backend.detect import DetectionResult, detect_label_issues
+from turn_backend.detect.signals import softmax
 from turn_backend.data.core import DatasetBundle, ImageSet
 from turn_backend.engine import (
     Runtime,
@@ -70,6 +72,7 @@ class TurnRun:
         self.config = config
         self.rt = Runtime(config.device, config.mixed_precision)
         self.timings: dict[str, float] = {}
+        self._detection: DetectionResult | None = None  # the current round's, with ensemble scoring
 
     # --- bookkeeping -------------------------------------------------------------------
     def log(self, stage: str, message: str, **data) -> None:
@@ -258,17 +261,42 @@ class TurnRun:
         self._time("lp", t0)
         return head
 
-    def _cleanse(self, r: int, logits: np.ndarray, train: ImageSet, tau: float) -> tuple[np.ndarray, dict]:
-        """Step 2-1 of round r: per-sample CE, per-class GMM, balanced selection at tau."""
+    def _detect(self, features, logits: np.ndarray, train: ImageSet, out_dir: Path, stage: str) -> DetectionResult:
+        """Every detection signal and the combined clean probability (turn_backend.detect) on
+        `features` of the training set and the model's `logits`, saved in `out_dir`. Computed
+        by the main process; the others read it back, so all select the same samples."""
+        t0 = time.time()
+        if self.rt.is_main:
+            self.status(stage=stage, stage_label="Scoring the labels (probes, neighbours, noise model)",
+                        stage_done=0, stage_total=1)
+            result = detect_label_issues(features, train.labels, train.num_classes, model_probs=softmax(logits),
+                                         device=str(self.rt.device), seed=_seed(self.config, "detect", stage))
+            result.save(out_dir)
+            for note in result.notes:
+                self.log("detect", f"{stage}: {note}")
+            self.log("detect", f"{stage}: estimated noise rate {result.noise_rate:.1%}",
+                     seconds=round(time.time() - t0, 2))
+        self.rt.barrier()
+        self._time("detect", t0)
+        return DetectionResult.load(out_dir)
+
+    def _cleanse(self, r: int, logits: np.ndarray, train: ImageSet, tau: float, features=None) -> tuple[np.ndarray, dict]:
+        """Step 2-1 of round r: per-sample CE and per-class GMM (TURN), or the combined clean
+        probability of turn_backend.detect (scoring "ensemble"); balanced selection at tau."""
         cfg = self.config
         t0 = time.time()
         losses = per_sample_ce(torch.from_numpy(np.asarray(logits, dtype=np.float64)),
                                torch.from_numpy(train.labels)).numpy()
         fit = fit_clean_probability(losses, train.labels, train.num_classes, seed=_seed(cfg, "gmm", r))
+        clean_prob = fit.clean_prob
+        self._detection = None
+        if cfg.turn_option("scoring") == "ensemble":
+            self._detection = self._detect(features, logits, train, self.folder.round_dir(r), f"round {r}")
+            clean_prob = self._detection.clean_prob.astype(np.float64)
         if self.held_clean is not None:  # kept or relabelled in review: a person vouched, never dropped
-            fit.clean_prob[self.held_clean] = 1.0
+            clean_prob[self.held_clean] = 1.0
         balance = cfg.turn_option("balance")
-        sel = select_clean(fit.clean_prob, train.labels, train.num_classes, tau,
+        sel = select_clean(clean_prob, train.labels, train.num_classes, tau,
                            np.random.default_rng(_seed(cfg, "select", r)), balance)
         if self.held_clean is not None:  # class balancing must not drop them either
             sel.indices = np.concatenate([sel.indices, np.setdiff1d(np.flatnonzero(self.held_clean), sel.indices)])
@@ -277,33 +305,38 @@ class TurnRun:
             "candidates_per_class": sel.candidates_per_class.tolist(),
             "per_class": sel.per_class, "n_selected": int(len(sel.indices)),
             "n_unique": int(len(sel.unique)), "notes": fit.notes + sel.notes,
-            "gmm_seconds": round(time.time() - t0, 4),
+            "gmm_seconds": round(time.time() - t0, 4), "scoring": cfg.turn_option("scoring"),
         }
+        if self._detection is not None:
+            info["noise_rate_estimate"] = self._detection.noise_rate
         if train.true_labels is not None:
             uniq = sel.unique
             info["purity"] = float((train.labels[uniq] == train.true_labels[uniq]).mean()) if len(uniq) else 0.0
-            info["detection"] = detection_metrics(fit.clean_prob <= tau, train.labels, train.true_labels)
+            info["detection"] = detection_metrics(clean_prob <= tau, train.labels, train.true_labels)
         for note in info["notes"]:
             self.log("cleanse", note, round=r)
         if self.rt.is_main:
             d = self.folder.round_dir(r)
             d.mkdir(parents=True, exist_ok=True)
             atomic_save_npy(d / "losses.npy", losses.astype(np.float32))
-            atomic_save_npy(d / "clean_prob.npy", fit.clean_prob.astype(np.float32))
+            atomic_save_npy(d / "clean_prob.npy", clean_prob.astype(np.float32))
             atomic_save_npy(d / "selected.npy", sel.indices)
             atomic_write_json(d / "gmm.json", {"fits": fit.fits_as_dicts()})
         self._time("gmm", t0)
-        self._clean_prob = fit.clean_prob
+        self._clean_prob = clean_prob
         return sel.indices, info
 
     def _relabel(self, logits: np.ndarray, train: ImageSet, index: np.ndarray, tau: float,
                  confidence: float) -> tuple[np.ndarray, np.ndarray, dict]:
-        """TURN variant: flagged samples (clean prob <= tau) that the model predicts with
-        probability >= `confidence` as another class join the round with the predicted label."""
-        logits = np.asarray(logits, dtype=np.float64)
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        pred, conf = p.argmax(1), p.max(1)
+        """TURN variant: flagged samples (clean prob <= tau) that are predicted with probability
+        >= `confidence` as another class join the round with the predicted label. With ensemble
+        scoring the prediction is detection's suggested label (the noise-model posterior), else
+        the model's softmax."""
+        if self._detection is not None:
+            pred, conf = self._detection.suggested_label, self._detection.suggested_confidence
+        else:
+            p = softmax(logits)
+            pred, conf = p.argmax(1), p.max(1)
         chosen = np.flatnonzero((self._clean_prob <= tau) & (conf >= confidence) & (pred != train.labels))
         labels = train.labels.copy()
         labels[chosen] = pred[chosen]
@@ -353,17 +386,25 @@ class TurnRun:
                 optimizer.param_groups[0]["lr"] = self.fft_hp.lr * (warmup if r == 1 else 1.0)
             if cleansing == "every" or (cleansing == "once" and r == 1):
                 t0 = time.time()
+                round_feats = None
                 if r == 1:
                     # The backbone is still the frozen pre-trained one: the cached features
                     # and the LP head give exactly the model's logits, no forward pass needed.
-                    logits = head_logits(head, feats)
+                    logits, round_feats = head_logits(head, feats), feats
+                elif cfg.turn_option("scoring") == "ensemble":  # detection needs the tuned features too
+                    round_feats, logits = self._tuned_features_and_logits(
+                        model, train, folder.round_dir(r) / "features.npy", f"round {r}",
+                        f"Round {r}: scoring the training set")
                 else:
                     logits = compute_logits(model, train, self.pre, folder.round_dir(r) / "logits.npy", rt,
                                             cfg.batch_size, self.workers,
                                             self.progress(f"round {r}", f"Round {r}: scoring the training set"),
                                             notify=self.notice(f"round {r}"))
                 self._time("scoring", t0)
-                index, sel_info = self._cleanse(r, logits, train, cfg.tau)
+                index, sel_info = self._cleanse(r, logits, train, cfg.tau, round_feats)
+                if r > 1 and round_feats is not None and rt.is_main:  # 4 bytes x N x D a round: not kept
+                    del round_feats
+                    (folder.round_dir(r) / "features.npy").unlink(missing_ok=True)
                 info.update(sel_info)
                 self.log("cleanse", f"round {r}: clean set of {sel_info['n_selected']} "
                          f"({sel_info['per_class']} per class)", **{k: v for k, v in sel_info.items() if k != 'notes'})
@@ -420,20 +461,38 @@ class TurnRun:
             if self.rt.is_main:
                 d.mkdir(parents=True, exist_ok=True)
                 atomic_save_npy(d / "logits.npy", logits)
+            final_feats = feats
         else:
-            logits = compute_logits(model, train, self.pre, d / "logits.npy", self.rt, cfg.batch_size,
-                                    self.workers, self.progress("final", "Scoring the training set"),
-                                    notify=self.notice("final"))
+            # the tuned features of the training set (kept: detection, maps and More like this read them)
+            final_feats, logits = self._tuned_features_and_logits(model, train, d / "features.npy", "final",
+                                                                  "Scoring the training set")
+            if self.rt.is_main:
+                atomic_save_npy(d / "logits.npy", logits.astype(np.float32))
         losses = per_sample_ce(torch.from_numpy(np.asarray(logits, dtype=np.float64)),
                                torch.from_numpy(train.labels)).numpy()
         fit = fit_clean_probability(losses, train.labels, train.num_classes, seed=_seed(cfg, "gmm", "final"))
+        # every run gets the evidence (Review shows it); turn+ also flags by it
+        detection = self._detect(final_feats, logits, train, d, "final")
+        clean_prob = fit.clean_prob
+        if cfg.kind == "turn" and cfg.turn_option("scoring") == "ensemble":
+            clean_prob = detection.clean_prob
         if self.rt.is_main:
             atomic_save_npy(d / "losses.npy", losses.astype(np.float32))
-            atomic_save_npy(d / "clean_prob.npy", fit.clean_prob.astype(np.float32))
+            atomic_save_npy(d / "clean_prob.npy", np.asarray(clean_prob, dtype=np.float32))
             atomic_write_json(d / "gmm.json", {"fits": fit.fits_as_dicts(), "notes": fit.notes})
             folder.mark_completed("final")
         self._time("final", t0)
         self.rt.barrier()
+
+    def _tuned_features_and_logits(self, model: Classifier, train: ImageSet, path: Path, stage: str,
+                                   label: str) -> tuple[np.ndarray, np.ndarray]:
+        """The fine-tuned extractor's features of the training set (saved at `path`) and the
+        model's logits computed from them: one forward pass gives both."""
+        path.unlink(missing_ok=True)  # extract_features reuses a file it finds; this model is new
+        feats = extract_features(model.extractor, train, self.pre, path, self.rt, self.config.batch_size,
+                                 self.workers, self.progress(stage, label), notify=self.notice(stage))
+        head = {k: v.detach().float().cpu() for k, v in model.head.state_dict().items()}
+        return feats, head_logits(head, feats)
 
     def _projections(self, model, images: ImageSet) -> None:
         folder, cfg = self.folder, self.config
