@@ -16,21 +16,22 @@ from pathlib import Path
 
 import pytest
 
-from turn_backend.bench.scale import CHROMIUM, PAGES, SECTION_TITLE, write_docs
+from turn_backend.bench.detection import replace_section
+from turn_backend.bench.scale import CHROMIUM, PAGES, SECTION_TITLE
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_write_docs_replaces_only_the_scale_section(tmp_path):
+def test_the_scale_section_replaces_only_itself(tmp_path):
     docs = tmp_path / "benchmarks.md"
     docs.write_text(f"# Benchmarks\n\n## Grid\n\ngrid table\n\n{SECTION_TITLE}\n\nold table\n\n## Throughput\n\nfps\n")
-    write_docs(docs, f"{SECTION_TITLE}\n\nnew table\n")
+    replace_section(docs, SECTION_TITLE, f"{SECTION_TITLE}\n\nnew table\n")
     text = docs.read_text()
     assert "new table" in text and "old table" not in text
     assert text.index("## Grid") < text.index(SECTION_TITLE) < text.index("## Throughput")
     assert "grid table" in text and "fps" in text
     fresh = tmp_path / "new.md"
-    write_docs(fresh, f"{SECTION_TITLE}\n\nfirst\n")
+    replace_section(fresh, SECTION_TITLE, f"{SECTION_TITLE}\n\nfirst\n")
     assert fresh.read_text() == f"{SECTION_TITLE}\n\nfirst\n"
 
 

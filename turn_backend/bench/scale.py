@@ -275,21 +275,10 @@ def section(text_table: str, command: str, machine: str, n_train: int, when: str
             f"{text_table}\n")
 
 
-def write_docs(docs: Path, text: str) -> None:
-    """Replace the Scale section of docs/benchmarks.md (or append it); other sections stay as they are."""
-    old = docs.read_text() if docs.exists() else ""
-    start = old.find(SECTION_TITLE)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text if old else text
-    else:
-        end = old.find("\n## ", start + len(SECTION_TITLE))
-        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
-    docs.write_text(new)
-
-
 def main(args) -> int:
     import datetime as dt
 
+    from turn_backend.bench.detection import replace_section
     from turn_backend.bench.machine import machine_info
 
     n_train = args.n_train or 60_000
@@ -318,6 +307,6 @@ def main(args) -> int:
     command = "turn bench --scale" + (f" --n-train {n_train}" if n_train != 60_000 else "")
     if not args.no_docs:
         docs = Path(args.docs) if args.docs else DEFAULT_DOCS
-        write_docs(docs, section(text, command, machine, n_train, dt.date.today().isoformat()))
+        replace_section(docs, SECTION_TITLE, section(text, command, machine, n_train, dt.date.today().isoformat()))
         log(f"wrote the Scale section of {docs}")
     return 0
