@@ -129,7 +129,7 @@ with out[1]:
 
 st.subheader(":material/folder_zip: Datasets other tools load", anchor=False)
 FOLDER_LABELS = {"imagefolder": "ImageFolder tree", "hf": "Hugging Face datasets folder"}
-fx = st.columns([1.6, 1.2, 2.2], vertical_alignment="bottom")
+fx = st.columns([2.4, 1, 2], vertical_alignment="bottom")
 folder_fmt = fx[0].segmented_control("Folder format", list(FOLDER_FORMATS), default=FOLDER_FORMATS[0],
                                      format_func=lambda f: FOLDER_LABELS.get(f, f), key="export_folder_format",
                                      help="ImageFolder: one folder per final label (torchvision.datasets.ImageFolder). "
