@@ -64,9 +64,9 @@ def reviewed_labels(source_run_dir: str | Path) -> pd.DataFrame:
         rows.append({"sample_id": sid, "given_label": int(original.get(sid, given[sid])), "decision": action,
                      "final_label": final, "held_clean": action != "remove", "decided_at": float(d["time"])})
     decided = pd.DataFrame(rows, columns=COLUMNS)
-    kept_earlier = inherited[~inherited["sample_id"].astype(str).isin(decided["sample_id"])]
-    table = pd.concat([df for df in (kept_earlier, decided) if len(df)], ignore_index=True) if (
-        len(kept_earlier) or len(decided)) else decided
+    earlier = inherited[~inherited["sample_id"].astype(str).isin(decided["sample_id"])]  # not decided again
+    frames = [df for df in (earlier, decided) if len(df)]
+    table = pd.concat(frames, ignore_index=True) if frames else decided
     return table.astype({"sample_id": str, "given_label": np.int64, "decision": str, "final_label": np.int64,
                          "held_clean": bool, "decided_at": np.float64})[COLUMNS].reset_index(drop=True)
 
