@@ -178,3 +178,14 @@ def test_bench_grid_end_to_end(tmp_path, monkeypatch, turn_cache_dir):
     assert bench.main(args) == 0
     again = pd.read_csv(out / "results.csv")
     assert list(again["test_acc_best"]) == list(df["test_acc_best"])
+
+
+def test_a_grid_report_keeps_the_sections_other_benchmark_commands_wrote():
+    from turn_backend.bench.command import carry_other_sections
+
+    old = "# Benchmarks\n\nold intro\n\n## Best test accuracy\n\nold table\n\n## Detection: which labels are wrong\n\nF1 rows\n"
+    new = "# Benchmarks\n\nnew intro\n\n## Best test accuracy\n\nnew table\n"
+    out = carry_other_sections(old, new)
+    assert "new table" in out and "old table" not in out  # the grid's own section is replaced
+    assert out.count("## Detection: which labels are wrong") == 1 and "F1 rows" in out  # another's is kept
+    assert carry_other_sections("", new) == new

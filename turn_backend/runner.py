@@ -475,7 +475,9 @@ class TurnRun:
         detection = self._detect(final_feats, logits, train, d, "final")
         clean_prob = fit.clean_prob
         if cfg.kind == "turn" and cfg.turn_option("scoring") == "ensemble":
-            clean_prob = detection.clean_prob
+            clean_prob = detection.clean_prob.astype(np.float64)
+        if self.held_clean is not None:  # decisions a person made stay made: never flagged again
+            clean_prob = np.where(self.held_clean, 1.0, clean_prob)
         if self.rt.is_main:
             atomic_save_npy(d / "losses.npy", losses.astype(np.float32))
             atomic_save_npy(d / "clean_prob.npy", np.asarray(clean_prob, dtype=np.float32))

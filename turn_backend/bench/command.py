@@ -60,6 +60,18 @@ def _eta(done_s: list[float], remaining: int) -> str:
 
 
 
+def carry_other_sections(old: str, new: str) -> str:
+    """`new`, plus every "## " section of `old` that `new` does not write: the sections other
+    commands generate (turn bench --detection, --scale, the audit benchmark) survive a grid run."""
+    def sections(text: str) -> dict[str, str]:
+        parts = ("\n" + text).split("\n## ")[1:]
+        return {p.split("\n", 1)[0]: "## " + p.rstrip("\n") + "\n" for p in parts}
+
+    written = sections(new)
+    kept = [body for title, body in sections(old).items() if title not in written]
+    return new.rstrip("\n") + "\n" + "".join("\n" + body for body in kept)
+
+
 def main(args) -> int:
     import torch
 
@@ -145,7 +157,8 @@ def main(args) -> int:
         img_dir.mkdir(parents=True, exist_ok=True)
         for name, _ in plots:
             shutil.copy(out / "plots" / name, img_dir / name)
-        docs.write_text(build_report(df, plan, machine, throughput, "bench/", plots, started, finished, wall))
+        report = build_report(df, plan, machine, throughput, "bench/", plots, started, finished, wall)
+        docs.write_text(carry_other_sections(docs.read_text() if docs.exists() else "", report))
         log(f"wrote {docs}")
     log_file.close()
     return 0
