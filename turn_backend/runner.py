@@ -288,11 +288,14 @@ class TurnRun:
         losses = per_sample_ce(torch.from_numpy(np.asarray(logits, dtype=np.float64)),
                                torch.from_numpy(train.labels)).numpy()
         fit = fit_clean_probability(losses, train.labels, train.num_classes, seed=_seed(cfg, "gmm", r))
+        fit_seconds = time.time() - t0
         clean_prob = fit.clean_prob
         self._detection = None
         if cfg.turn_option("scoring") == "ensemble":
+            self._time("gmm", t0)
             self._detection = self._detect(features, logits, train, self.folder.round_dir(r), f"round {r}")
             clean_prob = self._detection.clean_prob.astype(np.float64)
+            t0 = time.time()  # "detect" timed itself
         if self.held_clean is not None:  # kept or relabelled in review: a person vouched, never dropped
             clean_prob[self.held_clean] = 1.0
         balance = cfg.turn_option("balance")
@@ -305,7 +308,7 @@ class TurnRun:
             "candidates_per_class": sel.candidates_per_class.tolist(),
             "per_class": sel.per_class, "n_selected": int(len(sel.indices)),
             "n_unique": int(len(sel.unique)), "notes": fit.notes + sel.notes,
-            "gmm_seconds": round(time.time() - t0, 4), "scoring": cfg.turn_option("scoring"),
+            "gmm_seconds": round(fit_seconds, 4), "scoring": cfg.turn_option("scoring"),
         }
         if self._detection is not None:
             info["noise_rate_estimate"] = self._detection.noise_rate
