@@ -227,7 +227,7 @@ def test_projection_frame_train_and_test_split():
     assert df["mislabelled"].tolist() == [False, True, False]
     assert df["pred"].tolist() == ["cat", "cat", "dog"]
     assert df["flagged"].tolist() == [False, True, True]  # 0.6 <= tau
-    assert list(an.colour_options(df)) == ["given", "pred", "clean_prob", "true"]
+    assert list(an.colour_options(df)) == ["given", "pred", "clean_prob", "flagged", "true"]
     test = an.projection_frame(coords, subset, _samples(), ["cat", "dog"])
     assert "pred" not in test and "flagged" not in test
     assert list(an.colour_options(test)) == ["given", "true"]
