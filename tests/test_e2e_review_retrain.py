@@ -81,7 +81,7 @@ def test_review_evidence_retrain_and_compare(browser, tiny_run, runs_root, turn_
             screenshot(page, "review-02-noise-matrix")
             top = main.get_by_role("button", name="→").first
             if top.count():
-                cell = top.inner_text().split(":")[0].strip()
+                cell = top.inner_text().strip().splitlines()[-1].split(":")[0].strip()  # after the icon's name
                 top.click()
                 main.get_by_text("of the noise matrix").wait_for(timeout=STEP_TIMEOUT_MS)
                 wait_idle(page)
