@@ -336,7 +336,6 @@ def test_app_server_killed_during_review_loses_no_decision(tiny_run, runs_root, 
 
     folder = RunFolder(tiny_run)
     store = ReviewStore(folder.review_db)
-    final = folder.final()
     ids = folder.samples().query("split == 'train'")["sample_id"].astype(str).tolist()
     names = json.loads((tiny_run / "classes.json").read_text())
     url = "{}/review?run=" + tiny_run.name
@@ -356,7 +355,8 @@ def test_app_server_killed_during_review_loses_no_decision(tiny_run, runs_root, 
             acknowledged = store.current()
             assert acknowledged[sids[0]] == ("keep", None) and acknowledged[sids[1]] == ("remove", None)
             i2 = ids.index(sids[2])
-            pred, given = int(final["pred"][i2]), int(folder.samples().query("split == 'train'")["given_label"].iloc[i2])
+            inputs = an.review_inputs(folder)  # accept takes the card's suggested class
+            pred, given = int(inputs["suggested"][i2]), int(inputs["given"][i2])
             assert acknowledged[sids[2]] == (("relabel", pred) if pred != given else ("keep", None))
             # one more click, and the server dies while it is being handled
             page.locator(f".st-key-keep_{sids[3]} button").first.click()
@@ -373,7 +373,8 @@ def test_app_server_killed_during_review_loses_no_decision(tiny_run, runs_root, 
             servers.append(AppServer(runs_root, tmp_path / "server-2.log").start())
             page = browser.new_page()  # a fresh tab: nothing comes from the old browser session
             _open_review(page, url.format(servers[-1].url))
-            left, total = an.review_progress(final["clean_prob"], ids, default_tau(folder), after)
+            index = an.ReviewIndex.for_run(inputs, default_tau(folder))
+            left, total = index.progress(index.decision_arrays(after)[0])
             assert page.get_by_text(f"{left} of {total} flagged samples left to review").count() == 1
             for sid, (action, label) in after.items():
                 badge = an.decision_text(action, label, names)
