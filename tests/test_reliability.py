@@ -120,6 +120,32 @@ def test_kill_during_feature_extraction_then_resume_matches_uninterrupted_run(tm
     assert folder.metrics()["test_acc_last"] == reference.metrics()["test_acc_last"]
 
 
+@reliability(area="fault", case="Stop is pressed while a library call is running (torch's load_state_dict catches "
+                                "the stop signal's exception and raises its own RuntimeError)",
+             outcome="The run is recorded as stopped, not failed, and the worker exits as stopped; "
+                     "`turn resume` continues it")
+def test_stop_inside_a_library_that_wraps_the_exception_is_still_a_stop(tmp_path, monkeypatch):
+    from turn_backend import runner
+
+    def execute_wrapping_the_stop(self):
+        try:  # what torch does around each parameter copy
+            signal.raise_signal(signal.SIGTERM)
+        except Exception as exc:
+            raise RuntimeError(f"Error(s) in loading state_dict: {exc!r}") from exc
+
+    monkeypatch.setattr(runner.TurnRun, "execute", execute_wrapping_the_stop)
+    monkeypatch.setattr(runner, "_stop_signalled", False)
+    folder = runner.create_run(runner.RunConfig(device="cpu"), tmp_path / "run")
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(runner.StopRequested):
+            runner.execute_run(folder.path)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert folder.status()["state"] == "stopped"
+    assert folder.events()[-1]["stage"] == "stop"
+
+
 # ------------------------------------------------------------------------- export faults
 
 

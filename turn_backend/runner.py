@@ -582,8 +582,13 @@ class TurnRun:
         return metrics
 
 
+_stop_signalled = False  # set by the SIGTERM handler: a library may wrap StopRequested in its own error
+
+
 def _install_stop_handler() -> None:
     def handler(signum, frame):
+        global _stop_signalled
+        _stop_signalled = True
         raise StopRequested()
 
     signal.signal(signal.SIGTERM, handler)
@@ -598,11 +603,14 @@ def execute_run(run_dir: str | Path) -> dict:
     try:
         run = TurnRun(folder.path, config)
         return run.execute()
-    except StopRequested:
-        folder.set_status(state="stopped", stage_label="Stopped by the user")
-        folder.log("stop", "stopped by the user; `turn resume` continues from the last completed stage")
-        raise
     except BaseException as exc:
+        # torch's load_state_dict, for one, re-raises the handler's StopRequested as a RuntimeError
+        if isinstance(exc, StopRequested) or _stop_signalled:
+            folder.set_status(state="stopped", stage_label="Stopped by the user")
+            folder.log("stop", "stopped by the user; `turn resume` continues from the last completed stage")
+            if isinstance(exc, StopRequested):
+                raise
+            raise StopRequested() from exc
         if run is None or run.rt.is_main:
             folder.set_status(state="failed", error=f"{type(exc).__name__}: {exc}")
             folder.log("error", f"{type(exc).__name__}: {exc}")
