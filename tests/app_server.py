@@ -124,3 +124,13 @@ def wait_idle(page, timeout: int = 120_000) -> None:
     """Until Streamlit has finished the current script run (and no rerun follows at once)."""
     page.evaluate("() => { window.__e2eIdleSince = 0; }")
     page.wait_for_function(IDLE_JS, timeout=timeout, polling=100)
+
+
+def save_failure(page, main, stem: Path) -> None:
+    """A full-page screenshot (`stem`.png) and the main area's text (`stem`-page.txt) of a
+    browser test that failed; best effort, since the original failure matters more."""
+    try:
+        page.screenshot(path=str(stem.parent / f"{stem.name}.png"), full_page=True)
+        (stem.parent / f"{stem.name}-page.txt").write_text(main.inner_text(timeout=5_000))
+    except Exception:  # noqa: BLE001 - the original failure matters more
+        pass

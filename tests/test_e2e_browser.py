@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app_server import CHROMIUM, CHROMIUM_ARGS, REPO, AppServer, wait_idle
+from app_server import CHROMIUM, CHROMIUM_ARGS, REPO, AppServer, save_failure, wait_idle
 
 ARTIFACTS = REPO / "test-artifacts" / "e2e"
 VIEWPORT = {"width": 1400, "height": 1000}
@@ -360,11 +360,7 @@ def test_new_user_trains_reviews_restarts_and_exports(browser, runs_root, tmp_pa
         assert downloaded.read_bytes() == (out_dir / file_name).read_bytes()
         assert not page_errors, page_errors
     except BaseException:
-        try:
-            page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
-            (ARTIFACTS / "failure-page.txt").write_text(main.inner_text(timeout=5_000))
-        except Exception:  # noqa: BLE001 - the original failure matters more
-            pass
+        save_failure(page, main, ARTIFACTS / "failure")
         raise
     finally:
         context.close()

@@ -19,7 +19,7 @@ import json
 
 import pytest
 
-from app_server import AppServer, wait_idle
+from app_server import AppServer, save_failure, wait_idle
 
 # the browser fixture, page helpers and screenshots (into test-artifacts/e2e/) of the first e2e test
 from test_e2e_browser import ARTIFACTS, STEP_TIMEOUT_MS, browser, go_to, no_exception, screenshot  # noqa: F401
@@ -132,11 +132,7 @@ def test_review_evidence_retrain_and_compare(browser, tiny_run, runs_root, turn_
         screenshot(page, "review-04-compare")
         assert not page_errors, page_errors
     except BaseException:
-        try:
-            page.screenshot(path=str(ARTIFACTS / "review-failure.png"), full_page=True)
-            (ARTIFACTS / "review-failure-page.txt").write_text(main.inner_text(timeout=5_000))
-        except Exception:  # noqa: BLE001 - the original failure matters more
-            pass
+        save_failure(page, main, ARTIFACTS / "review-failure")
         raise
     finally:
         context.close()
