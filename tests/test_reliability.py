@@ -286,6 +286,32 @@ def _check_review_db(db: Path, writers: dict[str, int], undone: dict[str, list[i
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@reliability(area="fault", case="Several tabs open a run's review database at the same moment, before it exists "
+                                "(SQLite refuses a concurrent switch to WAL at once, without waiting)",
+             outcome="Every tab gets its store; none fails with `database is locked`")
+def test_tabs_opening_a_new_review_database_at_once_all_succeed(tmp_path):
+    errors = []
+    for trial in range(40):
+        db = tmp_path / f"review-{trial}.sqlite"
+        start = threading.Barrier(4)
+
+        def open_store() -> None:
+            start.wait()
+            try:
+                ReviewStore(db)
+            except sqlite3.OperationalError as exc:
+                errors.append(str(exc))
+
+        threads = [threading.Thread(target=open_store) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert errors == []
+    with sqlite3.connect(tmp_path / "review-0.sqlite") as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 @reliability(area="fault", case="Two browser tabs review the same run at once (two ReviewStore connections in two "
                                 "threads writing and undoing interleaved decisions)",
              outcome="Every decision is in the sample's history, undo affects only the tab's own last decision, "

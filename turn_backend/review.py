@@ -29,15 +29,30 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+def _enable_wal(con: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """Switch the database file to WAL (it stays so). SQLite answers "database is locked" at
+    once, without waiting on the busy timeout, when two connections switch at the same
+    moment (two tabs opening a run), so this waits and retries itself."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class ReviewStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        with closing(self._connect()) as con, con:
+        with closing(self._connect()) as con:
+            _enable_wal(con)
             con.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=FULL")  # a decision survives a power cut once recorded
         return con
 
