@@ -293,7 +293,7 @@ def test_tabs_opening_a_new_review_database_at_once_all_succeed(tmp_path):
     errors = []
     for trial in range(40):
         db = tmp_path / f"review-{trial}.sqlite"
-        start = threading.Barrier(4)
+        start = threading.Barrier(4, timeout=60)
 
         def open_store() -> None:
             start.wait()
@@ -302,7 +302,7 @@ def test_tabs_opening_a_new_review_database_at_once_all_succeed(tmp_path):
             except sqlite3.OperationalError as exc:
                 errors.append(str(exc))
 
-        threads = [threading.Thread(target=open_store) for _ in range(4)]
+        threads = [threading.Thread(target=open_store, daemon=True) for _ in range(4)]
         for t in threads:
             t.start()
         for t in threads:
@@ -320,7 +320,7 @@ def test_two_tabs_in_threads_keep_every_decision(tmp_path):
     db = tmp_path / "review.sqlite"
     writers = {"tab-1": 150, "tab-2": 150}
     undone: dict[str, list[int]] = {}
-    start = threading.Barrier(len(writers))
+    start = threading.Barrier(len(writers), timeout=60)  # a tab that dies early fails the test, not hangs it
 
     def tab(session: str, n: int) -> None:
         store = ReviewStore(db)  # its own store, as each browser session has
@@ -333,7 +333,7 @@ def test_two_tabs_in_threads_keep_every_decision(tmp_path):
                 store.undo_last(session)
                 undone[session].append(base + k)
 
-    threads = [threading.Thread(target=tab, args=item) for item in writers.items()]
+    threads = [threading.Thread(target=tab, args=item, daemon=True) for item in writers.items()]
     for t in threads:
         t.start()
     for t in threads:
