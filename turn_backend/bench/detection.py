@@ -96,9 +96,10 @@ def load_features(n_train: int, image_size: int, model_name: str, classes: tuple
     loaded = load_model(model_name, None, pretrained=True)
     pre = Preprocess(image_size, loaded.preprocess.mean, loaded.preprocess.std, loaded.preprocess.interpolation)
     path = feature_cache_path(train, loaded.name, None, True, pre, "train")
+    cached = path.exists()
     t0 = time.time()
     feats = extract_features(loaded.extractor, train, pre, path, Runtime("cpu", "no"), 128, 0)
-    log(f"features of {len(train)} images: {time.time() - t0:.0f} s ({'cached' if time.time() - t0 < 2 else 'extracted'})")
+    log(f"features of {len(train)} images: {time.time() - t0:.0f} s ({'cached' if cached else 'extracted'})")
     return train, np.asarray(feats), loaded.hparams.lp
 
 

@@ -101,7 +101,7 @@ def detect_label_issues(
     from cleanlab.count import estimate_joint
     from cleanlab.rank import get_label_quality_scores
 
-    features = np.asarray(features) if not isinstance(features, np.ndarray) else features
+    features = np.asarray(features)  # a memory map stays one (no copy)
     labels, c = check_inputs(features, labels, num_classes)
     n = len(labels)
     if n < 2 * c:
