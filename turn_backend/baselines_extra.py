@@ -278,7 +278,7 @@ def run_cleanlab_fft(run: _Run) -> dict:
     cfg, train, rt = run.cfg, run.train, run.rt
     t0 = time.time()
     probs = out_of_fold_probabilities(run.feats, train.labels, _seed(cfg, "cleanlab"))
-    issues = find_label_issues(train.labels, probs)
+    issues = find_label_issues(train.labels, probs, n_jobs=1)  # its fork Pool can deadlock beside torch threads
     kept = np.flatnonzero(~issues)
     run.tick("lp", t0)  # the out-of-fold linear probes and cleanlab's filter
     purity, detection = run.selection_stats(~issues)

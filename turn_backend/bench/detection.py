@@ -54,7 +54,7 @@ def score_signals(features: np.ndarray, labels: np.ndarray, num_classes: int, lp
     s = result.signals
     return {
         "gmm_lp": (s["gmm_lp"] <= tau, s["gmm_lp"]),
-        "cleanlab": (find_label_issues(labels, result.pred_probs), s["oof_probe"]),
+        "cleanlab": (find_label_issues(labels, result.pred_probs, n_jobs=1), s["oof_probe"]),
         "oof_gmm": (s["oof_gmm"] <= tau, s["oof_gmm"]),
         "knn": (result.knn_probs.argmax(1) != labels, s["knn"]),
         "combined": (result.flagged(tau), result.clean_prob),
