@@ -29,9 +29,9 @@ CLEANSING_MODES = ("every", "once", "none")
 # "scoring": "gmm" is TURN's per-class GMM on the model's losses; "ensemble" is the combined
 # clean probability of turn_backend.detect (probes, neighbours, noise model).
 TURN_DEFAULTS = {"balance": "min", "cleansing": "every", "warmup_backbone_lr": None, "relabel_confidence": None,
-                 "scoring": "gmm"}
+                 "scoring": "gmm", "holdout": None}
 TURN_PLUS_DEFAULTS = {"balance": "mean", "cleansing": "every", "warmup_backbone_lr": None,
-                      "relabel_confidence": 0.9, "scoring": "ensemble"}
+                      "relabel_confidence": 0.9, "scoring": "ensemble", "holdout": 0.1}
 SCORING_MODES = ("gmm", "ensemble")
 
 
@@ -76,6 +76,10 @@ class RunConfig:
     warmup_backbone_lr: float | None = None  # round 1 only: backbone LR x this (protects the LP head)
     relabel_confidence: float | None = None  # flagged samples predicted with p >= this train with the predicted label
     scoring: str | None = None  # "gmm" (published) or "ensemble" (turn_backend.detect)
+    # share of round 1's confidently clean samples held out of training; the run ends with
+    # whichever of the fine-tuned model and a linear probe on the cleaned labels scores
+    # better on them (0 or None: the fine-tuned model, no hold-out)
+    holdout: float | None = None
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N; several processes come from the launcher
     num_processes: int = 1
@@ -104,6 +108,8 @@ class RunConfig:
             raise ValueError(f"warmup_backbone_lr must be >= 0, got {self.warmup_backbone_lr}")
         if self.scoring is not None and self.scoring not in SCORING_MODES:
             raise ValueError(f"scoring must be one of {', '.join(SCORING_MODES)}, got {self.scoring!r}")
+        if self.holdout is not None and not 0.0 <= self.holdout < 0.5:
+            raise ValueError(f"holdout must be in [0, 0.5), got {self.holdout}")
         if self.relabel_confidence is not None and not 0.0 < self.relabel_confidence <= 1.0:
             raise ValueError(f"relabel_confidence must be in (0, 1], got {self.relabel_confidence}")
 

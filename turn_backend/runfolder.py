@@ -100,6 +100,11 @@ class RunFolder:
         return self.path / "checkpoints" / "last.pt"
 
     @property
+    def holdout_path(self) -> Path:
+        """TURN+'s held-out clean samples (indices into the training set)."""
+        return self.path / "choice" / "holdout.npy"
+
+    @property
     def audit_dir(self) -> Path:
         return self.path / "audit"
 

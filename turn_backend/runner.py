@@ -45,6 +45,11 @@ from turn_backend.runfolder import RunFolder, atomic_save_npy, atomic_write_json
 from turn_backend.rundata import load_run_data  # noqa: F401 - also imported from here
 
 
+HOLDOUT_MIN_CLEAN = 0.9  # clean probability of the samples TURN+ may hold out to choose its final model
+HOLDOUT_MAX_PER_CLASS = 100
+HOLDOUT_MIN_SAMPLES = 10
+
+
 class StopRequested(Exception):
     """The user pressed Stop (SIGTERM to the worker)."""
 
@@ -147,6 +152,8 @@ class TurnRun:
         model = None
         if cfg.kind in ("turn", "fft"):
             model = self._fine_tune(head, feats, train, test)
+        if cfg.kind == "turn" and cfg.turn_option("holdout"):
+            model, head = self._choose_final_model(model, head, feats, train, test, test_feats)
         self._final(model, head, feats, train)
         self._projections(model, test if cfg.projection_split == "test" and test is not None else train)
         metrics = self._metrics(train)
@@ -359,6 +366,8 @@ class TurnRun:
         cleansing = cfg.turn_option("cleansing") if cfg.kind == "turn" else "none"
         warmup = cfg.turn_option("warmup_backbone_lr") if cfg.kind == "turn" else None
         relabel = cfg.turn_option("relabel_confidence") if cfg.kind == "turn" else None
+        holdout = cfg.turn_option("holdout") if cfg.kind == "turn" else None
+        self.holdout_index = np.load(folder.holdout_path) if holdout and folder.holdout_path.exists() else None
         if warmup is not None:  # two groups, so that round 1 can scale the backbone's LR alone
             params = [{"params": model.extractor.parameters()}, {"params": model.head.parameters()}]
         else:
@@ -414,8 +423,18 @@ class TurnRun:
                 if relabel is not None:
                     index, round_labels, rel_info = self._relabel(logits, train, index, cfg.tau, relabel)
                     info.update(rel_info)
-            elif cleansing == "once":  # round 1's clean set, again
-                index = np.load(folder.round_dir(1) / "selected.npy")
+                if holdout:
+                    if self.holdout_index is None:
+                        self.holdout_index = self._hold_out(train, index, holdout)
+                    index = index[~np.isin(index, self.holdout_index)]
+                    info["n_holdout"] = int(len(self.holdout_index))
+                if rt.is_main:  # what this round trains on; cleansing "once" trains on round 1's again
+                    atomic_save_npy(folder.round_dir(r) / "train_index.npy", index)
+                    atomic_save_npy(folder.round_dir(r) / "train_labels.npy", round_labels[index])
+            elif cleansing == "once":  # round 1's clean set (and its relabels), again
+                index = np.load(folder.round_dir(1) / "train_index.npy")
+                round_labels = labels.copy()
+                round_labels[index] = np.load(folder.round_dir(1) / "train_labels.npy")
                 info["clean_set_of_round"] = 1
             else:
                 index = np.arange(len(train))
@@ -451,6 +470,75 @@ class TurnRun:
                      (f": test accuracy {info['test_acc']:.2%}" if "test_acc" in info else ""),
                      round=r, test_acc=info.get("test_acc"), train_loss=loss)
         return rt.accelerator.unwrap_model(ddp_model)
+
+    def _hold_out(self, train: ImageSet, index: np.ndarray, fraction: float) -> np.ndarray:
+        """A stratified `fraction` of round 1's confidently clean samples (clean probability
+        >= HOLDOUT_MIN_CLEAN, at most HOLDOUT_MAX_PER_CLASS per class), kept out of training
+        so that the final model can be chosen on data it has not seen. Saved with the run."""
+        rng = np.random.default_rng(_seed(self.config, "holdout"))
+        selected = np.unique(index)
+        confident = selected[self._clean_prob[selected] >= HOLDOUT_MIN_CLEAN]
+        chosen = []
+        for c in range(train.num_classes):
+            members = confident[train.labels[confident] == c]
+            take = min(int(fraction * len(members)), HOLDOUT_MAX_PER_CLASS)
+            chosen.append(rng.choice(members, take, replace=False))
+        held = np.sort(np.concatenate(chosen)).astype(np.int64)
+        if len(held) < HOLDOUT_MIN_SAMPLES:  # too few to tell two models apart: hold nothing out
+            held = held[:0]
+        if self.rt.is_main:
+            self.folder.holdout_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save_npy(self.folder.holdout_path, held)
+        return held
+
+    def _choose_final_model(self, model: Classifier, head: dict, feats, train: ImageSet, test: ImageSet | None,
+                            test_feats) -> tuple[Classifier | None, dict]:
+        """TURN+'s last step: the fine-tuned model, or a linear probe on the frozen features
+        trained on the cleaned labels (the last round's training set), whichever is more
+        accurate on the held-out clean samples. On small sets fine-tuning often does not pay;
+        this decides it from the data, never from the test set (its accuracies are recorded
+        beside the choice, not used). Returns (model, head): model None when the probe won."""
+        folder, cfg, rt = self.folder, self.config, self.rt
+        probe_path = folder.path / "choice" / "probe_head.pt"
+        choice_path = folder.path / "choice" / "choice.json"
+        if "choice" in folder.completed() and choice_path.exists():
+            choice = read_json(choice_path)
+            return (None, torch.load(probe_path, weights_only=True)) if choice["chosen"] == "probe" else (model, head)
+        t0 = time.time()
+        held = self.holdout_index
+        if held is None or not len(held):
+            self.log("choice", "no held-out samples (too few confidently clean ones): keeping the fine-tuned model")
+            return model, head
+        self.status(stage="choice", stage_label="Choosing the final model on held-out clean samples")
+        last = folder.round_dir(cfg.rounds if cfg.turn_option("cleansing") == "every" else 1)
+        index = np.load(last / "train_index.npy")
+        index, first = np.unique(index, return_index=True)
+        labels = np.load(last / "train_labels.npy")[first]
+        probe, _ = train_linear_probe(np.asarray(feats[index]), labels, train.num_classes, self.lp_hp, "ce",
+                                      cfg.lp_epochs, cfg.batch_size, _seed(cfg, "probe"))
+        held_logits = compute_logits(model, train.subset(held), self.pre, folder.path / "choice" / "holdout_logits.npy",
+                                     rt, cfg.batch_size, self.workers, notify=self.notice("choice"))
+        choice = {
+            "n_holdout": int(len(held)),
+            "holdout_acc_fft": accuracy_from_logits(held_logits, train.labels[held]),
+            "holdout_acc_probe": accuracy_from_logits(head_logits(probe, feats[held]), train.labels[held]),
+            "n_probe_train": int(len(index)),
+        }
+        choice["chosen"] = "probe" if choice["holdout_acc_probe"] > choice["holdout_acc_fft"] else "fft"
+        if test is not None:
+            choice["test_acc_probe"] = accuracy_from_logits(head_logits(probe, test_feats), test.labels)
+            choice["test_acc_fft"] = read_json(folder.round_dir(cfg.rounds) / "round.json", {}).get("test_acc")
+        if rt.is_main:
+            probe_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(probe, probe_path)
+            atomic_write_json(choice_path, choice)
+            folder.mark_completed("choice")
+        self.log("choice", f"final model: {'the linear probe on the cleaned labels' if choice['chosen'] == 'probe' else 'the fine-tuned model'} "
+                 f"(held-out accuracy {choice['holdout_acc_probe']:.1%} probe, {choice['holdout_acc_fft']:.1%} fine-tuned, "
+                 f"{choice['n_holdout']} samples)", **choice)
+        self._time("choice", t0)
+        rt.barrier()
+        return (None, probe) if choice["chosen"] == "probe" else (model, head)
 
     def _final(self, model, head, feats, train: ImageSet) -> None:
         """The final model's losses and clean probabilities: what Threshold, Review and Export use."""
@@ -558,10 +646,16 @@ class TurnRun:
             accs = [h["test_acc"] for h in history if "test_acc" in h]
         else:
             accs = [r["test_acc"] for r in rounds if "test_acc" in r]
+        choice = read_json(folder.path / "choice" / "choice.json", None)
         if accs:
             metrics["test_acc_best"] = max(accs)
             metrics["test_acc_last"] = accs[-1]
             metrics["test_acc_per_epoch"] = accs
+        if choice is not None:  # the run's own final model is the one it chose
+            metrics["final_model"] = choice
+            if choice.get("test_acc_probe") is not None and choice["chosen"] == "probe":
+                metrics["test_acc_last"] = choice["test_acc_probe"]
+                metrics["test_acc_best"] = max(metrics.get("test_acc_best", 0.0), choice["test_acc_probe"])
         if cfg.kind == "turn":
             first = rounds[0] if rounds else {}
             metrics["n_clean"] = first.get("n_unique")

@@ -36,7 +36,8 @@ TURNPLUS_DEV = [
     ("turn+:fft_epochs=8", "+ 8 rounds (about FFT-CE's compute)"),
 ]
 OVERRIDE_KEYS = {"tau": float, "lp_epochs": int, "fft_epochs": int, "balance": str, "cleansing": str,
-                 "warmup_backbone_lr": float, "relabel_confidence": float, "gce_q": float}
+                 "warmup_backbone_lr": float, "relabel_confidence": float, "gce_q": float,
+                 "holdout": float, "scoring": str}
 NOISE_NAMES = {"sym": "symmetric", "asym": "asymmetric", "inst": "instance"}
 FFT_ONLY = ("fft-ce", "fft-gce", "fft-elr", "fft-true")  # methods that do not need the cached features
 
