@@ -11,6 +11,7 @@ from turn_backend.cleansing import (
     floor_size,
     sanitize_losses,
     select_clean,
+    stratified_holdout,
 )
 from turn_backend.engine import head_logits, train_linear_probe
 from turn_backend.losses import ELRLoss, gce_loss, per_sample_ce
@@ -146,6 +147,24 @@ def test_mean_balance_keeps_every_candidate_and_tops_up_small_classes():
     assert sel.per_class == 4  # mean of 6 and 2
     assert set(range(6)) <= set(sel.indices.tolist())  # nothing discarded
     assert (y[sel.indices] == 1).sum() == 4  # class 1 drawn with replacement up to 4
+
+
+def test_holdout_takes_a_share_of_each_class_confident_samples_only():
+    # class 0: samples 0-39, class 1: 40-99; every fourth sample is below the 0.9 cut
+    labels = np.repeat([0, 1], [40, 60])
+    clean = np.where(np.arange(100) % 4 == 0, 0.8, 0.95)
+    selected = np.concatenate([np.arange(100), np.arange(10)])  # duplicates (top-ups) count once
+    held = stratified_holdout(selected, clean, labels, 2, 0.2, np.random.default_rng(0))
+    # confident: 30 of class 0, 45 of class 1 -> floor(0.2 x 30) = 6 and floor(0.2 x 45) = 9
+    assert np.bincount(labels[held], minlength=2).tolist() == [6, 9]
+    assert (clean[held] >= 0.9).all() and len(np.unique(held)) == len(held) and (np.diff(held) > 0).all()
+    assert np.array_equal(held, stratified_holdout(selected, clean, labels, 2, 0.2, np.random.default_rng(0)))
+    # at most max_per_class from a class; nothing when the whole would be under min_total
+    capped = stratified_holdout(selected, clean, labels, 2, 0.2, np.random.default_rng(0), max_per_class=5)
+    assert np.bincount(labels[capped], minlength=2).tolist() == [5, 5]
+    assert len(stratified_holdout(selected, clean, labels, 2, 0.2, np.random.default_rng(0), min_total=16)) == 0
+    # only what was selected can be held out
+    assert set(stratified_holdout(np.arange(50), clean, labels, 2, 0.5, np.random.default_rng(1))) <= set(range(50))
 
 
 def test_detection_metrics_on_hand_made_labels():

@@ -136,14 +136,15 @@ def test_out_of_fold_probabilities_shape():
 # ----------------------------------------------------------------------------- end to end
 
 
-def _args(tmp_path, **over):
+def _args(tmp_path, methods=("turn", "lp-gce", "dividemix-lp", "cleanlab-fft"), settings=("sym60", "asym40"),
+          small=False):
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     argv = ["--out", str(tmp_path / "bench"), "--n-train", "200", "--n-test", "100", "--image-size", "32",
-            "--settings", "sym60", "asym40", "--methods", "turn", "lp-gce", "dividemix-lp", "cleanlab-fft",
+            "--settings", *settings, "--methods", *methods,
             "--lp-epochs", "3", "--fft-epochs", "1", "--seeds", "1", "--no-ablation", "--no-dev",
             "--device", "cpu", "--quiet", "--docs", str(tmp_path / "docs" / "benchmarks.md")]
-    return parser.parse_args(argv)
+    return parser.parse_args(argv + ([] if small else ["--no-small"]))
 
 
 def test_bench_grid_end_to_end(tmp_path, monkeypatch, turn_cache_dir):
@@ -167,7 +168,9 @@ def test_bench_grid_end_to_end(tmp_path, monkeypatch, turn_cache_dir):
     assert 0 <= json.loads(turn["f1_per_round"])[0] <= 1
     assert set(df[df["method"] == "cleanlab-fft"]["seconds_fft"]) != {0.0}
     md = (out / "results.md").read_text()
-    assert "## Best test accuracy" in md and "| turn |" in md and "x FFT-CE" in md
+    assert "## Last-round test accuracy" in md and "## Best-round test accuracy" in md
+    assert "| turn |" in md and "x FFT-CE" in md
+    assert "## Small set" not in md  # --no-small
     assert "## Where TURN does not win" in md
     assert (out / "plots" / "accuracy_vs_time.png").exists()
     docs = tmp_path / "docs" / "benchmarks.md"
@@ -178,6 +181,20 @@ def test_bench_grid_end_to_end(tmp_path, monkeypatch, turn_cache_dir):
     assert bench.main(args) == 0
     again = pd.read_csv(out / "results.csv")
     assert list(again["test_acc_best"]) == list(df["test_acc_best"])
+
+
+def test_bench_runs_the_small_two_class_set_beside_the_grid(tmp_path, monkeypatch, turn_cache_dir):
+    monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
+    args = _args(tmp_path, methods=["lp-gce", "turn+"], settings=["sym20"], small=True)
+    assert bench.main(args) == 0
+    df = pd.read_csv(tmp_path / "bench" / "results.csv")
+    small = df[df["group"] == "small"]
+    assert sorted(small["setting"].unique()) == ["sym20", "sym40"] and set(small["method"]) == {"lp-gce", "turn+"}
+    assert (small["n_train"] == 400).all() and (df[df["group"] == "grid"]["n_train"] == 200).all()
+    assert small["noise_rate_actual"].between(0.1, 0.5).all()  # sym noise on two classes flips to the other one
+    md = (tmp_path / "bench" / "results.md").read_text()
+    assert "## Small set: 400 images, two look-alike classes (T-shirt/top vs Shirt)" in md
+    assert "**turn+ >= every baseline?**" in md and "## How TURN+ ended each run" in md
 
 
 def test_a_grid_report_keeps_the_sections_other_benchmark_commands_wrote():

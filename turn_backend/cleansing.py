@@ -210,3 +210,33 @@ def detection_metrics(flagged_noisy: np.ndarray, given: np.ndarray, true: np.nda
         "precision": precision, "recall": recall, "f1": f1, "purity": purity,
         "n_flagged": int(flagged.sum()), "n_kept": int(kept.sum()), "n_noisy": int(noisy.sum()),
     }
+
+
+def stratified_holdout(
+    selected: np.ndarray,
+    clean_prob: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    fraction: float,
+    rng: np.random.Generator,
+    min_clean: float = 0.9,
+    max_per_class: int = 100,
+    min_total: int = 10,
+) -> np.ndarray:
+    """Sorted indices of a validation set drawn from a clean set: from each class,
+    floor(`fraction` x its selected samples with clean probability >= `min_clean`), at most
+    `max_per_class`. Empty when that makes fewer than `min_total` (too few to compare two
+    models on). Used by TURN+ to choose its final model on samples it did not train on.
+
+    selected: indices of the clean set (duplicates allowed); clean_prob, labels: (N,).
+    """
+    selected = np.unique(np.asarray(selected, dtype=np.int64))
+    confident = selected[np.asarray(clean_prob)[selected] >= min_clean]
+    labels = np.asarray(labels)
+    chosen = []
+    for c in range(num_classes):
+        members = confident[labels[confident] == c]
+        take = min(int(fraction * len(members)), max_per_class)
+        chosen.append(rng.choice(members, take, replace=False))
+    held = np.sort(np.concatenate(chosen)).astype(np.int64) if chosen else np.zeros(0, dtype=np.int64)
+    return held if len(held) >= min_total else held[:0]

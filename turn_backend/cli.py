@@ -361,7 +361,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--detection", action="store_true",
                    help="instead: detection F1 / AUROC of every signal and the combination, no fine-tuning "
                         "(default 10,000 images, 3 seeds); uses --n-train, --seeds, --settings, --out, --docs")
-    b.add_argument("--no-small", action="store_true", help="with --detection: skip the small two-class set")
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from turn_backend.cleansing import detection_metrics, fit_clean_probability, select_clean
+from turn_backend.cleansing import detection_metrics, fit_clean_probability, select_clean, stratified_holdout
 from turn_backend.audit import run_audit
 from turn_backend.config import RunConfig, method_loss
 from turn_backend.detect import DetectionResult, detect_label_issues
@@ -43,11 +43,6 @@ from turn_backend.projection import compute_projections
 from turn_backend.retrain import apply_reviewed_labels
 from turn_backend.runfolder import RunFolder, atomic_save_npy, atomic_write_json, read_json
 from turn_backend.rundata import load_run_data  # noqa: F401 - also imported from here
-
-
-HOLDOUT_MIN_CLEAN = 0.9  # clean probability of the samples TURN+ may hold out to choose its final model
-HOLDOUT_MAX_PER_CLASS = 100
-HOLDOUT_MIN_SAMPLES = 10
 
 
 class StopRequested(Exception):
@@ -472,20 +467,11 @@ class TurnRun:
         return rt.accelerator.unwrap_model(ddp_model)
 
     def _hold_out(self, train: ImageSet, index: np.ndarray, fraction: float) -> np.ndarray:
-        """A stratified `fraction` of round 1's confidently clean samples (clean probability
-        >= HOLDOUT_MIN_CLEAN, at most HOLDOUT_MAX_PER_CLASS per class), kept out of training
-        so that the final model can be chosen on data it has not seen. Saved with the run."""
-        rng = np.random.default_rng(_seed(self.config, "holdout"))
-        selected = np.unique(index)
-        confident = selected[self._clean_prob[selected] >= HOLDOUT_MIN_CLEAN]
-        chosen = []
-        for c in range(train.num_classes):
-            members = confident[train.labels[confident] == c]
-            take = min(int(fraction * len(members)), HOLDOUT_MAX_PER_CLASS)
-            chosen.append(rng.choice(members, take, replace=False))
-        held = np.sort(np.concatenate(chosen)).astype(np.int64)
-        if len(held) < HOLDOUT_MIN_SAMPLES:  # too few to tell two models apart: hold nothing out
-            held = held[:0]
+        """TURN+'s validation set: a stratified `fraction` of round 1's confidently clean
+        samples, kept out of training so that the final model is chosen on data it has not
+        seen (cleansing.stratified_holdout). Saved with the run."""
+        held = stratified_holdout(index, self._clean_prob, train.labels, train.num_classes, fraction,
+                                  np.random.default_rng(_seed(self.config, "holdout")))
         if self.rt.is_main:
             self.folder.holdout_path.parent.mkdir(parents=True, exist_ok=True)
             atomic_save_npy(self.folder.holdout_path, held)

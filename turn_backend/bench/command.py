@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder (default runs/bench, or runs/bench-quick)")
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--seeds", type=int, help="seeds per cell (default 2; quick 1)")
+    parser.add_argument("--no-small", action="store_true",
+                        help="skip the small two-class set (400 images, T-shirt/top vs Shirt) of the grid or of --detection")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds run from this one (default 0): split a grid over machines or processes")
     parser.add_argument("--n-train", type=int, help="demo training images (default 1500; quick 1000)")
     parser.add_argument("--n-test", type=int, help="demo test images (default 1000; quick 500)")
     parser.add_argument("--image-size", type=int, help="input size (default 48)")
@@ -113,7 +117,7 @@ def main(args) -> int:
         for k, (method, setting, seed, group) in enumerate(plan.cells, start=1):
             t0 = time.time()
             try:
-                metrics, reused = run_cell(plan, method, setting, seed)
+                metrics, reused = run_cell(plan, method, setting, seed, group)
             except Exception as exc:  # one broken cell must not lose the others
                 import traceback
 
@@ -128,9 +132,10 @@ def main(args) -> int:
                 continue
             if not reused:
                 durations.append(time.time() - t0)
-            rows.append(flatten(method, setting, seed, group, metrics, cell_dir(plan, method, setting, seed), plan))
+            rows.append(flatten(method, setting, seed, group, metrics, cell_dir(plan, method, setting, seed, group), plan))
             pd.DataFrame(rows).to_csv(csv_path, index=False)
-            log(f"[{k}/{len(plan.cells)}] {setting} {method} seed {seed}: best {metrics.get('test_acc_best', 0):.1%}, "
+            where = f"{setting} (small)" if group == "small" else setting
+            log(f"[{k}/{len(plan.cells)}] {where} {method} seed {seed}: best {metrics.get('test_acc_best', 0):.1%}, "
                 f"last {metrics.get('test_acc_last', 0):.1%}, {metrics.get('seconds_total', 0):.0f} s"
                 + (" (reused)" if reused else "") + f"; ETA {_eta(durations, len(plan.cells) - k)}")
         if not rows:

@@ -83,16 +83,8 @@ def load_features(n_train: int, image_size: int, model_name: str, classes: tuple
     from turn_backend.models.core import Preprocess
     from turn_backend.models.registry import load_model
 
-    per_class = n_train // (len(classes) if classes else 10)
-    bundle = load_demo(per_class * 10, 10)
-    train = bundle.train
-    if classes:
-        keep = np.flatnonzero(np.isin(train.labels, classes))
-        train = train.subset(keep)
-        remap = {c: k for k, c in enumerate(classes)}
-        new = np.array([remap[int(c)] for c in train.labels], dtype=np.int64)
-        train = train.with_labels(new, new)
-        train.class_names = [bundle.train.class_names[c] for c in classes]
+    k = len(classes) if classes else 10
+    train = load_demo(n_train, 10 * k, list(classes) if classes else None).train
     loaded = load_model(model_name, None, pretrained=True)
     pre = Preprocess(image_size, loaded.preprocess.mean, loaded.preprocess.std, loaded.preprocess.interpolation)
     path = feature_cache_path(train, loaded.name, None, True, pre, "train")

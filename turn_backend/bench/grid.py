@@ -39,6 +39,13 @@ OVERRIDE_KEYS = {"tau": float, "lp_epochs": int, "fft_epochs": int, "balance": s
                  "warmup_backbone_lr": float, "relabel_confidence": float, "gce_q": float,
                  "holdout": float, "scoring": str}
 NOISE_NAMES = {"sym": "symmetric", "asym": "asymmetric", "inst": "instance"}
+# The small set: a few hundred images of two look-alike classes, as people audit by hand.
+SMALL_CLASSES = (0, 6)  # Fashion-MNIST T-shirt/top vs Shirt
+SMALL_N_TRAIN, SMALL_N_TEST = 400, 400
+SMALL_SETTINGS = ["sym20", "sym40"]
+# the stages a run times (runner.TurnRun._time), in the order they run
+STAGES = ("data", "features", "audit", "lp", "scoring", "detect", "gmm", "fft", "eval", "choice", "final",
+          "projection")
 FFT_ONLY = ("fft-ce", "fft-gce", "fft-elr", "fft-true")  # methods that do not need the cached features
 
 
@@ -93,6 +100,7 @@ class Plan:
     throughput: bool
     quick: bool
     command: str
+    small: bool = False  # also the grid's methods on the small two-class set (group "small")
     cells: list[tuple[str, str, int, str]] = field(default_factory=list)  # (method, setting, seed, group)
     failed: list[str] = field(default_factory=list)
 
@@ -111,17 +119,23 @@ def make_plan(args) -> Plan:
     dev = [] if (args.no_dev or q) else (args.dev_settings if args.dev_settings is not None else ["sym60", "asym40"])
     plan = Plan(
         out=Path(args.out or ("runs/bench-quick" if q else "runs/bench")),
-        model=args.model, seeds=list(range(args.seeds or (1 if q else 2))),
+        model=args.model, seeds=[getattr(args, "first_seed", 0) + k for k in range(args.seeds or (1 if q else 2))],
         n_train=args.n_train or (1000 if q else 1500), n_test=args.n_test or (500 if q else 1000),
         image_size=args.image_size or 48, settings=list(settings), methods=list(methods),
         lp_epochs=args.lp_epochs, fft_epochs=args.fft_epochs, batch_size=args.batch_size, device=args.device,
         ablation_setting=ablation, dev_settings=list(dev), throughput=not args.no_throughput, quick=q,
+        small=not (q or getattr(args, "no_small", False)),
         command="turn bench " + " ".join(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else []),
     )
     for seed in plan.seeds:
         for setting in plan.settings:
             for m in plan.methods:
                 plan.cells.append((m, setting, seed, "grid"))
+    if plan.small:
+        for seed in plan.seeds:
+            for setting in SMALL_SETTINGS:
+                for m in plan.methods:
+                    plan.cells.append((m, setting, seed, "small"))
     first = plan.seeds[:1]
     if ablation is not None:
         specs = [s for s, _ in ABLATION] + [f"turn:tau={t:g}" if t != 0.6 else "turn" for t in TAUS]
@@ -136,8 +150,9 @@ def make_plan(args) -> Plan:
     # a cell asked for by several groups runs once
     seen, unique = set(), []
     for cell in plan.cells:
-        if cell[:3] not in seen:
-            seen.add(cell[:3])
+        key = cell if cell[3] == "small" else cell[:3]
+        if key not in seen:
+            seen.add(key)
             unique.append(cell)
     plan.cells = unique
     return plan
@@ -146,14 +161,17 @@ def make_plan(args) -> Plan:
 # ----------------------------------------------------------------------------- running cells
 
 
-def cell_config(plan: Plan, base: str, overrides: dict, setting: str, seed: int):
+def cell_config(plan: Plan, base: str, overrides: dict, setting: str, seed: int, group: str = "grid"):
     from turn_backend.config import RunConfig
 
     kind, rate = parse_setting(setting)
     noise = {"kind": "none"} if base == "fft-true" or kind == "none" else {"kind": kind, "rate": rate, "seed": seed}
     engine_method = base if base in METHODS else "lp-ce"  # extra methods read everything but `method`
+    dataset = {"kind": "demo", "n_train": plan.n_train, "n_test": plan.n_test}
+    if group == "small":
+        dataset = {"kind": "demo", "n_train": SMALL_N_TRAIN, "n_test": SMALL_N_TEST, "classes": list(SMALL_CLASSES)}
     settings = dict(
-        dataset={"kind": "demo", "n_train": plan.n_train, "n_test": plan.n_test}, noise=noise, model=plan.model,
+        dataset=dataset, noise=noise, model=plan.model,
         method=engine_method, image_size=plan.image_size, batch_size=plan.batch_size, lp_epochs=plan.lp_epochs,
         fft_epochs=plan.fft_epochs, seed=seed, device=plan.device, num_workers=0, projection_methods=[],
     )
@@ -161,26 +179,27 @@ def cell_config(plan: Plan, base: str, overrides: dict, setting: str, seed: int)
     return RunConfig(**settings)
 
 
-def cell_dir(plan: Plan, method: str, setting: str, seed: int) -> Path:
+def cell_dir(plan: Plan, method: str, setting: str, seed: int, group: str = "grid") -> Path:
     base, _ = parse_method(method)
     if base == "fft-true":  # trains on the true labels: one run per seed serves every setting
         setting = "clean"
-    return plan.out / "runs" / setting / f"{_safe(method)}-s{seed}"
+    runs = plan.out / "runs" / ("small" if group == "small" else "")
+    return runs / setting / f"{_safe(method)}-s{seed}"
 
 
-def run_cell(plan: Plan, method: str, setting: str, seed: int) -> tuple[dict, bool]:
+def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "grid") -> tuple[dict, bool]:
     """The metrics of one cell, and whether they were reused from an earlier run."""
     from turn_backend.baselines_extra import EXTRA_METHODS, run_extra
     from turn_backend.runner import run_turn
 
-    run_dir = cell_dir(plan, method, setting, seed)
+    run_dir = cell_dir(plan, method, setting, seed, group)
     done = run_dir / "metrics.json"
     if done.exists():
         return json.loads(done.read_text()), True
     if run_dir.exists():
         shutil.rmtree(run_dir)
     base, overrides = parse_method(method)
-    config = cell_config(plan, base, overrides, setting, seed)
+    config = cell_config(plan, base, overrides, setting, seed, group)
     old = signal.getsignal(signal.SIGTERM)
     try:
         if base in EXTRA_METHODS:
@@ -209,7 +228,7 @@ def flatten(method: str, setting: str, seed: int, group: str, metrics: dict, run
     rounds = _rounds(run_dir)
     fft_images = None
     if rounds:
-        fft_images = int(sum((r.get("n_selected") or plan.n_train) + (r.get("n_relabelled") or 0) for r in rounds))
+        fft_images = int(sum((r.get("n_selected") or metrics.get("n_train") or plan.n_train) + (r.get("n_relabelled") or 0) for r in rounds))
 
     def per_round(key):
         return json.dumps([None if d is None else round(float(d.get(key, float("nan"))), 5) for d in dets])
@@ -233,8 +252,10 @@ def flatten(method: str, setting: str, seed: int, group: str, metrics: dict, run
         "fft_images": fft_images,
         "n_relabelled": json.dumps([r.get("n_relabelled") for r in rounds]) if any("n_relabelled" in r for r in rounds) else "",
         "relabel_accuracy": json.dumps([r.get("relabel_accuracy") for r in rounds]) if any("relabel_accuracy" in r for r in rounds) else "",
+        "final_model": (metrics.get("final_model") or {}).get("chosen", ""),
+        "test_acc_fft_last": (metrics.get("final_model") or {}).get("test_acc_fft", metrics.get("test_acc_last")),
     }
-    for stage in ("data", "features", "lp", "scoring", "gmm", "fft", "eval", "final", "projection"):
+    for stage in STAGES:
         row[f"seconds_{stage}"] = sec.get(stage, 0.0)
     row["seconds_total"] = metrics.get("seconds_total")
     row["run_dir"] = str(run_dir)

@@ -35,15 +35,21 @@ def read_idx_gz(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
 
 
-def _first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
-    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)]))
+def _first_per_class(labels: np.ndarray, per_class: int, classes: list[int]) -> np.ndarray:
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in classes]))
 
 
-def load_demo(n_train: int = 3000, n_test: int = 1000) -> DatasetBundle:
-    """Fashion-MNIST, `n_train` / `n_test` images, balanced across the 10 classes."""
-    if n_train % 10 or n_test % 10 or n_train <= 0 or n_test <= 0:
-        raise DatasetError("demo sizes must be positive multiples of 10 (one share per class)")
-    per_train, per_test = n_train // 10, n_test // 10
+def load_demo(n_train: int = 3000, n_test: int = 1000, classes: list[int] | None = None) -> DatasetBundle:
+    """Fashion-MNIST, `n_train` / `n_test` images, balanced across the 10 classes, or across
+    `classes` (Fashion-MNIST class indices, e.g. [0, 6] for T-shirt/top vs Shirt), which are
+    then renumbered 0..len(classes)-1 in that order."""
+    chosen = list(range(10)) if classes is None else [int(c) for c in classes]
+    k = len(chosen)
+    if k < 2 or len(set(chosen)) != k or not all(0 <= c < 10 for c in chosen):
+        raise DatasetError(f"demo classes must be at least two distinct Fashion-MNIST classes 0-9, got {classes}")
+    if n_train % k or n_test % k or n_train <= 0 or n_test <= 0:
+        raise DatasetError(f"demo sizes must be positive multiples of {k} (one share per class)")
+    per_train, per_test = n_train // k, n_test // k
     if per_train <= 600 and per_test <= 200:
         with np.load(ASSET) as z:
             xtr, ytr = z["train_images"], z["train_labels"].astype(np.int64)
@@ -60,15 +66,19 @@ def load_demo(n_train: int = 3000, n_test: int = 1000) -> DatasetBundle:
             f"the embedded subset holds 6000 train / 2000 test images; for more, install the "
             f"Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
         )
-    i, j = _first_per_class(ytr, per_train), _first_per_class(yte, per_test)
+    i, j = _first_per_class(ytr, per_train, chosen), _first_per_class(yte, per_test, chosen)
     if len(i) < n_train or len(j) < n_test:
         raise DatasetError(f"Fashion-MNIST has fewer images than asked for ({n_train} train, {n_test} test)")
+    renumber = np.full(10, -1, dtype=np.int64)
+    renumber[chosen] = np.arange(k)
+    names = [FASHION_MNIST_CLASSES[c] for c in chosen]
     train = ImageSet(
-        ids=[f"fmnist-train-{k:05d}" for k in origin_tr[i]],
-        labels=ytr[i], class_names=list(FASHION_MNIST_CLASSES), true_labels=ytr[i], arrays=xtr[i],
+        ids=[f"fmnist-train-{n:05d}" for n in origin_tr[i]],
+        labels=renumber[ytr[i]], class_names=names, true_labels=renumber[ytr[i]], arrays=xtr[i],
     )
     test = ImageSet(
-        ids=[f"fmnist-test-{k:05d}" for k in origin_te[j]],
-        labels=yte[j], class_names=list(FASHION_MNIST_CLASSES), true_labels=yte[j], arrays=xte[j],
+        ids=[f"fmnist-test-{n:05d}" for n in origin_te[j]],
+        labels=renumber[yte[j]], class_names=names, true_labels=renumber[yte[j]], arrays=xte[j],
     )
-    return DatasetBundle(name=f"fashion-mnist-{n_train}", train=train, test=test)
+    suffix = "" if classes is None else "-" + "-".join(map(str, chosen))
+    return DatasetBundle(name=f"fashion-mnist-{n_train}{suffix}", train=train, test=test)

@@ -46,7 +46,7 @@ COMMON_KEYS = {"kind", "name", "verify", "max_train", "max_test", "subset_seed"}
 COLUMN_KEYS = {"image_column", "label_column", "true_label_column", "id_column", "classes", "root",
                "cache_dir", "max_array_mb"}
 KIND_KEYS: dict[str, set[str]] = {
-    "demo": {"n_train", "n_test"},
+    "demo": {"n_train", "n_test", "classes"},
     "folder": {"path"},
     "manifest": {"path", "root", "classes", "path_column", "label_column", "split_column",
                  "true_label_column", "id_column", "delimiter", "header"},
@@ -78,7 +78,7 @@ def _options(spec: Mapping, progress: Progress | None) -> LoadOptions:
 def _load_demo(spec: dict, opts: LoadOptions) -> DatasetBundle:
     from turn_backend.data.demo import load_demo  # demo imports turn_backend.noise, which imports us
 
-    b = load_demo(int(spec.get("n_train", 3000)), int(spec.get("n_test", 1000)))
+    b = load_demo(int(spec.get("n_train", 3000)), int(spec.get("n_test", 1000)), spec.get("classes"))
     train = limit_arrays(b.train, opts.max_train, opts.seed)
     test = limit_arrays(b.test, opts.max_test, opts.seed)
     return finish_bundle(spec.get("name") or b.name, train, test, [], {}, what="the demo set")
