@@ -122,6 +122,28 @@ def test_review_cards_say_why_and_audit_flags_join_the_queue(audited_run):
     assert not at.exception
 
 
+def test_review_reads_the_detection_signals_without_the_detect_package(audited_run):
+    """review_inputs reads final/signals.parquet itself (importing turn_backend.detect costs the
+    Review page torch): the same table RunFolder.detection() gives, and the same inputs."""
+    import subprocess
+    import sys
+
+    folder = RunFolder(audited_run)
+    pd.testing.assert_frame_equal(an.detection_signals(folder), folder.detection()["signals"], check_like=True)
+    inputs = an.review_inputs(folder)
+    assert inputs["source"] == "ensemble"
+    np.testing.assert_allclose(inputs["signals"]["knn"], 0.05)
+    (folder.final_dir / "noise_matrix.json").unlink()  # half a result: none, as DetectionResult.load says
+    assert an.detection_signals(folder) is None and folder.detection() is None
+    # the audit pages' helpers load without scikit-learn or torch (each costs a first render about 1 s)
+    code = ("import sys; from turn_backend import analysis as an; "
+            "an.review_inputs(__import__('turn_backend.runfolder').runfolder.RunFolder(sys.argv[1])); "
+            "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(audited_run)], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
+
+
 def test_review_noise_cell_filter_from_session_state(audited_run):
     train = train_frame(audited_run)
     folder = RunFolder(audited_run)

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from turn_backend.cleansing import floor_size
+# turn_backend.cleansing is imported where it is used: it imports scikit-learn (about 1 s),
+# which no audit page needs on its first render.
 
 # ----------------------------------------------------------------------------- threshold
 
@@ -85,6 +86,8 @@ def selection_sizes(counts: Sequence[int], class_sizes: Sequence[int]) -> dict:
     counts = np.asarray(counts, dtype=np.int64).copy()
     sizes = np.asarray(class_sizes, dtype=np.int64)
     floored = [int(c) for c in np.flatnonzero((sizes > 0) & (counts == 0))]
+    if floored:
+        from turn_backend.cleansing import floor_size
     for c in floored:
         counts[c] = min(floor_size(int(sizes[c])), int(sizes[c]))
     present = counts[sizes > 0]
@@ -565,9 +568,9 @@ def review_inputs(folder) -> dict:
     from turn_backend.runfolder import read_json
 
     names = read_json(folder.path / "classes.json", []) or [str(c) for c in range(int(train["given_label"].max()) + 1)]
-    detection = folder.detection()
+    signals = detection_signals(folder)
     audit = folder.audit()
-    signals = detection["signals"] if detection is not None and len(detection["signals"]) == len(train) else None
+    signals = signals if signals is not None and len(signals) == len(train) else None
     out = {
         "names": list(names),
         "ids": train["sample_id"].astype(str).to_numpy(),
@@ -585,6 +588,21 @@ def review_inputs(folder) -> dict:
         out["source"] = str(signals["suggested_source"].iloc[0]) if len(signals) else "ensemble"
         out["signals"] = {k: signals[k].to_numpy(dtype=np.float32) for k in SIGNAL_LABELS if k in signals}
     return out
+
+
+def detection_signals(folder) -> pd.DataFrame | None:
+    """The run's `final/signals.parquet` (one row per training sample: each detection signal's
+    clean score, `combined`, the suggested label, its confidence and source): the columns of
+    `RunFolder.detection()["signals"]` (in the file's order), or None where the run has no
+    detection result.
+
+    Read with pandas alone: `RunFolder.detection()` imports `turn_backend.detect`, which
+    imports torch (about 1.4 s and 300 MB on the Review page's first render, for one table).
+    """
+    d = Path(folder.final_dir)
+    if not (d / "signals.parquet").exists() or not (d / "noise_matrix.json").exists():
+        return None  # the same test as DetectionResult.load
+    return pd.read_parquet(d / "signals.parquet")
 
 
 def paginate(n: int, page: int, per_page: int = 12) -> tuple[int, int, int, int]:
