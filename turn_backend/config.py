@@ -29,9 +29,9 @@ CLEANSING_MODES = ("every", "once", "none")
 # "scoring": "gmm" is TURN's per-class GMM on the model's losses; "ensemble" is the combined
 # clean probability of turn_backend.detect (probes, neighbours, noise model).
 TURN_DEFAULTS = {"balance": "min", "cleansing": "every", "warmup_backbone_lr": None, "relabel_confidence": None,
-                 "scoring": "gmm", "holdout": None}
+                 "scoring": "gmm", "holdout": None, "cleanse_interval": 1}
 TURN_PLUS_DEFAULTS = {"balance": "mean", "cleansing": "every", "warmup_backbone_lr": None,
-                      "relabel_confidence": 0.9, "scoring": "ensemble", "holdout": 0.1}
+                      "relabel_confidence": 0.9, "scoring": "ensemble", "holdout": 0.1, "cleanse_interval": 1}
 SCORING_MODES = ("gmm", "ensemble")
 
 
@@ -80,6 +80,9 @@ class RunConfig:
     # whichever of the fine-tuned model and a linear probe on the cleaned labels scores
     # better on them (0 or None: the fine-tuned model, no hold-out)
     holdout: float | None = None
+    # cleansing "every": re-select the clean set every this many rounds (1: each round, as
+    # published; 2: rounds 1, 3, 5, ..., the rounds between train on the last selection)
+    cleanse_interval: int | None = None
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N; several processes come from the launcher
     num_processes: int = 1
@@ -108,6 +111,8 @@ class RunConfig:
             raise ValueError(f"warmup_backbone_lr must be >= 0, got {self.warmup_backbone_lr}")
         if self.scoring is not None and self.scoring not in SCORING_MODES:
             raise ValueError(f"scoring must be one of {', '.join(SCORING_MODES)}, got {self.scoring!r}")
+        if self.cleanse_interval is not None and self.cleanse_interval < 1:
+            raise ValueError(f"cleanse_interval must be >= 1, got {self.cleanse_interval}")
         if self.holdout is not None and not 0.0 <= self.holdout < 0.5:
             raise ValueError(f"holdout must be in [0, 0.5), got {self.holdout}")
         if self.relabel_confidence is not None and not 0.0 < self.relabel_confidence <= 1.0:

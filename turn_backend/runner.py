@@ -358,7 +358,6 @@ class TurnRun:
         else:
             torch.manual_seed(_seed(cfg, "head"))
             model.head.reset_parameters()
-        cleansing = cfg.turn_option("cleansing") if cfg.kind == "turn" else "none"
         warmup = cfg.turn_option("warmup_backbone_lr") if cfg.kind == "turn" else None
         relabel = cfg.turn_option("relabel_confidence") if cfg.kind == "turn" else None
         holdout = cfg.turn_option("holdout") if cfg.kind == "turn" else None
@@ -391,7 +390,8 @@ class TurnRun:
             round_labels = labels
             if warmup is not None:
                 optimizer.param_groups[0]["lr"] = self.fft_hp.lr * (warmup if r == 1 else 1.0)
-            if cleansing == "every" or (cleansing == "once" and r == 1):
+            source = self._cleansed_round(r)
+            if source == r:
                 t0 = time.time()
                 round_feats = None
                 if r == 1:
@@ -423,14 +423,14 @@ class TurnRun:
                         self.holdout_index = self._hold_out(train, index, holdout)
                     index = index[~np.isin(index, self.holdout_index)]
                     info["n_holdout"] = int(len(self.holdout_index))
-                if rt.is_main:  # what this round trains on; cleansing "once" trains on round 1's again
+                if rt.is_main:  # what this round trains on; rounds that do not cleanse train on it again
                     atomic_save_npy(folder.round_dir(r) / "train_index.npy", index)
                     atomic_save_npy(folder.round_dir(r) / "train_labels.npy", round_labels[index])
-            elif cleansing == "once":  # round 1's clean set (and its relabels), again
-                index = np.load(folder.round_dir(1) / "train_index.npy")
+            elif source is not None:  # an earlier round's clean set (and its relabels), again
+                index = np.load(folder.round_dir(source) / "train_index.npy")
                 round_labels = labels.copy()
-                round_labels[index] = np.load(folder.round_dir(1) / "train_labels.npy")
-                info["clean_set_of_round"] = 1
+                round_labels[index] = np.load(folder.round_dir(source) / "train_labels.npy")
+                info["clean_set_of_round"] = source
             else:
                 index = np.arange(len(train))
             t0 = time.time()
@@ -466,6 +466,18 @@ class TurnRun:
                      round=r, test_acc=info.get("test_acc"), train_loss=loss)
         return rt.accelerator.unwrap_model(ddp_model)
 
+    def _cleansed_round(self, r: int) -> int | None:
+        """The round whose cleansing chooses what round r trains on (r itself when round r
+        cleanses), or None when the method trains on every sample."""
+        cfg = self.config
+        cleansing = cfg.turn_option("cleansing") if cfg.kind == "turn" else "none"
+        if cleansing == "none":
+            return None
+        if cleansing == "once":
+            return 1
+        interval = cfg.turn_option("cleanse_interval")
+        return r - (r - 1) % interval
+
     def _hold_out(self, train: ImageSet, index: np.ndarray, fraction: float) -> np.ndarray:
         """TURN+'s validation set: a stratified `fraction` of round 1's confidently clean
         samples, kept out of training so that the final model is chosen on data it has not
@@ -496,7 +508,7 @@ class TurnRun:
             self.log("choice", "no held-out samples (too few confidently clean ones): keeping the fine-tuned model")
             return model, head
         self.status(stage="choice", stage_label="Choosing the final model on held-out clean samples")
-        last = folder.round_dir(cfg.rounds if cfg.turn_option("cleansing") == "every" else 1)
+        last = folder.round_dir(self._cleansed_round(cfg.rounds))
         index = np.load(last / "train_index.npy")
         index, first = np.unique(index, return_index=True)
         labels = np.load(last / "train_labels.npy")[first]

@@ -37,7 +37,7 @@ TURNPLUS_DEV = [
 ]
 OVERRIDE_KEYS = {"tau": float, "lp_epochs": int, "fft_epochs": int, "balance": str, "cleansing": str,
                  "warmup_backbone_lr": float, "relabel_confidence": float, "gce_q": float,
-                 "holdout": float, "scoring": str}
+                 "holdout": float, "scoring": str, "cleanse_interval": int}
 NOISE_NAMES = {"sym": "symmetric", "asym": "asymmetric", "inst": "instance"}
 # The small set: a few hundred images of two look-alike classes, as people audit by hand.
 SMALL_CLASSES = (0, 6)  # Fashion-MNIST T-shirt/top vs Shirt

@@ -63,8 +63,8 @@ def load_demo(n_train: int = 3000, n_test: int = 1000, classes: list[int] | None
         origin_tr, origin_te = np.arange(len(ytr)), np.arange(len(yte))
     else:
         raise DatasetError(
-            f"the embedded subset holds 6000 train / 2000 test images; for more, install the "
-            f"Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
+            "the embedded subset holds 6000 train / 2000 test images; for more, install the "
+            "Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
         )
     i, j = _first_per_class(ytr, per_train, chosen), _first_per_class(yte, per_test, chosen)
     if len(i) < n_train or len(j) < n_test:
