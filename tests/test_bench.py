@@ -197,6 +197,20 @@ def test_bench_runs_the_small_two_class_set_beside_the_grid(tmp_path, monkeypatc
     assert "**turn+ >= every baseline?**" in md and "## How TURN+ ended each run" in md
 
 
+def test_parallel_jobs_give_the_same_cells_as_one_process(tmp_path, monkeypatch, turn_cache_dir):
+    monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
+    tables = []
+    for jobs in ("1", "2"):
+        args = _args(tmp_path / f"jobs{jobs}", methods=["lp-gce", "dividemix-lp"])
+        args.jobs = int(jobs)
+        assert bench.main(args) == 0
+        df = pd.read_csv(tmp_path / f"jobs{jobs}" / "bench" / "results.csv")
+        tables.append(df[["method", "setting", "seed", "test_acc_last", "final_f1"]])
+    assert len(tables[0]) == 4
+    pd.testing.assert_frame_equal(tables[0], tables[1])  # same rows, in the plan's order
+    assert "2 cells ran at once" in (tmp_path / "jobs2" / "bench" / "results.md").read_text()
+
+
 def test_a_grid_report_keeps_the_sections_other_benchmark_commands_wrote():
     from turn_backend.bench.command import carry_other_sections
 

@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fft-epochs", type=int, help="FFT rounds / epochs (default: each method's own)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="cells run at once, each in its own process (default 1); with N jobs on C cores, "
+                             "give each --threads C/N")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default: torch's own, or 1 when the machine is already busy: "
                              "1-minute load average above half the cores)")
@@ -62,6 +65,59 @@ def _eta(done_s: list[float], remaining: int) -> str:
         return "?"
     return f"{np.mean(done_s) * remaining / 60:.0f} min"
 
+
+
+def _run_one(plan, cell: tuple, threads: int) -> tuple[dict | None, bool, float, str | None]:
+    """One cell, in this process: (metrics, reused, seconds, error message or None)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    t0 = time.time()
+    try:
+        metrics, reused = run_cell(plan, *cell)
+    except Exception as exc:  # one broken cell must not lose the others
+        from turn_backend.runner import StopRequested
+
+        if isinstance(exc, StopRequested):  # SIGTERM: stop the whole benchmark
+            raise
+        import traceback
+
+        return None, False, time.time() - t0, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    return metrics, reused, time.time() - t0, None
+
+
+def run_cells(plan, jobs: int, threads: int, on_cell_done, log_file) -> None:
+    """Every cell of the plan, `jobs` at a time in worker processes (spawned, so that each
+    has its own torch threads), calling on_cell_done(k, cell, metrics, reused, seconds, error).
+    With several jobs, the first cell of each data set runs alone first: it fills the shared
+    feature cache that the others then read."""
+    cells = list(enumerate(plan.cells, start=1))
+
+    def report(k, cell, result):
+        metrics, reused, seconds, error = result
+        if error is not None:
+            log_file.write(error + "\n")
+            error = error.split("\n", 1)[0]
+        on_cell_done(k, cell, metrics, reused, seconds, error)
+
+    if jobs <= 1:
+        for k, cell in cells:
+            report(k, cell, _run_one(plan, cell, threads))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    firsts = {}
+    for k, cell in cells:
+        firsts.setdefault(cell[3] == "small", (k, cell))
+    for k, cell in firsts.values():
+        report(k, cell, _run_one(plan, cell, threads))
+    rest = [(k, cell) for k, cell in cells if (k, cell) not in firsts.values()]
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_one, plan, cell, threads): (k, cell) for k, cell in rest}
+        for future in as_completed(futures):
+            k, cell = futures[future]
+            report(k, cell, future.result())
 
 
 def carry_other_sections(old: str, new: str) -> str:
@@ -111,36 +167,32 @@ def main(args) -> int:
         torch.set_num_threads(threads)
         machine = machine_info(plan.device)
         machine["threads_reason"] = why
+        machine["jobs"] = args.jobs
         log(f"benchmark: {len(plan.cells)} cells -> {out}; machine {machine['cpu']}, {machine['cores']} cores")
         throughput = measure_throughput(plan, log) if plan.throughput else None
-        rows, durations, failed = [], [], []
-        for k, (method, setting, seed, group) in enumerate(plan.cells, start=1):
-            t0 = time.time()
-            try:
-                metrics, reused = run_cell(plan, method, setting, seed, group)
-            except Exception as exc:  # one broken cell must not lose the others
-                import traceback
+        rows, durations, failed = {}, [], []
+        total = len(plan.cells)
 
-                from turn_backend.runner import StopRequested
-
-                if isinstance(exc, StopRequested):  # SIGTERM: stop the whole benchmark
-                    raise
-
-                log(f"[{k}/{len(plan.cells)}] {setting} {method} seed {seed}: FAILED {type(exc).__name__}: {exc}")
-                log_file.write(traceback.format_exc())
-                failed.append(f"{setting} {method} seed {seed}: {type(exc).__name__}: {exc}")
-                continue
-            if not reused:
-                durations.append(time.time() - t0)
-            rows.append(flatten(method, setting, seed, group, metrics, cell_dir(plan, method, setting, seed, group), plan))
-            pd.DataFrame(rows).to_csv(csv_path, index=False)
+        def on_cell_done(k: int, cell: tuple, metrics: dict | None, reused: bool, seconds: float, error: str | None):
+            method, setting, seed, group = cell
             where = f"{setting} (small)" if group == "small" else setting
-            log(f"[{k}/{len(plan.cells)}] {where} {method} seed {seed}: best {metrics.get('test_acc_best', 0):.1%}, "
+            if error is not None:
+                log(f"[{k}/{total}] {where} {method} seed {seed}: FAILED {error}")
+                failed.append(f"{where} {method} seed {seed}: {error}")
+                return
+            if not reused:
+                durations.append(seconds)
+            rows[k] = flatten(method, setting, seed, group, metrics, cell_dir(plan, method, setting, seed, group), plan)
+            pd.DataFrame([rows[j] for j in sorted(rows)]).to_csv(csv_path, index=False)
+            left = (total - len(rows) - len(failed)) / max(1, args.jobs)
+            log(f"[{k}/{total}] {where} {method} seed {seed}: best {metrics.get('test_acc_best', 0):.1%}, "
                 f"last {metrics.get('test_acc_last', 0):.1%}, {metrics.get('seconds_total', 0):.0f} s"
-                + (" (reused)" if reused else "") + f"; ETA {_eta(durations, len(plan.cells) - k)}")
+                + (" (reused)" if reused else "") + f"; ETA {_eta(durations, round(left))}")
+
+        run_cells(plan, args.jobs, threads, on_cell_done, log_file)
         if not rows:
             raise RuntimeError(f"every cell failed; see {out / 'bench.log'}")
-        df = pd.DataFrame(rows)
+        df = pd.DataFrame([rows[j] for j in sorted(rows)])
         finished = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
         wall = time.time() - t_start
         try:

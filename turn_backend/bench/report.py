@@ -179,8 +179,10 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
     w(f"- Command: `{plan.command.strip()}`")
     w(f"- Started {started}, finished {finished}" + (f", {wall / 60:.1f} min of wall time." if wall else "."))
     gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
+    jobs = machine.get("jobs", 1)
     w(f"- Machine: {machine.get('cpu')}, {machine.get('cores')} cores{gpu}; torch {machine.get('torch')} "
-      f"({machine.get('torch_threads')} thread(s): {machine.get('threads_reason', '')}), Python {machine.get('python')}; device `{machine.get('device')}`.")
+      f"({machine.get('torch_threads')} thread(s): {machine.get('threads_reason', '')}), Python {machine.get('python')}; device `{machine.get('device')}`."
+      + (f" {jobs} cells ran at once, each in its own process, so every time below is under that shared load." if jobs > 1 else ""))
     if machine.get("load_average") is not None:
         la = machine["load_average"]
         end = machine.get("load_average_end")
