@@ -7,8 +7,11 @@ are small PNGs cached across reruns and sessions.
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 
+import numpy as np
 import streamlit as st
 from PIL import Image
 
@@ -84,3 +87,44 @@ def thumbnail(folder: RunFolder, i: int, size: int, split: str = "train") -> byt
     """Sample i of a split as a PNG of `size` px on its longer side (a few kB); None where the
     image cannot be read any more."""
     return _thumbnail(str(folder.path.resolve()), stamp(folder), split, int(i), int(size))
+
+
+TINY_PX = 64  # images this small (Fashion-MNIST, CIFAR) are sent as they are and enlarged by the browser
+
+
+@st.cache_data(show_spinner=False, max_entries=8192)
+def _thumbnail_uri(run_dir: str, stamp: float, split: str, i: int, size: int) -> tuple[str, int, int, bool] | None:
+    try:
+        bundle = ui.run_bundle(RunFolder(run_dir))
+        img = (bundle.train if split == "train" else bundle.test).load_image(int(i))
+    except Exception:  # noqa: BLE001 - a file that vanished since training: the card still works
+        return None
+    w, h = img.size
+    scale = size / max(w, h)
+    shown = (max(1, round(w * scale)), max(1, round(h * scale)))
+    buf = io.BytesIO()
+    pixels = np.asarray(img)
+    grey = pixels.ndim == 3 and (pixels == pixels[..., :1]).all()
+    if max(w, h) <= TINY_PX:  # a few hundred bytes; enlarged pixel by pixel in the browser
+        (img.convert("L") if grey else img).save(buf, format="PNG")
+        mime, tiny = "image/png", True
+    else:  # a photo: JPEG at the size it is shown
+        img = img.resize(shown, Image.LANCZOS)
+        (img.convert("L") if grey else img.convert("RGB")).save(buf, format="JPEG", quality=85)
+        mime, tiny = "image/jpeg", False
+    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}", shown[0], shown[1], tiny
+
+
+def thumbnail_html(folder: RunFolder, i: int, size: int, split: str = "train", alt: str = "") -> str | None:
+    """Sample i of a split as an `<img>` of `size` px on its longer side, its image inlined
+    (for Markdown with `unsafe_allow_html`: the card's picture and text in one element, and
+    no request per image); None where the image cannot be read any more."""
+    found = _thumbnail_uri(str(folder.path.resolve()), stamp(folder), split, int(i), int(size))
+    if found is None:
+        return None
+    src, w, h, tiny = found
+    # as st.image draws it: left, rounded corners; the size set here (Markdown's own style
+    # would show a tiny image at its natural size)
+    style = (f"display:block;margin:0 0 1rem 0;width:{w}px;max-width:100%;height:auto;aspect-ratio:{w}/{h};"
+             "border-radius:0.5rem;object-fit:fill" + (";image-rendering:pixelated" if tiny else ""))
+    return f'<img src="{src}" width="{w}" height="{h}" alt="{html.escape(alt, quote=True)}" style="{style}">'

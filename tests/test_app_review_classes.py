@@ -24,11 +24,12 @@ from turn_backend.export import default_tau
 from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder, atomic_write_json
 
-from test_app_audit_pages import app, metric, texts  # the audit pages' AppTest helpers
+from test_app_audit_pages import app, card_ids, metric, texts  # the audit pages' AppTest helpers
 
 
 def card_keys(at: AppTest) -> list[str]:
-    return [b.key.removeprefix("keep_") for b in at.button if b.key and b.key.startswith("keep_")]
+    """The sample ids of the cards on the page, in order."""
+    return card_ids(at)
 
 
 def train_frame(run: Path) -> pd.DataFrame:
@@ -201,7 +202,7 @@ def test_review_retrain_with_decisions_creates_and_launches(audited_run, runs_ro
     at.run()
     assert at.button(key="review_retrain").disabled  # no decision yet
     first = card_keys(at)[0]
-    at.button(key=f"remove_{first}").click().run()
+    at.button(key="remove_0").click().run()
     assert not at.button(key="review_retrain").disabled
     at.button(key="review_retrain").click().run()
     assert not at.exception

@@ -274,13 +274,14 @@ def test_new_user_trains_reviews_restarts_and_exports(browser, runs_root, tmp_pa
         assert relabel_cards.count() >= 1, "no flagged card suggests another label"
         card = relabel_cards.first
         sample_id = card.locator('[data-testid="stCaptionContainer"]').last.inner_text().strip()
-        assert f"st-key-card_{sample_id}" in card.get_attribute("class"), sample_id
+        # cards are keyed by their slot on the page; a card's last caption is its sample id
+        assert sample_id in an.review_inputs(run)["ids"], sample_id
         button = card.get_by_role("button", name="Relabel to ")
         new_label = button.inner_text().split("Relabel to ", 1)[1].strip().splitlines()[0].strip()
         assert new_label in names, new_label
         assert "Undecided" in card.inner_text()
         button.click()
-        card = main.locator(f".st-key-card_{sample_id}")
+        card = cards.filter(has=page.get_by_text(sample_id, exact=True))
         card.get_by_text(f"Relabelled to {new_label}").wait_for(timeout=STEP_TIMEOUT_MS)
         main.get_by_text(f"{queued - 1:,} of {queued:,} flagged samples left to review").wait_for()
         wait_idle(page)
@@ -303,7 +304,7 @@ def test_new_user_trains_reviews_restarts_and_exports(browser, runs_root, tmp_pa
             page.reload()
         else:
             page.goto(page.url.replace(old_url, server.url))
-        card = main.locator(f".st-key-card_{sample_id}")
+        card = cards.filter(has=page.get_by_text(sample_id, exact=True))
         card.wait_for(timeout=STEP_TIMEOUT_MS)
         wait_idle(page)
         no_exception(page)

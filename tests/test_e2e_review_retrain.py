@@ -64,13 +64,13 @@ def test_review_evidence_retrain_and_compare(browser, tiny_run, runs_root, turn_
         button = relabel_card.get_by_role("button", name="Relabel to ")
         new_label = button.inner_text().split("Relabel to ", 1)[1].strip().splitlines()[0].strip()
         button.click()
-        main.locator(f".st-key-card_{relabel_id}").get_by_text(f"Relabelled to {new_label}").wait_for(
+        cards.filter(has=page.get_by_text(relabel_id, exact=True)).get_by_text(f"Relabelled to {new_label}").wait_for(
             timeout=STEP_TIMEOUT_MS)
         wait_idle(page)
         remove_card = cards.filter(has_text="Undecided").first
         remove_id = remove_card.locator('[data-testid="stCaptionContainer"]').last.inner_text().strip()
         remove_card.get_by_role("button", name="Remove").click()  # "Remove X" on the keyboard card
-        main.locator(f".st-key-card_{remove_id}").get_by_text("Removed").wait_for(timeout=STEP_TIMEOUT_MS)
+        cards.filter(has=page.get_by_text(remove_id, exact=True)).get_by_text("Removed").wait_for(timeout=STEP_TIMEOUT_MS)
         wait_idle(page)
         assert ReviewStore(source.review_db).current() == {relabel_id: ("relabel", names.index(new_label)),
                                                             remove_id: ("remove", None)}

@@ -369,13 +369,18 @@ def test_two_processes_keep_every_decision(tmp_path):
 
 
 def _open_review(page, url: str) -> list[str]:
+    """The sample ids of the Review cards, in order (cards are keyed by their slot on the
+    page; a card's last caption is its sample id)."""
     page.goto(url)
     page.wait_for_selector("[class*=st-key-keep_] button", timeout=180_000)
     wait_idle(page)
-    keys = page.eval_on_selector_all(
-        "[class*='st-key-keep_']",
-        "els => els.map(e => [...e.classList].find(c => c.startsWith('st-key-keep_')))")
-    return list(dict.fromkeys(k[len("st-key-keep_"):] for k in keys))
+    return page.eval_on_selector_all(
+        "[class*='st-key-card_']",
+        "els => els.map(e => [...e.querySelectorAll('[data-testid=stCaptionContainer]')].pop().innerText.trim())")
+
+
+def _card(page, sid: str):
+    return page.locator("[class*='st-key-card_']").filter(has=page.get_by_text(sid, exact=True)).first
 
 
 @pytest.mark.browser
@@ -401,7 +406,7 @@ def test_app_server_killed_during_review_loses_no_decision(tiny_run, runs_root, 
             assert len(sids) >= 4
             clicks = [("keep", sids[0]), ("remove", sids[1]), ("accept", sids[2])]
             for action, sid in clicks:
-                page.locator(f".st-key-{action}_{sid} button").first.click()
+                _card(page, sid).locator(f"[class*='st-key-{action}_'] button").first.click()
                 assert wait_for(lambda: sid in store.current(), timeout=60), f"{action} on {sid} not saved"
                 wait_idle(page)
             acknowledged = store.current()
@@ -411,7 +416,7 @@ def test_app_server_killed_during_review_loses_no_decision(tiny_run, runs_root, 
             pred, given = int(inputs["suggested"][i2]), int(inputs["given"][i2])
             assert acknowledged[sids[2]] == (("relabel", pred) if pred != given else ("keep", None))
             # one more click, and the server dies while it is being handled
-            page.locator(f".st-key-keep_{sids[3]} button").first.click()
+            _card(page, sids[3]).locator("[class*='st-key-keep_'] button").first.click()
             servers[-1].kill()
 
             with sqlite3.connect(folder.review_db) as con:
@@ -430,7 +435,7 @@ def test_app_server_killed_during_review_loses_no_decision(tiny_run, runs_root, 
             assert page.get_by_text(f"{left} of {total} flagged samples left to review").count() == 1
             for sid, (action, label) in after.items():
                 badge = an.decision_text(action, label, names)
-                assert badge in page.locator(f".st-key-card_{sid}").first.inner_text(), sid
+                assert badge in _card(page, sid).inner_text(), sid
         finally:
             for server in servers:
                 server.kill()
