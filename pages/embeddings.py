@@ -49,7 +49,7 @@ export default function (component) {
   const { data, setStateValue } = component;
   const w = window;
   if (!w.__turnHover) {
-    w.__turnHover = { row: null, x: 0, y: 0, timer: null, tip: null, seen: new Map() };
+    w.__turnHover = { row: null, x: 0, y: 0, pending: null, sentAt: 0, tip: null, seen: new Map() };
     const tip = document.createElement("div");
     tip.id = "turn-hover-thumb";
     tip.style.cssText = "position:fixed;z-index:1000;display:none;pointer-events:none;background:#fff;" +
@@ -61,6 +61,14 @@ export default function (component) {
   }
   const h = w.__turnHover;
   h.send = (row) => setStateValue("hover", row);
+  // One request at a time, sent at once: the next one goes out when the answer comes (for
+  // the point hovered then), so a sweep across the map does not queue a rerun per point.
+  h.request = (row) => {
+    if (h.pending !== undefined && h.pending !== null && performance.now() - h.sentAt < 1000) return;
+    h.pending = row;
+    h.sentAt = performance.now();
+    h.send(row);
+  };
   const place = () => {
     const r = h.tip.getBoundingClientRect();
     const left = h.x + 18 + r.width > w.innerWidth ? h.x - 18 - r.width : h.x + 18;
@@ -76,11 +84,10 @@ export default function (component) {
         if (!pt || pt.customdata === undefined || pt.customdata === null) return;
         const row = Array.isArray(pt.customdata) ? pt.customdata[0] : pt.customdata;
         h.row = row;
-        clearTimeout(h.timer);
         if (h.seen.has(row)) { h.show(h.seen.get(row)); return; }
-        h.timer = setTimeout(() => h.send(row), 60);  // one request per pause, not per pixel
+        h.request(row);
       });
-      gd.on("plotly_unhover", () => { clearTimeout(h.timer); h.row = null; h.tip.style.display = "none"; });
+      gd.on("plotly_unhover", () => { h.row = null; h.tip.style.display = "none"; });
     });
   };
   attach();
@@ -103,7 +110,9 @@ export default function (component) {
   if (data && data.src) {
     if (h.seen.size > 2000) h.seen.clear();
     h.seen.set(data.row, data);
+    if (data.row === h.pending) h.pending = null;
     if (data.row === h.row) h.show(data);
+    else if (h.row !== null && !h.seen.has(h.row)) h.request(h.row);  // the mouse moved on meanwhile
   }
   return () => clearInterval(poll);
 }
@@ -297,6 +306,7 @@ ui.page_header("Embeddings", ":material/scatter_plot:",
                "them apart: compare them on your data. Hover a point to see its image.")
 
 run = ui.require_finished_run("The maps are drawn")
+ui.preload_charts()  # the browser loads the chart code while the maps are computed below
 
 cfg = run.config()
 split = cfg.get("projection_split", "test")
@@ -307,6 +317,7 @@ if subset is None:
                    icon=":material/scatter_plot:", page="train", label="Open Train")
     st.stop()
 
+ui.preload_run_bundle(run)  # the hover thumbnails' images, read while the maps are drawn
 classes = ui.class_names(run)
 run_dir = str(run.path.resolve())
 tau = default_tau(run)
