@@ -19,7 +19,8 @@ import streamlit as st
 from app import ui
 from app.state import current_run, runs_root, set_current_run
 from turn_backend import worker
-from turn_backend.config import DEFAULT_METHOD, METHODS, RunConfig, method_kind
+from turn_backend.config import DEFAULT_METHOD, RunConfig, method_kind
+from turn_backend.methods import get_method, list_methods
 from turn_backend.models.registry import DEFAULT_MODEL, PAPER_HPARAMS, family_of
 from turn_backend.runfolder import RunFolder, list_runs, read_json
 from turn_backend.runner import create_run
@@ -173,11 +174,11 @@ def settings_form() -> None:
 
     # --- method
     st.session_state.setdefault("tr_method", DEFAULT_METHOD)
-    method = st.selectbox("Method", list(METHODS), key="tr_method",
-                          format_func=lambda m: f"{m} — {METHODS[m].split(':')[0].split(',')[0]}",
+    method = st.selectbox("Method", list_methods(), key="tr_method",
+                          format_func=lambda m: f"{m} — {get_method(m).description.split(':')[0].split(',')[0]}",
                           help="turn+ is the recommended variant; turn is TURN exactly as published; "
                                "the others are the paper's baselines.")
-    st.caption(METHODS[method])
+    st.caption(get_method(method).description)
     kind = method_kind(method)
     if st.session_state.get("tr_rounds_for") != method:
         st.session_state["tr_rounds_for"] = method

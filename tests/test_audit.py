@@ -244,13 +244,14 @@ def test_a_failing_audit_does_not_cost_the_training_run(tmp_path, monkeypatch, t
 
     from turn_backend import runner
     from turn_backend.runfolder import RunFolder
+    from turn_backend.stages import audit as audit_stage
 
     monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runner, "run_audit", broken)
+    monkeypatch.setattr(audit_stage, "run_audit", broken)
     runner.run_turn(make_tiny_config(method="lp-gce", lp_epochs=1, projection_methods=[]), tmp_path / "run")
     folder = RunFolder(tmp_path / "run")
     assert folder.status()["state"] == "done" and folder.audit() is None

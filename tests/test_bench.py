@@ -71,11 +71,20 @@ def test_aggregate_over_seeds():
     assert "| turn | 75.0 ± 7.1 | 50.0 |" in text and "| fft-ce | 60.0 ± 0.0 | – |" in text
 
 
-def test_time_with_features_charges_only_feature_users():
+def test_time_with_features_charges_the_one_off_extraction_to_every_run():
     df = pd.DataFrame({"base_method": ["turn", "fft-ce", "dividemix-lp"], "seconds_total": [10.0, 50.0, 3.0],
                        "seconds_features": [0.5, 0.5, 0.0]})
     t = bench.time_with_features(df, 20.0)
-    assert list(t) == [pytest.approx(29.5), pytest.approx(49.5), pytest.approx(23.0)]
+    assert list(t) == [pytest.approx(29.5), pytest.approx(69.5), pytest.approx(23.0)]
+
+
+def test_paired_time_ratio_pairs_by_setting_and_seed():
+    from turn_backend.bench.report import paired_time_ratio
+
+    df = pd.DataFrame({"method": ["turn+", "fft-ce", "turn+", "fft-ce", "turn+"],
+                       "setting": ["sym20", "sym20", "sym60", "sym60", "asym40"], "seed": [0, 0, 0, 0, 0],
+                       "t_feat": [12.0, 10.0, 9.0, 10.0, 50.0]})
+    assert sorted(paired_time_ratio(df, "turn+", "fft-ce")) == [pytest.approx(0.9), pytest.approx(1.2)]
 
 
 # ----------------------------------------------------------------------------- specs
@@ -109,11 +118,11 @@ def test_run_config_variant_options():
 
 
 def test_unicon_selection_is_class_uniform():
-    from turn_backend.baselines_extra import _unicon_select
+    from turn_backend.methods.unicon_lp import uniform_select
 
     labels = np.repeat(np.arange(3), [10, 20, 30])
     jsd = np.random.default_rng(0).random(len(labels))
-    mask = _unicon_select(jsd, labels, 3)
+    mask = uniform_select(jsd, labels, 3)
     counts = np.bincount(labels[mask], minlength=3)
     assert counts.min() == counts.max() > 0  # the same number from every class
     for c in range(3):  # and the lowest-JSD ones of each class
@@ -123,7 +132,7 @@ def test_unicon_selection_is_class_uniform():
 
 
 def test_out_of_fold_probabilities_shape():
-    from turn_backend.baselines_extra import out_of_fold_probabilities
+    from turn_backend.methods.cleanlab_fft import out_of_fold_probabilities
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 20)

@@ -459,10 +459,11 @@ def test_app_server_killed_during_review_loses_no_decision(tiny_run, runs_root, 
                      "features are not cached, so a fixed model's next run extracts afresh and finishes")
 def test_nan_features_fail_clearly_and_are_not_cached(tmp_path, monkeypatch):
     import turn_backend.runner as runner
+    from turn_backend.stages import data as data_stage
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("TURN_CACHE_DIR", str(cache))
-    real_load = runner.load_model
+    real_load = data_stage.load_model
 
     def poisoned(*args, **kwargs):
         loaded = real_load(*args, **kwargs)
@@ -479,7 +480,7 @@ def test_nan_features_fail_clearly_and_are_not_cached(tmp_path, monkeypatch):
     config = dict(FEATURE_RUN, dataset={"kind": "demo", "n_train": 100, "n_test": 50}, image_size=32, lp_epochs=1)
     old_handler = signal.getsignal(signal.SIGTERM)
     try:
-        monkeypatch.setattr(runner, "load_model", poisoned)
+        monkeypatch.setattr(data_stage, "load_model", poisoned)
         # 2 bad rows in each batch of 64: 2 batches of train images, 1 of test images
         with pytest.raises(ValueError, match=r"NaN or infinite features for 4 train and 2 test image\(s\)"):
             runner.run_turn(RunConfig(**config), tmp_path / "poisoned")
@@ -490,7 +491,7 @@ def test_nan_features_fail_clearly_and_are_not_cached(tmp_path, monkeypatch):
         assert "features" not in RunFolder(tmp_path / "poisoned").completed()
         assert not [p for p in (cache / "features").glob("*.npy") if ".partial" not in p.name]
 
-        monkeypatch.setattr(runner, "load_model", real_load)  # the model is fixed
+        monkeypatch.setattr(data_stage, "load_model", real_load)  # the model is fixed
         metrics = runner.run_turn(RunConfig(**config), tmp_path / "fixed")
     finally:
         signal.signal(signal.SIGTERM, old_handler)  # execute_run installs a stop handler

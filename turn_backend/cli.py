@@ -26,8 +26,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from turn_backend.config import DEFAULT_METHOD, METHODS, RunConfig
+from turn_backend.config import DEFAULT_METHOD, RunConfig
 from turn_backend.errors import DatasetError, ModelError
+from turn_backend.methods import get_method, list_methods
 from turn_backend.noise import NOISE_TYPES
 from turn_backend.runfolder import TERMINAL_STATES, RunFolder, atomic_write_json
 
@@ -236,7 +237,7 @@ def cmd_demo(args) -> int:
         elif RunFolder(run_dir).exists():
             raise CLIError(f"{run_dir} holds an unfinished run: `turn resume {run_dir}` or choose another --out")
         else:
-            print(f"== {method}: {METHODS[method]}")
+            print(f"== {method}: {get_method(method).description}")
             metrics = start_and_follow(config, run_dir, args.quiet)
         _print_metrics(metrics)
         rows.append({
@@ -285,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default="efficientnet_lite0",
                    help="efficientnet_lite0 (embedded), a timm name, or a Hugging Face id / folder")
     r.add_argument("--checkpoint", help="local weights for a timm model (.pth / .safetensors)")
-    r.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
+    r.add_argument("--method", default=DEFAULT_METHOD, choices=list_methods(),
                    help=f"default {DEFAULT_METHOD} (recommended); 'turn' is TURN exactly as published")
     r.add_argument("--image-size", type=int, help="input size (default: the model's own)")
     r.add_argument("--batch-size", type=int, default=128)
@@ -328,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "removed ones are left out, kept ones are never dropped by cleansing.")
     rt.add_argument("run_dir", help="the reviewed run")
     rt.add_argument("--out", required=True, help="folder of the new run")
-    rt.add_argument("--method", choices=list(METHODS), help="default: the reviewed run's")
+    rt.add_argument("--method", choices=list_methods(), help="default: the reviewed run's")
     rt.add_argument("--tau", type=float, help="default: the reviewed run's")
     rt.add_argument("--fft-epochs", type=int)
     rt.add_argument("--lp-epochs", type=int)
@@ -347,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n-test", type=int, default=None)
     d.add_argument("--image-size", type=int, default=None)
     d.add_argument("--device", default="auto")
-    d.add_argument("--methods", nargs="*", choices=list(METHODS), help="default: turn+, turn, lp-gce, fft-ce")
+    d.add_argument("--methods", nargs="*", choices=list_methods(), help="default: turn+, turn, lp-gce, fft-ce")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
 

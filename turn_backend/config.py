@@ -6,19 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-# Methods, by name. "turn+" is the product's recommended variant (see docs/benchmarks.md),
-# "turn" is TURN exactly as published.
-METHODS = {
-    "turn+": "TURN+ (recommended): LP-GCE, then rounds that keep every sample the combined detection score calls clean (class-balanced), relabelling the confidently mislabelled",
-    "turn": "TURN as published: LP-GCE, then per-class GMM cleansing and FFT on N = min_c |D_c| per class",
-    "lp-ce": "Linear probing, cross-entropy",
-    "lp-gce": "Linear probing, generalized cross-entropy",
-    "lp-elr": "Linear probing, early-learning regularization",
-    "fft-ce": "Full fine-tuning on all samples, cross-entropy",
-    "fft-gce": "Full fine-tuning on all samples, generalized cross-entropy",
-    "fft-elr": "Full fine-tuning on all samples, early-learning regularization",
-    "fft-true": "Full fine-tuning on the true labels (clean reference; needs ground truth)",
-}
+# Methods are registered by name in turn_backend.methods (the registry); "turn+" is the
+# product's recommended variant (see docs/benchmarks.md), "turn" is TURN exactly as published.
 DEFAULT_METHOD = "turn+"
 
 # TURN variant options (RunConfig fields below; None means "the method's default").
@@ -36,17 +25,14 @@ SCORING_MODES = ("gmm", "ensemble")
 
 
 def method_kind(method: str) -> str:
-    """'turn' (cleansing rounds), 'lp' (linear probe only) or 'fft' (plain fine-tuning)."""
-    if method in ("turn", "turn+"):
-        return "turn"
-    return method.split("-", 1)[0]
+    """'turn' (cleansing rounds), 'lp' (linear probe only) or 'fft' (plain fine-tuning); ''
+    for a name the registry does not hold (a run folder's config may be older than it)."""
+    from turn_backend.methods import get_method  # the registry imports this module
 
-
-def method_loss(method: str) -> str:
-    """The training loss of a baseline (TURN trains FFT rounds with CE on the clean set)."""
-    if method_kind(method) == "turn" or method == "fft-true":
-        return "ce"
-    return method.split("-", 1)[1]
+    try:
+        return get_method(method).kind
+    except ValueError:
+        return ""
 
 
 @dataclass
@@ -60,7 +46,7 @@ class RunConfig:
     image_size: int | None = None  # None: the model's own size
     batch_size: int = 128
     lp_epochs: int = 20
-    fft_epochs: int | None = None  # None: 4 for TURN, 5 for FFT baselines (the paper's)
+    fft_epochs: int | None = None  # None: the method's default_rounds (turn_backend.methods)
     tau: float = 0.6
     gce_q: float = 0.7
     lp_optimizer: str | None = None  # None: the model family's paper setting
@@ -97,8 +83,7 @@ class RunConfig:
     retrained_from: dict | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        self._method()  # a registered name, else ValueError naming the choices
         if not 0.0 <= self.tau <= 1.0:
             raise ValueError(f"tau must be between 0 and 1, got {self.tau}")
         if self.batch_size < 1:
@@ -118,24 +103,30 @@ class RunConfig:
         if self.relabel_confidence is not None and not 0.0 < self.relabel_confidence <= 1.0:
             raise ValueError(f"relabel_confidence must be in (0, 1], got {self.relabel_confidence}")
 
+    def _method(self):
+        from turn_backend.methods import get_method  # the registry imports this module
+
+        return get_method(self.method)
+
     @property
     def kind(self) -> str:
-        return method_kind(self.method)
+        return self._method().kind
 
     def turn_option(self, name: str):
-        """A TURN variant option: the config's own value, else the method's default."""
+        """A TURN variant option: the config's own value, else the method's default; None
+        for a method that takes no such option (the baselines take none)."""
+        defaults = self._method().options
+        if name not in defaults:
+            return None
         value = getattr(self, name)
-        if value is not None:
-            return value
-        return (TURN_PLUS_DEFAULTS if self.method == "turn+" else TURN_DEFAULTS)[name]
+        return defaults[name] if value is None else value
 
     @property
     def rounds(self) -> int:
+        """Fine-tuning rounds: fft_epochs, else the method's default (0 for a linear probe)."""
         if self.kind == "lp":
             return 0
-        if self.fft_epochs is not None:
-            return self.fft_epochs
-        return {"turn": 4, "turn+": 5}.get(self.method, 5)
+        return self._method().default_rounds if self.fft_epochs is None else self.fft_epochs
 
     def to_json(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2))

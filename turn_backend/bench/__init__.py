@@ -4,8 +4,9 @@
                [--image-size N] [--settings sym20 sym60 asym40 inst40] [--methods ...]
 
 A grid of methods x noise settings x seeds on the Fashion-MNIST demo. Each cell is a real
-run: engine methods through `runner.run_turn`, DivideMix-LP / UNICON-LP / cleanlab+FFT
-through `baselines_extra.run_extra` (same features, FFT epoch and evaluation). Writes
+run: methods with run-folder stages through `runner.run_turn`, the benchmark-only
+DivideMix-LP / UNICON-LP / cleanlab+FFT through `methods.run_standalone` (same features, FFT
+epoch and evaluation). Writes
 
 - `OUT/results.csv`: one row per method x setting x seed (accuracies, detection precision /
   recall / F1 and clean-set purity per round and of the final model, seconds per stage);
@@ -13,8 +14,8 @@ through `baselines_extra.run_extra` (same features, FFT epoch and evaluation). W
   analysis, and PNG plots under `OUT/plots/`;
 - `docs/benchmarks.md` (+ `docs/bench/*.png`) for the full default run (`--docs` elsewhere).
 
-A method is a name from `config.METHODS` or `baselines_extra.EXTRA_METHODS`, or an engine
-method with config overrides, `base:key=value,...` (e.g. `turn:tau=0.3`,
+A method is a name from the registry (`turn_backend.methods.list_methods(include_bench_only=True)`),
+or a run-folder method with config overrides, `base:key=value,...` (e.g. `turn:tau=0.3`,
 `turn+:relabel_confidence=0.9`). Finished cells are reused when the command is run again
 with the same --out (their metrics.json is kept), so an interrupted run continues.
 """

@@ -11,11 +11,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from turn_backend.config import METHODS
+from turn_backend.methods import get_method, list_methods
 
 SETTINGS_FULL = ["sym20", "sym60", "asym40", "inst40"]
-METHODS_FULL = ["turn+", "turn", "lp-ce", "lp-gce", "lp-elr", "fft-ce", "fft-gce", "fft-elr",
-                "dividemix-lp", "unicon-lp", "cleanlab-fft", "fft-true"]
+# every registered method, the clean-label reference last
+METHODS_FULL = sorted(list_methods(include_bench_only=True), key=lambda m: get_method(m).trains_on_true_labels)
 SETTINGS_QUICK = ["sym60", "asym40"]
 METHODS_QUICK = ["turn+", "turn", "lp-gce", "fft-ce", "dividemix-lp", "unicon-lp", "cleanlab-fft"]
 # Table 4 of the paper (on one setting): LP or not, cleansing none / once / every round.
@@ -43,10 +43,11 @@ NOISE_NAMES = {"sym": "symmetric", "asym": "asymmetric", "inst": "instance"}
 SMALL_CLASSES = (0, 6)  # Fashion-MNIST T-shirt/top vs Shirt
 SMALL_N_TRAIN, SMALL_N_TEST = 400, 400
 SMALL_SETTINGS = ["sym20", "sym40"]
-# the stages a run times (runner.TurnRun._time), in the order they run
+# the stages a run times (timings.json keys, RunContext.add_time), in the order they run
 STAGES = ("data", "features", "audit", "lp", "scoring", "detect", "gmm", "fft", "eval", "choice", "final",
           "projection")
-FFT_ONLY = ("fft-ce", "fft-gce", "fft-elr", "fft-true")  # methods that do not need the cached features
+# methods that do not need the cached features (they fine-tune from a fresh head)
+FFT_ONLY = tuple(m for m in list_methods() if get_method(m).kind == "fft")
 
 
 def parse_setting(name: str) -> tuple[str, float]:
@@ -61,18 +62,15 @@ def parse_setting(name: str) -> tuple[str, float]:
 
 def parse_method(spec: str) -> tuple[str, dict]:
     """'turn:tau=0.3,fft_epochs=2' -> ('turn', {'tau': 0.3, 'fft_epochs': 2})."""
-    from turn_backend.baselines_extra import EXTRA_METHODS
-
     base, _, rest = spec.partition(":")
-    if base not in METHODS and base not in EXTRA_METHODS:
-        raise ValueError(f"unknown method {base!r}; choose from {', '.join([*METHODS, *EXTRA_METHODS])}")
+    method = get_method(base)  # ValueError naming the choices
     overrides = {}
     for part in filter(None, rest.split(",")):
         key, eq, value = part.partition("=")
         if not eq or key not in OVERRIDE_KEYS:
             raise ValueError(f"bad override {part!r} in {spec!r}; keys: {', '.join(OVERRIDE_KEYS)}")
         overrides[key] = OVERRIDE_KEYS[key](value)
-    if overrides and base not in METHODS:
+    if overrides and method.run_standalone is not None:
         raise ValueError(f"{base} takes no overrides")
     return base, overrides
 
@@ -166,13 +164,12 @@ def cell_config(plan: Plan, base: str, overrides: dict, setting: str, seed: int,
 
     kind, rate = parse_setting(setting)
     noise = {"kind": "none"} if base == "fft-true" or kind == "none" else {"kind": kind, "rate": rate, "seed": seed}
-    engine_method = base if base in METHODS else "lp-ce"  # extra methods read everything but `method`
     dataset = {"kind": "demo", "n_train": plan.n_train, "n_test": plan.n_test}
     if group == "small":
         dataset = {"kind": "demo", "n_train": SMALL_N_TRAIN, "n_test": SMALL_N_TEST, "classes": list(SMALL_CLASSES)}
     settings = dict(
         dataset=dataset, noise=noise, model=plan.model,
-        method=engine_method, image_size=plan.image_size, batch_size=plan.batch_size, lp_epochs=plan.lp_epochs,
+        method=base, image_size=plan.image_size, batch_size=plan.batch_size, lp_epochs=plan.lp_epochs,
         fft_epochs=plan.fft_epochs, seed=seed, device=plan.device, num_workers=0, projection_methods=[],
     )
     settings.update(overrides)
@@ -189,7 +186,7 @@ def cell_dir(plan: Plan, method: str, setting: str, seed: int, group: str = "gri
 
 def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "grid") -> tuple[dict, bool]:
     """The metrics of one cell, and whether they were reused from an earlier run."""
-    from turn_backend.baselines_extra import EXTRA_METHODS, run_extra
+    from turn_backend.methods import run_standalone
     from turn_backend.runner import run_turn
 
     run_dir = cell_dir(plan, method, setting, seed, group)
@@ -202,8 +199,8 @@ def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "gri
     config = cell_config(plan, base, overrides, setting, seed, group)
     old = signal.getsignal(signal.SIGTERM)
     try:
-        if base in EXTRA_METHODS:
-            return run_extra(base, config, run_dir), False
+        if get_method(base).run_standalone is not None:
+            return run_standalone(base, config, run_dir), False
         return run_turn(config, run_dir), False
     finally:
         signal.signal(signal.SIGTERM, old)  # run_turn installs a stop handler

@@ -1,0 +1,79 @@
+"""Stage "data": the dataset (with the run's noise and any reviewed labels), the model, its
+preprocessing and the hyperparameters of both training stages."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pandas as pd
+
+from turn_backend.config import RunConfig
+from turn_backend.data.core import DatasetBundle
+from turn_backend.models.core import LoadedModel, Preprocess, StageHParams
+from turn_backend.models.registry import load_model
+from turn_backend.pipeline import default_workers
+from turn_backend.retrain import apply_reviewed_labels
+from turn_backend.rundata import load_run_data
+from turn_backend.runfolder import atomic_write_json
+from turn_backend.stages.context import RunContext
+
+
+def resolve_hparams(config: RunConfig, loaded: LoadedModel) -> tuple[StageHParams, StageHParams]:
+    """The paper's settings for the model family, overridden by anything the config sets."""
+    lp, fft = loaded.hparams.lp, loaded.hparams.fft
+    lp = StageHParams(config.lp_optimizer or lp.optimizer, config.lp_lr or lp.lr,
+                      lp.weight_decay if config.lp_weight_decay is None else config.lp_weight_decay)
+    fft = StageHParams(config.fft_optimizer or fft.optimizer, config.fft_lr or fft.lr,
+                       fft.weight_decay if config.fft_weight_decay is None else config.fft_weight_decay)
+    return lp, fft
+
+
+def resolve_preprocess(config: RunConfig, loaded: LoadedModel) -> Preprocess:
+    """The model's preprocessing, at the config's image size where it sets one."""
+    pre = loaded.preprocess
+    return Preprocess(config.image_size, pre.mean, pre.std, pre.interpolation) if config.image_size else pre
+
+
+def load_data(ctx: RunContext) -> None:
+    cfg, folder = ctx.config, ctx.folder
+    t0 = time.time()
+    ctx.status(stage="data", stage_label="Loading the dataset")
+    bundle = load_run_data(cfg)
+    # "retrain with my decisions": reviewed labels applied, removed samples left out
+    ctx.reviewed = apply_reviewed_labels(bundle, folder.path)
+    if ctx.reviewed is not None:
+        bundle = ctx.reviewed.bundle
+        ctx.held_clean = ctx.reviewed.held_clean
+    ctx.bundle = bundle
+    if ctx.rt.is_main and not (folder.path / "samples.parquet").exists():
+        _write_samples(ctx, bundle)
+    if bundle.skipped:
+        ctx.log("data", f"skipped {len(bundle.skipped)} unreadable item(s)",
+                skipped=[s.__dict__ for s in bundle.skipped[:50]])
+    ctx.loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
+    ctx.pre = resolve_preprocess(cfg, ctx.loaded)
+    ctx.lp_hp, ctx.fft_hp = resolve_hparams(cfg, ctx.loaded)
+    ctx.workers = default_workers(bundle.train) if cfg.num_workers is None else cfg.num_workers
+    ctx.add_time("data", t0)
+
+
+def _write_samples(ctx: RunContext, bundle: DatasetBundle) -> None:
+    """samples.parquet (every sample's id, source, split, given and true label) and classes.json."""
+    frames = []
+    for split, s in (("train", bundle.train), ("test", bundle.test)):
+        if s is None:
+            continue
+        frames.append(pd.DataFrame({
+            "sample_id": s.ids,
+            "source": [s.source(i) for i in range(len(s))],
+            "split": split,
+            "given_label": s.labels,
+            "true_label": s.true_labels if s.true_labels is not None else np.full(len(s), -1),
+        }))
+    df = pd.concat(frames, ignore_index=True)
+    tmp = ctx.folder.path / ".samples.tmp.parquet"
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, ctx.folder.path / "samples.parquet")
+    atomic_write_json(ctx.folder.path / "classes.json", bundle.class_names)

@@ -1,0 +1,53 @@
+"""Stage "final": the final model's losses and clean probabilities on the training set, what
+Threshold, Review and Export read; and every detection signal beside them (Review shows
+them for every run; TURN+ flags by their combination)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from turn_backend.cleansing import fit_clean_probability
+from turn_backend.engine import head_logits
+from turn_backend.losses import per_sample_ce
+from turn_backend.runfolder import atomic_save_npy, atomic_write_json
+from turn_backend.stages.context import RunContext, stage_seed
+from turn_backend.stages.scoring import detect, tuned_features_and_logits
+
+
+def score_final_model(ctx: RunContext) -> None:
+    folder, cfg, train = ctx.folder, ctx.config, ctx.train
+    if "final" in folder.completed():
+        return
+    t0 = time.time()
+    d = folder.final_dir
+    if ctx.model is None:
+        logits = head_logits(ctx.head, ctx.feats).astype(np.float32)
+        if ctx.rt.is_main:
+            d.mkdir(parents=True, exist_ok=True)
+            atomic_save_npy(d / "logits.npy", logits)
+        final_feats = ctx.feats
+    else:
+        # the tuned features of the training set (kept: detection, maps and More like this read them)
+        final_feats, logits = tuned_features_and_logits(ctx, ctx.model, d / "features.npy", "final",
+                                                        "Scoring the training set")
+        if ctx.rt.is_main:
+            atomic_save_npy(d / "logits.npy", logits.astype(np.float32))
+    losses = per_sample_ce(torch.from_numpy(np.asarray(logits, dtype=np.float64)),
+                           torch.from_numpy(train.labels)).numpy()
+    fit = fit_clean_probability(losses, train.labels, train.num_classes, seed=stage_seed(cfg, "gmm", "final"))
+    detection = detect(ctx, final_feats, logits, d, "final")
+    clean_prob = fit.clean_prob
+    if cfg.turn_option("scoring") == "ensemble":
+        clean_prob = detection.clean_prob.astype(np.float64)
+    if ctx.held_clean is not None:  # decisions a person made stay made: never flagged again
+        clean_prob = np.where(ctx.held_clean, 1.0, clean_prob)
+    if ctx.rt.is_main:
+        atomic_save_npy(d / "losses.npy", losses.astype(np.float32))
+        atomic_save_npy(d / "clean_prob.npy", np.asarray(clean_prob, dtype=np.float32))
+        atomic_write_json(d / "gmm.json", {"fits": fit.fits_as_dicts(), "notes": fit.notes})
+        folder.mark_completed("final")
+    ctx.add_time("final", t0)
+    ctx.rt.barrier()

@@ -1,0 +1,47 @@
+"""Stage "metrics": the run's summary, metrics.json (accuracies, clean sets, detection, timings)."""
+
+from __future__ import annotations
+
+from turn_backend.cleansing import detection_metrics
+from turn_backend.runfolder import atomic_write_json, read_json
+from turn_backend.stages.context import RunContext
+
+
+def summarise(ctx: RunContext) -> None:
+    folder, cfg, train, kind = ctx.folder, ctx.config, ctx.train, ctx.method.kind
+    rounds = folder.rounds()
+    metrics: dict = {"method": cfg.method, "model": cfg.model, "n_train": len(train),
+                     "n_test": len(ctx.test) if ctx.test is not None else 0}
+    if kind == "lp":
+        history = read_json(folder.path / "lp" / "history.json", [])
+        accs = [h["test_acc"] for h in history if "test_acc" in h]
+    else:
+        accs = [r["test_acc"] for r in rounds if "test_acc" in r]
+    choice = read_json(folder.path / "choice" / "choice.json", None)
+    if accs:
+        metrics["test_acc_best"] = max(accs)
+        metrics["test_acc_last"] = accs[-1]
+        metrics["test_acc_per_epoch"] = accs
+    if choice is not None:  # the run's own final model is the one it chose
+        metrics["final_model"] = choice
+        if choice.get("test_acc_probe") is not None and choice["chosen"] == "probe":
+            metrics["test_acc_last"] = choice["test_acc_probe"]
+            metrics["test_acc_best"] = max(metrics.get("test_acc_best", 0.0), choice["test_acc_probe"])
+    if kind == "turn":
+        first = rounds[0] if rounds else {}
+        metrics["n_clean"] = first.get("n_unique")
+        metrics["clean_purity"] = first.get("purity")
+        metrics["clean_per_round"] = [r.get("n_unique") for r in rounds]
+        metrics["purity_per_round"] = [r.get("purity") for r in rounds]
+        metrics["detection_per_round"] = [r.get("detection") for r in rounds]
+    final = folder.final()
+    if final is not None and train.true_labels is not None:
+        metrics["final_detection"] = detection_metrics(final["clean_prob"] <= cfg.tau, train.labels,
+                                                       train.true_labels)
+    if train.true_labels is not None:
+        metrics["noise_rate"] = float((train.labels != train.true_labels).mean())
+    metrics["seconds"] = {k: round(v, 3) for k, v in ctx.timings.items()}
+    metrics["seconds_total"] = round(sum(ctx.timings.values()), 3)
+    if ctx.rt.is_main:
+        atomic_write_json(folder.path / "metrics.json", metrics)
+    ctx.metrics = metrics

@@ -1,0 +1,47 @@
+"""How a model sees the training set, for the rounds and the final stage: the fine-tuned
+features and logits, and the detection signals on them (turn_backend.detect)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from turn_backend.detect import DetectionResult, detect_label_issues
+from turn_backend.detect.signals import softmax
+from turn_backend.engine import extract_features, head_logits
+from turn_backend.models.core import Classifier
+from turn_backend.stages.context import RunContext, stage_seed
+
+
+def detect(ctx: RunContext, features, logits: np.ndarray, out_dir: Path, stage: str) -> DetectionResult:
+    """Every detection signal and the combined clean probability on `features` of the
+    training set and the model's `logits`, saved in `out_dir`. Computed by the main process;
+    the others read it back, so all select the same samples."""
+    train = ctx.train
+    t0 = time.time()
+    if ctx.rt.is_main:
+        ctx.status(stage=stage, stage_label="Scoring the labels (probes, neighbours, noise model)",
+                   stage_done=0, stage_total=1)
+        result = detect_label_issues(features, train.labels, train.num_classes, model_probs=softmax(logits),
+                                     device=str(ctx.rt.device), seed=stage_seed(ctx.config, "detect", stage))
+        result.save(out_dir)
+        for note in result.notes:
+            ctx.log("detect", f"{stage}: {note}")
+        ctx.log("detect", f"{stage}: estimated noise rate {result.noise_rate:.1%}",
+                seconds=round(time.time() - t0, 2))
+    ctx.rt.barrier()
+    ctx.add_time("detect", t0)
+    return DetectionResult.load(out_dir)
+
+
+def tuned_features_and_logits(ctx: RunContext, model: Classifier, path: Path, stage: str,
+                              label: str) -> tuple[np.ndarray, np.ndarray]:
+    """The fine-tuned extractor's features of the training set (saved at `path`) and the
+    model's logits computed from them: one forward pass gives both."""
+    path.unlink(missing_ok=True)  # extract_features reuses a file it finds; this model is new
+    feats = extract_features(model.extractor, ctx.train, ctx.pre, path, ctx.rt, ctx.config.batch_size,
+                             ctx.workers, ctx.progress(stage, label), notify=ctx.notice(stage))
+    head = {k: v.detach().float().cpu() for k, v in model.head.state_dict().items()}
+    return feats, head_logits(head, feats)
