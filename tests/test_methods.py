@@ -78,3 +78,12 @@ def test_the_registry_loads_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_turn_methods_lists_the_registry(capsys):
+    from turn_backend.cli import main
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in list_methods(include_bench_only=True))
+    assert "stages: data > features > audit > probe > rounds > choice" in out and "bench only: " in out

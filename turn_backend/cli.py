@@ -223,6 +223,15 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_methods(args) -> int:
+    """The registry: each method's name, kind, default rounds, stages (or why only `turn bench` runs it)."""
+    for name in list_methods(include_bench_only=True):
+        m = get_method(name)
+        how = f"bench only: {m.bench_only}" if m.bench_only else "stages: " + " > ".join(m.stages)
+        print(f"{name:13} {m.kind:4} rounds {m.default_rounds}  {m.description}\n{'':19}{how}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from turn_backend.demo import DEMO_METHODS, demo_config
 
@@ -341,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="where a run stands")
     st.add_argument("run_dir")
     st.set_defaults(func=cmd_status)
+
+    sub.add_parser("methods", help="list the registered methods").set_defaults(func=cmd_methods)
 
     d = sub.add_parser("demo", help="TURN and baselines on the embedded Fashion-MNIST demo")
     d.add_argument("--out", default="runs/demo")
