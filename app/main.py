@@ -16,6 +16,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
+import streamlit.delta_generator as _dg  # noqa: E402
+
+# The first element a Streamlit process draws asks inspect.stack() whether it runs in a
+# Python REPL, to print a hint; it reads the source of every caller (0.1-0.15 s of the
+# first page's render). This file only runs under `streamlit run` (or AppTest): no REPL.
+_dg._use_warning_has_been_displayed = True
 
 st.set_page_config(page_title="TURN Studio", layout="wide", page_icon=":material/label:")
 

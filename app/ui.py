@@ -325,6 +325,9 @@ _PRELOADS_LOCK = threading.Lock()
 def _preload(run_dir: str, config_mtime: float) -> None:
     try:
         _load_run_bundle(run_dir, config_mtime)
+        from PIL import Image
+
+        Image.init()  # the image format plugins, which the first thumbnail's encoding would import
     except Exception:  # noqa: BLE001 - the page that needs the images shows the error then
         pass
 
