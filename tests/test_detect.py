@@ -73,6 +73,20 @@ def test_posterior_by_bayes_rule():
     np.testing.assert_allclose(post[1, 1], 0.07 / 0.25)
 
 
+def test_log_linear_pool_is_the_weighted_geometric_mean_renormalised():
+    from turn_backend.detect.combine import log_linear_pool
+
+    a = np.array([[0.8, 0.2], [0.5, 0.5], [1.0, 0.0]])
+    b = np.array([[0.2, 0.8], [0.9, 0.1], [0.5, 0.5]])
+    pooled = log_linear_pool([a, b], [2.0, 1.0])
+    # row 0: (0.8^2 x 0.2)^(1/3) = 0.5040, (0.2^2 x 0.8)^(1/3) = 0.3175 -> 0.6135, 0.3865
+    np.testing.assert_allclose(pooled[0], [0.6135, 0.3865], atol=1e-4)
+    # row 1: 0.5^(2/3) x 0.9^(1/3) = 0.6082, 0.5^(2/3) x 0.1^(1/3) = 0.2924 -> 0.6753, 0.3247
+    np.testing.assert_allclose(pooled[1], [0.6753, 0.3247], atol=1e-4)
+    np.testing.assert_allclose(pooled[2], [1.0, 0.0])  # a class one estimate rules out stays out
+    np.testing.assert_allclose(log_linear_pool([a, a], [1.0, 1.0]), a, atol=1e-12)
+
+
 def test_em_recovers_the_flip_rates_when_the_true_posterior_is_known():
     true = np.repeat([0, 1], 100)
     given = true.copy()
