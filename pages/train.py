@@ -432,6 +432,13 @@ def render_done(folder: RunFolder, cfg: dict) -> None:
         st.caption(f"Noisy-label detection at τ = {cfg.get('tau', 0.6)}: precision {ui.fmt_pct(detection.get('precision'))}, "
                    f"recall {ui.fmt_pct(detection.get('recall'))}, F1 {ui.fmt_pct(detection.get('f1'))} "
                    f"({ui.fmt_int(detection.get('n_flagged'))} flagged of {ui.fmt_int(metrics.get('n_train'))}).")
+    choice = metrics.get("final_model")
+    if choice:  # TURN+ chose its final model on held-out clean samples
+        probe, tuned = ui.fmt_pct(choice.get("holdout_acc_probe")), ui.fmt_pct(choice.get("holdout_acc_fft"))
+        which = ("a linear probe on the cleaned labels" if choice.get("chosen") == "probe"
+                 else "the fine-tuned model")
+        st.caption(f"Final model: {which}, chosen on {ui.fmt_int(choice.get('n_holdout'))} held-out clean samples "
+                   f"(accuracy there: fine-tuned {tuned}, probe {probe}). The test set played no part.")
     links = st.columns(3)
     with links[0]:
         ui.page_link("embeddings", label="See the embeddings")

@@ -328,6 +328,20 @@ def test_train_page_baseline_button_starts_fft_ce(tiny_run, runs_root):
     assert at.session_state["run_dir"] == str(runs[0].path)
 
 
+def test_train_page_says_which_final_model_turn_plus_chose(tiny_run):
+    import json
+
+    metrics_path = tiny_run / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["final_model"] = {"n_holdout": 72, "holdout_acc_fft": 0.75, "holdout_acc_probe": 0.8125,
+                              "chosen": "probe"}
+    metrics_path.write_text(json.dumps(metrics))
+    at = page("train").run()
+    assert not at.exception
+    assert ("Final model: a linear probe on the cleaned labels, chosen on 72 held-out clean samples "
+            "(accuracy there: fine-tuned 75.0%, probe 81.2%)") in texts(at)
+
+
 # --------------------------------------------------------------------------------- main
 
 
