@@ -317,7 +317,6 @@ if subset is None:
                    icon=":material/scatter_plot:", page="train", label="Open Train")
     st.stop()
 
-ui.preload_run_bundle(run)  # the hover thumbnails' images, read while the maps are drawn
 classes = ui.class_names(run)
 run_dir = str(run.path.resolve())
 tau = default_tau(run)
@@ -477,3 +476,4 @@ def hover_thumbnail() -> None:
 
 maps()
 hover_thumbnail()
+ui.preload_run_bundle(run)  # the hover thumbnails' images, read while the browser draws the maps
