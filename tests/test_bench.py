@@ -78,6 +78,17 @@ def test_time_with_features_charges_the_one_off_extraction_to_every_run():
     assert list(t) == [pytest.approx(29.5), pytest.approx(69.5), pytest.approx(23.0)]
 
 
+def test_verdict_row_compares_turn_plus_with_the_best_baseline_but_not_the_clean_reference():
+    from turn_backend.bench.report import verdict_row
+
+    df = pd.DataFrame({"method": ["turn+", "turn+", "lp-gce", "lp-gce", "fft-true", "turn+", "unicon-lp"],
+                       "setting": ["sym20", "sym20", "sym20", "sym20", "sym20", "sym60", "sym60"],
+                       "seed": [0, 1, 0, 1, 0, 0, 0],
+                       "test_acc_last": [0.78, 0.80, 0.77, 0.77, 0.95, 0.60, 0.70]})
+    assert verdict_row(df, ["sym20", "sym60"]) == (
+        "| **turn+ >= every baseline?** | ✓ +2.0 vs lp-gce | ✗ -10.0 vs unicon-lp |")
+
+
 def test_paired_time_ratio_pairs_by_setting_and_seed():
     from turn_backend.bench.report import paired_time_ratio
 

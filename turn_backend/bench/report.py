@@ -75,6 +75,12 @@ def verdict_row(df: pd.DataFrame, settings: list[str], method: str = "turn+", va
     return f"| **{method} >= every baseline?** | " + " | ".join(cells) + " |"
 
 
+def last_accuracy_table(df: pd.DataFrame, methods: list[str], settings: list[str]) -> str:
+    """Last-round test accuracy per method and setting, with the TURN+ verdict row."""
+    text = pivot_text(df, "test_acc_last", methods, settings)
+    return text + ("\n" + verdict_row(df, settings) if "turn+" in methods else "")
+
+
 def _json_list(cell) -> list:
     if cell is None or (isinstance(cell, float) and math.isnan(cell)) or cell == "":
         return []
@@ -213,9 +219,7 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
     w("The accuracy of the model each run ends with: the last round's (or LP epoch's), or for TURN+ the model it "
       "chose on its held-out clean samples (never on the test set). This is the table to judge methods by.")
     w("")
-    w(pivot_text(grid, "test_acc_last", methods, settings))
-    if "turn+" in methods:
-        w(verdict_row(grid, settings))
+    w(last_accuracy_table(grid, methods, settings))
     w("")
     w("## Best-round test accuracy (%)")
     w("")
@@ -234,9 +238,7 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
         w(f"Fashion-MNIST's first {SMALL_N_TRAIN // 2} training images of each class, tested on "
           f"{SMALL_N_TEST // 2} per class; same seeds and settings otherwise. Last-round test accuracy (%):")
         w("")
-        w(pivot_text(small, "test_acc_last", s_methods, s_settings))
-        if "turn+" in s_methods:
-            w(verdict_row(small, s_settings))
+        w(last_accuracy_table(small, s_methods, s_settings))
         w("")
         w("Best-round test accuracy (%):")
         w("")
