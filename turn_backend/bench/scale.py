@@ -293,6 +293,7 @@ def main(args) -> int:
             print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
 
     build_run(runs_root / f"lp-gce-{n_train}", n_train, n_test, args.image_size or 48, log)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     server = Server(runs_root, out / "streamlit.log")
     try:
         timings = drive(server.url, out, log)
@@ -301,7 +302,8 @@ def main(args) -> int:
         server.stop()
     info = machine_info("cpu")
     load = info.get("load_average", [float("nan")])[0]
-    machine = f"{info['cpu']}, {info['cores']} cores, load average {load:.1f} at the end"
+    machine = (f"{info['cpu']}, {info['cores']} cores, load average {load_start:.1f} at the start and {load:.1f} "
+               "at the end")
     text = table(timings, rss)
     print(text)
     command = "turn bench --scale" + (f" --n-train {n_train}" if n_train != 60_000 else "")
