@@ -141,9 +141,10 @@ def main(argv=None) -> int:
                 add("review: next page", timed(page, lambda: page.get_by_role("button", name="Next").click(),
                                                f"document.body.innerText.includes('Page {page_no + 1} of') && {cards}"))
                 card = main_.locator("[class*='st-key-card_']").filter(has_text="Undecided").first
-                sid = card.locator('[data-testid="stCaptionContainer"]').last.inner_text().strip()
-                sel = f"document.querySelector('.st-key-card_{sid}')"
-                keep = page.locator(f".st-key-keep_{sid} button").first
+                # cards are keyed by their slot on the page (the sample id is the last caption)
+                slot = next(c for c in card.get_attribute("class").split() if c.startswith("st-key-card_"))
+                sel = f"document.querySelector('.{slot}')"
+                keep = page.locator(f".{slot} [class*='st-key-keep_'] button").first
                 add("review: keep", timed(page, keep.click, f"{sel} && {sel}.innerText.includes('Kept')"))
                 add("review: undo", timed(page, lambda: page.get_by_role("button", name="Undo last").click(),
                                           f"{sel} && {sel}.innerText.includes('Undecided')"))
