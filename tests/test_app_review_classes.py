@@ -137,8 +137,10 @@ def test_review_reads_the_detection_signals_without_the_detect_package(audited_r
     (folder.final_dir / "noise_matrix.json").unlink()  # half a result: none, as DetectionResult.load says
     assert an.detection_signals(folder) is None and folder.detection() is None
     # the audit pages' helpers load without scikit-learn or torch (each costs a first render about 1 s)
+    # nor does the run's detection evidence (Noise matrix, Classes, Export read it)
     code = ("import sys; from turn_backend import analysis as an; "
-            "an.review_inputs(__import__('turn_backend.runfolder').runfolder.RunFolder(sys.argv[1])); "
+            "folder = __import__('turn_backend.runfolder').runfolder.RunFolder(sys.argv[1]); "
+            "an.review_inputs(folder); folder.detection(); "
             "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(audited_run)], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])

@@ -13,9 +13,21 @@ per sample, each signal's score, the suggested label and the estimated noise mat
 cached, and a TURN linear probe trained on them).
 """
 
-from turn_backend.detect.combine import detect_label_issues
-from turn_backend.detect.result import SIGNAL_DESCRIPTIONS, DetectionResult
-from turn_backend.detect.scan import scan_dataset
-from turn_backend.detect.signals import DetectionInputError
+# Imported on first use (PEP 562): the app reads `detect.result` (no torch) on pages that
+# must open fast, and importing this package must not load torch and cleanlab for them.
+_EXPORTS = {
+    "detect_label_issues": "turn_backend.detect.combine",
+    "DetectionResult": "turn_backend.detect.result",
+    "SIGNAL_DESCRIPTIONS": "turn_backend.detect.result",
+    "scan_dataset": "turn_backend.detect.scan",
+    "DetectionInputError": "turn_backend.detect.signals",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["DetectionInputError", "DetectionResult", "SIGNAL_DESCRIPTIONS", "detect_label_issues", "scan_dataset"]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'turn_backend.detect' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
