@@ -10,7 +10,7 @@ docs/benchmarks.md. Both dicts live in turn_backend.config, where they are tuned
 from turn_backend.config import TURN_DEFAULTS, TURN_PLUS_DEFAULTS
 from turn_backend.methods.registry import Method, register_method
 
-# the choice stage runs only where the "holdout" option is set (TURN+)
+# the choice stage runs only where the "holdout" option is set (off by default)
 TURN_STAGES = ("data", "features", "audit", "probe", "rounds", "choice", "final", "projections", "metrics")
 
 register_method(Method(
