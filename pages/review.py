@@ -411,7 +411,7 @@ def card(r, focused: bool, slot: int) -> None:
                 f"\n\n{badge}\n\nGiven **{html_names[given]}**  \n"
                 f"Suggested **{html_names[pred]}** ({r['pred_prob']:.0%}, {html.escape(data['source'])})" +
                 (" · agrees" if same else "") +
-                f"  \nClean probability **{'< 0.01' if cp < 0.005 else f'{cp:.2f}'}**" +
+                f"  \nClean probability **{'< 0.01' if cp < 0.005 else f'{cp:.2f}'}** ({data['clean_source']})" +
                 (f"\n\n{why}" if why else ""), unsafe_allow_html=True,
                 help="Why this sample is here. Each detection signal's clean score (0 = surely wrong, 1 = surely "
                      "right; red at or below τ) and what the audit found: a near-duplicate (violet where its label "

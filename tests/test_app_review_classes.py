@@ -111,6 +111,8 @@ def test_review_cards_say_why_and_audit_flags_join_the_queue(audited_run):
     assert f"{len(index)} of {len(index)} flagged samples left to review" in texts(at)
     page = texts(at)
     assert "Suggested **" in page and "(87%, ensemble)" in page
+    # a TURN run flags by its GMM, and the card says so beside the combined score's chip
+    assert "** (GMM)" in page and "combined" in page
     assert ":red-badge[kNN 0.05]" in page  # each signal's score, red at or below tau
     # the audit's finds, which the clean probability (0.99) would never flag, each with its kind
     at.pills(key="review_kind_filter").set_value(["duplicate"]).run()

@@ -579,6 +579,7 @@ def review_inputs(folder) -> dict:
         "suggested": np.asarray(final["pred"], dtype=np.int64),
         "confidence": np.asarray(final["pred_prob"], dtype=np.float64),
         "source": "final model",
+        "clean_source": clean_prob_source(folder),
         "signals": None,
         "audit": audit["train"] if audit is not None and len(audit["train"]) == len(train) else None,
     }
@@ -588,6 +589,18 @@ def review_inputs(folder) -> dict:
         out["source"] = str(signals["suggested_source"].iloc[0]) if len(signals) else "ensemble"
         out["signals"] = {k: signals[k].to_numpy(dtype=np.float32) for k in SIGNAL_LABELS if k in signals}
     return out
+
+
+def clean_prob_source(folder) -> str:
+    """What the run's final clean probability is: "combined" (the detection layer's, TURN+'s
+    scoring) or "GMM" (TURN's per-class GMM on the final model's losses, every other method)."""
+    from turn_backend.config import RunConfig
+
+    try:
+        config = RunConfig.from_json(folder.config_path)
+    except (OSError, ValueError):
+        return "GMM"
+    return "combined" if config.turn_option("scoring") == "ensemble" else "GMM"
 
 
 def detection_signals(folder) -> pd.DataFrame | None:

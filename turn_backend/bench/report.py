@@ -271,8 +271,9 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
         w("")
     w("## Noisy-label detection by the final model (%)")
     w("")
-    w("Flagged = clean probability <= tau (0.6) from the per-class GMM on the final model's per-sample losses "
-      "(the same `fit_clean_probability` for every method), scored against the true noise. F1, then precision / recall.")
+    w("Flagged = the final clean probability <= tau (0.6), scored against the true noise: for TURN+ the combined "
+      "detection score (what the app shows for its runs), for every other method the per-class GMM on its final "
+      "model's per-sample losses (the same `fit_clean_probability` for all). F1, then precision / recall.")
     w("")
     det = grid.copy()
     lines = ["| method | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
