@@ -26,14 +26,17 @@ ABLATION = [
     ("turn:cleansing=once", "LP, cleansing once (round 1's clean set in every round)"),
 ]
 TAUS = [0.3, 0.5, 0.6, 0.7, 0.9]  # Figure 3b
-# TURN+ development: each change beside the published method, on the ablation settings.
+# TURN+ development: each of its changes undone (or an option added) beside the published
+# method, on the dev settings, every seed.
 TURNPLUS_DEV = [
-    ("turn", "TURN as published (N = min_c \\|D_c\\| per class, 4 rounds)"),
-    ("turn+:balance=min", "turn+ without mean balancing (min-balanced, 5 rounds)"),
+    ("turn", "TURN as published (GMM on the losses, N = min_c \\|D_c\\| per class, 4 rounds)"),
+    ("turn+:scoring=gmm", "turn+ selecting by TURN's GMM on the losses (relabelling by the model's own "
+                          "prediction), not by the combined detection score"),
+    ("turn+:balance=min", "turn+ drawing N = min_c \\|D_c\\| per class, as TURN"),
+    ("turn+:fft_epochs=4", "turn+ with TURN's 4 rounds"),
     ("turn+", "turn+ (the product's default)"),
-    ("turn+:warmup_backbone_lr=0", "+ round 1 trains the head alone (protects the LP head)"),
-    ("turn+:relabel_confidence=0.9", "+ relabel flagged samples predicted with p >= 0.9"),
-    ("turn+:fft_epochs=8", "+ 8 rounds (about FFT-CE's compute)"),
+    ("turn+:cleanse_interval=2", "turn+ re-selecting every other round (rounds 1, 3, 5)"),
+    ("turn+:holdout=0.1", "turn+ holding out 10% of round 1's confident samples to choose fine-tuned vs probe"),
 ]
 OVERRIDE_KEYS = {"tau": float, "lp_epochs": int, "fft_epochs": int, "balance": str, "cleansing": str,
                  "warmup_backbone_lr": float, "relabel_confidence": float, "gce_q": float,
@@ -140,10 +143,10 @@ def make_plan(args) -> Plan:
         for spec in dict.fromkeys(specs):
             for seed in first:
                 plan.cells.append((spec, ablation, seed, "ablation"))
-    for setting in plan.dev_settings:
+    for setting in plan.dev_settings:  # every seed: a one-seed difference is not a result
         parse_setting(setting)
         for spec, _ in TURNPLUS_DEV:
-            for seed in first:
+            for seed in plan.seeds:
                 plan.cells.append((spec, setting, seed, "dev"))
     # a cell asked for by several groups runs once
     seen, unique = set(), []

@@ -366,14 +366,15 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
                              f"{_mean_of(g, 'n_clean'):.0f} | {fmt_ms(g['clean_purity'].tolist())} | {fmt_ms(f1)} |")
         w("\n".join(lines))
         w("")
-    dev = df[df["setting"].isin(plan.dev_settings) & df["seed"].isin(plan.seeds[:1])]
+    dev = df[df["setting"].isin(plan.dev_settings)]
     if plan.dev_settings and len(dev):
         w("## TURN+ development: each change measured beside TURN as published")
         w("")
-        w(f"Seed {plan.seeds[0]}; each row changes one thing relative to the turn+ row (see `TURN_PLUS_DEFAULTS` in "
-          "`turn_backend/config.py` for what turn+ currently uses). *FFT images*: images fine-tuned on, all rounds.")
+        w(f"Mean ± sd over {len(plan.seeds)} seed(s); each row changes one thing relative to the turn+ row (see "
+          "`TURN_PLUS_DEFAULTS` in `turn_backend/config.py` for what turn+ uses). *FFT images*: images fine-tuned on, "
+          "all rounds, per run.")
         w("")
-        head = "| variant | what | " + " | ".join(f"{s} best (%) | {s} last (%)" for s in plan.dev_settings)
+        head = "| variant | what | " + " | ".join(f"{s} last (%) | {s} best (%)" for s in plan.dev_settings)
         lines = [head + " | FFT images | s |", "|---|---|" + "---|---|" * len(plan.dev_settings) + "---|---|"]
         for spec, what in TURNPLUS_DEV:
             g = dev[dev["method"] == spec]
@@ -382,7 +383,7 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
             cells = []
             for s in plan.dev_settings:
                 gs = g[g["setting"] == s]
-                cells += [fmt_ms(gs["test_acc_best"].tolist()), fmt_ms(gs["test_acc_last"].tolist())]
+                cells += [fmt_ms(gs["test_acc_last"].tolist()), fmt_ms(gs["test_acc_best"].tolist())]
             lines.append(f"| `{spec}` | {what} | " + " | ".join(cells) +
                          f" | {_mean_of(g, 'fft_images'):.0f} | {_mean_of(g, 'seconds_total'):.0f} |")
         w("\n".join(lines))

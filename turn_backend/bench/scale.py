@@ -3,7 +3,8 @@
 Builds (or reuses) one large run (`turn run --data demo --n-train 60000 --n-test 10000
 --method lp-gce --image-size 48 --noise asymmetric`; the features are cached, so a rebuild
 skips extraction), starts `streamlit run app/main.py` on it and drives the pages as a user
-would: open Runs, Embeddings, Threshold, Review and Export from the sidebar (first render),
+would: open Runs and every audit page (Embeddings, Threshold, Classes, Noise matrix, Review,
+Export) from the sidebar (first render),
 move tau by one arrow-key step, and on Review go to the next page, Keep a sample and Undo.
 Prints the times and the app's peak RSS, and writes them to docs/benchmarks.md ("Scale").
 
@@ -30,7 +31,7 @@ CHROMIUM = os.environ.get("TURN_E2E_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1400, "height": 1000}
-PAGES = ("Runs", "Embeddings", "Threshold", "Review", "Export")
+PAGES = ("Runs", "Embeddings", "Threshold", "Classes", "Noise matrix", "Review", "Export")
 GOAL_FIRST_RENDER_S = 2.0
 GOAL_INTERACTION_S = 0.3
 SETTLE_MS = 400  # idle must hold this long: a rerun that follows at once is part of the interaction
@@ -229,7 +230,7 @@ def drive(url: str, shots: Path | None, log) -> list[Timing]:
                 seconds, _ = timed(page, link.click)
                 record(name, "first render", [seconds], GOAL_FIRST_RENDER_S)
                 if shots is not None:
-                    page.screenshot(path=str(shots / f"scale-{name.lower()}.png"))
+                    page.screenshot(path=str(shots / f"scale-{name.lower().replace(' ', '-')}.png"))
                 if name == "Embeddings":
                     record(name, "hover: first thumbnail", [hover_seconds(page, 0, 0)], GOAL_INTERACTION_S,
                            "loads the run's images")
