@@ -217,8 +217,9 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
     w("")
     w("## Last-round test accuracy (%), mean ± std over seeds")
     w("")
-    w("The accuracy of the model each run ends with: the last round's (or LP epoch's), or for TURN+ the model it "
-      "chose on its held-out clean samples (never on the test set). This is the table to judge methods by.")
+    w("The accuracy of the model each run ends with: the last round's (or LP epoch's), or for variants with "
+      "`holdout` the model they chose on their held-out clean samples (never on the test set). This is the table "
+      "to judge methods by.")
     w("")
     w(last_accuracy_table(grid, methods, settings))
     w("")
