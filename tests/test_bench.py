@@ -201,6 +201,7 @@ def test_bench_grid_end_to_end(tmp_path, monkeypatch, turn_cache_dir):
     assert bench.main(args) == 0
     again = pd.read_csv(out / "results.csv")
     assert list(again["test_acc_best"]) == list(df["test_acc_best"])
+    assert "8 of the 8 cells had been finished by an earlier call" in (out / "results.md").read_text()
 
 
 def test_bench_runs_the_small_two_class_set_beside_the_grid(tmp_path, monkeypatch, turn_cache_dir):

@@ -170,7 +170,7 @@ def main(args) -> int:
         machine["jobs"] = args.jobs
         log(f"benchmark: {len(plan.cells)} cells -> {out}; machine {machine['cpu']}, {machine['cores']} cores")
         throughput = measure_throughput(plan, log) if plan.throughput else None
-        rows, durations, failed = {}, [], []
+        rows, durations, failed, reused_cells = {}, [], [], []
         total = len(plan.cells)
 
         def on_cell_done(k: int, cell: tuple, metrics: dict | None, reused: bool, seconds: float, error: str | None):
@@ -180,7 +180,9 @@ def main(args) -> int:
                 log(f"[{k}/{total}] {where} {method} seed {seed}: FAILED {error}")
                 failed.append(f"{where} {method} seed {seed}: {error}")
                 return
-            if not reused:
+            if reused:
+                reused_cells.append(k)
+            else:
                 durations.append(seconds)
             rows[k] = flatten(method, setting, seed, group, metrics, cell_dir(plan, method, setting, seed, group), plan)
             pd.DataFrame([rows[j] for j in sorted(rows)]).to_csv(csv_path, index=False)
@@ -200,10 +202,11 @@ def main(args) -> int:
         except OSError:
             pass
         state = {"machine": machine, "throughput": throughput, "started": started, "finished": finished,
-                 "wall_seconds": wall, "command": plan.command, "failed": failed}
+                 "wall_seconds": wall, "command": plan.command, "failed": failed, "reused_cells": len(reused_cells)}
         state_path.write_text(json.dumps(state, indent=2))
     plan.command = state.get("command", plan.command)
     plan.failed = state.get("failed", [])
+    machine["reused_cells"] = state.get("reused_cells", 0)
     features_once = (throughput or {}).get("features_seconds")
     plots = make_plots(df, plan, features_once, out / "plots")
     (out / "results.md").write_text(build_report(df, plan, machine, throughput, "plots/", plots, started, finished, wall))

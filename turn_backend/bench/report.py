@@ -134,7 +134,7 @@ def where_turn_loses(df: pd.DataFrame, settings: list[str]) -> list[str]:
             if gap < 0 and not math.isnan(size):
                 reasons = []
                 if pur < 1 - noise + 0.15:
-                    reasons.append(f"the GMM barely separates clean from noisy here (purity {pur:.0%} against "
+                    reasons.append(f"its selection barely separates clean from noisy here (purity {pur:.0%} against "
                                    f"{1 - noise:.0%} for the raw labels)")
                 if size / n < 0.4:
                     reasons.append(f"the clean set is small ({size / n:.0%} of the data), so FFT sees few images")
@@ -184,7 +184,10 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
       f"sections after \"Files\" come from other commands, each named in its section.")
     w("")
     w(f"- Command: `{plan.command.strip()}`")
-    w(f"- Started {started}, finished {finished}" + (f", {wall / 60:.1f} min of wall time." if wall else "."))
+    w(f"- Started {started}, finished {finished}" + (f", {wall / 60:.1f} min of wall time." if wall else ".")
+      + (f" {machine['reused_cells']} of the {len(df)} cells had been finished by an earlier call of the same "
+         "command into the same folder and were reused (their times are from then; `turn bench` reuses every "
+         "finished cell)." if machine.get("reused_cells") else ""))
     gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
     jobs = machine.get("jobs", 1)
     w(f"- Machine: {machine.get('cpu')}, {machine.get('cores')} cores{gpu}; torch {machine.get('torch')} "
@@ -429,7 +432,8 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
     if findings:
         w("## Where TURN does not win, and why")
         w("")
-        w("Computed from the tables above (best test accuracy, mean over seeds; the best rival excludes `fft-true`).")
+        w("Computed from the tables above (last-round test accuracy, mean over seeds; the best rival excludes "
+          "`fft-true` and TURN+'s own variants).")
         w("")
         L.extend(findings)
         w("")
