@@ -568,7 +568,8 @@ def review_inputs(folder) -> dict:
     from turn_backend.runfolder import read_json
 
     names = read_json(folder.path / "classes.json", []) or [str(c) for c in range(int(train["given_label"].max()) + 1)]
-    signals = detection_signals(folder)
+    detection = folder.detection()
+    signals = None if detection is None else detection["signals"]
     audit = folder.audit()
     signals = signals if signals is not None and len(signals) == len(train) else None
     out = {
@@ -601,21 +602,6 @@ def clean_prob_source(folder) -> str:
     except (OSError, ValueError):
         return "GMM"
     return "combined" if config.turn_option("scoring") == "ensemble" else "GMM"
-
-
-def detection_signals(folder) -> pd.DataFrame | None:
-    """The run's `final/signals.parquet` (one row per training sample: each detection signal's
-    clean score, `combined`, the suggested label, its confidence and source): the columns of
-    `RunFolder.detection()["signals"]` (in the file's order), or None where the run has no
-    detection result.
-
-    Read with pandas alone: `RunFolder.detection()` imports `turn_backend.detect`, which
-    imports torch (about 1.4 s and 300 MB on the Review page's first render, for one table).
-    """
-    d = Path(folder.final_dir)
-    if not (d / "signals.parquet").exists() or not (d / "noise_matrix.json").exists():
-        return None  # the same test as DetectionResult.load
-    return pd.read_parquet(d / "signals.parquet")
 
 
 def paginate(n: int, page: int, per_page: int = 12) -> tuple[int, int, int, int]:

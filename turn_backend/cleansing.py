@@ -226,7 +226,7 @@ def stratified_holdout(
     """Sorted indices of a validation set drawn from a clean set: from each class,
     floor(`fraction` x its selected samples with clean probability >= `min_clean`), at most
     `max_per_class`. Empty when that makes fewer than `min_total` (too few to compare two
-    models on). Used by TURN+ to choose its final model on samples it did not train on.
+    models on). The "holdout" option chooses the final model on it, on samples it did not train on.
 
     selected: indices of the clean set (duplicates allowed); clean_prob, labels: (N,).
     """

@@ -1,4 +1,4 @@
-"""Stage "choice" (TURN+, where the "holdout" option is set): the fine-tuned model, or a
+"""Stage "choice" (where the "holdout" option is set; off by default): the fine-tuned model, or a
 linear probe on the frozen features trained on the cleaned labels (the last round's training
 set), whichever is more accurate on the held-out clean samples. On small sets fine-tuning
 often does not pay; this decides it from the data, never from the test set (its accuracies

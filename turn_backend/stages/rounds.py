@@ -1,7 +1,7 @@
 """Stage "rounds": fine-tuning rounds. Each round of a method that cleanses first scores the
 training set, selects the samples it trusts (TURN's step 2-1: per-class GMM on the losses,
-or the combined detection score), relabels the confidently mislabelled, holds out TURN+'s
-validation samples, then fine-tunes the whole model one epoch (step 2-2). Methods that do not
+or the combined detection score), relabels the confidently mislabelled, holds out the
+"holdout" option's validation samples, then fine-tunes the whole model one epoch (step 2-2). Methods that do not
 cleanse fine-tune on every sample. A checkpoint after each round makes the stage resumable.
 """
 
@@ -240,9 +240,9 @@ def relabel_flagged(ctx: RunContext, cleansing: Cleansing, logits: np.ndarray,
 
 
 def hold_out(ctx: RunContext, index: np.ndarray, clean_prob: np.ndarray, fraction: float) -> np.ndarray:
-    """TURN+'s validation set: a stratified `fraction` of round 1's confidently clean
-    samples (of `index`, what the round would train on), kept out of training so that the final model is chosen on data it has not
-    seen (cleansing.stratified_holdout). Saved with the run."""
+    """The "holdout" option's validation set: a stratified `fraction` of round 1's confidently
+    clean samples (of `index`, what the round would train on), kept out of training so that the
+    final model is chosen on data it has not seen (cleansing.stratified_holdout). Saved with the run."""
     train = ctx.train
     held = stratified_holdout(index, clean_prob, train.labels, train.num_classes, fraction,
                               np.random.default_rng(stage_seed(ctx.config, "holdout")))
