@@ -46,11 +46,9 @@ NOISE_NAMES = {"sym": "symmetric", "asym": "asymmetric", "inst": "instance"}
 SMALL_CLASSES = (0, 6)  # Fashion-MNIST T-shirt/top vs Shirt
 SMALL_N_TRAIN, SMALL_N_TEST = 400, 400
 SMALL_SETTINGS = ["sym20", "sym40"]
-# the stages a run times (timings.json keys, RunContext.add_time), in the order they run
-STAGES = ("data", "features", "audit", "lp", "scoring", "detect", "gmm", "fft", "eval", "choice", "final",
+# what a run times (timings.json keys, RunContext.add_time), in the order they run
+TIMED_STAGES = ("data", "features", "audit", "lp", "scoring", "detect", "gmm", "fft", "eval", "choice", "final",
           "projection")
-# methods that do not need the cached features (they fine-tune from a fresh head)
-FFT_ONLY = tuple(m for m in list_methods() if get_method(m).kind == "fft")
 
 
 def parse_setting(name: str) -> tuple[str, float]:
@@ -255,7 +253,7 @@ def flatten(method: str, setting: str, seed: int, group: str, metrics: dict, run
         "final_model": (metrics.get("final_model") or {}).get("chosen", ""),
         "test_acc_fft_last": (metrics.get("final_model") or {}).get("test_acc_fft", metrics.get("test_acc_last")),
     }
-    for stage in STAGES:
+    for stage in TIMED_STAGES:
         row[f"seconds_{stage}"] = sec.get(stage, 0.0)
     row["seconds_total"] = metrics.get("seconds_total")
     row["run_dir"] = str(run_dir)
