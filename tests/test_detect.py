@@ -21,6 +21,25 @@ def test_nearest_neighbours_exact_by_cosine():
     assert 4 not in idx[:3, 0]  # 180 degrees: nobody's nearest
 
 
+def test_nearest_neighbours_chunked_and_indexed_paths_agree_with_brute_force(monkeypatch):
+    # two tight clusters: each sample's 3 nearest others are unambiguous
+    rng = np.random.default_rng(0)
+    centres = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0]])
+    x = np.repeat(centres, 40, 0) + 0.05 * rng.normal(size=(80, 4))
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    s = xn @ xn.T
+    np.fill_diagonal(s, -np.inf)
+    truth = np.argsort(-s, axis=1)[:, :3]
+    monkeypatch.setattr(signals, "SIMILARITY_BLOCK", 80 * 7)  # 7 rows per chunk: chunk edges are exercised
+    idx, _ = signals.nearest_neighbours(x, 3)
+    np.testing.assert_array_equal(idx, truth)
+    monkeypatch.setattr(signals, "EXACT_KNN_MAX", 10)  # the pynndescent index
+    idx, sim = signals.nearest_neighbours(x, 3)
+    assert (idx != np.arange(80)[:, None]).all()  # never its own neighbour
+    assert np.mean([len(set(a) & set(b)) / 3 for a, b in zip(idx, truth)]) > 0.9
+    np.testing.assert_allclose(sim, np.take_along_axis(s, idx, 1), atol=1e-5)
+
+
 def test_knn_label_distribution_counts_votes_and_smooths_towards_label_frequencies():
     labels = np.array([0, 0, 1, 1])
     neighbours = np.array([[1, 2], [0, 3], [3, 0], [2, 1]])

@@ -174,23 +174,28 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, num_clas
 
 # ------------------------------------------------------------------------------ k-NN votes
 
-EXACT_KNN_MAX = 30_000  # above this many samples, an approximate index (pynndescent)
+EXACT_KNN_MAX = 30_000  # on a CPU: above this many samples, an approximate index (pynndescent)
+EXACT_KNN_MAX_CUDA = 2_000_000  # on a GPU the exact products stay fast far longer
+SIMILARITY_BLOCK = 1 << 28  # floats of one chunk's similarity rows (1 GiB of float32)
 
 
 def nearest_neighbours(features: np.ndarray, k: int, *, chunk: int = 2048, device: str = "cpu",
                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(N, k) indices and cosine similarities of each sample's k nearest other samples.
 
-    Exact (chunked matrix products in torch) up to EXACT_KNN_MAX samples, an approximate
-    pynndescent index above (recall close to 1 at these k).
+    Exact (chunked matrix products in torch on `device`) up to EXACT_KNN_MAX samples on a
+    CPU and EXACT_KNN_MAX_CUDA on a GPU; an approximate pynndescent index above (recall
+    close to 1 at these k).
     """
     n = len(features)
     k = int(min(k, n - 1))
     if k < 1:
         raise DetectionInputError("k-NN needs at least 2 samples")
-    x = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=torch.device(device))
+    dev = torch.device(device)
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=dev)
     x = torch.nn.functional.normalize(x, dim=1)
-    if n <= EXACT_KNN_MAX:
+    if n <= (EXACT_KNN_MAX_CUDA if dev.type == "cuda" else EXACT_KNN_MAX):
+        chunk = max(1, min(chunk, SIMILARITY_BLOCK // n))
         idx = np.empty((n, k), dtype=np.int64)
         sim = np.empty((n, k), dtype=np.float32)
         for start in range(0, n, chunk):
