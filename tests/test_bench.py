@@ -232,6 +232,39 @@ def test_parallel_jobs_give_the_same_cells_as_one_process(tmp_path, monkeypatch,
     assert "2 cells ran at once" in (tmp_path / "jobs2" / "bench" / "results.md").read_text()
 
 
+def test_time_limit_stops_new_cells_and_the_report_says_which_did_not_run(tmp_path, monkeypatch, turn_cache_dir):
+    monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
+    for jobs in (1, 2):
+        args = _args(tmp_path / f"jobs{jobs}", methods=["lp-gce", "lp-ce"])
+        args.jobs, args.time_limit, args.no_throughput = jobs, 0.0, True  # past the limit at once
+        assert bench.main(args) == 0
+        out = tmp_path / f"jobs{jobs}" / "bench"
+        df = pd.read_csv(out / "results.csv")
+        assert df[["method", "setting"]].values.tolist() == [["lp-gce", "sym60"]]  # the first cell only
+        md = (out / "results.md").read_text()
+        assert "**Stopped at the time limit** (`--time-limit 0` min): 3 of the plan's 4 cells did not start" in md
+        assert "lp-ce sym60 seed 0, lp-gce asym40 seed 0, lp-ce asym40 seed 0." in md
+        assert json.loads((out / "bench.json").read_text())["not_started"][0] == ["lp-ce", "sym60", 0, "grid"]
+
+
+def test_a_report_written_as_one_section_keeps_the_rest_of_the_docs(tmp_path, monkeypatch, turn_cache_dir):
+    monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
+    docs = tmp_path / "docs" / "benchmarks.md"
+    docs.parent.mkdir(parents=True)
+    docs.write_text("# TURN Studio benchmark\n\nthe main grid\n\n## Last-round test accuracy\n\nCPU table\n")
+    args = _args(tmp_path, methods=["lp-gce"], settings=["sym60"])
+    args.docs_section, args.no_throughput = "Full scale on a GPU", True
+    for _ in range(2):  # the second call replaces the section in place
+        assert bench.main(args) == 0
+        text = docs.read_text()
+        assert text.startswith("# TURN Studio benchmark\n\nthe main grid\n\n## Last-round test accuracy\n\nCPU table")
+        assert text.count("## Full scale on a GPU\n") == 1
+        section = text.split("## Full scale on a GPU\n", 1)[1]
+        assert "### Last-round test accuracy (%)" in section and "\n## " not in section
+        assert "](bench/full-scale-on-a-gpu/accuracy_vs_time.png)" in section
+    assert (tmp_path / "docs" / "bench" / "full-scale-on-a-gpu" / "accuracy_vs_time.png").exists()
+
+
 def test_a_grid_report_keeps_the_sections_other_benchmark_commands_wrote():
     from turn_backend.bench.command import carry_other_sections
 

@@ -54,6 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput measurement")
     parser.add_argument("--docs", help="also write this Markdown file (default: docs/benchmarks.md for a full run)")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+    parser.add_argument("--docs-section",
+                        help="write the report into --docs as one \"## TITLE\" section (its headings one level "
+                             "down, its plots in bench/SLUG/), leaving the rest of the file as it is: a second "
+                             "machine's run beside the main grid")
+    parser.add_argument("--time-limit", type=float,
+                        help="minutes after which no new cell starts (but the first of each data set); cells "
+                             "already running finish and the report says which did not run (for a borrowed "
+                             "machine's fixed budget)")
     parser.add_argument("--fresh", action="store_true", help="delete finished cells in --out and run them again")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from OUT/results.csv")
     parser.add_argument("--quiet", action="store_true")
@@ -86,12 +94,15 @@ def _run_one(plan, cell: tuple, threads: int) -> tuple[dict | None, bool, float,
     return metrics, reused, time.time() - t0, None
 
 
-def run_cells(plan, jobs: int, threads: int, on_cell_done, log_file) -> None:
+def run_cells(plan, jobs: int, threads: int, on_cell_done, log_file, deadline: float | None = None) -> list:
     """Every cell of the plan, `jobs` at a time in worker processes (spawned, so that each
     has its own torch threads), calling on_cell_done(k, cell, metrics, reused, seconds, error).
     With several jobs, the first cell of each data set runs alone first: it fills the shared
-    feature cache that the others then read."""
+    feature cache that the others then read. After `deadline` (time.time()) no cell starts but
+    those first ones, so that a report always has a row; returns the (k, cell) pairs that did
+    not start."""
     cells = list(enumerate(plan.cells, start=1))
+    in_time = (lambda: True) if deadline is None else (lambda: time.time() < deadline)
 
     def report(k, cell, result):
         metrics, reused, seconds, error = result
@@ -101,23 +112,34 @@ def run_cells(plan, jobs: int, threads: int, on_cell_done, log_file) -> None:
         on_cell_done(k, cell, metrics, reused, seconds, error)
 
     if jobs <= 1:
-        for k, cell in cells:
+        for i, (k, cell) in enumerate(cells):
+            if i > 0 and not in_time():
+                return cells[i:]
             report(k, cell, _run_one(plan, cell, threads))
-        return
+        return []
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     firsts = {}
     for k, cell in cells:
         firsts.setdefault(cell[3] == "small", (k, cell))
     for k, cell in firsts.values():
         report(k, cell, _run_one(plan, cell, threads))
-    rest = [(k, cell) for k, cell in cells if (k, cell) not in firsts.values()]
+    queue = [(k, cell) for k, cell in cells if (k, cell) not in firsts.values()]
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_run_one, plan, cell, threads): (k, cell) for k, cell in rest}
-        for future in as_completed(futures):
-            k, cell = futures[future]
-            report(k, cell, future.result())
+        running = {}
+        while queue or running:
+            # submit only as many as there are workers, so that the deadline stops the rest
+            while queue and len(running) < jobs and in_time():
+                k, cell = queue.pop(0)
+                running[pool.submit(_run_one, plan, cell, threads)] = (k, cell)
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                k, cell = running.pop(future)
+                report(k, cell, future.result())
+    return queue
 
 
 def carry_other_sections(old: str, new: str) -> str:
@@ -130,6 +152,34 @@ def carry_other_sections(old: str, new: str) -> str:
     written = sections(new)
     kept = [body for title, body in sections(old).items() if title not in written]
     return new.rstrip("\n") + "\n" + "".join("\n" + body for body in kept)
+
+
+def as_section(report: str, title: str) -> str:
+    """The report as one "## title" section: its own title line dropped, every heading one
+    level down, so that carry_other_sections keeps it whole beside the main grid's."""
+    lines = report.rstrip("\n").split("\n")
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    body = ["#" + line if line.startswith("#") else line for line in lines]
+    return f"## {title}\n" + "\n".join(body) + "\n"
+
+
+def put_section(doc: str, section: str) -> str:
+    """`doc` with its "## " section of the same title replaced by `section` (in place), or
+    `section` appended; everything else, the text before the first section too, is kept."""
+    title = section.split("\n", 1)[0]
+    parts = ("\n" + doc).split("\n## ")
+    head, bodies = parts[0].lstrip("\n"), ["## " + b.rstrip("\n") + "\n" for b in parts[1:]]
+    titles = [b.split("\n", 1)[0] for b in bodies]
+    if title in titles:
+        bodies[titles.index(title)] = section
+    else:
+        bodies.append(section)
+    return "\n".join(x for x in [head.rstrip("\n") + "\n" if head.strip() else ""] + bodies if x)
+
+
+def section_slug(title: str) -> str:
+    return "-".join("".join(ch if ch.isalnum() else " " for ch in title.lower()).split())
 
 
 def main(args) -> int:
@@ -191,7 +241,12 @@ def main(args) -> int:
                 f"last {metrics.get('test_acc_last', 0):.1%}, {metrics.get('seconds_total', 0):.0f} s"
                 + (" (reused)" if reused else "") + f"; ETA {_eta(durations, round(left))}")
 
-        run_cells(plan, args.jobs, threads, on_cell_done, log_file)
+        limit = getattr(args, "time_limit", None)
+        not_started = run_cells(plan, args.jobs, threads, on_cell_done, log_file,
+                                deadline=None if limit is None else t_start + 60 * limit)
+        for k, (method, setting, seed, group) in not_started:
+            log(f"[{k}/{total}] {setting}{' (small)' if group == 'small' else ''} {method} seed {seed}: "
+                f"not started (--time-limit {limit:g} min)")
         if not rows:
             raise RuntimeError(f"every cell failed; see {out / 'bench.log'}")
         df = pd.DataFrame([rows[j] for j in sorted(rows)])
@@ -202,23 +257,33 @@ def main(args) -> int:
         except OSError:
             pass
         state = {"machine": machine, "throughput": throughput, "started": started, "finished": finished,
-                 "wall_seconds": wall, "command": plan.command, "failed": failed, "reused_cells": len(reused_cells)}
+                 "wall_seconds": wall, "command": plan.command, "failed": failed, "reused_cells": len(reused_cells),
+                 "time_limit_min": limit, "not_started": [list(cell) for _, cell in not_started]}
         state_path.write_text(json.dumps(state, indent=2))
     plan.command = state.get("command", plan.command)
     plan.failed = state.get("failed", [])
+    machine["time_limit_min"] = state.get("time_limit_min")
+    machine["not_started"] = state.get("not_started", [])
     machine["reused_cells"] = state.get("reused_cells", 0)
     features_once = (throughput or {}).get("features_seconds")
     plots = make_plots(df, plan, features_once, out / "plots")
     (out / "results.md").write_text(build_report(df, plan, machine, throughput, "plots/", plots, started, finished, wall))
     log(f"wrote {csv_path} and {out / 'results.md'}")
-    docs = None if args.no_docs else (Path(args.docs) if args.docs else (None if plan.quick else DEFAULT_DOCS))
+    section = getattr(args, "docs_section", None)
+    docs = None if args.no_docs else (Path(args.docs) if args.docs else
+                                      (None if plan.quick and not section else DEFAULT_DOCS))
     if docs is not None:
-        img_dir = docs.parent / "bench"
+        prefix = f"bench/{section_slug(section)}/" if section else "bench/"
+        img_dir = docs.parent / prefix
         img_dir.mkdir(parents=True, exist_ok=True)
         for name, _ in plots:
             shutil.copy(out / "plots" / name, img_dir / name)
-        report = build_report(df, plan, machine, throughput, "bench/", plots, started, finished, wall)
-        docs.write_text(carry_other_sections(docs.read_text() if docs.exists() else "", report))
+        report = build_report(df, plan, machine, throughput, prefix, plots, started, finished, wall)
+        old = docs.read_text() if docs.exists() else ""
+        if section:  # the rest of the file stays; this run is one section of it
+            docs.write_text(put_section(old, as_section(report, section)))
+        else:
+            docs.write_text(carry_other_sections(old, report))
         log(f"wrote {docs}")
     log_file.close()
     return 0

@@ -217,6 +217,12 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
     w("- `fft-true` trains on the true labels (the clean reference); it is one run per seed, repeated in every column.")
     for f in plan.failed:
         w(f"- **Failed cell** (see bench.log): {f}")
+    not_started = machine.get("not_started") or []
+    if not_started:
+        names = [f"{m} {s}{' (small)' if g == 'small' else ''} seed {seed}" for m, s, seed, g in not_started]
+        w(f"- **Stopped at the time limit** (`--time-limit {machine.get('time_limit_min'):g}` min): "
+          f"{len(names)} of the plan's {len(names) + len(df)} cells did not start, and the tables hold only the "
+          f"cells that ran. Not run: {', '.join(names[:12])}" + (", ..." if len(names) > 12 else "") + ".")
     w("")
     w("## Last-round test accuracy (%), mean ± std over seeds")
     w("")
