@@ -274,3 +274,25 @@ def test_a_grid_report_keeps_the_sections_other_benchmark_commands_wrote():
     assert "new table" in out and "old table" not in out  # the grid's own section is replaced
     assert out.count("## Detection: which labels are wrong") == 1 and "F1 rows" in out  # another's is kept
     assert carry_other_sections("", new) == new
+
+
+def test_detection_grid_end_to_end_writes_its_table_as_a_docs_section(tmp_path, monkeypatch, turn_cache_dir):
+    from turn_backend.bench import detection
+
+    monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\n## Detection: which labels are wrong\n\nthe CPU grid's table\n")
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "det"), "--n-train", "300", "--seeds", "1",
+                              "--settings", "asym40", "--no-small", "--device", "cpu", "--quiet",
+                              "--docs", str(docs), "--docs-section", "Detection at full scale"])
+    assert detection.main(args) == 0
+    df = pd.read_csv(tmp_path / "det" / "detection.csv")
+    assert sorted(df["signal"]) == sorted(detection.SIGNALS) and (df["setting"] == "asym40").all()
+    assert df["auroc"].between(0, 1).all() and df["noise_rate"].between(0.2, 0.5).all()
+    text = docs.read_text()
+    assert "the CPU grid's table" in text  # the main Detection section stays
+    section = text.split("## Detection at full scale\n", 1)[1]
+    assert "`turn bench --detection --n-train 300 --seeds 1 --device cpu`" in section
+    assert "| **combined clean probability (tau 0.6)** |" in section

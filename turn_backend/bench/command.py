@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from turn_backend.bench.detection import replace_section
 from turn_backend.bench.grid import SETTINGS_FULL, cell_dir, flatten, make_plan, run_cell
 from turn_backend.bench.machine import choose_threads, machine_info
 from turn_backend.bench.plots import make_plots
@@ -164,20 +165,6 @@ def as_section(report: str, title: str) -> str:
     return f"## {title}\n" + "\n".join(body) + "\n"
 
 
-def put_section(doc: str, section: str) -> str:
-    """`doc` with its "## " section of the same title replaced by `section` (in place), or
-    `section` appended; everything else, the text before the first section too, is kept."""
-    title = section.split("\n", 1)[0]
-    parts = ("\n" + doc).split("\n## ")
-    head, bodies = parts[0].lstrip("\n"), ["## " + b.rstrip("\n") + "\n" for b in parts[1:]]
-    titles = [b.split("\n", 1)[0] for b in bodies]
-    if title in titles:
-        bodies[titles.index(title)] = section
-    else:
-        bodies.append(section)
-    return "\n".join(x for x in [head.rstrip("\n") + "\n" if head.strip() else ""] + bodies if x)
-
-
 def section_slug(title: str) -> str:
     return "-".join("".join(ch if ch.isalnum() else " " for ch in title.lower()).split())
 
@@ -279,11 +266,10 @@ def main(args) -> int:
         for name, _ in plots:
             shutil.copy(out / "plots" / name, img_dir / name)
         report = build_report(df, plan, machine, throughput, prefix, plots, started, finished, wall)
-        old = docs.read_text() if docs.exists() else ""
         if section:  # the rest of the file stays; this run is one section of it
-            docs.write_text(put_section(old, as_section(report, section)))
+            replace_section(docs, f"## {section}\n", as_section(report, section))
         else:
-            docs.write_text(carry_other_sections(old, report))
+            docs.write_text(carry_other_sections(docs.read_text() if docs.exists() else "", report))
         log(f"wrote {docs}")
     log_file.close()
     return 0

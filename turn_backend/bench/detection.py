@@ -42,14 +42,14 @@ SIGNAL_LABELS = {
 
 
 def score_signals(features: np.ndarray, labels: np.ndarray, num_classes: int, lp_probs: np.ndarray,
-                  tau: float, seed: int) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float]:
+                  tau: float, seed: int, device: str = "cpu") -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float]:
     """Each signal's (flagged mask, clean score) and the seconds detection took."""
     from cleanlab.filter import find_label_issues
 
     from turn_backend.detect import detect_label_issues
 
     t0 = time.time()
-    result = detect_label_issues(features, labels, num_classes, model_probs=lp_probs, seed=seed)
+    result = detect_label_issues(features, labels, num_classes, model_probs=lp_probs, seed=seed, device=device)
     seconds = time.time() - t0
     s = result.signals
     return {
@@ -75,10 +75,11 @@ def metrics(flagged: np.ndarray, clean_score: np.ndarray, noisy: np.ndarray) -> 
             "n_flagged": int(flagged.sum())}
 
 
-def load_features(n_train: int, image_size: int, model_name: str, classes: tuple[int, ...] | None, log):
+def load_features(n_train: int, image_size: int, model_name: str, classes: tuple[int, ...] | None, log,
+                  device: str = "cpu"):
     """(train ImageSet, its features, the LP hyperparameters) from the cache or extracted once."""
     from turn_backend.data.demo import load_demo
-    from turn_backend.engine import Runtime, extract_features
+    from turn_backend.engine import Runtime, extract_features, to_device
     from turn_backend.features import feature_cache_path
     from turn_backend.models.core import Preprocess
     from turn_backend.models.registry import load_model
@@ -90,12 +91,14 @@ def load_features(n_train: int, image_size: int, model_name: str, classes: tuple
     path = feature_cache_path(train, loaded.name, None, True, pre, "train")
     cached = path.exists()
     t0 = time.time()
-    feats = extract_features(loaded.extractor, train, pre, path, Runtime("cpu", "no"), 128, 0)
+    rt = Runtime(device, "no")  # full precision, so the cache is the same features on any device
+    feats = extract_features(to_device(loaded.extractor, rt), train, pre, path, rt, 128, 0)
     log(f"features of {len(train)} images: {time.time() - t0:.0f} s ({'cached' if cached else 'extracted'})")
     return train, np.asarray(feats), loaded.hparams.lp
 
 
-def run_grid(train, feats, lp_hparams, settings: list[str], seeds: list[int], dataset: str, tau: float, log) -> list[dict]:
+def run_grid(train, feats, lp_hparams, settings: list[str], seeds: list[int], dataset: str, tau: float, log,
+             device: str = "cpu") -> list[dict]:
     from turn_backend.detect.signals import softmax
     from turn_backend.engine import head_logits, train_linear_probe
     from turn_backend.noise import apply_noise
@@ -111,7 +114,7 @@ def run_grid(train, feats, lp_hparams, settings: list[str], seeds: list[int], da
             head, _ = train_linear_probe(feats, labels, train.num_classes, lp_hparams, "gce", 20, 128, seed)
             lp_seconds = time.time() - t0
             signals, detect_seconds = score_signals(feats, labels, train.num_classes,
-                                                    softmax(head_logits(head, feats)), tau, seed)
+                                                    softmax(head_logits(head, feats)), tau, seed, device)
             for name, (flagged, score) in signals.items():
                 rows.append({"dataset": dataset, "setting": setting, "seed": seed, "signal": name,
                              "noise_rate": float(noisy.mean()), "lp_seconds": lp_seconds,
@@ -174,6 +177,7 @@ def main(args) -> int:
     import torch
 
     from turn_backend.bench.machine import choose_threads, machine_info
+    from turn_backend.engine import Runtime
 
     t_start = time.time()
     out = Path(args.out or "runs/bench-detection")
@@ -191,27 +195,31 @@ def main(args) -> int:
     settings = args.settings or SETTINGS
     image_size = args.image_size or 48
     rows, datasets = [], []
-    train, feats, hp = load_features(n_train, image_size, args.model, None, log)
+    device = str(Runtime(getattr(args, "device", "cpu") or "cpu", "no").device)
+    train, feats, hp = load_features(n_train, image_size, args.model, None, log, device)
     name = f"Fashion-MNIST, {len(train):,} training images, 10 classes"
-    rows += run_grid(train, feats, hp, settings, seeds, name, 0.6, log)
+    rows += run_grid(train, feats, hp, settings, seeds, name, 0.6, log, device)
     datasets.append((name, settings))
     if not args.no_small:
-        train, feats, hp = load_features(400, image_size, args.model, SMALL_CLASSES, log)
+        train, feats, hp = load_features(400, image_size, args.model, SMALL_CLASSES, log, device)
         name = f"Small: {len(train)} images, two look-alike classes (T-shirt/top vs Shirt)"
-        rows += run_grid(train, feats, hp, SMALL_SETTINGS, seeds, name, 0.6, log)
+        rows += run_grid(train, feats, hp, SMALL_SETTINGS, seeds, name, 0.6, log, device)
         datasets.append((name, SMALL_SETTINGS))
     df = pd.DataFrame(rows)
     df.to_csv(out / "detection.csv", index=False)
-    info = machine_info("cpu")
+    info = machine_info(device)
     load = info.get("load_average", [float("nan")])[0]
-    machine = f"{info['cpu']}, {info['cores']} cores, load average {load:.1f} at the end"
+    machine = (f"{info['cpu']}, {info['cores']} cores" + (f", {info['gpu']} (`{device}`)" if info.get("gpu") else "")
+               + f", load average {load:.1f} at the end")
     command = "turn bench --detection" + "".join(
-        f" {flag} {value}" for flag, value in (("--n-train", args.n_train), ("--seeds", args.seeds)) if value)
-    text = section(df, datasets, command, machine, time.time() - t_start)
+        f" {flag} {value}" for flag, value in (("--n-train", args.n_train), ("--seeds", args.seeds),
+                                               ("--device", getattr(args, "device", "auto"))) if value not in (None, "auto"))
+    title = f"## {args.docs_section}" if getattr(args, "docs_section", None) else SECTION_TITLE
+    text = section(df, datasets, command, machine, time.time() - t_start).replace(SECTION_TITLE, title, 1)
     (out / "detection.md").write_text(text)
     print(text)
     if not args.no_docs:
         docs = Path(args.docs) if args.docs else DEFAULT_DOCS
-        replace_section(docs, SECTION_TITLE, text)
-        log(f"wrote the Detection section of {docs}")
+        replace_section(docs, title + "\n", text)
+        log(f"wrote the \"{title[3:]}\" section of {docs}")
     return 0
