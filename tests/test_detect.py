@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from turn_backend.cleansing import fit_clean_probability
 from turn_backend.detect import DetectionInputError, DetectionResult, detect_label_issues
@@ -151,8 +152,6 @@ def test_combined_finds_pair_flips_that_every_single_signal_misses_or_overflags(
         given[rng.choice(members, size=int(0.4 * len(members)), replace=False)] = b
     noisy = given != true
     # the in-sample classifier TURN would pass (its linear probe on the noisy labels)
-    import torch
-
     xs = signals._standardise(torch.tensor(x, dtype=torch.float32))
     head = signals.fit_softmax_regression(xs, torch.tensor(given), 3, l2=1 / np.sqrt(len(x)))
     lp_probs = torch.softmax(head(xs), 1).detach().double().numpy()
@@ -219,3 +218,19 @@ def test_tiny_classes_and_large_k_are_reported_not_fatal():
     assert any("fewer samples than folds" in n for n in result.notes)
     assert any("no more samples than k" in n for n in result.notes)
     assert np.isfinite(result.clean_prob).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_signals_on_cuda_match_the_cpu():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 100)
+    x = rng.normal(size=(300, 16)) + 2.5 * np.eye(3)[labels].repeat(6, axis=1)[:, :16]
+    idx_cpu, sim_cpu = signals.nearest_neighbours(x, 5)
+    idx_gpu, sim_gpu = signals.nearest_neighbours(x, 5, device="cuda")
+    assert (idx_cpu == idx_gpu).mean() > 0.99  # ties may order differently
+    np.testing.assert_allclose(sim_gpu, sim_cpu, atol=1e-4)
+    p_cpu = signals.out_of_fold_probabilities(x, labels, 3, seed=0)
+    p_gpu = signals.out_of_fold_probabilities(x, labels, 3, seed=0, device="cuda")
+    assert np.abs(p_cpu - p_gpu).max() < 0.02 and (p_cpu.argmax(1) == p_gpu.argmax(1)).mean() > 0.98
+    result = detect_label_issues(x, labels, 3, device="cuda", seed=0)
+    assert result.clean_prob.shape == (300,) and np.isfinite(result.clean_prob).all()
