@@ -22,6 +22,7 @@ from turn_backend.pipeline import (
     CROP_SCALE,
     BatchPreprocess,
     ImageTensorDataset,
+    batch_preprocess,
     crop_resize,
     make_loader,
     random_crop_boxes,
@@ -215,3 +216,54 @@ def test_shared_maps_are_keyed_by_features_subset_and_seed(tmp_path, monkeypatch
     assert not copy_files(names, run, key) and not key.exists()  # one missing: nothing half-copied
     np.save(run / names[2], np.zeros(3))
     assert copy_files(names, run, key) and sorted(p.name for p in key.iterdir()) == sorted(names)
+
+
+class LayoutSensitive(torch.nn.Module):
+    """A 3x3 convolution and a BatchNorm that sleeps per forward when its weights are in `slow`."""
+
+    def __init__(self, slow: torch.memory_format) -> None:
+        super().__init__()
+        self.conv, self.bn, self.slow, self.calls = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), slow, 0
+
+    def forward(self, x):
+        import time
+
+        self.calls += 1
+        if self.conv.weight.is_contiguous(memory_format=self.slow):
+            time.sleep(0.02)
+        return self.bn(self.conv(x))
+
+
+def test_the_weights_layout_is_the_one_that_runs_faster_and_measuring_changes_nothing(monkeypatch):
+    from turn_backend import engine
+    from turn_backend.engine import Runtime, fastest_memory_format, to_device
+
+    rt = Runtime("cpu")
+    for slow, expected in ((torch.channels_last, torch.contiguous_format),
+                           (torch.contiguous_format, torch.channels_last)):
+        monkeypatch.setattr(engine, "_MEMORY_FORMATS", {})  # the same class and size: a fresh process each
+        model = LayoutSensitive(slow)
+        model.train()
+        model.bn.eval()  # frozen statistics, as fine-tuning keeps them
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        assert fastest_memory_format(model, rt, 8, batch_size=2, measure=True) == expected
+        assert model.training and not model.bn.training  # modes restored
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # no statistics moved
+        calls = model.calls
+        assert fastest_memory_format(model, rt, 8, batch_size=2, measure=True) == expected  # once per process
+        assert model.calls == calls
+    # on the CPU nothing is timed: channels-last, as measured there
+    model = to_device(LayoutSensitive(torch.channels_last), rt, 8)
+    assert model.calls == 0 and model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_training_batches_are_nchw_and_a_channels_last_model_takes_them():
+    from turn_backend.engine import Runtime, to_device
+
+    pre = Preprocess(16, MEAN, STD)
+    images = ImageSet(ids=["a0", "b0"], arrays=np.zeros((2, 20, 20), np.uint8), labels=np.array([0, 1]),
+                      class_names=["a", "b"])
+    x = batch_preprocess(images, pre, True)(torch.zeros(2, 1, 20, 20, dtype=torch.uint8))
+    assert x.shape == (2, 3, 16, 16) and x.is_contiguous()
+    conv = to_device(torch.nn.Conv2d(3, 4, 3), Runtime("cpu"), 16)
+    assert conv(x).is_contiguous(memory_format=torch.channels_last)  # the weights decide the layout

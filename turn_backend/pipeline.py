@@ -203,9 +203,9 @@ class BatchPreprocess:
 
 
 def batch_preprocess(images: ImageSet, pre: Preprocess, train: bool, seed: int = 0) -> BatchPreprocess:
-    """The device-side half of the pipeline for `images`, channels-last as `engine.to_device`
-    lays out the model."""
-    return BatchPreprocess(pre, train, geometry=images.arrays is not None, seed=seed, channels_last=True)
+    """The device-side half of the pipeline for `images`. Its batches are NCHW: a model whose
+    weights `engine.to_device` laid out channels-last runs channels-last on them anyway."""
+    return BatchPreprocess(pre, train, geometry=images.arrays is not None, seed=seed)
 
 
 def default_workers(images: ImageSet) -> int:

@@ -92,7 +92,7 @@ def load_features(n_train: int, image_size: int, model_name: str, classes: tuple
     cached = path.exists()
     t0 = time.time()
     rt = Runtime(device, "no")  # full precision, so the cache is the same features on any device
-    feats = extract_features(to_device(loaded.extractor, rt), train, pre, path, rt, 128, 0)
+    feats = extract_features(to_device(loaded.extractor, rt, pre.image_size), train, pre, path, rt, 128, 0)
     log(f"features of {len(train)} images: {time.time() - t0:.0f} s ({'cached' if cached else 'extracted'})")
     return train, np.asarray(feats), loaded.hparams.lp
 

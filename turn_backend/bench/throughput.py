@@ -33,7 +33,7 @@ def measure_throughput(plan: Plan, log) -> dict:
     tmp = plan.out / "throughput"
     tmp.mkdir(parents=True, exist_ok=True)
     out: dict = {"device": str(rt.device), "image_size": plan.image_size, "batch_size": plan.batch_size}
-    ext = to_device(loaded.extractor, rt).eval()
+    ext = to_device(loaded.extractor, rt, plan.image_size).eval()
 
     def sync() -> None:
         if rt.device.type == "cuda":

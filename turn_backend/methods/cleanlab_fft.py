@@ -57,7 +57,7 @@ def run(config, run_dir: Path) -> dict:
     model.head.reset_parameters()
     optimizer = make_optimizer(model.parameters(), run.fft_hp)
     criterion = make_loss("ce", len(train), train.num_classes, cfg.gce_q)
-    to_device(model, rt)
+    to_device(model, rt, run.pre.image_size)
     ddp_model, optimizer = rt.accelerator.prepare(model, optimizer)
     accs = []
     for r in range(1, cfg.rounds + 1):

@@ -78,7 +78,7 @@ def fine_tune(ctx: RunContext) -> None:
             criterion.targets = ckpt["elr_targets"]
         start = int(ckpt["round"]) + 1
         ctx.log("resume", f"resuming after round {ckpt['round']}")
-    to_device(model, rt)
+    to_device(model, rt, ctx.pre.image_size)
     ddp_model, optimizer = rt.accelerator.prepare(model, optimizer)
     for r in range(start, cfg.rounds + 1):
         info: dict = {"round": r}
