@@ -4,7 +4,8 @@
 # Run from the repository root with a python3 that has the project's requirements and a
 # CUDA GPU (PYTHON=... picks another interpreter). MINUTES (default 8) bounds the whole
 # script; the accuracy grid gets what the other steps leave.
-#   1. the suite's CUDA tests (device preprocessing, detection signals on the GPU);
+#   1. the suite's CUDA tests (device preprocessing, detection signals on the GPU), and
+#      scripts/gpu_step_profile.py (where a training step's time goes);
 #   2. a TURN+ run through the CLI with fp16 mixed precision and 4 data-loader workers,
 #      whose run folder records stage times and GPU memory;
 #   3. `turn bench --detection` on the GPU (in the background, beside step 4);
@@ -46,6 +47,9 @@ torch.version.cuda, '| gpu', torch.cuda.is_available() and torch.cuda.get_device
 
 step "1. CUDA tests"
 timeout 180 "$PY" -m pytest -q -p no:cacheprovider tests/test_pipeline.py tests/test_detect.py -k cuda -rs
+
+step "1b. step profile: layouts x precisions, and the engine's epoch"
+timeout 120 "$PY" scripts/gpu_step_profile.py "$WORK/step_profile.json"
 
 step "2. TURN+ through the CLI: $CLI_N_TRAIN images, asym40, fp16, 4 workers"
 timeout 240 "$PY" -m turn_backend.cli run --data demo --n-train "$CLI_N_TRAIN" --n-test 2000 --noise asymmetric \
@@ -91,7 +95,7 @@ from turn_backend.bench.detection import replace_section
 replace_section(Path(sys.argv[1]), '## ' + sys.argv[2] + '\n', Path(sys.argv[3]).read_text())" \
     "$DOCS" "$DETECTION_TITLE" "$WORK/detection/detection.md"
 step "packing"
-cp "$WORK/detection.log" "$WORK/bench/bench.log" "$OUT/" 2>/dev/null
+cp "$WORK/detection.log" "$WORK/bench/bench.log" "$WORK/step_profile.json" "$OUT/" 2>/dev/null
 tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude='*.npy' --exclude='*.parquet' --exclude='*.safetensors' \
     --exclude='bench/runs' --exclude='bench/throughput' "$DOCS" "$(dirname "$DOCS")/bench" \
     -C "$WORK" bench detection cli-run
