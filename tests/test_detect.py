@@ -234,3 +234,26 @@ def test_signals_on_cuda_match_the_cpu():
     assert np.abs(p_cpu - p_gpu).max() < 0.02 and (p_cpu.argmax(1) == p_gpu.argmax(1)).mean() > 0.98
     result = detect_label_issues(x, labels, 3, device="cuda", seed=0)
     assert result.clean_prob.shape == (300,) and np.isfinite(result.clean_prob).all()
+
+
+def test_the_callers_gmm_fit_is_stored_as_the_gmm_signal_verbatim():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    x = rng.normal(size=(60, 6)) + 3 * np.eye(3)[labels].repeat(2, axis=1)
+    probs = np.full((60, 3), 0.1)
+    probs[np.arange(60), labels] = 0.8
+    mine = rng.uniform(size=60)
+    result = detect_label_issues(x, labels, 3, model_probs=probs, gmm_clean=mine)
+    np.testing.assert_array_equal(result.signals["gmm_lp"], mine)
+    with pytest.raises(DetectionInputError, match="gmm_clean needs model_probs"):
+        detect_label_issues(x, labels, 3, gmm_clean=mine)
+    with pytest.raises(DetectionInputError, match=r"shape \(60,\)"):
+        detect_label_issues(x, labels, 3, model_probs=probs, gmm_clean=mine[:10])
+
+
+def test_a_runs_gmm_chip_and_its_gmm_clean_probability_are_one_fit(tiny_run):
+    from turn_backend.runfolder import RunFolder
+
+    folder = RunFolder(tiny_run)  # a TURN run: its final clean probability is the per-class GMM
+    stored = folder.detection()["signals"]["gmm_lp"].to_numpy()
+    np.testing.assert_allclose(stored, np.load(folder.final_dir / "clean_prob.npy"), atol=1e-6)

@@ -94,6 +94,7 @@ def detect_label_issues(
     num_classes: int | None = None,
     *,
     model_probs: np.ndarray | None = None,
+    gmm_clean: np.ndarray | None = None,
     k: int = 20,
     folds: int = 5,
     dims: int = 256,
@@ -107,6 +108,8 @@ def detect_label_issues(
     model_probs: (N, C) optional in-sample probabilities of a noise-robust classifier on the
         same samples (TURN's LP-GCE head, or the fine-tuned model): adds TURN's per-class GMM
         signal ("gmm_lp") and joins the estimate of P(true | x).
+    gmm_clean: (N,) the caller's own fit of that GMM signal on the same model_probs, so that
+        the stored "gmm_lp" is the very fit it selects with (fitted here when not given).
     k: neighbours per sample for the k-NN votes (capped below N).
     folds: folds of the out-of-fold linear probes.
     dims: PCA dimensions the probes and the neighbour search work in.
@@ -123,6 +126,8 @@ def detect_label_issues(
         raise DetectionInputError(f"detection needs at least 2 samples per class on average; got {n} for {c} classes")
     if model_probs is not None and np.shape(model_probs) != (n, c):
         raise DetectionInputError(f"model_probs must have shape ({n}, {c}), got {np.shape(model_probs)}")
+    if gmm_clean is not None and (model_probs is None or np.shape(gmm_clean) != (n,)):
+        raise DetectionInputError(f"gmm_clean needs model_probs and shape ({n},), got {np.shape(gmm_clean)}")
     notes: list[str] = []
     counts = np.bincount(labels, minlength=c)
     tiny = np.flatnonzero((counts > 0) & (counts < folds))
@@ -162,7 +167,8 @@ def detect_label_issues(
         "knn": given_label_probability(p_knn, labels),
     }
     if model_probs is not None:
-        signals["gmm_lp"] = gmm_clean_probability(np.asarray(model_probs), labels, c, seed)
+        signals["gmm_lp"] = (np.asarray(gmm_clean, dtype=np.float64) if gmm_clean is not None
+                             else gmm_clean_probability(np.asarray(model_probs), labels, c, seed))
     expected = np.zeros((c, c))
     np.add.at(expected, labels, posterior)
     return DetectionResult(

@@ -38,7 +38,7 @@ def score_final_model(ctx: RunContext) -> None:
     losses = per_sample_ce(torch.from_numpy(np.asarray(logits, dtype=np.float64)),
                            torch.from_numpy(train.labels)).numpy()
     fit = fit_clean_probability(losses, train.labels, train.num_classes, seed=stage_seed(cfg, "gmm", "final"))
-    detection = detect(ctx, final_feats, logits, d, "final")
+    detection = detect(ctx, final_feats, logits, d, "final", fit.clean_prob)
     clean_prob = fit.clean_prob
     if cfg.turn_option("scoring") == "ensemble":
         clean_prob = detection.clean_prob.astype(np.float64)

@@ -182,7 +182,7 @@ def cleanse(ctx: RunContext, r: int, logits: np.ndarray, features=None) -> Clean
     detection = None
     if cfg.turn_option("scoring") == "ensemble":
         ctx.add_time("gmm", t0)
-        detection = detect(ctx, features, logits, ctx.folder.round_dir(r), f"round {r}")
+        detection = detect(ctx, features, logits, ctx.folder.round_dir(r), f"round {r}", fit.clean_prob)
         clean_prob = detection.clean_prob.astype(np.float64)
         t0 = time.time()  # "detect" timed itself
     if ctx.held_clean is not None:  # kept or relabelled in review: a person vouched, never dropped

@@ -15,17 +15,20 @@ from turn_backend.models.core import Classifier
 from turn_backend.stages.context import RunContext, stage_seed
 
 
-def detect(ctx: RunContext, features, logits: np.ndarray, out_dir: Path, stage: str) -> DetectionResult:
+def detect(ctx: RunContext, features, logits: np.ndarray, out_dir: Path, stage: str,
+           gmm_clean: np.ndarray) -> DetectionResult:
     """Every detection signal and the combined clean probability on `features` of the
-    training set and the model's `logits`, saved in `out_dir`. Computed by the main process;
-    the others read it back, so all select the same samples."""
+    training set and the model's `logits`, saved in `out_dir`; `gmm_clean` is the stage's own
+    per-class GMM fit on those logits' losses, stored as the "gmm_lp" signal. Computed by the
+    main process; the others read it back, so all select the same samples."""
     train = ctx.train
     t0 = time.time()
     if ctx.rt.is_main:
         ctx.status(stage=stage, stage_label="Scoring the labels (probes, neighbours, noise model)",
                    stage_done=0, stage_total=1)
         result = detect_label_issues(features, train.labels, train.num_classes, model_probs=softmax(logits),
-                                     device=str(ctx.rt.device), seed=stage_seed(ctx.config, "detect", stage))
+                                     gmm_clean=gmm_clean, device=str(ctx.rt.device),
+                                     seed=stage_seed(ctx.config, "detect", stage))
         result.save(out_dir)
         for note in result.notes:
             ctx.log("detect", f"{stage}: {note}")
