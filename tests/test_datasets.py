@@ -431,6 +431,32 @@ def test_idx(tmp_path, gz):
     assert load_dataset({"kind": "idx", "path": str(tmp_path)}).class_names == FASHION_MNIST_CLASSES  # guessed
 
 
+def test_debian_idx_files_are_inflated_once_into_the_cache(tmp_path, monkeypatch):
+    from turn_backend.data import demo
+
+    debian, cache = tmp_path / "debian", tmp_path / "cache"
+    debian.mkdir()
+    images = np.random.default_rng(0).integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    write_idx(debian / "train-images-idx3-ubyte.gz", images)
+    monkeypatch.setattr(demo, "DEBIAN_DIR", debian)
+    monkeypatch.setenv("TURN_CACHE_DIR", str(cache))
+    assert np.array_equal(demo.read_debian_idx("train-images-idx3-ubyte.gz"), images)
+    [copy] = (cache / "fashion-mnist").glob("train-images-idx3-ubyte-*.npy")
+    calls = []
+    real_reader = demo.read_idx_gz
+    monkeypatch.setattr(demo, "read_idx_gz", lambda path: calls.append(path) or real_reader(path))
+    assert np.array_equal(demo.read_debian_idx("train-images-idx3-ubyte.gz"), images) and calls == []  # the copy
+    copy.write_bytes(b"not an npy file")  # damaged: the gzip is read again and the copy rewritten
+    assert np.array_equal(demo.read_debian_idx("train-images-idx3-ubyte.gz"), images) and len(calls) == 1
+    assert np.array_equal(np.load(copy), images)
+    write_idx(debian / "train-images-idx3-ubyte.gz", images[:3])  # a new file: a new copy, not the old one
+    assert np.array_equal(demo.read_debian_idx("train-images-idx3-ubyte.gz"), images[:3])
+    assert len(list((cache / "fashion-mnist").glob("train-images-idx3-ubyte-*.npy"))) == 2
+    (tmp_path / "a-file").write_text("")  # a cache folder that cannot be made costs speed, not the data
+    monkeypatch.setenv("TURN_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    assert np.array_equal(demo.read_debian_idx("train-images-idx3-ubyte.gz"), images[:3])
+
+
 def test_idx_truncated(tmp_path):
     write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((4, 5, 5), np.uint8))
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 4, 1, 2]))
