@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    """Where features, maps and inflated data files are cached: `$TURN_CACHE_DIR`, or
+    ~/.cache/turn-studio."""
+    return Path(os.environ.get("TURN_CACHE_DIR", Path.home() / ".cache" / "turn-studio"))
+
 
 # Methods are registered by name in turn_backend.methods (the registry); "turn+" is the
 # product's recommended variant (see docs/benchmarks.md), "turn" is TURN exactly as published.

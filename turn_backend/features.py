@@ -14,13 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from turn_backend.config import cache_root
 from turn_backend.data.core import ImageSet
 from turn_backend.models.core import Preprocess
-
-
-def cache_root() -> Path:
-    """`$TURN_CACHE_DIR`, or ~/.cache/turn-studio."""
-    return Path(os.environ.get("TURN_CACHE_DIR", Path.home() / ".cache" / "turn-studio"))
 
 
 def feature_cache_path(images: ImageSet, model_name: str, checkpoint: str | None, pretrained: bool,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from turn_backend.config import cache_root
 from turn_backend.data.core import DatasetBundle, DatasetError, ImageSet
 from turn_backend.noise import FASHION_MNIST_CLASSES
 
@@ -42,8 +43,6 @@ def read_debian_idx(name: str) -> np.ndarray:
     folder (TURN_CACHE_DIR): the 26 MB gzip of the training images takes 0.5-0.8 s to
     inflate in every process, the uncompressed copy opens memory-mapped at once. Where the
     cache cannot be written, or its copy is damaged, the gzip is read as before."""
-    from turn_backend.features import cache_root
-
     source = DEBIAN_DIR / name
     stat = source.stat()
     cached = cache_root() / "fashion-mnist" / f"{name.removesuffix('.gz')}-{stat.st_size}-{int(stat.st_mtime)}.npy"
