@@ -48,3 +48,18 @@ def test_turn_plus_ends_with_the_model_that_is_best_on_its_held_out_clean_sample
         cached = [np.load(p) for p in (turn_cache_dir / "features").glob("train-*.npy")]
         assert any(np.allclose(logits, head_logits(probe, f), atol=1e-4) for f in cached if f.shape[0] == 200)
         assert not (folder.final_dir / "features.npy").exists()
+
+
+def test_baseline_runs_flag_by_the_combined_score_and_turn_by_its_gmm(runs_root, tiny_config):
+    from turn_backend.analysis import clean_prob_source
+    from turn_backend.runfolder import read_json
+    from turn_backend.runner import run_turn
+
+    for method, source in (("lp-gce", "combined"), ("turn", "GMM")):
+        folder = RunFolder(runs_root / method)
+        run_turn(tiny_config(method=method, projection_methods=[]), folder.path)
+        detection = folder.detection()["signals"]
+        expected = detection["combined" if source == "combined" else "gmm_lp"].to_numpy()
+        np.testing.assert_allclose(np.load(folder.final_dir / "clean_prob.npy"), expected, atol=1e-6)
+        assert read_json(folder.final_dir / "gmm.json")["clean_prob_source"] == source
+        assert clean_prob_source(folder) == source

@@ -593,10 +593,15 @@ def review_inputs(folder) -> dict:
 
 
 def clean_prob_source(folder) -> str:
-    """What the run's final clean probability is: "combined" (the detection layer's, TURN+'s
-    scoring) or "GMM" (TURN's per-class GMM on the final model's losses, every other method)."""
+    """What the run's final clean probability is: "combined" (the detection layer's) or "GMM"
+    (TURN's per-class GMM on the final model's losses), as the final stage recorded it; for
+    a run folder older than that record, "combined" only where TURN+ scoring chose it."""
     from turn_backend.config import RunConfig
+    from turn_backend.runfolder import read_json
 
+    recorded = (read_json(folder.final_dir / "gmm.json", {}) or {}).get("clean_prob_source")
+    if recorded in ("combined", "GMM"):
+        return recorded
     try:
         config = RunConfig.from_json(folder.config_path)
     except (OSError, ValueError):

@@ -132,6 +132,15 @@ class RunConfig:
         return defaults[name] if value is None else value
 
     @property
+    def clean_source(self) -> str:
+        """What a run's final clean probability (its flags: Threshold, Review, Export) is:
+        "GMM", TURN's per-class GMM on the final model's losses, for the runs that select by
+        it (TURN as published, turn+ with scoring "gmm"); "combined", the detection layer's
+        clean probability, for every other run. The GMM splits a class in two even where its
+        labels are all right; the baselines select nothing, so their flags need not follow it."""
+        return "GMM" if self.turn_option("scoring") == "gmm" else "combined"
+
+    @property
     def rounds(self) -> int:
         """Fine-tuning rounds: fft_epochs, else the method's default (0 for a linear probe)."""
         if self.kind == "lp":

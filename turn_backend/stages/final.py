@@ -1,6 +1,7 @@
 """Stage "final": the final model's losses and clean probabilities on the training set, what
 Threshold, Review and Export read; and every detection signal beside them (Review shows
-them for every run; TURN+ flags by their combination)."""
+them for every run). Runs flag by their combination, except those that select by TURN's
+GMM (`RunConfig.clean_source`)."""
 
 from __future__ import annotations
 
@@ -39,15 +40,15 @@ def score_final_model(ctx: RunContext) -> None:
                            torch.from_numpy(train.labels)).numpy()
     fit = fit_clean_probability(losses, train.labels, train.num_classes, seed=stage_seed(cfg, "gmm", "final"))
     detection = detect(ctx, final_feats, logits, d, "final", fit.clean_prob)
-    clean_prob = fit.clean_prob
-    if cfg.turn_option("scoring") == "ensemble":
-        clean_prob = detection.clean_prob.astype(np.float64)
+    source = cfg.clean_source
+    clean_prob = fit.clean_prob if source == "GMM" else detection.clean_prob.astype(np.float64)
     if ctx.held_clean is not None:  # decisions a person made stay made: never flagged again
         clean_prob = np.where(ctx.held_clean, 1.0, clean_prob)
     if ctx.rt.is_main:
         atomic_save_npy(d / "losses.npy", losses.astype(np.float32))
         atomic_save_npy(d / "clean_prob.npy", np.asarray(clean_prob, dtype=np.float32))
-        atomic_write_json(d / "gmm.json", {"fits": fit.fits_as_dicts(), "notes": fit.notes})
+        atomic_write_json(d / "gmm.json", {"fits": fit.fits_as_dicts(), "notes": fit.notes,
+                                           "clean_prob_source": source})
         folder.mark_completed("final")
     ctx.add_time("final", t0)
     ctx.rt.barrier()
