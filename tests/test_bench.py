@@ -207,14 +207,17 @@ def test_bench_grid_end_to_end(tmp_path, monkeypatch, turn_cache_dir):
 def test_bench_runs_the_small_two_class_set_beside_the_grid(tmp_path, monkeypatch, turn_cache_dir):
     monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
     args = _args(tmp_path, methods=["lp-gce", "turn+"], settings=["sym20"], small=True)
+    args.small_seeds = 2  # its own number of seeds; the grid keeps --seeds 1
     assert bench.main(args) == 0
     df = pd.read_csv(tmp_path / "bench" / "results.csv")
     small = df[df["group"] == "small"]
     assert sorted(small["setting"].unique()) == ["sym20", "sym40"] and set(small["method"]) == {"lp-gce", "turn+"}
+    assert sorted(small["seed"].unique()) == [0, 1] and df[df["group"] == "grid"]["seed"].unique().tolist() == [0]
     assert (small["n_train"] == 400).all() and (df[df["group"] == "grid"]["n_train"] == 200).all()
     assert small["noise_rate_actual"].between(0.1, 0.5).all()  # sym noise on two classes flips to the other one
     md = (tmp_path / "bench" / "results.md").read_text()
     assert "## Small set: 400 images, two look-alike classes (T-shirt/top vs Shirt)" in md
+    assert "tested on 200 per class; 2 seeds (`--small-seeds`" in md
     assert "**turn+ >= every baseline?**" in md and "## TURN+: relabelling, and the held-out choice" in md
 
 

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, help="seeds per cell (default 2; quick 1)")
     parser.add_argument("--no-small", action="store_true",
                         help="skip the small two-class set (400 images, T-shirt/top vs Shirt) of the grid or of --detection")
+    parser.add_argument("--small-seeds", type=int,
+                        help="seeds of the small two-class set (default 10: its runs take seconds and their "
+                             "accuracy spreads by several points from seed to seed)")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="seeds run from this one (default 0): split a grid over machines or processes")
     parser.add_argument("--n-train", type=int, help="demo training images (default 1500; quick 1000)")

@@ -46,6 +46,7 @@ NOISE_NAMES = {"sym": "symmetric", "asym": "asymmetric", "inst": "instance"}
 SMALL_CLASSES = (0, 6)  # Fashion-MNIST T-shirt/top vs Shirt
 SMALL_N_TRAIN, SMALL_N_TEST = 400, 400
 SMALL_SETTINGS = ["sym20", "sym40"]
+SMALL_SEEDS = 10
 # what a run times (timings.json keys, RunContext.add_time), in the order they run
 TIMED_STAGES = ("data", "features", "audit", "lp", "scoring", "detect", "gmm", "fft", "eval", "choice", "final",
           "projection")
@@ -100,6 +101,7 @@ class Plan:
     quick: bool
     command: str
     small: bool = False  # also the grid's methods on the small two-class set (group "small")
+    small_seeds: list[int] = field(default_factory=list)
     cells: list[tuple[str, str, int, str]] = field(default_factory=list)  # (method, setting, seed, group)
     failed: list[str] = field(default_factory=list)
 
@@ -131,7 +133,8 @@ def make_plan(args) -> Plan:
             for m in plan.methods:
                 plan.cells.append((m, setting, seed, "grid"))
     if plan.small:
-        for seed in plan.seeds:
+        plan.small_seeds = [plan.seeds[0] + k for k in range(getattr(args, "small_seeds", None) or SMALL_SEEDS)]
+        for seed in plan.small_seeds:
             for setting in SMALL_SETTINGS:
                 for m in plan.methods:
                     plan.cells.append((m, setting, seed, "small"))

@@ -246,8 +246,10 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
         names = " vs ".join(FASHION_MNIST_CLASSES[c] for c in SMALL_CLASSES)
         w(f"## Small set: {SMALL_N_TRAIN} images, two look-alike classes ({names})")
         w("")
+        n_seeds = small["seed"].nunique()
         w(f"Fashion-MNIST's first {SMALL_N_TRAIN // 2} training images of each class, tested on "
-          f"{SMALL_N_TEST // 2} per class; same seeds and settings otherwise. Last-round test accuracy (%):")
+          f"{SMALL_N_TEST // 2} per class; {n_seeds} seeds (`--small-seeds`: runs this small are cheap, and their "
+          "accuracy spreads by several points from seed to seed). Last-round test accuracy (%):")
         w("")
         w(last_accuracy_table(small, s_methods, s_settings))
         w("")
@@ -281,9 +283,10 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
         w("")
     w("## Noisy-label detection by the final model (%)")
     w("")
-    w("Flagged = the final clean probability <= tau (0.6), scored against the true noise: for TURN+ the combined "
-      "detection score (what the app shows for its runs), for every other method the per-class GMM on its final "
-      "model's per-sample losses (the same `fit_clean_probability` for all). F1, then precision / recall.")
+    w("Flagged = the final clean probability <= tau (0.6), what the app shows for each run, scored against the "
+      "true noise: the combined detection score on the final model for TURN+ and the LP / FFT baselines; TURN's "
+      "per-class GMM on the final model's per-sample losses for TURN as published (and for the bench-only "
+      "DivideMix-LP, UNICON-LP and cleanlab+FFT, which keep no run folder). F1, then precision / recall.")
     w("")
     det = grid.copy()
     lines = ["| method | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
