@@ -8,6 +8,9 @@ augmentation must follow RandomResizedCrop's rules and be reproducible.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -267,3 +270,26 @@ def test_training_batches_are_nchw_and_a_channels_last_model_takes_them():
     assert x.shape == (2, 3, 16, 16) and x.is_contiguous()
     conv = to_device(torch.nn.Conv2d(3, 4, 3), Runtime("cpu"), 16)
     assert conv(x).is_contiguous(memory_format=torch.channels_last)  # the weights decide the layout
+
+
+def test_every_process_takes_the_main_processs_layout(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "layout.py"
+    script.write_text(
+        "import json, os, sys, time, torch\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_pipeline import LayoutSensitive\n"
+        "from turn_backend.engine import Runtime, fastest_memory_format\n"
+        "rt = Runtime('cpu')\n"
+        "# rank 0 is slow in channels-last, rank 1 in NCHW: left alone they would disagree\n"
+        "slow = torch.channels_last if rt.rank == 0 else torch.contiguous_format\n"
+        "fmt = fastest_memory_format(LayoutSensitive(slow), rt, 8, batch_size=2, measure=True)\n"
+        "print(json.dumps({'rank': rt.rank, 'nchw': fmt == torch.contiguous_format}), flush=True)\n")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", "29531", str(script)],
+                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["rank"] for r in rows) == [0, 1] and all(r["nchw"] for r in rows)

@@ -62,6 +62,8 @@ def fastest_memory_format(model: nn.Module, rt: Runtime, image_size: int, batch_
     (or with measure=True) a few forwards of a random (batch_size, 3, image_size,
     image_size) batch are timed in each layout, once per process and model, in eval mode
     without gradients (the model's state and modes are restored). Within 10%, channels-last.
+    Under several processes every one of them calls this at the same point, and all take the
+    main process's choice.
     """
     if not (rt.device.type == "cuda" if measure is None else measure):
         return torch.channels_last
@@ -88,6 +90,10 @@ def fastest_memory_format(model: nn.Module, rt: Runtime, image_size: int, batch_
             for module, training in modes.items():
                 module.train(training)
         faster = seconds[torch.contiguous_format] < 0.9 * seconds[torch.channels_last]
+        if rt.world > 1:  # DistributedDataParallel needs the same layout in every process: the main one's
+            from accelerate.utils import broadcast_object_list
+
+            faster = bool(broadcast_object_list([faster])[0])
         _MEMORY_FORMATS[key] = torch.contiguous_format if faster else torch.channels_last
         logger.info("memory format for %s at %d px (%s): %s (channels-last %.1f ms, NCHW %.1f ms per batch)",
                     key[0], image_size, rt.mixed_precision, "NCHW" if faster else "channels-last",
