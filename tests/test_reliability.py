@@ -534,6 +534,16 @@ def test_runtime_refuses_missing_and_unknown_devices():
                 Runtime(device)
 
 
+@reliability(area="bad input", case="fp16 mixed precision on a CPU (`--precision fp16 --device cpu`, or no GPU)",
+             outcome="The run's Runtime refuses it before any work: `fp16 mixed precision needs a CUDA GPU: on a "
+                     "CPU it runs about 16x slower than full precision; use --precision no (or bf16)`")
+def test_runtime_refuses_fp16_on_a_cpu():
+    from turn_backend.engine import Runtime
+
+    with pytest.raises(ValueError, match="fp16 mixed precision needs a CUDA GPU"):
+        Runtime("cpu", "fp16")
+
+
 class OOMAbove(nn.Module):
     """A tiny extractor that fails like a GPU out of memory for batches above `limit`."""
 
