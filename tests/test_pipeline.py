@@ -260,6 +260,23 @@ def test_the_weights_layout_is_the_one_that_runs_faster_and_measuring_changes_no
     assert model.calls == 0 and model.conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_a_model_that_fails_the_timing_keeps_channels_last_and_the_run_goes_on(monkeypatch):
+    from turn_backend import engine
+
+    class FailsAtTheProbe(torch.nn.Module):  # e.g. out of memory at the probe's batch
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine, "_MEMORY_FORMATS", {})
+    model = FailsAtTheProbe().train()
+    assert engine.fastest_memory_format(model, engine.Runtime("cpu"), 8, measure=True) == torch.channels_last
+    assert model.training  # its mode restored
+
+
 def test_training_batches_are_nchw_and_a_channels_last_model_takes_them():
     from turn_backend.engine import Runtime, to_device
 

@@ -70,35 +70,49 @@ def fastest_memory_format(model: nn.Module, rt: Runtime, image_size: int, batch_
     key = (type(model).__name__, sum(p.numel() for p in model.parameters()), image_size, rt.mixed_precision,
            str(rt.device))
     if key not in _MEMORY_FORMATS:
-        modes = {m: m.training for m in model.modules()}
-        model.eval()
-        x = torch.randn(batch_size, 3, image_size, image_size, device=rt.device)
-        seconds = {}
         try:
-            for fmt in (torch.channels_last, torch.contiguous_format):
-                model.to(memory_format=fmt)
-                xf = x.contiguous(memory_format=fmt)
-                with torch.inference_mode(), rt.autocast():
-                    model(xf)  # warm-up: allocations and kernel choice
-                    _synchronise(rt.device)
-                    t0 = time.perf_counter()
-                    for _ in range(repeats):
-                        model(xf)
-                    _synchronise(rt.device)
-                seconds[fmt] = time.perf_counter() - t0
-        finally:
-            for module, training in modes.items():
-                module.train(training)
-        faster = seconds[torch.contiguous_format] < 0.9 * seconds[torch.channels_last]
+            seconds = _time_layouts(model, rt, image_size, batch_size, repeats)
+            faster = seconds[torch.contiguous_format] < 0.9 * seconds[torch.channels_last]
+            logger.info("memory format for %s at %d px (%s): %s (channels-last %.1f ms, NCHW %.1f ms per batch)",
+                        key[0], image_size, rt.mixed_precision, "NCHW" if faster else "channels-last",
+                        1000 * seconds[torch.channels_last] / repeats,
+                        1000 * seconds[torch.contiguous_format] / repeats)
+        except RuntimeError as exc:  # out of memory at the probe's batch, a model that wants other input...
+            _free_gpu_memory()
+            logger.warning("could not time the memory formats of %s (%s); channels-last", key[0], exc)
+            faster = False
         if rt.world > 1:  # DistributedDataParallel needs the same layout in every process: the main one's
             from accelerate.utils import broadcast_object_list
 
             faster = bool(broadcast_object_list([faster])[0])
         _MEMORY_FORMATS[key] = torch.contiguous_format if faster else torch.channels_last
-        logger.info("memory format for %s at %d px (%s): %s (channels-last %.1f ms, NCHW %.1f ms per batch)",
-                    key[0], image_size, rt.mixed_precision, "NCHW" if faster else "channels-last",
-                    1000 * seconds[torch.channels_last] / repeats, 1000 * seconds[torch.contiguous_format] / repeats)
     return _MEMORY_FORMATS[key]
+
+
+def _time_layouts(model: nn.Module, rt: Runtime, image_size: int, batch_size: int,
+                  repeats: int) -> dict[torch.memory_format, float]:
+    """Seconds of `repeats` forwards of a random batch with the weights in each layout (after
+    one warm-up), in eval mode without gradients; the modules' train / eval modes are restored."""
+    modes = {m: m.training for m in model.modules()}  # parents first, so restoring ends right
+    model.eval()
+    x = torch.randn(batch_size, 3, image_size, image_size, device=rt.device)
+    seconds = {}
+    try:
+        for fmt in (torch.channels_last, torch.contiguous_format):
+            model.to(memory_format=fmt)
+            xf = x.contiguous(memory_format=fmt)
+            with torch.inference_mode(), rt.autocast():
+                model(xf)  # warm-up: allocations and kernel choice
+                _synchronise(rt.device)
+                t0 = time.perf_counter()
+                for _ in range(repeats):
+                    model(xf)
+                _synchronise(rt.device)
+            seconds[fmt] = time.perf_counter() - t0
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+    return seconds
 
 
 def _synchronise(device: torch.device) -> None:
