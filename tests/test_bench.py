@@ -122,8 +122,9 @@ def test_run_config_variant_options():
     assert turn.turn_option("balance") == "min" and plus.turn_option("balance") == "mean"
     assert turn.turn_option("cleansing") == "every" and turn.turn_option("relabel_confidence") is None
     assert RunConfig(method="turn", balance="mean").turn_option("balance") == "mean"
+    assert plus.turn_option("lr_decay") == "none" and RunConfig(method="lp-gce").turn_option("lr_decay") is None
     for bad in ({"balance": "max"}, {"cleansing": "twice"}, {"relabel_confidence": 0.0},
-                {"warmup_backbone_lr": -1.0}):
+                {"warmup_backbone_lr": -1.0}, {"lr_decay": "linear"}):
         with pytest.raises(ValueError):
             RunConfig(method="turn", **bad)
 

@@ -63,3 +63,19 @@ def test_baseline_runs_flag_by_the_combined_score_and_turn_by_its_gmm(runs_root,
         np.testing.assert_allclose(np.load(folder.final_dir / "clean_prob.npy"), expected, atol=1e-6)
         assert read_json(folder.final_dir / "gmm.json")["clean_prob_source"] == source
         assert clean_prob_source(folder) == source
+
+
+def test_cosine_lr_decay_sets_each_rounds_lr_and_turn_as_published_keeps_it_constant(
+        tmp_path, monkeypatch, turn_cache_dir, tiny_config):
+    from turn_backend.stages import rounds
+
+    seen = []
+    real_epoch = rounds.fft_epoch
+    monkeypatch.setattr(rounds, "fft_epoch", lambda model, optimizer, *a, **k: (
+        seen.append([g["lr"] for g in optimizer.param_groups]), real_epoch(model, optimizer, *a, **k))[1])
+    for method, decay, shares in (("turn", None, [1, 1, 1]), ("turn+", "cosine", [1, 0.75, 0.25])):
+        seen.clear()
+        config = tiny_config(method=method, fft_epochs=3, fft_lr=0.01, lr_decay=decay, projection_methods=[])
+        _run(tmp_path / method, config, monkeypatch, turn_cache_dir)
+        # round r of 3 at 0.01 x (1 + cos(pi (r - 1) / 3)) / 2: 1, 3/4, 1/4
+        np.testing.assert_allclose([lrs[0] for lrs in seen], [0.01 * s for s in shares])

@@ -26,10 +26,12 @@ CLEANSING_MODES = ("every", "once", "none")
 # "scoring": "gmm" is TURN's per-class GMM on the model's losses; "ensemble" is the combined
 # clean probability of turn_backend.detect (probes, neighbours, noise model).
 TURN_DEFAULTS = {"balance": "min", "cleansing": "every", "warmup_backbone_lr": None, "relabel_confidence": None,
-                 "scoring": "gmm", "holdout": None, "cleanse_interval": 1}
+                 "scoring": "gmm", "holdout": None, "cleanse_interval": 1, "lr_decay": "none"}
 TURN_PLUS_DEFAULTS = {"balance": "mean", "cleansing": "every", "warmup_backbone_lr": None,
-                      "relabel_confidence": 0.9, "scoring": "ensemble", "holdout": None, "cleanse_interval": 1}
+                      "relabel_confidence": 0.9, "scoring": "ensemble", "holdout": None, "cleanse_interval": 1,
+                      "lr_decay": "none"}
 SCORING_MODES = ("gmm", "ensemble")
+LR_DECAYS = ("none", "cosine")
 
 
 def method_kind(method: str) -> str:
@@ -79,6 +81,11 @@ class RunConfig:
     # cleansing "every": re-select the clean set every this many rounds (1: each round, as
     # published; 2: rounds 1, 3, 5, ..., the rounds between train on the last selection)
     cleanse_interval: int | None = None
+    # the fine-tuning LR over the rounds: "none" (constant, as published) or "cosine" (round r
+    # of R at LR x (1 + cos(pi (r - 1) / R)) / 2, so the last round moves the model least).
+    # "none" for TURN+ too: on the benchmark cosine helped at 1,000 images of 10 classes and
+    # cost 3 points on the 400-image two-class set (docs/benchmarks.md, turn+:lr_decay=cosine)
+    lr_decay: str | None = None
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N; several processes come from the launcher
     num_processes: int = 1
@@ -106,6 +113,8 @@ class RunConfig:
             raise ValueError(f"warmup_backbone_lr must be >= 0, got {self.warmup_backbone_lr}")
         if self.scoring is not None and self.scoring not in SCORING_MODES:
             raise ValueError(f"scoring must be one of {', '.join(SCORING_MODES)}, got {self.scoring!r}")
+        if self.lr_decay is not None and self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, got {self.lr_decay!r}")
         if self.cleanse_interval is not None and self.cleanse_interval < 1:
             raise ValueError(f"cleanse_interval must be >= 1, got {self.cleanse_interval}")
         if self.holdout is not None and not 0.0 <= self.holdout < 0.5:

@@ -37,10 +37,12 @@ TURNPLUS_DEV = [
     ("turn+", "turn+ (the product's default)"),
     ("turn+:cleanse_interval=2", "turn+ re-selecting every other round (rounds 1, 3, 5)"),
     ("turn+:holdout=0.1", "turn+ holding out 10% of round 1's confident samples to choose fine-tuned vs probe"),
+    ("turn+:lr_decay=cosine", "turn+ with the fine-tuning LR decayed over the rounds (cosine, round 5 at 0.1x)"),
 ]
 OVERRIDE_KEYS = {"tau": float, "lp_epochs": int, "fft_epochs": int, "balance": str, "cleansing": str,
                  "warmup_backbone_lr": float, "relabel_confidence": float, "gce_q": float,
-                 "holdout": float, "scoring": str, "cleanse_interval": int}
+                 "holdout": float, "scoring": str, "cleanse_interval": int,
+                 "lr_decay": str}
 NOISE_NAMES = {"sym": "symmetric", "asym": "asymmetric", "inst": "instance"}
 # The small set: a few hundred images of two look-alike classes, as people audit by hand.
 SMALL_CLASSES = (0, 6)  # Fashion-MNIST T-shirt/top vs Shirt

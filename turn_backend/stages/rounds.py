@@ -7,6 +7,7 @@ cleanse fine-tune on every sample. A checkpoint after each round makes the stage
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -47,6 +48,13 @@ def cleansed_round(ctx: RunContext, r: int) -> int | None:
     return r - (r - 1) % interval
 
 
+def round_lr_factor(decay: str | None, r: int, rounds: int) -> float:
+    """The fine-tuning LR of round r (1..rounds) as a share of the model's LR."""
+    if decay == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * (r - 1) / max(1, rounds)))
+    return 1.0
+
+
 def fine_tune(ctx: RunContext) -> None:
     cfg, folder, rt, train, test = ctx.config, ctx.folder, ctx.rt, ctx.train, ctx.test
     head = ctx.head
@@ -83,8 +91,9 @@ def fine_tune(ctx: RunContext) -> None:
     for r in range(start, cfg.rounds + 1):
         info: dict = {"round": r}
         round_labels = labels
-        if warmup is not None:
-            optimizer.param_groups[0]["lr"] = ctx.fft_hp.lr * (warmup if r == 1 else 1.0)
+        decay = round_lr_factor(cfg.turn_option("lr_decay"), r, cfg.rounds)
+        for k, group in enumerate(optimizer.param_groups):  # group 0 is the backbone where there are two
+            group["lr"] = ctx.fft_hp.lr * decay * (warmup if warmup is not None and r == 1 and k == 0 else 1.0)
         source = cleansed_round(ctx, r)
         if source == r:
             t0 = time.time()
