@@ -1,7 +1,8 @@
 """Threshold: move tau and watch the clean set change, from the stored clean probabilities.
 
-Nothing is refitted: the final model's per-class GMM clean probabilities and losses are
-read once per run (cached) and every slider move is a few sorted-array look-ups.
+Nothing is refitted: the final model's clean probabilities (the combined detection score,
+or TURN's per-class GMM for the runs that select by it) and losses are read once per run
+(cached) and every slider move is a few sorted-array look-ups.
 """
 
 from __future__ import annotations
@@ -142,6 +143,13 @@ ui.page_header("Threshold", ":material/tune:",
                "Move the clean-probability threshold τ and watch the clean set change. Everything here "
                "is read from the final model's stored clean probabilities: no retraining.")
 
+# what a run's clean probability is, by analysis.clean_prob_source
+CLEAN_PROB_MEANING = {
+    "combined": "This run's clean probability is the detection layer's combined score: the posterior that "
+                "the given label is right under the estimated noise matrix.",
+    "GMM": "This run's clean probability is TURN's: the posterior of the low-loss Gaussian of its class, "
+           "fitted on the final model's losses.",
+}
 run = ui.require_finished_run("The threshold can be tuned")
 
 try:
@@ -221,8 +229,8 @@ def tau_panel() -> None:
         tau = st.slider("Clean-probability threshold τ", min_value=0.01, max_value=0.99,
                         value=float(min(0.99, max(0.01, round(applied, 2)))), step=0.01, format="%.2f",
                         key=f"tau_slider_{run.name}",
-                        help="A sample counts as clean when its clean probability (the posterior of the "
-                             "low-loss Gaussian of its class) is above τ; at or below τ it is flagged.")
+                        help="A sample counts as clean when its clean probability is above τ; at or below "
+                             "τ it is flagged. " + CLEAN_PROB_MEANING[an.clean_prob_source(run)])
     with top[1]:
         if st.button("Apply τ to Review and Export", icon=":material/check:", type="primary",
                      disabled=abs(tau - applied) < 1e-9, width="stretch", key="apply_tau",
