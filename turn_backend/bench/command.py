@@ -220,10 +220,10 @@ def main(args) -> int:
                 log(f"[{k}/{total}] {where} {method} seed {seed}: FAILED {error}")
                 failed.append(f"{where} {method} seed {seed}: {error}")
                 return
-            if reused:
-                reused_cells.append(k)
-            else:
+            if not reused:
                 durations.append(seconds)
+            elif (cell_dir(plan, *cell) / "metrics.json").stat().st_mtime < t_start:
+                reused_cells.append(k)  # from an earlier call (not a cell another column shares, as fft-true's)
             rows[k] = flatten(method, setting, seed, group, metrics, cell_dir(plan, method, setting, seed, group), plan)
             pd.DataFrame([rows[j] for j in sorted(rows)]).to_csv(csv_path, index=False)
             left = (total - len(rows) - len(failed)) / max(1, args.jobs)
