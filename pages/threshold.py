@@ -299,7 +299,10 @@ def tau_panel() -> None:
     st.subheader(":material/ssid_chart: Loss histograms and the two Gaussians of each class", anchor=False)
     st.caption("Cross-entropy loss of every training sample against its given label, per class (grey bars), with "
                "the two fitted mixture components (:green[**green**]: clean, :red[**red**]: noisy). The dashed line "
-               "is the loss at which the clean posterior falls to τ: samples to its right are flagged.")
+               "is the loss at which the GMM's clean posterior falls to τ. " +
+               ("Samples to its right are flagged." if an.clean_prob_source(run) == "GMM" else
+                "This run flags by the combined score, not by this GMM, so its flags need not follow the line: "
+                "Review shows both for each sample."))
 
     shown = list(range(len(names)))
     if len(names) > MAX_HISTOGRAMS:

@@ -240,6 +240,7 @@ def test_threshold_slider_updates_counts_and_apply_writes_tau(tiny_run):
     slider = at.slider(key="tau_slider_" + tiny_run.name)
     assert slider.value == pytest.approx(0.6)
     assert "TURN's: the posterior of the low-loss Gaussian" in slider.help  # a TURN run: what its number means
+    assert any("falls to τ. Samples to its right are flagged." in c.value for c in at.caption)
     slider.set_value(0.3).run()
     assert not at.exception
     assert metric(at, "Clean candidates") == f"{int((p > 0.3).sum()):,}"
