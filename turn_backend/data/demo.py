@@ -8,8 +8,7 @@ the first ones of each class in the official files). Where the Debian package
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from turn_backend.config import cache_root
 from turn_backend.data.core import DatasetBundle, DatasetError, ImageSet
 from turn_backend.noise import FASHION_MNIST_CLASSES
+from turn_backend.runfolder import atomic_write_bytes
 
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "fashion_mnist_demo.npz"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -52,12 +52,10 @@ def read_debian_idx(name: str) -> np.ndarray:
         except (OSError, ValueError):
             pass  # damaged: written again below
     array = read_idx_gz(source)
+    buf = io.BytesIO()
+    np.save(buf, array)
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".npy")  # concurrent loaders never share it
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, cached)
+        atomic_write_bytes(cached, buf.getvalue())  # a temporary file of its own: concurrent loaders are safe
     except OSError:
         pass
     return array
