@@ -151,6 +151,7 @@ CLEAN_PROB_MEANING = {
            "fitted on the final model's losses.",
 }
 run = ui.require_finished_run("The threshold can be tuned")
+clean_source = an.clean_prob_source(run)  # read once: the tau panel reruns on every slider move
 
 try:
     data = _threshold_data(str(run.path.resolve()), _stamp(run))
@@ -230,7 +231,7 @@ def tau_panel() -> None:
                         value=float(min(0.99, max(0.01, round(applied, 2)))), step=0.01, format="%.2f",
                         key=f"tau_slider_{run.name}",
                         help="A sample counts as clean when its clean probability is above τ; at or below "
-                             "τ it is flagged. " + CLEAN_PROB_MEANING[an.clean_prob_source(run)])
+                             "τ it is flagged. " + CLEAN_PROB_MEANING[clean_source])
     with top[1]:
         if st.button("Apply τ to Review and Export", icon=":material/check:", type="primary",
                      disabled=abs(tau - applied) < 1e-9, width="stretch", key="apply_tau",
@@ -300,7 +301,7 @@ def tau_panel() -> None:
     st.caption("Cross-entropy loss of every training sample against its given label, per class (grey bars), with "
                "the two fitted mixture components (:green[**green**]: clean, :red[**red**]: noisy). The dashed line "
                "is the loss at which the GMM's clean posterior falls to τ. " +
-               ("Samples to its right are flagged." if an.clean_prob_source(run) == "GMM" else
+               ("Samples to its right are flagged." if clean_source == "GMM" else
                 "This run flags by the combined score, not by this GMM, so its flags need not follow the line: "
                 "Review shows both for each sample."))
 
