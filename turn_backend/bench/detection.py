@@ -75,11 +75,10 @@ def metrics(flagged: np.ndarray, clean_score: np.ndarray, noisy: np.ndarray) -> 
             "n_flagged": int(flagged.sum())}
 
 
-def load_features(n_train: int, image_size: int, model_name: str, classes: tuple[int, ...] | None, log,
-                  device: str = "cpu"):
+def load_features(n_train: int, image_size: int, model_name: str, classes: tuple[int, ...] | None, log, rt):
     """(train ImageSet, its features, the LP hyperparameters) from the cache or extracted once."""
     from turn_backend.data.demo import load_demo
-    from turn_backend.engine import Runtime, extract_features, to_device
+    from turn_backend.engine import extract_features
     from turn_backend.features import feature_cache_path
     from turn_backend.models.core import Preprocess
     from turn_backend.models.registry import load_model
@@ -91,8 +90,7 @@ def load_features(n_train: int, image_size: int, model_name: str, classes: tuple
     path = feature_cache_path(train, loaded.name, None, True, pre, "train")
     cached = path.exists()
     t0 = time.time()
-    rt = Runtime(device, "no")  # full precision, so the cache is the same features on any device
-    feats = extract_features(to_device(loaded.extractor, rt, pre.image_size), train, pre, path, rt, 128, 0)
+    feats = extract_features(loaded.extractor, train, pre, path, rt, 128, 0)
     log(f"features of {len(train)} images: {time.time() - t0:.0f} s ({'cached' if cached else 'extracted'})")
     return train, np.asarray(feats), loaded.hparams.lp
 
@@ -195,13 +193,14 @@ def main(args) -> int:
     settings = args.settings or SETTINGS
     image_size = args.image_size or 48
     rows, datasets = [], []
-    device = str(Runtime(getattr(args, "device", "cpu") or "cpu", "no").device)
-    train, feats, hp = load_features(n_train, image_size, args.model, None, log, device)
+    rt = Runtime(getattr(args, "device", "cpu") or "cpu", "no")  # full precision: the same features on any device
+    device = str(rt.device)
+    train, feats, hp = load_features(n_train, image_size, args.model, None, log, rt)
     name = f"Fashion-MNIST, {len(train):,} training images, 10 classes"
     rows += run_grid(train, feats, hp, settings, seeds, name, 0.6, log, device)
     datasets.append((name, settings))
     if not args.no_small:
-        train, feats, hp = load_features(400, image_size, args.model, SMALL_CLASSES, log, device)
+        train, feats, hp = load_features(400, image_size, args.model, SMALL_CLASSES, log, rt)
         name = f"Small: {len(train)} images, two look-alike classes (T-shirt/top vs Shirt)"
         rows += run_grid(train, feats, hp, SMALL_SETTINGS, seeds, name, 0.6, log, device)
         datasets.append((name, SMALL_SETTINGS))
