@@ -407,6 +407,9 @@ def accuracy_curve(folder: RunFolder, metrics: dict) -> pd.DataFrame:
     for r in folder.rounds():
         if r.get("test_acc") is not None:
             rows.append({"step": f"R{r['round']}", "test accuracy": r["test_acc"], "phase": "fine-tuning"})
+    final = (metrics.get("final_model") or {}).get("test_acc_ensemble")
+    if final is not None:  # TURN+'s final classifier: the last round's model averaged with a probe
+        rows.append({"step": "Final", "test accuracy": final, "phase": "final classifier"})
     return pd.DataFrame(rows)
 
 
@@ -433,7 +436,14 @@ def render_done(folder: RunFolder, cfg: dict) -> None:
                    f"recall {ui.fmt_pct(detection.get('recall'))}, F1 {ui.fmt_pct(detection.get('f1'))} "
                    f"({ui.fmt_int(detection.get('n_flagged'))} flagged of {ui.fmt_int(metrics.get('n_train'))}).")
     choice = metrics.get("final_model")
-    if choice:  # TURN+ chose its final model on held-out clean samples
+    if choice and choice.get("chosen") == "ensemble":  # TURN+'s final classifier
+        alone = (f" Test accuracy of the fine-tuned model alone {ui.fmt_pct(choice.get('test_acc_fft'))}, of the "
+                 f"probe alone {ui.fmt_pct(choice.get('test_acc_probe'))}." if choice.get("test_acc_fft") is not None
+                 else "")
+        st.caption("Final classifier: the fine-tuned model averaged with a linear probe on the pre-trained features, "
+                   f"trained on the {ui.fmt_int(choice.get('n_probe_train'))} cleaned labels of the last round."
+                   + alone)
+    elif choice:  # TURN+ chose its final model on held-out clean samples
         probe, tuned = ui.fmt_pct(choice.get("holdout_acc_probe")), ui.fmt_pct(choice.get("holdout_acc_fft"))
         which = ("a linear probe on the cleaned labels" if choice.get("chosen") == "probe"
                  else "the fine-tuned model")
@@ -449,7 +459,8 @@ def render_done(folder: RunFolder, cfg: dict) -> None:
     curve = accuracy_curve(folder, metrics)
     if len(curve) >= 2:
         fig = px.line(curve, x="step", y="test accuracy", color="phase", markers=True,
-                      color_discrete_map={"linear probing": "#4C78A8", "fine-tuning": "#F58518"})
+                      color_discrete_map={"linear probing": "#4C78A8", "fine-tuning": "#F58518",
+                                          "final classifier": "#54A24B"})
         fig.update_layout(height=240, margin=dict(l=10, r=10, t=30, b=10), yaxis_tickformat=".0%",
                           title=dict(text="Test accuracy during training", font=dict(size=14)),
                           legend=dict(orientation="h", y=-0.3, title=None), xaxis_title=None)

@@ -219,7 +219,7 @@ def test_bench_runs_the_small_two_class_set_beside_the_grid(tmp_path, monkeypatc
     md = (tmp_path / "bench" / "results.md").read_text()
     assert "## Small set: 400 images, two look-alike classes (T-shirt/top vs Shirt)" in md
     assert "tested on 200 per class; 2 seeds (`--small-seeds`" in md
-    assert "**turn+ >= every baseline?**" in md and "## TURN+: relabelling, and the held-out choice" in md
+    assert "**turn+ >= every baseline?**" in md and "## TURN+: relabelling, and the final classifier" in md
 
 
 def test_parallel_jobs_give_the_same_cells_as_one_process(tmp_path, monkeypatch, turn_cache_dir):

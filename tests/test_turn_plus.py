@@ -1,9 +1,11 @@
-"""TURN+'s end of run: a validation set held out of its clean set, and the final model chosen on it."""
+"""TURN+'s end of run: the final classifier (the fine-tuned model averaged with a probe on the
+cleaned labels), and the held-out validation set that can choose between them instead."""
 
 import json
 import signal
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from turn_backend.engine import head_logits
@@ -79,3 +81,54 @@ def test_cosine_lr_decay_sets_each_rounds_lr_and_turn_as_published_keeps_it_cons
         _run(tmp_path / method, config, monkeypatch, turn_cache_dir)
         # round r of 3 at 0.01 x (1 + cos(pi (r - 1) / 3)) / 2: 1, 3/4, 1/4
         np.testing.assert_allclose([lrs[0] for lrs in seen], [0.01 * s for s in shares])
+
+
+def test_ensemble_probabilities_average_the_two_softmaxes():
+    from turn_backend.stages.choice import ensemble_probabilities
+
+    tuned = np.array([[0.0, 0.0], [np.log(3.0), 0.0]])  # softmax (1/2, 1/2), (3/4, 1/4)
+    probe = np.array([[0.0, np.log(3.0)], [0.0, 0.0]])  # softmax (1/4, 3/4), (1/2, 1/2)
+    np.testing.assert_allclose(ensemble_probabilities(tuned, probe), [[3 / 8, 5 / 8], [5 / 8, 3 / 8]])
+
+
+def test_turn_plus_ends_with_the_fine_tuned_model_averaged_with_a_probe_on_the_cleaned_labels(
+        tmp_path, monkeypatch, turn_cache_dir, tiny_config):
+    import torch
+
+    from turn_backend.detect.signals import softmax
+
+    config = tiny_config(method="turn+", noise={"kind": "symmetric", "rate": 0.2, "seed": 0}, lp_epochs=5,
+                         fft_epochs=2, projection_methods=[])
+    metrics = _run(tmp_path / "run", config, monkeypatch, turn_cache_dir)
+    folder = RunFolder(tmp_path / "run")
+    choice = json.loads((folder.path / "choice" / "choice.json").read_text())
+    assert choice["chosen"] == "ensemble"
+    assert choice["n_probe_train"] == len(np.unique(np.load(folder.round_dir(2) / "train_index.npy")))
+    # by hand: the last round's test logits and the saved probe on the cached pre-trained test features
+    samples = pd.read_parquet(folder.path / "samples.parquet")
+    y = samples.loc[samples["split"] == "test", "true_label"].to_numpy()
+    tuned = np.load(folder.round_dir(2) / "test_logits.npy")
+    assert len(y) == len(tuned) == 100
+    probe = torch.load(folder.path / "choice" / "probe_head.pt", weights_only=True)
+    cached = [np.load(p) for p in (turn_cache_dir / "features").glob("test-*.npy") if np.load(p).shape[0] == 100]
+    by_hand = [float((((softmax(tuned) + softmax(head_logits(probe, f))) / 2).argmax(1) == y).mean())
+               for f in cached]
+    assert choice["test_acc_ensemble"] in by_hand
+    assert choice["test_acc_fft"] == json.loads((folder.round_dir(2) / "round.json").read_text())["test_acc"]
+    assert metrics["test_acc_last"] == choice["test_acc_ensemble"]
+
+    # switched off, the run ends with the fine-tuned model, as TURN as published does
+    off = _run(tmp_path / "off", tiny_config(method="turn+", noise={"kind": "symmetric", "rate": 0.2, "seed": 0},
+                                             lp_epochs=5, fft_epochs=2, projection_methods=[],
+                                             probe_ensemble=False), monkeypatch, turn_cache_dir)
+    assert not (tmp_path / "off" / "choice").exists() and "final_model" not in off
+    assert off["test_acc_last"] == off["test_acc_per_epoch"][-1] == choice["test_acc_fft"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"probe_ensemble": "yes"}, "probe_ensemble must be true or false"),
+    ({"probe_ensemble": True, "holdout": 0.1}, "set one of them, not both"),
+])
+def test_final_classifier_options_are_checked(tiny_config, options, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(method="turn+", **options)

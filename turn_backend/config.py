@@ -26,10 +26,11 @@ CLEANSING_MODES = ("every", "once", "none")
 # "scoring": "gmm" is TURN's per-class GMM on the model's losses; "ensemble" is the combined
 # clean probability of turn_backend.detect (probes, neighbours, noise model).
 TURN_DEFAULTS = {"balance": "min", "cleansing": "every", "warmup_backbone_lr": None, "relabel_confidence": None,
-                 "scoring": "gmm", "holdout": None, "cleanse_interval": 1, "lr_decay": "none"}
+                 "scoring": "gmm", "holdout": None, "cleanse_interval": 1, "lr_decay": "none",
+                 "probe_ensemble": False}
 TURN_PLUS_DEFAULTS = {"balance": "mean", "cleansing": "every", "warmup_backbone_lr": None,
                       "relabel_confidence": 0.9, "scoring": "ensemble", "holdout": None, "cleanse_interval": 1,
-                      "lr_decay": "none"}
+                      "lr_decay": "none", "probe_ensemble": True}
 SCORING_MODES = ("gmm", "ensemble")
 LR_DECAYS = ("none", "cosine")
 
@@ -86,6 +87,13 @@ class RunConfig:
     # "none" for TURN+ too: on the benchmark cosine helped at 1,000 images of 10 classes and
     # cost 3 points on the 400-image two-class set (docs/benchmarks.md, turn+:lr_decay=cosine)
     lr_decay: str | None = None
+    # the final classifier averages the fine-tuned model's class probabilities with those of a
+    # linear probe on the frozen pre-trained features, trained on the cleaned labels (the last
+    # round's training set). On for TURN+: the probe cannot memorise what fine-tuning does,
+    # and in the benchmark the pair beat the fine-tuned model alone on most settings and seeds
+    # (docs/benchmarks.md, turn+:probe_ensemble=false). Costs one probe fit, and one more
+    # forward pass through the pre-trained backbone per image at prediction time.
+    probe_ensemble: bool | None = None
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N; several processes come from the launcher
     num_processes: int = 1
@@ -119,6 +127,11 @@ class RunConfig:
             raise ValueError(f"cleanse_interval must be >= 1, got {self.cleanse_interval}")
         if self.holdout is not None and not 0.0 <= self.holdout < 0.5:
             raise ValueError(f"holdout must be in [0, 0.5), got {self.holdout}")
+        if self.probe_ensemble is not None and not isinstance(self.probe_ensemble, bool):
+            raise ValueError(f"probe_ensemble must be true or false, got {self.probe_ensemble!r}")
+        if self.holdout and self.probe_ensemble:
+            raise ValueError("holdout chooses between the fine-tuned model and the probe, probe_ensemble "
+                             "averages them: set one of them, not both")
         if self.relabel_confidence is not None and not 0.0 < self.relabel_confidence <= 1.0:
             raise ValueError(f"relabel_confidence must be in (0, 1], got {self.relabel_confidence}")
 

@@ -26,6 +26,16 @@ ABLATION = [
     ("turn:cleansing=once", "LP, cleansing once (round 1's clean set in every round)"),
 ]
 TAUS = [0.3, 0.5, 0.6, 0.7, 0.9]  # Figure 3b
+
+
+def parse_bool(text: str) -> bool:
+    """'true' / 'false' (also 1/0, yes/no) of a method override."""
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
+    if value is None:
+        raise ValueError(f"expected true or false, got {text!r}")
+    return value
+
+
 # TURN+ development: each of its changes undone (or an option added) beside the published
 # method, on the dev settings, every seed.
 TURNPLUS_DEV = [
@@ -38,11 +48,13 @@ TURNPLUS_DEV = [
     ("turn+:cleanse_interval=2", "turn+ re-selecting every other round (rounds 1, 3, 5)"),
     ("turn+:holdout=0.1", "turn+ holding out 10% of round 1's confident samples to choose fine-tuned vs probe"),
     ("turn+:lr_decay=cosine", "turn+ with the fine-tuning LR decayed over the rounds (cosine, round 5 at 0.1x)"),
+    ("turn+:probe_ensemble=false", "turn+ ending with the fine-tuned model alone, not averaged with the probe "
+                                   "on the cleaned labels"),
 ]
 OVERRIDE_KEYS = {"tau": float, "lp_epochs": int, "fft_epochs": int, "balance": str, "cleansing": str,
                  "warmup_backbone_lr": float, "relabel_confidence": float, "gce_q": float,
                  "holdout": float, "scoring": str, "cleanse_interval": int,
-                 "lr_decay": str}
+                 "lr_decay": str, "probe_ensemble": parse_bool}
 NOISE_NAMES = {"sym": "symmetric", "asym": "asymmetric", "inst": "instance"}
 # The small set: a few hundred images of two look-alike classes, as people audit by hand.
 SMALL_CLASSES = (0, 6)  # Fashion-MNIST T-shirt/top vs Shirt
@@ -257,6 +269,7 @@ def flatten(method: str, setting: str, seed: int, group: str, metrics: dict, run
         "relabel_accuracy": json.dumps([r.get("relabel_accuracy") for r in rounds]) if any("relabel_accuracy" in r for r in rounds) else "",
         "final_model": (metrics.get("final_model") or {}).get("chosen", ""),
         "test_acc_fft_last": (metrics.get("final_model") or {}).get("test_acc_fft", metrics.get("test_acc_last")),
+        "test_acc_probe_last": (metrics.get("final_model") or {}).get("test_acc_probe"),
     }
     for stage in TIMED_STAGES:
         row[f"seconds_{stage}"] = sec.get(stage, 0.0)

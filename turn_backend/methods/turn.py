@@ -10,13 +10,14 @@ docs/benchmarks.md. Both dicts live in turn_backend.config, where they are tuned
 from turn_backend.config import TURN_DEFAULTS, TURN_PLUS_DEFAULTS
 from turn_backend.methods.registry import Method, register_method
 
-# the choice stage runs only where the "holdout" option is set (off by default)
+# the choice stage runs where the "probe_ensemble" (TURN+) or "holdout" option is set
 TURN_STAGES = ("data", "features", "audit", "probe", "rounds", "choice", "final", "projections", "metrics")
 
 register_method(Method(
     name="turn+",
     description="TURN+ (recommended): LP-GCE, then rounds that keep every sample the combined detection score "
-                "calls clean (class-balanced), relabelling the confidently mislabelled",
+                "calls clean (class-balanced), relabelling the confidently mislabelled; ends with the fine-tuned "
+                "model averaged with a linear probe on the cleaned labels",
     kind="turn", loss="ce", probe_loss="gce", default_rounds=5, stages=TURN_STAGES, options=TURN_PLUS_DEFAULTS,
 ))
 register_method(Method(

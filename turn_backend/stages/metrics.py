@@ -22,11 +22,13 @@ def summarise(ctx: RunContext) -> None:
         metrics["test_acc_best"] = max(accs)
         metrics["test_acc_last"] = accs[-1]
         metrics["test_acc_per_epoch"] = accs
-    if choice is not None:  # the run's own final model is the one it chose
+    if choice is not None:  # the run ends with the classifier the choice stage made
         metrics["final_model"] = choice
-        if choice.get("test_acc_probe") is not None and choice["chosen"] == "probe":
-            metrics["test_acc_last"] = choice["test_acc_probe"]
-            metrics["test_acc_best"] = max(metrics.get("test_acc_best", 0.0), choice["test_acc_probe"])
+        final_acc = {"probe": choice.get("test_acc_probe"), "ensemble": choice.get("test_acc_ensemble")}.get(
+            choice["chosen"])
+        if final_acc is not None:
+            metrics["test_acc_last"] = final_acc
+            metrics["test_acc_best"] = max(metrics.get("test_acc_best", 0.0), final_acc)
     if kind == "turn":
         first = rounds[0] if rounds else {}
         metrics["n_clean"] = first.get("n_unique")
