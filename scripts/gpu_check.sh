@@ -15,7 +15,8 @@
 # gpu.log and results.tgz: the docs, the reports, CSVs and the CLI run's JSON (no models,
 # no features). Sizes: N_TRAIN (default 60000, all of Fashion-MNIST's training images),
 # N_TEST (10000), CLI_N_TRAIN (10000), SEEDS (3), JOBS (4, cells at once on the one GPU);
-# DEVICE (cuda) and DOCS (docs/benchmarks.md) for a dry run elsewhere.
+# DEVICE (cuda) and DOCS (docs/benchmarks.md) for a dry run elsewhere; DETECTION=0 skips step 3
+# (its section of the docs stays as it is).
 set -uo pipefail
 OUT=${1:?usage: bash scripts/gpu_check.sh OUT [MINUTES]}
 MINUTES=${2:-8}
@@ -64,12 +65,15 @@ for name in ("status.json", "metrics.json", "timings.json"):
     print(name, json.dumps(json.loads(p.read_text()), default=str)[:1500] if p.exists() else "missing")
 EOF
 
+DETECTION_PID=
+if [ "${DETECTION:-1}" = 1 ]; then
 step "3. turn bench --detection on the GPU, $N_TRAIN images (background)"
 # its own feature cache: it extracts in full precision, the grid in mixed precision
 TURN_CACHE_DIR="$WORK/detection-cache" OMP_NUM_THREADS=$threads timeout $(( $(left) - 40 )) \
     "$PY" -m turn_backend.cli bench --detection --n-train "$N_TRAIN" --seeds "$SEEDS" --no-small --device "$DEVICE" \
     --threads "$threads" --out "$WORK/detection" --no-docs --docs-section "$DETECTION_TITLE" > "$WORK/detection.log" 2>&1 &
-DETECTION=$!
+DETECTION_PID=$!
+fi
 
 step "4. turn bench, $N_TRAIN images: asym40 on $SEEDS seeds, then sym60 while time is left"
 grid() {  # grid MINUTES SETTINGS... -> a time-limited grid into $WORK/bench
@@ -87,8 +91,10 @@ if [ "$(left)" -gt 160 ]; then
     grid "$(limit)" asym40 sym60
 fi
 
-step "waiting for the detection grid"
-wait $DETECTION; echo "detection exit $?"; tail -5 "$WORK/detection.log"
+if [ -n "$DETECTION_PID" ]; then
+    step "waiting for the detection grid"
+    wait "$DETECTION_PID"; echo "detection exit $?"; tail -5 "$WORK/detection.log"
+fi
 # written here, not by the background process, so that the two benchmarks never write DOCS at once
 [ -f "$WORK/detection/detection.md" ] && "$PY" -c "import sys; from pathlib import Path
 from turn_backend.bench.detection import replace_section
@@ -96,6 +102,7 @@ replace_section(Path(sys.argv[1]), '## ' + sys.argv[2] + '\n', Path(sys.argv[3])
     "$DOCS" "$DETECTION_TITLE" "$WORK/detection/detection.md"
 step "packing"
 cp "$WORK/detection.log" "$WORK/bench/bench.log" "$WORK/step_profile.json" "$OUT/" 2>/dev/null
+mkdir -p "$WORK/bench" "$WORK/detection" "$WORK/cli-run"
 tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude='*.npy' --exclude='*.parquet' --exclude='*.safetensors' \
     --exclude='bench/runs' --exclude='bench/throughput' "$DOCS" "$(dirname "$DOCS")/bench" \
     -C "$WORK" bench detection cli-run
