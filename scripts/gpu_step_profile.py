@@ -1,13 +1,14 @@
 """Where a fine-tuning step's time goes on this machine: EfficientNet-Lite0 at 48 px.
 
-    python scripts/gpu_step_profile.py OUT.json
+    python scripts/gpu_step_profile.py OUT.json [--engine-only]
 
 1. The bare model (timm, random weights) in each weights-and-input layout (channels-last,
    NCHW) x precision (bf16 autocast, fp32) x cudnn.benchmark (off, on): a forward at batch
    128 and 1,024 and a training step (AdamW) at batch 128, in ms.
-2. The engine's own path on Fashion-MNIST demo images: one `fft_epoch` twice (the first
-   pays the warm-up), the loader with and without the augmentation, and a scoring pass at
-   batch 128 and 1,024, in s, in whatever layout `engine.to_device` chooses.
+2. The engine's own path on Fashion-MNIST demo images: `fft_epoch` three times, each on a
+   training set of another size as rounds are (the first pays the warm-up), the loader with and without the augmentation, and a scoring pass at
+   batch 128 and 1,024, in s, in whatever layout `engine.to_device` chooses, with cuDNN's
+   benchmark mode as `Runtime` sets it (TURN_CUDNN_BENCHMARK). --engine-only: part 2 only.
 docs/benchmarks.md ("GPU check") reads the numbers of one such run. On a CPU it runs
 part 2 only, on 600 images, as a smoke test.
 """
@@ -93,13 +94,15 @@ def engine_path(n_images: int) -> dict:
     to_device(model, rt, SIZE)
     ddp_model, optimizer = rt.accelerator.prepare(model, optimizer)
     index = np.arange(len(train))
-    out = {"images": n_images}
-    for k in range(2):
+    out = {"images": n_images, "cudnn_benchmark": torch.backends.cudnn.benchmark}
+    for k in range(3):  # as rounds do, each epoch on a training set of another size (a new last batch)
         sync()
         t0 = time.perf_counter()
-        fft_epoch(ddp_model, optimizer, train, index, train.labels, pre, rt, criterion, 128, k, 0)
+        fft_epoch(ddp_model, optimizer, train, index[:len(index) - 37 * k], train.labels, pre, rt, criterion, 128,
+                  k, 0)
         sync()
         out[f"fft_epoch_{k + 1}_s"] = time.perf_counter() - t0
+        print(f"fft_epoch_{k + 1}_s", round(out[f"fft_epoch_{k + 1}_s"], 2), flush=True)
     dataset = ImageTensorDataset(train, pre, train=True, index=index, labels=train.labels)
     augment = batch_preprocess(train, pre, True, seed=0)
     sync()
@@ -123,9 +126,11 @@ def engine_path(n_images: int) -> dict:
 
 
 def main() -> None:
-    out_path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("step_profile.json")
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    out_path = Path(args[0]) if args else Path("step_profile.json")
     results: dict = {"device": torch.cuda.get_device_name(0) if CUDA else "cpu", "torch": torch.__version__}
-    for channels_last in ((True, False) if CUDA else ()):
+    engine_only = "--engine-only" in sys.argv
+    for channels_last in ((True, False) if CUDA and not engine_only else ()):
         for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
             for benchmark in (False, True):
                 torch.backends.cudnn.benchmark = benchmark

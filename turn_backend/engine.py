@@ -152,9 +152,11 @@ class Runtime:
             raise ValueError("fp16 mixed precision needs a CUDA GPU: on a CPU it runs about 16x slower than "
                              "full precision; use --precision no (or bf16)")
         if not cpu:
-            # batches keep one shape, so cuDNN's timed choice of kernels pays (EfficientNet-Lite0,
-            # 48 px, batch 128 on an H200: training step 15.8 -> 14.3 ms in bf16, 17.8 -> 13.9 in fp32)
-            torch.backends.cudnn.benchmark = True
+            # cuDNN's benchmark mode times every kernel for each new input shape, and a run makes
+            # many (each round's training set ends in a batch of another size). Off unless
+            # TURN_CUDNN_BENCHMARK=1: on an H100 it did not speed up EfficientNet-Lite0's step
+            # (scripts/gpu_step_profile.py; docs/benchmarks.md, "GPU check").
+            torch.backends.cudnn.benchmark = os.environ.get("TURN_CUDNN_BENCHMARK") == "1"
         self.accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision)
         self.mixed_precision = mixed_precision
 
