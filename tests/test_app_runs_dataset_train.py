@@ -342,6 +342,25 @@ def test_train_page_says_which_final_model_turn_plus_chose(tiny_run):
             "(accuracy there: fine-tuned 75.0%, probe 81.2%)") in texts(at)
 
 
+def test_train_page_shows_turn_plus_final_classifier_and_its_point_on_the_curve(tiny_run):
+    import json
+
+    from pages.train import accuracy_curve
+
+    metrics_path = tiny_run / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["final_model"] = {"chosen": "ensemble", "n_probe_train": 181, "test_acc_fft": 0.71,
+                              "test_acc_probe": 0.69, "test_acc_ensemble": 0.74}
+    metrics_path.write_text(json.dumps(metrics))
+    at = page("train").run()
+    assert not at.exception
+    assert ("Final classifier: the fine-tuned model averaged with a linear probe on the pre-trained features, "
+            "trained on the 181 cleaned labels of the last round. Test accuracy of the fine-tuned model alone "
+            "71.0%, of the probe alone 69.0%.") in texts(at)
+    curve = accuracy_curve(RunFolder(tiny_run), metrics)
+    assert curve.iloc[-1].to_dict() == {"step": "Final", "test accuracy": 0.74, "phase": "final classifier"}
+
+
 # --------------------------------------------------------------------------------- main
 
 
