@@ -90,9 +90,10 @@ class RunConfig:
     # the final classifier averages the fine-tuned model's class probabilities with those of a
     # linear probe on the frozen pre-trained features, trained on the cleaned labels (the last
     # round's training set). On for TURN+: the probe cannot memorise what fine-tuning does,
-    # and in the benchmark the pair beat the fine-tuned model alone on most settings and seeds
-    # (docs/benchmarks.md, turn+:probe_ensemble=false). Costs one probe fit, and one more
-    # forward pass through the pre-trained backbone per image at prediction time.
+    # and in the benchmark the pair beat the fine-tuned model alone in 20 of 32 runs, on
+    # average in 5 of 6 settings (docs/benchmarks.md, turn+:probe_ensemble=false). Costs one
+    # probe fit, and one more forward pass through the pre-trained backbone per image at
+    # prediction time.
     probe_ensemble: bool | None = None
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N; several processes come from the launcher
