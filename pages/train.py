@@ -298,15 +298,20 @@ def stage_plan(cfg: dict) -> list[tuple[str, str]]:
     """(key, title) of the stages a run goes through, in order."""
     kind = method_kind(cfg.get("method", DEFAULT_METHOD))
     stages = [("data", "Dataset"), ("features", "Features")]
+    try:
+        config = RunConfig.from_dict(cfg)
+    except (TypeError, ValueError):
+        config = None
     if kind in ("turn", "lp"):
         stages.append(("lp", f"Linear probing ({cfg.get('lp_epochs', 20)} epochs)"))
     if kind != "lp":
-        try:
-            rounds = RunConfig.from_dict(cfg).rounds
-        except (TypeError, ValueError):
-            rounds = cfg.get("fft_epochs") or 4
+        rounds = config.rounds if config is not None else cfg.get("fft_epochs") or 4
         for r in range(1, rounds + 1):
             stages.append((f"round-{r}", f"Round {r}: cleanse + fine-tune" if kind == "turn" else f"Fine-tuning epoch {r}"))
+    if config is not None and config.turn_option("holdout"):
+        stages.append(("choice", "Final model chosen on held-out clean samples"))
+    elif config is not None and config.turn_option("probe_ensemble"):
+        stages.append(("choice", "Final classifier: fine-tuned + probe"))
     stages.append(("final", "Final scoring"))
     if cfg.get("projection_methods"):
         stages.append(("projections", "Embedding projections"))
@@ -336,6 +341,11 @@ def stage_details(folder: RunFolder, events: list[dict]) -> dict[str, str]:
         if r.get("test_acc") is not None:
             parts.append(f"test {ui.fmt_pct(r['test_acc'])}")
         out[f"round-{r['round']}"] = " · ".join(parts)
+    choice = read_json(folder.path / "choice" / "choice.json", None) or {}
+    final_acc = {"ensemble": choice.get("test_acc_ensemble"), "probe": choice.get("test_acc_probe"),
+                 "fft": choice.get("test_acc_fft")}.get(choice.get("chosen"))
+    if final_acc is not None:
+        out["choice"] = f"test {ui.fmt_pct(final_acc)}"
     return out
 
 

@@ -361,6 +361,24 @@ def test_train_page_shows_turn_plus_final_classifier_and_its_point_on_the_curve(
     assert curve.iloc[-1].to_dict() == {"step": "Final", "test accuracy": 0.74, "phase": "final classifier"}
 
 
+def test_train_page_stage_list_has_the_final_classifier_for_turn_plus_only(tiny_run):
+    import json
+    from dataclasses import asdict
+
+    from pages.train import stage_details, stage_plan
+    from turn_backend.config import RunConfig
+
+    titles = {m: dict(stage_plan(asdict(RunConfig(method=m)))) for m in ("turn+", "turn", "fft-ce")}
+    assert titles["turn+"]["choice"] == "Final classifier: fine-tuned + probe"
+    assert list(titles["turn+"])[-3:] == ["choice", "final", "projections"]
+    assert "choice" not in titles["turn"] and "choice" not in titles["fft-ce"]
+    holdout = dict(stage_plan(asdict(RunConfig(method="turn+", holdout=0.1))))
+    assert holdout["choice"] == "Final model chosen on held-out clean samples"
+    (tiny_run / "choice").mkdir()
+    (tiny_run / "choice" / "choice.json").write_text(json.dumps({"chosen": "ensemble", "test_acc_ensemble": 0.74}))
+    assert stage_details(RunFolder(tiny_run), [])["choice"] == "test 74.0%"
+
+
 # --------------------------------------------------------------------------------- main
 
 
