@@ -146,6 +146,43 @@ def test_stop_inside_a_library_that_wraps_the_exception_is_still_a_stop(tmp_path
     assert folder.events()[-1]["stage"] == "stop"
 
 
+# in a fresh interpreter: forking pytest itself, with the threads earlier tests left, can deadlock the child
+FORK_AND_TERMINATE = """
+import multiprocessing, signal, sys, time
+from turn_backend import runner
+
+def sleep_ready(ready):
+    ready.set()
+    time.sleep(60)
+
+if __name__ == "__main__":
+    runner._install_stop_handler()
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    child = ctx.Process(target=sleep_ready, args=(ready,))
+    child.start()
+    assert ready.wait(60), "the child never started"
+    child.terminate()  # SIGTERM, as Pool.terminate() sends its workers
+    child.join(30)
+    print(child.exitcode, runner._stop_signalled)
+"""
+
+
+@reliability(area="fault", case="A multiprocessing pool stops its forked workers with SIGTERM while a run's stop "
+                                "handler is installed (the workers inherit it)",
+             outcome="Each worker dies of the signal; none raises the run's stop exception and unwinds into a copy "
+                     "of the run (that once left a second pytest running the rest of the suite)")
+def test_forked_children_die_of_sigterm_instead_of_raising_the_runs_stop(tmp_path):
+    script = tmp_path / "fork_and_terminate.py"
+    script.write_text(FORK_AND_TERMINATE)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1],
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 0, result.stderr
+    # the child died of SIGTERM (exit code -15), and the parent was not told to stop
+    assert result.stdout.split() == [str(-signal.SIGTERM.value), "False"], result.stdout + result.stderr
+
+
 # ------------------------------------------------------------------------- export faults
 
 

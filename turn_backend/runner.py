@@ -60,7 +60,16 @@ _stop_signalled = False  # set by the SIGTERM handler: a library may wrap StopRe
 
 
 def _install_stop_handler() -> None:
+    owner = os.getpid()
+
     def handler(signum, frame):
+        if os.getpid() != owner:
+            # a forked child (a multiprocessing pool's worker) inherits this handler; pools stop
+            # their workers with SIGTERM, and raising here would unwind the child into a copy of
+            # this process's own stack. It dies the default way instead.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         global _stop_signalled
         _stop_signalled = True
         raise StopRequested()
