@@ -304,9 +304,10 @@ def test_every_process_takes_the_main_processs_layout(tmp_path):
         "slow = torch.channels_last if rt.rank == 0 else torch.contiguous_format\n"
         "fmt = fastest_memory_format(LayoutSensitive(slow), rt, 8, batch_size=2, measure=True)\n"
         "print(json.dumps({'rank': rt.rank, 'nchw': fmt == torch.contiguous_format}), flush=True)\n")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", "29531", str(script)],
+    # --standalone, as the worker launches: a free port, not a fixed one another run may hold
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script)],
                             capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, result.stdout[-1000:] + result.stderr[:3000] + "\n...\n" + result.stderr[-1000:]
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert sorted(r["rank"] for r in rows) == [0, 1] and all(r["nchw"] for r in rows)
