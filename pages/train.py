@@ -24,6 +24,7 @@ from turn_backend.methods import get_method, list_methods
 from turn_backend.models.registry import DEFAULT_MODEL, PAPER_HPARAMS, family_of
 from turn_backend.runfolder import RunFolder, list_runs, read_json
 from turn_backend.runner import create_run
+from turn_backend.stages.choice import final_test_accuracy
 
 MODEL_SOURCES = {
     "embedded": ":material/inventory_2: Embedded: EfficientNet-Lite0",
@@ -342,8 +343,7 @@ def stage_details(folder: RunFolder, events: list[dict]) -> dict[str, str]:
             parts.append(f"test {ui.fmt_pct(r['test_acc'])}")
         out[f"round-{r['round']}"] = " · ".join(parts)
     choice = read_json(folder.path / "choice" / "choice.json", None) or {}
-    final_acc = {"ensemble": choice.get("test_acc_ensemble"), "probe": choice.get("test_acc_probe"),
-                 "fft": choice.get("test_acc_fft")}.get(choice.get("chosen"))
+    final_acc = final_test_accuracy(choice)
     if final_acc is not None:
         out["choice"] = f"test {ui.fmt_pct(final_acc)}"
     return out

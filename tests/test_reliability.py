@@ -175,9 +175,8 @@ if __name__ == "__main__":
 def test_forked_children_die_of_sigterm_instead_of_raising_the_runs_stop(tmp_path):
     script = tmp_path / "fork_and_terminate.py"
     script.write_text(FORK_AND_TERMINATE)
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                            cwd=Path(__file__).resolve().parents[1],
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
     # the child died of SIGTERM (exit code -15), and the parent was not told to stop
     assert result.stdout.split() == [str(-signal.SIGTERM.value), "False"], result.stdout + result.stderr

@@ -56,6 +56,12 @@ def choose_final_model(ctx: RunContext) -> None:
         ctx.model, ctx.head = None, probe
 
 
+def final_test_accuracy(choice: dict) -> float | None:
+    """The test accuracy of the classifier a choice.json says the run ends with ("fft", "probe"
+    or "ensemble"); None where the run had no test set."""
+    return choice.get(f"test_acc_{choice.get('chosen')}")
+
+
 def cleaned_label_probe(ctx: RunContext) -> tuple[dict, int]:
     """A CE linear probe on the frozen pre-trained features of the last round's training set,
     with that round's labels (relabels included; each sample once); and how many it saw."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from turn_backend.cleansing import detection_metrics
 from turn_backend.runfolder import atomic_write_json, read_json
+from turn_backend.stages.choice import final_test_accuracy
 from turn_backend.stages.context import RunContext
 
 
@@ -24,8 +25,7 @@ def summarise(ctx: RunContext) -> None:
         metrics["test_acc_per_epoch"] = accs
     if choice is not None:  # the run ends with the classifier the choice stage made
         metrics["final_model"] = choice
-        final_acc = {"probe": choice.get("test_acc_probe"), "ensemble": choice.get("test_acc_ensemble")}.get(
-            choice["chosen"])
+        final_acc = final_test_accuracy(choice)  # "fft": the last round's own accuracy again
         if final_acc is not None:
             metrics["test_acc_last"] = final_acc
             metrics["test_acc_best"] = max(metrics.get("test_acc_best", 0.0), final_acc)
