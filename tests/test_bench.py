@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -188,6 +189,10 @@ def test_bench_grid_end_to_end(tmp_path, monkeypatch, turn_cache_dir):
     assert len(json.loads(turn["purity_per_round"])) == 1 and turn["n_clean"] > 0
     assert 0 <= json.loads(turn["f1_per_round"])[0] <= 1
     assert set(df[df["method"] == "cleanlab-fft"]["seconds_fft"]) != {0.0}
+    # a finished cell keeps its results but not its resume checkpoint (disk over a full grid)
+    turn_dir = Path(turn["run_dir"])
+    assert (turn_dir / "metrics.json").exists() and (turn_dir / "rounds").is_dir()
+    assert not (turn_dir / "checkpoints" / "last.pt").exists()
     md = (out / "results.md").read_text()
     assert "## Last-round test accuracy" in md and "## Best-round test accuracy" in md
     assert "| turn |" in md and "x FFT-CE" in md

@@ -75,6 +75,31 @@ def test_out_of_fold_probe_does_not_learn_a_sample_s_own_wrong_label():
     assert np.delete(p[np.arange(80), labels], 3).min() > 0.7
 
 
+def test_joint_fit_of_several_regressions_finds_each_one_s_own_optimum():
+    """The folds are fitted as one problem; since they share no parameters, each fold's
+    weights must be what fitting that fold alone gives, and its gradient (written out by
+    hand in the fit) must vanish there: X^T (softmax - onehot) w / sum(w) + l2 W = 0."""
+    rng = np.random.default_rng(5)
+    x = torch.tensor(rng.normal(size=(60, 4)), dtype=torch.float64)
+    y = torch.tensor(rng.integers(0, 3, 60))
+    weights = torch.tensor(rng.uniform(0, 1, (60, 3)) * (rng.uniform(size=(60, 3)) > 0.3), dtype=torch.float64)
+    l2 = 0.1
+    w, b = signals.fit_softmax_regressions(x, y, 3, l2, weights, max_iter=500)
+    assert w.shape == (3, 4, 3) and b.shape == (3, 3)
+    onehot = torch.nn.functional.one_hot(y, 3).double()
+    for f in range(3):
+        alone = signals.fit_softmax_regression(x, y, 3, l2, weight=weights[:, f], max_iter=500)
+        torch.testing.assert_close(w[f], alone.weight.detach().T, atol=1e-4, rtol=0)
+        # the unregularised bias is defined up to a shift shared by every class
+        torch.testing.assert_close(b[f] - b[f].mean(), alone.bias.detach() - alone.bias.detach().mean(),
+                                   atol=1e-4, rtol=0)
+        m = (weights[:, f] / weights[:, f].sum())[:, None]
+        residual = (torch.softmax(x @ w[f] + b[f], 1) - onehot) * m
+        torch.testing.assert_close(x.T @ residual + l2 * w[f], torch.zeros(4, 3, dtype=torch.float64),
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(residual.sum(0), torch.zeros(3, dtype=torch.float64), atol=1e-5, rtol=0)
+
+
 def test_gmm_signal_is_turns_per_class_gmm_on_the_cross_entropy():
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(3), size=60)

@@ -205,6 +205,7 @@ def cell_dir(plan: Plan, method: str, setting: str, seed: int, group: str = "gri
 def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "grid") -> tuple[dict, bool]:
     """The metrics of one cell, and whether they were reused from an earlier run."""
     from turn_backend.methods import run_standalone
+    from turn_backend.runfolder import RunFolder
     from turn_backend.runner import run_turn
 
     run_dir = cell_dir(plan, method, setting, seed, group)
@@ -219,9 +220,13 @@ def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "gri
     try:
         if get_method(base).run_standalone is not None:
             return run_standalone(base, config, run_dir), False
-        return run_turn(config, run_dir), False
+        metrics = run_turn(config, run_dir)
     finally:
         signal.signal(signal.SIGTERM, old)  # run_turn installs a stop handler
+    # only a resume reads the checkpoint, and a finished cell is never resumed: about 25 MB a
+    # fine-tuned cell, 11 GB over the full grid
+    RunFolder(run_dir).checkpoint_path.unlink(missing_ok=True)
+    return metrics, False
 
 
 def _rounds(run_dir: Path) -> list[dict]:

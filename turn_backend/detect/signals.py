@@ -99,25 +99,50 @@ def _standardise(x: torch.Tensor) -> torch.Tensor:
     return x / x.pow(2).mean().sqrt().clamp_min(1e-12)
 
 
+def fit_softmax_regressions(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
+                            weights: torch.Tensor, max_iter: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
+    """F independent multinomial logistic regressions on the same (N, D) features, fitted as
+    one problem by full-batch L-BFGS: regression f minimises its weighted mean CE (weights[:, f],
+    (N, F), zero for samples it must not see) + l2/2 |W_f|^2. Returns W (F, D, C) and b (F, C).
+
+    One joint fit instead of F separate ones: the objectives share no parameters, so the
+    optimum is each one's own, and one matrix product per step serves all F (the k folds of
+    a cross-validation). The gradient is written out, not taken by autograd, which spends more
+    time on bookkeeping than on arithmetic at these sizes.
+    """
+    n, d = x.shape
+    f, c = weights.shape[1], num_classes
+    m = (weights / weights.sum(0, keepdim=True).clamp_min(1e-12)).to(x.dtype)[:, :, None]  # (N, F, 1)
+    onehot = torch.nn.functional.one_hot(y, c).to(x.dtype)[:, None, :]  # (N, 1, C)
+    w = torch.zeros(d, f * c, dtype=x.dtype, device=x.device)
+    b = torch.zeros(f * c, dtype=x.dtype, device=x.device)
+    params = [w, b]
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        z = (x @ w + b).view(n, f, c)
+        log_p = z - torch.logsumexp(z, dim=2, keepdim=True)  # 4x faster than log_softmax on CPU for small C
+        loss = -(m * log_p * onehot).sum() + 0.5 * l2 * w.pow(2).sum()
+        g = ((log_p.exp() - onehot) * m).view(n, f * c)  # d loss / d logits
+        w.grad = x.T @ g + l2 * w
+        b.grad = g.sum(0)
+        return loss
+
+    with torch.no_grad():
+        opt.step(closure)
+    return w.view(d, f, c).permute(1, 0, 2).contiguous(), b.view(f, c)
+
+
 def fit_softmax_regression(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
                            weight: torch.Tensor | None = None, max_iter: int = 60) -> torch.nn.Linear:
     """Multinomial logistic regression, full-batch L-BFGS: mean (weighted) CE + l2/2 |W|^2."""
+    weights = torch.ones(len(y), 1, dtype=x.dtype, device=x.device) if weight is None else weight.reshape(-1, 1)
+    w, b = fit_softmax_regressions(x, y, num_classes, l2, weights, max_iter)
     head = torch.nn.Linear(x.shape[1], num_classes).to(x.device, x.dtype)
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, tolerance_grad=1e-6,
-                            history_size=20, line_search_fn="strong_wolfe")
-    w = None if weight is None else weight / weight.sum()
-
-    def closure():
-        opt.zero_grad()
-        per = torch.nn.functional.cross_entropy(head(x), y, reduction="none")
-        loss = per.mean() if w is None else (per * w).sum()
-        loss = loss + 0.5 * l2 * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    with torch.no_grad():
+        head.weight.copy_(w[0].T)
+        head.bias.copy_(b[0])
     return head
 
 
@@ -154,22 +179,19 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, num_clas
     fold = stratified_folds(labels, folds, seed)
     if l2 is None:
         l2 = 1.0 / np.sqrt(n)
-    out = np.zeros((n, c), dtype=np.float64)
-    torch.manual_seed(seed)
-    for k in range(folds):
-        test = np.flatnonzero(fold == k)
-        train = np.flatnonzero(fold != k)
-        if not len(test):
-            continue
-        tr = torch.as_tensor(train, device=dev)
-        head = fit_softmax_regression(x[tr], y[tr], c, l2, None if wt is None else wt[tr])
-        with torch.no_grad():
-            logits = head(x[torch.as_tensor(test, device=dev)])
-            # classes absent from the training folds cannot be predicted
-            missing = torch.as_tensor(np.bincount(labels[train], minlength=c) == 0, device=dev)
-            logits[:, missing] = -torch.inf
-            out[test] = torch.softmax(logits.double(), dim=1).cpu().numpy()
-    return out
+    # (N, F) training weight of each sample in each fold's probe: zero in its own fold
+    weights = torch.as_tensor(fold[:, None] != np.arange(folds)[None, :], dtype=torch.float32, device=dev)
+    if wt is not None:
+        weights = weights * wt[:, None]
+    w, b = fit_softmax_regressions(x, y, c, l2, weights)
+    fold_t = torch.as_tensor(fold, device=dev)
+    every = torch.einsum("nd,fdc->nfc", x, w) + b  # (N, F, C): each probe on each sample
+    logits = every[torch.arange(n, device=dev), fold_t]  # each sample by the probe that never saw it
+    # classes absent from a fold's training samples cannot be predicted by its probe
+    present = torch.stack([torch.as_tensor(np.bincount(labels[fold != k], minlength=c) > 0, device=dev)
+                           for k in range(folds)])
+    logits = logits.masked_fill(~present[fold_t], -torch.inf)
+    return torch.softmax(logits.double(), dim=1).cpu().numpy()
 
 
 # ------------------------------------------------------------------------------ k-NN votes
