@@ -90,8 +90,8 @@ class RunConfig:
     # the final classifier averages the fine-tuned model's class probabilities with those of a
     # linear probe on the frozen pre-trained features, trained on the cleaned labels (the last
     # round's training set). On for TURN+: the probe cannot memorise what fine-tuning does,
-    # and in the benchmark the pair beat the fine-tuned model alone in 20 of 32 runs, on
-    # average in 5 of 6 settings (docs/benchmarks.md, turn+:probe_ensemble=false). Costs one
+    # and in two benchmark grids the pair beat the fine-tuned model alone in 20 and 18 of 32
+    # runs (lost 10 and 11; README, docs/benchmarks.md, turn+:probe_ensemble=false). Costs one
     # probe fit, and one more forward pass through the pre-trained backbone per image at
     # prediction time.
     probe_ensemble: bool | None = None
