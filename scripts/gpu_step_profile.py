@@ -6,9 +6,10 @@
    NCHW) x precision (bf16 autocast, fp32) x cudnn.benchmark (off, on): a forward at batch
    128 and 1,024 and a training step (AdamW) at batch 128, in ms.
 2. The engine's own path on Fashion-MNIST demo images: `fft_epoch` three times, each on a
-   training set of another size as rounds are (the first pays the warm-up), the loader with and without the augmentation, and a scoring pass at
-   batch 128 and 1,024, in s, in whatever layout `engine.to_device` chooses, with cuDNN's
-   benchmark mode as `Runtime` sets it (TURN_CUDNN_BENCHMARK). --engine-only: part 2 only.
+   training set of another size as rounds are (the first pays the warm-up), the loader with
+   and without the augmentation, and a scoring pass at batch 128 and 1,024, in s, in
+   whatever layout `engine.to_device` chooses, with cuDNN's benchmark mode as `Runtime`
+   sets it (TURN_CUDNN_BENCHMARK). --engine-only: part 2 only.
 docs/benchmarks.md ("GPU check") reads the numbers of one such run. On a CPU it runs
 part 2 only, on 600 images, as a smoke test.
 """

@@ -116,8 +116,7 @@ def fit_softmax_regressions(x: torch.Tensor, y: torch.Tensor, num_classes: int, 
     onehot = torch.nn.functional.one_hot(y, c).to(x.dtype)[:, None, :]  # (N, 1, C)
     w = torch.zeros(d, f * c, dtype=x.dtype, device=x.device)
     b = torch.zeros(f * c, dtype=x.dtype, device=x.device)
-    params = [w, b]
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, history_size=20,
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, history_size=20,
                             line_search_fn="strong_wolfe")
 
     def closure():
