@@ -138,6 +138,25 @@ def _print_metrics(metrics: dict) -> None:
     keys = ("method", "test_acc_best", "test_acc_last", "n_train", "n_clean", "clean_purity", "seconds_total")
     print("  ".join(f"{k}={metrics[k]:.4f}" if isinstance(metrics.get(k), float) else f"{k}={metrics.get(k)}"
                     for k in keys if metrics.get(k) is not None))
+    for line in flag_summary_lines(metrics):
+        print(line)
+
+
+def flag_summary_lines(metrics: dict) -> list[str]:
+    """What the run's flags are worth, from metrics.json, in words (no true label read)."""
+    if "estimated_noise_rate" not in metrics:
+        return []
+    est = metrics["estimated_noise_rate"]
+    suggested = metrics.get("suggested_tau")
+    lines = [f"estimated noise rate {est['rate']:.1%} (95% interval {est['low']:.1%}-{est['high']:.1%}); "
+             f"at tau {metrics.get('tau', 'the run')}: estimated precision {metrics['estimated_precision']:.1%}, "
+             f"recall {metrics['estimated_recall']:.1%}; suggested tau "
+             + ("none (no wrong label expected)" if suggested is None else f"{suggested:.2f}")]
+    if metrics.get("flags_reliable") is False:
+        info = metrics.get("flags_reliability", {})
+        lines.append("WARNING: these flags cannot be trusted: " + "; ".join(info.get("reasons", []))
+                     + (". Likely fixes: " + "; ".join(info["fixes"]) + "." if info.get("fixes") else "."))
+    return lines
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -219,7 +238,10 @@ def cmd_status(args) -> int:
     folder = RunFolder(args.run_dir)
     if not folder.exists():
         raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
-    print(json.dumps({"status": live_state(folder.path), "metrics": folder.metrics()}, indent=2, default=str))
+    metrics = folder.metrics()
+    print(json.dumps({"status": live_state(folder.path), "metrics": metrics}, indent=2, default=str))
+    for line in flag_summary_lines(metrics):  # after the JSON, on stderr: stdout stays one JSON document
+        print(line, file=sys.stderr)
     return 0
 
 

@@ -199,7 +199,7 @@ class RunFolder:
         if result is None:
             return None
         return {"signals": result.to_frame(), "noise_counts": result.noise_counts,
-                "noise_rate": result.noise_rate, "notes": result.notes}
+                "noise_rate": result.noise_rate, "notes": result.notes, "reliability": result.reliability}
 
     def audit(self) -> dict | None:
         """Duplicates, leaks and outliers (turn_backend.audit): {"train": DataFrame (one row per

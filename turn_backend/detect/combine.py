@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from turn_backend.detect.estimates import judge_reliability
 from turn_backend.detect.result import DetectionResult
 from turn_backend.detect.signals import (
     DetectionInputError,
@@ -175,6 +176,7 @@ def detect_label_issues(
         clean_prob=clean, signals=signals,
         suggested_label=posterior.argmax(1), suggested_confidence=posterior.max(1),
         noise_counts=expected, noise_rate=float(1.0 - clean.mean()), notes=notes,
+        reliability=judge_reliability(p_oof, p_knn, labels, expected, model_probs),
         pred_probs=p_oof, knn_probs=p_knn,
     )
 

@@ -32,6 +32,8 @@ class DetectionResult:
     suggested_label: (N,) the most likely true class; suggested_confidence: (N,) its probability.
     noise_counts: (C, C) estimated number of samples with given label (row) and true label (column).
     noise_rate: estimated fraction of wrong labels.
+    reliability: whether the model can judge these labels at all (`estimates.judge_reliability`);
+        empty for results saved before the check existed.
     """
 
     clean_prob: np.ndarray
@@ -42,6 +44,7 @@ class DetectionResult:
     noise_rate: float
     suggested_source: str = "ensemble"
     notes: list[str] = field(default_factory=list)
+    reliability: dict = field(default_factory=dict)
     # (N, C) out-of-fold probe and k-NN vote probabilities, for callers who want them (e.g.
     # cleanlab's own filters); not saved with a run
     pred_probs: np.ndarray | None = None
@@ -72,7 +75,7 @@ class DetectionResult:
         atomic_write_bytes(d / SIGNALS_FILE, buf.getvalue())
         atomic_write_json(d / NOISE_MATRIX_FILE, {
             "counts": np.asarray(self.noise_counts, dtype=np.float64).round(3).tolist(),
-            "noise_rate": float(self.noise_rate), "notes": self.notes,
+            "noise_rate": float(self.noise_rate), "notes": self.notes, "reliability": self.reliability,
         })
 
     @classmethod
@@ -91,4 +94,5 @@ class DetectionResult:
                    suggested_label=frame["suggested_label"].to_numpy(),
                    suggested_confidence=frame["suggested_confidence"].to_numpy(),
                    noise_counts=np.asarray(meta["counts"], dtype=np.float64), noise_rate=float(meta["noise_rate"]),
-                   suggested_source=source, notes=list(meta.get("notes", [])))
+                   suggested_source=source, notes=list(meta.get("notes", [])),
+                   reliability=dict(meta.get("reliability", {})))

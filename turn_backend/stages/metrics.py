@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from turn_backend.cleansing import detection_metrics
+from turn_backend.detect.estimates import summarise_flags
+from turn_backend.detect.result import DetectionResult
 from turn_backend.runfolder import atomic_write_json, read_json
 from turn_backend.stages.choice import final_test_accuracy
 from turn_backend.stages.context import RunContext
@@ -37,6 +39,13 @@ def summarise(ctx: RunContext) -> None:
         metrics["purity_per_round"] = [r.get("purity") for r in rounds]
         metrics["detection_per_round"] = [r.get("detection") for r in rounds]
     final = folder.final()
+    if final is not None:
+        # the combined clean probability is the calibrated one; a run that flags by TURN's GMM
+        # still counts its expected wrong labels with it
+        detection = DetectionResult.load(folder.final_dir)
+        metrics.update(summarise_flags(
+            final["clean_prob"], cfg.tau, calibrated=None if detection is None else detection.clean_prob,
+            reliability=None if detection is None else detection.reliability))
     if final is not None and train.true_labels is not None:
         metrics["final_detection"] = detection_metrics(final["clean_prob"] <= cfg.tau, train.labels,
                                                        train.true_labels)

@@ -1,0 +1,125 @@
+"""What the clean probabilities say without ground truth (turn_backend.detect.estimates):
+hand-computed cases, agreement with the truth where the probabilities are calibrated, and
+the reliability check on features that do and do not separate the classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from turn_backend.detect import detect_label_issues
+from turn_backend.detect import estimates as est
+
+P = np.array([0.1, 0.2, 0.9, 1.0])  # expected wrong labels 0.9, 0.8, 0.1, 0: 1.8 in all
+
+
+def test_noise_rate_is_the_mean_of_one_minus_p_with_a_poisson_binomial_interval():
+    out = est.estimate_noise_rate(P)
+    assert out["rate"] == pytest.approx(1.8 / 4)
+    half = 1.959964 * np.sqrt(0.1 * 0.9 + 0.2 * 0.8 + 0.9 * 0.1 + 0.0) / 4
+    assert out["low"] == pytest.approx(0.45 - half) and out["high"] == pytest.approx(0.45 + half)
+    assert est.estimate_noise_rate(np.ones(10)) == {"rate": 0.0, "low": 0.0, "high": 0.0}
+
+
+def test_flag_curves_count_expected_wrong_labels_among_the_flagged():
+    c = est.estimated_flag_curves(P, [0.05, 0.15, 0.5, 0.95])
+    assert c["n_flagged"].tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(c["expected_wrong"], [0.0, 0.9, 1.7, 1.8])
+    np.testing.assert_allclose(c["precision"], [0.0, 0.9, 0.85, 0.6])
+    np.testing.assert_allclose(c["recall"], [0.0, 0.5, 1.7 / 1.8, 1.0])
+    np.testing.assert_allclose(c["f1"], [0.0, 2 * 0.9 / 2.8, 2 * 1.7 / 3.8, 2 * 1.8 / 4.8])
+    np.testing.assert_allclose(c["share_flagged"], [0, 0.25, 0.5, 0.75])
+
+
+def test_flags_from_one_score_can_be_counted_with_another_calibrated_probability():
+    gmm = np.array([0.9, 0.1, 0.5, 0.95])  # flags sample 1 first, then 2
+    c = est.estimated_flag_curves(gmm, [0.2, 0.6], calibrated=P)
+    np.testing.assert_allclose(c["expected_wrong"], [0.8, 0.8 + 0.1])
+    np.testing.assert_allclose(c["recall"], [0.8 / 1.8, 0.9 / 1.8])
+    with pytest.raises(ValueError, match="calibrated probabilities"):
+        est.estimated_flag_curves(gmm, calibrated=P[:3])
+
+
+def test_suggested_tau_maximises_estimated_f1_or_meets_a_precision():
+    # F1 at tau 0.1-0.19: 0.643; at 0.2-0.89: 0.895; at 0.9-0.99: 0.75
+    assert est.suggest_tau(P) == pytest.approx(0.2)
+    assert est.suggest_tau(P, min_precision=0.85) == pytest.approx(0.89)  # the most flags at >= 85%
+    assert est.suggest_tau(P, min_precision=0.95) is None  # no tau flags at 95% precision
+    assert est.suggest_tau(np.full(20, 0.99)) is None  # 0.2 expected wrong labels: nothing to suggest
+
+
+def test_estimates_agree_with_the_truth_where_the_probabilities_are_calibrated():
+    # labels drawn wrong with probability 1 - p: every estimate is then unbiased
+    rng = np.random.default_rng(0)
+    p = rng.beta(0.6, 0.3, 50_000)
+    wrong = rng.random(p.size) > p
+    noise = est.estimate_noise_rate(p)
+    assert noise["low"] <= wrong.mean() <= noise["high"]
+    for tau in (0.3, 0.6, 0.9):
+        flagged = p <= tau
+        at = est.estimates_at(p, tau)
+        assert at["precision"] == pytest.approx(wrong[flagged].mean(), abs=0.01)
+        assert at["recall"] == pytest.approx(wrong[flagged].sum() / wrong.sum(), abs=0.01)
+
+
+def test_expected_wrong_per_class_and_bad_input():
+    np.testing.assert_allclose(est.expected_wrong_per_class(P, [0, 1, 1, 0], 3), [0.9, 0.9, 0.0])
+    with pytest.raises(ValueError, match="one per sample"):
+        est.expected_wrong_per_class(P, [0, 1], 2)
+    with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+        est.estimate_noise_rate([0.5, 1.5])
+
+
+def test_summarise_flags_holds_what_metrics_json_stores():
+    out = est.summarise_flags(P, 0.5, reliability={"reliable": False, "reasons": ["x"]})
+    assert out["tau"] == 0.5 and out["suggested_tau"] == pytest.approx(0.2)
+    assert out["estimated_precision"] == pytest.approx(0.85) and out["estimated_recall"] == pytest.approx(1.7 / 1.8)
+    assert out["estimated_noise_rate"]["rate"] == pytest.approx(0.45)
+    assert out["flags_reliable"] is False and out["flags_reliability"]["reasons"] == ["x"]
+    assert "flags_reliable" not in est.summarise_flags(P, 0.5)
+
+
+def _clusters(n_per: int, classes: int, dims: int, seed: int, spread: float = 0.3):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dims)) * 3
+    true = np.repeat(np.arange(classes), n_per)
+    return centres[true] + spread * rng.normal(size=(len(true), dims)), true
+
+
+def test_reliability_check_passes_on_separable_features_with_heavy_noise():
+    x, true = _clusters(60, 5, 16, 0)
+    rng = np.random.default_rng(1)
+    labels = true.copy()
+    flip = rng.random(len(true)) < 0.4
+    labels[flip] = (true[flip] + rng.integers(1, 5, flip.sum())) % 5
+    result = detect_label_issues(x, labels, 5)
+    assert result.reliability["reliable"], result.reliability
+    assert result.reliability["signal_agreement"] > 0.8
+    # the estimated noise rate is near the true one on data this easy
+    assert est.estimate_noise_rate(result.clean_prob)["rate"] == pytest.approx(flip.mean(), abs=0.05)
+
+
+def test_reliability_check_fires_when_the_features_do_not_separate_the_classes():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 16))  # features that say nothing about the labels
+    result = detect_label_issues(x, rng.integers(0, 5, 300), 5)
+    assert not result.reliability["reliable"]
+    assert any("do not separate the classes" in r for r in result.reliability["reasons"])
+    assert "a larger image size" in result.reliability["fixes"]
+
+
+def test_reliability_check_fires_when_the_model_confuses_whole_classes():
+    # 3 separable clusters, each split at random into 4 labels the features cannot tell apart
+    x, true = _clusters(80, 3, 16, 3)
+    labels = true * 4 + np.random.default_rng(4).integers(0, 4, len(true))
+    result = detect_label_issues(x, labels, 12)
+    assert not result.reliability["reliable"], result.reliability
+    assert any("confuses whole classes" in r for r in result.reliability["reasons"])
+
+
+def test_reliability_check_fires_when_the_classifier_learnt_nothing():
+    x, true = _clusters(60, 4, 16, 5)
+    constant = np.tile([0.97, 0.01, 0.01, 0.01], (len(true), 1))  # always the first class
+    result = detect_label_issues(x, true, 4, model_probs=constant)
+    assert not result.reliability["reliable"]
+    assert any("hardly better than always guessing" in r for r in result.reliability["reasons"])

@@ -1,0 +1,190 @@
+"""What the clean probabilities say without ground truth, and whether to believe them.
+
+A clean probability p_i is the model's probability that sample i's given label is right, so
+1 - p_i is the expected number of wrong labels it holds. Summed, these give estimates that
+need no true label (each is unbiased exactly when the p_i are calibrated; docs/benchmarks.md,
+"Calibration", measures how far they are on data with known noise):
+
+- the noise rate, mean(1 - p), with the interval its Poisson-binomial variance gives;
+- for the flagged set at tau (p <= tau): estimated precision sum_{flagged}(1 - p) / n_flagged,
+  recall sum_{flagged}(1 - p) / sum(1 - p), and F1, for every tau at the cost of one sort;
+- a suggested tau: the one with the highest estimated F1, or the lowest that reaches a
+  precision the user asks for;
+- expected wrong labels per class.
+
+`judge_reliability` says whether the model behind the probabilities can judge the labels at
+all: when its features do not separate the classes, or it confuses whole classes, a low p
+means "the model is unsure", not "the label is wrong", and the estimates above mean nothing.
+
+Pure numpy (scikit-learn for Cohen's kappa); no project imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Z_95 = 1.959964  # two-sided 95% normal quantile
+TAU_GRID = np.round(np.arange(0.01, 0.995, 0.01), 6)  # the taus the suggestion searches
+MIN_EXPECTED_WRONG = 0.5  # below this many expected wrong labels there is nothing to suggest a tau for
+
+# The reliability check's bars. Chance-corrected agreement between the out-of-fold probe's and
+# the k-NN vote's predicted classes: both read the same features, so when the features
+# separate the classes they agree (kappa 0.35-0.83 on every benchmark setting, 0.1-0.2 with
+# shuffled labels or random features), whatever the label noise.
+MIN_SIGNAL_AGREEMENT = 0.25
+# Share of the samples whose given class the noise model calls mostly wrong (some other true
+# class more likely than the given one). Label noise does not do that to whole classes (at 60%
+# symmetric noise on 10 classes the given class stays 6x likelier than any other); a model too
+# weak to tell look-alike classes apart does (0.7 with 2-D features that keep 20% accuracy).
+MAX_IMPLAUSIBLE_CLASS_SHARE = 0.4
+# The classifier's agreement with the given labels above always guessing the largest class,
+# as a share of the most it could gain: (accuracy - majority) / (1 - majority). Noisy labels
+# lower it, but a classifier that learnt the classes keeps it well above this (0.33 for TURN's
+# probe at 60% symmetric noise, 0.37 on the two look-alike classes at 40%); a fine-tuning run
+# that diverged to one class falls below it.
+MIN_MODEL_LIFT = 0.1
+
+
+def _as_probs(clean_prob: Sequence[float]) -> np.ndarray:
+    p = np.asarray(clean_prob, dtype=np.float64).ravel()
+    if p.size and (not np.isfinite(p).all() or p.min() < 0 or p.max() > 1):
+        raise ValueError("clean probabilities must be finite and lie in [0, 1]")
+    return p
+
+
+def estimate_noise_rate(clean_prob: Sequence[float]) -> dict:
+    """{"rate", "low", "high"}: the expected share of wrong labels, mean(1 - p), and its 95%
+    interval from the variance of a sum of independent Bernoulli(1 - p_i) (the spread the
+    p's themselves imply; it does not cover a miscalibration of the p's)."""
+    p = _as_probs(clean_prob)
+    if not p.size:
+        return {"rate": 0.0, "low": 0.0, "high": 0.0}
+    rate = float(1.0 - p.mean())
+    half = Z_95 * float(np.sqrt(np.sum(p * (1.0 - p)))) / p.size
+    return {"rate": rate, "low": max(0.0, rate - half), "high": min(1.0, rate + half)}
+
+
+def estimated_flag_curves(clean_prob: Sequence[float], taus: Sequence[float] | None = None, *,
+                          calibrated: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+    """Estimated quality of the flagged set (clean_prob <= tau) at every tau: arrays "tau",
+    "n_flagged", "share_flagged", "expected_wrong" (wrong labels expected among the flagged),
+    "precision", "recall", "f1". An empty flagged set has precision 0; no expected wrong label,
+    recall 0.
+
+    calibrated: (N,) the probabilities to count expected wrong labels with, where the flags come
+    from a score that is no probability of its own (TURN's per-class GMM flags; the combined
+    clean probability says how many of them are wrong). Default: clean_prob itself."""
+    p = _as_probs(clean_prob)
+    q = p if calibrated is None else _as_probs(calibrated)
+    if len(q) != len(p):
+        raise ValueError(f"{len(q)} calibrated probabilities for {len(p)} clean probabilities")
+    taus = TAU_GRID if taus is None else np.asarray(taus, dtype=np.float64).ravel()
+    order = np.argsort(p, kind="stable")
+    cum_wrong = np.concatenate([[0.0], np.cumsum(1.0 - q[order])])
+    k = np.searchsorted(p[order], taus, side="right")
+    wrong = cum_wrong[k]
+    total = cum_wrong[-1]
+    precision = np.where(k > 0, wrong / np.maximum(k, 1), 0.0)
+    recall = wrong / total if total > 0 else np.zeros(len(taus))
+    f1 = np.where(k + total > 0, 2 * wrong / np.maximum(k + total, 1e-300), 0.0)
+    return {"tau": taus, "n_flagged": k, "share_flagged": k / max(p.size, 1), "expected_wrong": wrong,
+            "precision": precision, "recall": recall, "f1": f1}
+
+
+def estimates_at(clean_prob: Sequence[float], tau: float, *, calibrated: Sequence[float] | None = None) -> dict:
+    """Estimated precision, recall, F1 and size of the flagged set at one tau (see estimated_flag_curves)."""
+    row = estimated_flag_curves(clean_prob, [tau], calibrated=calibrated)
+    return {name: float(row[name][0]) for name in ("precision", "recall", "f1")} | {
+        "n_flagged": int(row["n_flagged"][0])}
+
+
+def suggest_tau(clean_prob: Sequence[float], min_precision: float | None = None,
+                taus: Sequence[float] | None = None, *, calibrated: Sequence[float] | None = None) -> float | None:
+    """The tau of the grid with the highest estimated F1 (the lowest such tau on a tie), or, with
+    `min_precision`, the highest tau whose estimated precision still reaches it (the most flags
+    at that precision). None where the probabilities expect fewer than half a wrong label, or no
+    tau reaches `min_precision`."""
+    wrong_in_all = float(np.sum(1.0 - _as_probs(clean_prob if calibrated is None else calibrated)))
+    if wrong_in_all < MIN_EXPECTED_WRONG:
+        return None
+    curves = estimated_flag_curves(clean_prob, taus, calibrated=calibrated)
+    if min_precision is None:
+        return float(curves["tau"][int(np.argmax(curves["f1"]))])
+    ok = np.flatnonzero((curves["precision"] >= min_precision) & (curves["n_flagged"] > 0))
+    return float(curves["tau"][ok[-1]]) if len(ok) else None
+
+
+def expected_wrong_per_class(clean_prob: Sequence[float], labels: Sequence[int], num_classes: int) -> np.ndarray:
+    """(C,) the expected number of wrong labels among the samples labelled c: sum of (1 - p)."""
+    p = _as_probs(clean_prob)
+    y = np.asarray(labels, dtype=np.int64).ravel()
+    if len(y) != len(p):
+        raise ValueError(f"{len(p)} clean probabilities for {len(y)} labels: give one per sample")
+    return np.bincount(y, weights=1.0 - p, minlength=num_classes)
+
+
+def judge_reliability(probe_probs: np.ndarray, knn_probs: np.ndarray, labels: np.ndarray,
+                      noise_counts: np.ndarray, model_probs: np.ndarray | None = None) -> dict:
+    """Can the model behind the flags tell wrong labels from its own mistakes?
+
+    probe_probs, knn_probs: (N, C) out-of-fold probe and k-NN vote probabilities of the given
+    labels; labels: (N,) given labels; noise_counts: (C, C) expected (given, true) counts;
+    model_probs: (N, C) the classifier the flags rest on (TURN's probe, the fine-tuned model), if any.
+
+    Returns {"reliable": bool, "reasons": [str], "fixes": [str], and the measurements:
+    "signal_agreement" (Cohen's kappa of the two predicted classes), "probe_accuracy" (against
+    the given labels), "majority_share" (the largest class's share, the accuracy of always
+    guessing it), "implausible_class_share" (samples whose given class the noise model calls
+    mostly wrong), "implausible_classes" (those classes), "model_accuracy" (the classifier's
+    agreement with the given labels; None without one)}.
+    """
+    from sklearn.metrics import cohen_kappa_score
+
+    y = np.asarray(labels, dtype=np.int64)
+    probe_pred, knn_pred = np.asarray(probe_probs).argmax(1), np.asarray(knn_probs).argmax(1)
+    agreement = float(cohen_kappa_score(probe_pred, knn_pred)) if len(np.unique(
+        np.concatenate([probe_pred, knn_pred]))) > 1 else 0.0
+    counts = np.asarray(noise_counts, dtype=np.float64)
+    rows = counts.sum(1)
+    implausible = [int(c) for c in np.flatnonzero((rows > 0) & (counts.argmax(1) != np.arange(len(counts))))]
+    implausible_share = float(rows[implausible].sum() / max(rows.sum(), 1e-12))
+    majority = float(np.bincount(y).max() / len(y))
+    model_accuracy = None if model_probs is None else float((np.asarray(model_probs).argmax(1) == y).mean())
+    reasons, fixes = [], []
+    if model_accuracy is not None and (model_accuracy - majority) / max(1.0 - majority, 1e-12) < MIN_MODEL_LIFT:
+        reasons.append(f"the classifier predicts the given labels hardly better than always guessing the most "
+                       f"common class ({model_accuracy:.0%} against {majority:.0%}): it has learnt too little to "
+                       "judge them by")
+        fixes += ["more training epochs, or a lower learning rate if fine-tuning diverged"]
+    if agreement < MIN_SIGNAL_AGREEMENT:
+        reasons.append(f"the features do not separate the classes: the linear probe and the nearest neighbours "
+                       f"agree on a sample's class little more than chance would (kappa {agreement:.2f}, "
+                       f"reliable runs reach {MIN_SIGNAL_AGREEMENT})")
+        fixes += ["a larger image size", "another pre-trained model, closer to this kind of image"]
+    if implausible_share > MAX_IMPLAUSIBLE_CLASS_SHARE:
+        reasons.append(f"the model calls most labels of {len(implausible)} class(es) wrong, {implausible_share:.0%} "
+                       "of the samples: it confuses whole classes, so it cannot tell its own errors from "
+                       "wrong labels")
+        fixes += ["fine-tuning (TURN+) or a stronger model", "more images per class"]
+    return {"reliable": not reasons, "reasons": reasons, "fixes": list(dict.fromkeys(fixes)),
+            "signal_agreement": agreement, "probe_accuracy": float((probe_pred == y).mean()),
+            "majority_share": majority, "model_accuracy": model_accuracy,
+            "implausible_class_share": implausible_share, "implausible_classes": implausible}
+
+
+def summarise_flags(clean_prob: Sequence[float], tau: float, *, calibrated: Sequence[float] | None = None,
+                    reliability: dict | None = None) -> dict:
+    """The fields metrics.json stores about a run's flags, none of which reads a true label:
+    estimated_noise_rate {rate, low, high}, suggested_tau, estimated_precision / _recall / _f1
+    at `tau`, and, where the reliability check ran, flags_reliable with flags_reliability."""
+    q = clean_prob if calibrated is None else calibrated
+    at = estimates_at(clean_prob, tau, calibrated=calibrated)
+    out = {"tau": float(tau), "estimated_noise_rate": estimate_noise_rate(q),
+           "suggested_tau": suggest_tau(clean_prob, calibrated=calibrated),
+           "estimated_precision": at["precision"], "estimated_recall": at["recall"], "estimated_f1": at["f1"]}
+    if reliability:
+        out["flags_reliable"] = bool(reliability["reliable"])
+        out["flags_reliability"] = reliability
+    return out
