@@ -174,6 +174,19 @@ def show_error(error: BaseException | str, hint: str | None = None, container=No
     (container or st).error(text, icon=":material/error:")
 
 
+def unreliable_flags_warning(reliability: dict | None, container=None) -> None:
+    """Where the run's reliability check found that its model cannot judge the labels
+    (`detect.estimates.judge_reliability`): say so plainly, why, and what to try. Nothing otherwise."""
+    if not reliability or reliability.get("reliable", True):
+        return
+    reasons = " ".join(r[0].upper() + r[1:] + "." for r in reliability.get("reasons", []))
+    fixes = reliability.get("fixes") or []
+    (container or st).error(
+        f"**These flags cannot be trusted.** {reasons} A low clean probability here means the model is unsure, "
+        "not that the label is wrong, and the estimated noise rate, precision and recall mean nothing."
+        + (f" Likely fixes: {'; '.join(fixes)}." if fixes else ""), icon=":material/gpp_maybe:")
+
+
 # ------------------------------------------------------------------------------ formatting
 
 
@@ -281,6 +294,9 @@ def run_summary(folder: RunFolder) -> dict:
         "test_acc_last": metrics.get("test_acc_last"),
         "n_clean": metrics.get("n_clean"),
         "purity": metrics.get("clean_purity"),
+        "est_noise": (metrics.get("estimated_noise_rate") or {}).get("rate"),
+        "flags_reliable": metrics.get("flags_reliable"),
+        "reliability": metrics.get("flags_reliability"),
         "created": created,
     }
 

@@ -82,6 +82,10 @@ with health:
             "class": st.column_config.TextColumn("class", pinned=True),
             "size": st.column_config.NumberColumn("size", help="Training samples with this given label"),
             "flagged": st.column_config.NumberColumn("flagged", help=f"Clean probability ≤ τ = {tau:.2f}"),
+            "expected_wrong": st.column_config.NumberColumn(
+                "expected wrong", format="%.1f",
+                help="Wrong labels the model expects in this class, whatever τ (the noise matrix's off-diagonal "
+                     "counts, else the sum of 1 − clean probability); no ground truth read"),
             "noise_rate": st.column_config.ProgressColumn(
                 "noise rate", format="percent", min_value=0.0, max_value=1.0,
                 help="Share of the class whose likely true class is another (noise matrix), else the share flagged"),

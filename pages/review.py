@@ -101,6 +101,7 @@ except (ValueError, OSError, KeyError) as exc:
     ui.show_error(exc, "The run folder looks incomplete; open the Runs page and pick another run.")
     st.stop()
 
+ui.unreliable_flags_warning(run.metrics().get("flags_reliability"))
 names: list[str] = data["names"]
 # class names and sample ids are the user's data: escaped where a card's Markdown allows HTML
 html_names = [html.escape(n, quote=False) for n in names]

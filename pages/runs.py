@@ -37,7 +37,9 @@ table["created"] = pd.to_datetime(table["created"], unit="s")
 table["state"] = [ui.state_style(s)[2] for s in table["state"]]
 table.insert(1, "open", ["open" if current is not None and n == current.name else "" for n in table["name"]])
 table["dataset"] = table["dataset"] + ", " + table["noise"]
-table = table[["name", "open", "state", "method", "model", "dataset", "test_acc", "n_clean", "created"]]
+table["flags"] = table["flags_reliable"].map({True: "ok", False: "⚠ cannot be trusted"}).fillna("–")
+table = table[["name", "open", "state", "method", "model", "dataset", "test_acc", "est_noise", "flags", "n_clean",
+               "created"]]
 
 st.subheader(f":material/list: {len(runs)} run{'s' if len(runs) != 1 else ''}", anchor=False)
 st.caption(f"Runs root: `{root}` (set `TURN_RUNS_DIR` to use another folder). "
@@ -57,6 +59,9 @@ event = st.dataframe(
         "dataset": st.column_config.TextColumn("Data", width="large"),
         "state": st.column_config.TextColumn("State"),
         "test_acc": st.column_config.NumberColumn("Test acc. (best)", format="percent"),
+        "est_noise": st.column_config.NumberColumn("Est. noise", format="percent",
+                                                   help="Expected share of wrong labels (no ground truth read)"),
+        "flags": st.column_config.TextColumn("Flags", help="Whether the run's model can judge its labels"),
         "n_clean": st.column_config.NumberColumn("Clean set", help="Samples in TURN's first clean set"),
         "created": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
     },
@@ -126,11 +131,14 @@ with left:
 with right:
     st.subheader(f":material/info: {choice}", anchor=False)
     ui.state_badge(summary["state"])
-    m = st.columns(4)
+    ui.unreliable_flags_warning(summary["reliability"])
+    m = st.columns(5)
     m[0].metric("Test acc. (best)", ui.fmt_pct(summary["test_acc"]))
     m[1].metric("Test acc. (last)", ui.fmt_pct(summary["test_acc_last"]))
-    m[2].metric("Clean set", ui.fmt_int(summary["n_clean"]))
-    m[3].metric("Purity", ui.fmt_pct(summary["purity"]), help="Share of the clean set whose given label is right")
+    m[2].metric("Est. noise", ui.fmt_pct(summary["est_noise"]),
+                help="Expected share of wrong labels, from the clean probabilities (no ground truth read)")
+    m[3].metric("Clean set", ui.fmt_int(summary["n_clean"]))
+    m[4].metric("Purity", ui.fmt_pct(summary["purity"]), help="Share of the clean set whose given label is right")
     st.caption(f"**Method** {summary['method']} · **Model** {summary['model']} · "
                f"**Data** {summary['dataset']}, {summary['noise']} · **Created** {ui.fmt_time(summary['created'])}")
     error = ui.run_state(folder).get("error")

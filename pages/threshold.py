@@ -20,6 +20,8 @@ from app import ui
 from app.state import runs_root, set_current_run
 from turn_backend import analysis as an
 from turn_backend.config import RunConfig, method_kind
+from turn_backend.detect import estimates as est
+from turn_backend.detect.result import DetectionResult
 from turn_backend.export import default_tau
 from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder, list_runs
@@ -28,6 +30,10 @@ CLEAN_COLOUR = "#2e7d32"
 NOISY_COLOUR = "#c62828"
 TAU_COLOUR = "#1565c0"
 MAX_HISTOGRAMS = 12
+SWEEP_NAMES = {"precision": "Precision", "recall": "Recall", "f1": "F1", "purity": "Purity"}
+# how the suggested tau is chosen: a label -> the precision it must reach (None: the best estimated F1)
+SUGGESTION_TARGETS = {"best estimated F1": None, "precision ≥ 80%": 0.8, "precision ≥ 90%": 0.9,
+                      "precision ≥ 95%": 0.95}
 
 # Dashed lines at tau over the (unchanging) histogram and sweep charts: {container key:
 # [{xaxis, yaxis, x, color, label?}]}, placed with the chart's own axes and redrawn when
@@ -104,6 +110,12 @@ def _threshold_data(run_dir: str, stamp: float) -> dict:
     losses = np.asarray(final["losses"], dtype=np.float64)
     index = an.ThresholdIndex.build(clean_prob, given, len(names))
     has_true = bool((true >= 0).any())
+    # expected wrong labels are counted with the combined clean probability (the calibrated one),
+    # also where the run flags by TURN's GMM
+    detection = DetectionResult.load(folder.final_dir)
+    calibrated = None
+    if detection is not None and len(detection.clean_prob) == len(clean_prob):
+        calibrated = detection.clean_prob
     fits = final.get("fits") or []
     hists = []
     for c in range(len(names)):
@@ -114,17 +126,30 @@ def _threshold_data(run_dir: str, stamp: float) -> dict:
         "has_true": has_true,
         "sweep": an.tau_sweep(clean_prob, given, true if has_true else None),
         "true_noise": an.true_noise_rate(given, true) if has_true else None,
+        "estimated": est.estimated_flag_curves(clean_prob, an.default_tau_grid(), calibrated=calibrated),
+        "noise_estimate": est.estimate_noise_rate(clean_prob if calibrated is None else calibrated),
+        "suggested": {target: est.suggest_tau(clean_prob, target, calibrated=calibrated)
+                      for target in SUGGESTION_TARGETS.values()},
+        "reliability": detection.reliability if detection is not None else {},
     }
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _sweep_base(run_dir: str, stamp: float) -> go.Figure:
-    """Precision / recall / F1 / purity over the tau grid: built once per run; tau only moves a line."""
-    sweep = _threshold_data(run_dir, stamp)["sweep"]
+    """Estimated precision / recall / F1 over the tau grid (dashed), and with ground truth the
+    true ones and the kept set's purity (solid): built once per run; tau only moves a line."""
+    data = _threshold_data(run_dir, stamp)
     fig = go.Figure()
-    for col, colour in (("precision", "#1565c0"), ("recall", "#ef6c00"), ("f1", "#6a1b9a"), ("purity", CLEAN_COLOUR)):
-        fig.add_scatter(x=sweep["tau"], y=sweep[col], mode="lines", name=col.capitalize() if col != "f1" else "F1",
-                        line=dict(color=colour, width=2), hovertemplate="τ %{x:.2f}: %{y:.1%}<extra></extra>")
+    curves = (("precision", "#1565c0"), ("recall", "#ef6c00"), ("f1", "#6a1b9a"))
+    for col, colour in curves:
+        fig.add_scatter(x=data["estimated"]["tau"], y=data["estimated"][col], mode="lines",
+                        name=f"{SWEEP_NAMES[col]} (estimated)", line=dict(color=colour, width=2, dash="dash"),
+                        hovertemplate="τ %{x:.2f}: %{y:.1%} estimated<extra></extra>")
+    if data["has_true"]:
+        sweep = data["sweep"]
+        for col, colour in curves + (("purity", CLEAN_COLOUR),):
+            fig.add_scatter(x=sweep["tau"], y=sweep[col], mode="lines", name=f"{SWEEP_NAMES[col]} (true)",
+                            line=dict(color=colour, width=2), hovertemplate="τ %{x:.2f}: %{y:.1%} true<extra></extra>")
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="τ",
                       yaxis=dict(tickformat=".0%", range=[0, 1.02]), legend=dict(orientation="h", y=1.15, x=0))
     return fig
@@ -161,6 +186,7 @@ except (ValueError, OSError, KeyError) as exc:
 
 names: list[str] = data["names"]
 index: an.ThresholdIndex = data["index"]
+ui.unreliable_flags_warning(data["reliability"])
 cfg = run.config()
 run_tau = float(cfg.get("tau", 0.6))
 store = ReviewStore(run.review_db)
@@ -218,6 +244,36 @@ def crossing_lines(classes: list[int], tau: float) -> list[dict]:
     return lines
 
 
+def nearest_row(table, tau: float) -> dict:
+    """The row of a per-tau table (a DataFrame or a dict of arrays with a "tau" column) nearest `tau`."""
+    i = int(np.argmin(np.abs(np.asarray(table["tau"]) - tau)))
+    return {k: np.asarray(v)[i] for k, v in (table.items() if isinstance(table, dict) else table.items())}
+
+
+def suggestion_row(tau: float) -> None:
+    """The suggested tau, how it is chosen, and a button that moves the slider there."""
+    slider_key = f"tau_slider_{run.name}"
+    cols = st.columns([1.4, 2.6, 1.2], vertical_alignment="bottom")
+    by = cols[0].selectbox("Suggest τ by", list(SUGGESTION_TARGETS), key="suggest_by",
+                           help="The τ with the highest estimated F1, or the highest τ whose estimated precision "
+                                "still reaches the target (the most flags at that precision)")
+    suggested = data["suggested"][SUGGESTION_TARGETS[by]]
+    if suggested is None:
+        cols[1].caption("No suggestion: " + ("the clean probabilities expect no wrong label."
+                                             if data["noise_estimate"]["rate"] * len(index.clean_prob) < 0.5 else
+                                             "no τ reaches that estimated precision."))
+    else:
+        row = nearest_row(data["estimated"], suggested)
+        cols[1].markdown(f"Suggested τ: **{suggested:.2f}** · estimated precision {ui.fmt_pct(row['precision'])}, "
+                         f"recall {ui.fmt_pct(row['recall'])}, {ui.fmt_int(int(row['n_flagged']))} flagged")
+
+    def use_suggestion() -> None:
+        st.session_state[slider_key] = suggested
+
+    cols[2].button("Use suggested τ", icon=":material/auto_fix_high:", key="use_suggested_tau", width="stretch",
+                   disabled=suggested is None or abs(suggested - tau) < 1e-9, on_click=use_suggestion)
+
+
 @st.fragment
 def tau_panel() -> None:
     """Everything that depends on tau: moving the slider reruns only this function."""
@@ -242,6 +298,7 @@ def tau_panel() -> None:
             st.toast(f"τ = {tau:.2f} applied to Review and Export", icon=":material/check_circle:")
     st.caption(f"Applied τ: **{applied:.2f}** (Review and Export use it) · trained with τ = {run_tau:.2f} · "
                f"method {cfg.get('method', '?')}")
+    suggestion_row(tau)
 
     # ----------------------------------------------------------------------------- numbers
 
@@ -249,17 +306,22 @@ def tau_panel() -> None:
     sizes = an.selection_sizes(counts, index.class_sizes)
     n_total = len(index.clean_prob)
     n_flagged = index.flagged_at(tau)
-    est_noise = index.noise_rate_at(tau)
+    noise = data["noise_estimate"]
+    at = nearest_row(data["estimated"], tau)
 
     m = st.columns(5)
     note = dict(delta_color="off", delta_arrow="off", border=True)
     m[0].metric("Clean candidates", ui.fmt_int(int(counts.sum())), delta=f"{ui.fmt_pct(counts.sum() / max(n_total, 1))} "
                 f"of {ui.fmt_int(n_total)}", help="Samples with clean probability above τ", **note)
-    m[1].metric("Flagged", ui.fmt_int(n_flagged), delta="clean probability ≤ τ",
-                help="Samples with clean probability at or below τ: Review lists them", **note)
-    m[2].metric("Estimated noise rate", ui.fmt_pct(est_noise),
-                delta="no ground truth" if data["true_noise"] is None else f"true {ui.fmt_pct(data['true_noise'])}",
-                help="Fraction of the training set flagged at τ", **note)
+    m[1].metric("Flagged", ui.fmt_int(n_flagged), delta=f"{ui.fmt_pct(index.noise_rate_at(tau))} of the set",
+                help="Samples with clean probability at or below τ (Review lists them), and their share of the "
+                     "training set: it moves with τ", **note)
+    m[2].metric("Estimated noise rate", ui.fmt_pct(noise["rate"]),
+                delta=f"95%: {ui.fmt_pct(noise['low'])}–{ui.fmt_pct(noise['high'])}" + (
+                    "" if data["true_noise"] is None else f" · true {ui.fmt_pct(data['true_noise'])}"),
+                help="The expected share of wrong labels in the training set: the mean of 1 − the combined clean "
+                     "probability. It does not depend on τ. The interval is the spread the probabilities "
+                     "themselves imply.", **note)
     m[3].metric("N per class (TURN)", ui.fmt_int(sizes["N_min"]),
                 delta=f"{ui.fmt_int(sizes['total_min'])} per round" + (" · this run" if run_balance == "min" else ""),
                 help="N = min over classes of |D_clean^c|: TURN as published fine-tunes each round on N samples of "
@@ -323,24 +385,28 @@ def tau_panel() -> None:
 
     # ------------------------------------------------------------------- detection quality
 
-    st.subheader(":material/insights: Detection quality against the true labels", anchor=False)
-    if data["has_true"]:
-        sweep = data["sweep"]
-        at = sweep.iloc[int(np.argmin(np.abs(sweep["tau"].to_numpy() - tau)))]
-        q = st.columns(4)
-        q[0].metric("Precision", ui.fmt_pct(at["precision"]), help="Flagged samples whose given label is wrong",
-                    border=True)
-        q[1].metric("Recall", ui.fmt_pct(at["recall"]), help="Wrongly labelled samples that are flagged", border=True)
-        q[2].metric("F1", ui.fmt_pct(at["f1"]), border=True)
-        q[3].metric("Purity of the kept set", ui.fmt_pct(at["purity"]),
-                    help="Samples above τ whose given label is right", border=True)
-        with st.container(key="sweep_box"):
-            st.plotly_chart(_sweep_base(str(run.path.resolve()), _stamp(run)), width="stretch", key="sweep_chart")
-        lines["sweep_box"] = [{"xaxis": "xaxis", "yaxis": "yaxis", "x": tau, "color": "#424242",
-                               "label": f"τ = {tau:.2f}"}]
-    else:
-        st.info("This dataset has no ground-truth labels, so precision and recall cannot be measured. "
-                "The estimated noise rate above is what the model believes.", icon=":material/info:")
+    st.subheader(":material/insights: Detection quality at this τ", anchor=False)
+    sweep_at = nearest_row(data["sweep"], tau) if data["has_true"] else None
+    st.caption("Estimated from the clean probabilities alone (no true label read): the flagged samples' expected "
+               "wrong labels, over their number (precision) and over all expected wrong labels (recall). " +
+               ("The true values, from this dataset's ground truth, are shown beside them and as solid curves."
+                if data["has_true"] else "This dataset has no ground truth to check them against."))
+    q = st.columns(4)
+    for col, (key, label, help_text) in zip(q, (
+            ("precision", "Precision", "Flagged samples whose given label is wrong"),
+            ("recall", "Recall", "Wrongly labelled samples that are flagged"),
+            ("f1", "F1", "Harmonic mean of precision and recall"))):
+        col.metric(f"{label} (estimated)", ui.fmt_pct(at[key]), help=help_text, border=True,
+                   delta=None if sweep_at is None else f"true {ui.fmt_pct(sweep_at[key])}",
+                   delta_color="off", delta_arrow="off")
+    q[3].metric("Expected wrong labels flagged", ui.fmt_int(int(round(at["expected_wrong"]))),
+                delta=None if sweep_at is None else f"true {ui.fmt_int(int(sweep_at['tp']))}",
+                delta_color="off", delta_arrow="off", border=True,
+                help="Sum of 1 − clean probability over the flagged samples")
+    with st.container(key="sweep_box"):
+        st.plotly_chart(_sweep_base(str(run.path.resolve()), _stamp(run)), width="stretch", key="sweep_chart")
+    lines["sweep_box"] = [{"xaxis": "xaxis", "yaxis": "yaxis", "x": tau, "color": "#424242",
+                           "label": f"τ = {tau:.2f}"}]
 
     tau_lines(data=lines, key="tau_lines", height=0)
 

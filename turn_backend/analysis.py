@@ -693,9 +693,10 @@ def class_health(given: Sequence[int], clean_prob: Sequence[float], tau: float, 
                  audit_train: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per class: the dataset-health table of the Classes page.
 
-    Columns: class_id, class, size, flagged (clean probability <= tau), noise_rate (the
-    noise matrix's off-diagonal share of the class's row where there is one, else the
-    flagged fraction), mean_clean_prob, confused_with (see `confused_partners`; needs the
+    Columns: class_id, class, size, flagged (clean probability <= tau), expected_wrong (wrong
+    labels the model expects in the class: the noise matrix row's off-diagonal counts where
+    there is one, else the sum of 1 - clean probability), noise_rate (the noise matrix's
+    off-diagonal share of the class's row where there is one, else the flagged fraction), mean_clean_prob, confused_with (see `confused_partners`; needs the
     noise matrix), and from the audit (None without one) duplicates (training samples with
     a near-duplicate), label_conflicts (those whose duplicate has another label), outliers
     and test_leaks.
@@ -711,10 +712,13 @@ def class_health(given: Sequence[int], clean_prob: Sequence[float], tau: float, 
     frame = pd.DataFrame({"class_id": np.arange(k), "class": list(class_names), "size": size, "flagged": flagged})
     if noise_counts is not None:
         rates = noise_rates(noise_counts)
+        counts = np.asarray(noise_counts, dtype=np.float64)
+        frame["expected_wrong"] = counts.sum(1) - np.diag(counts)
         frame["noise_rate"] = 1.0 - np.diag(rates)
         frame.loc[size == 0, "noise_rate"] = np.nan
         frame["confused_with"] = confused_partners(noise_counts, class_names)
     else:
+        frame["expected_wrong"] = np.bincount(y, weights=1.0 - p, minlength=k)
         frame["noise_rate"] = np.divide(flagged, size, out=np.full(k, np.nan), where=size > 0)
         frame["confused_with"] = ""
     frame["mean_clean_prob"] = mean_p

@@ -1,0 +1,134 @@
+"""Numbers a user can act on without ground truth, in the app and the CLI: the estimated noise
+rate, estimated precision / recall curves, the suggested tau, and the warning when the run's
+model cannot judge its labels (a real run on labels with no information in them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from turn_backend.detect import estimates as est
+from turn_backend.runfolder import RunFolder
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 180
+WARNING = "These flags cannot be trusted."
+# the tiny run's settings, with labels drawn at random (10 classes, 90% symmetric noise)
+SHUFFLED = ["--data", "demo", "--n-train", "200", "--n-test", "100", "--image-size", "64", "--batch-size", "64",
+            "--lp-epochs", "3", "--fft-epochs", "1", "--noise", "symmetric", "--noise-rate", "0.9",
+            "--device", "cpu", "--method", "turn", "--quiet"]
+
+
+def page(name: str, run: Path) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+    at.session_state["run_dir"] = str(run)
+    return at
+
+
+def metric(at: AppTest, label: str):
+    return next(m for m in at.metric if m.label == label)
+
+
+def errors(at: AppTest) -> str:
+    return "\n".join(e.value for e in at.error)
+
+
+@pytest.fixture(scope="module")
+def shuffled_run_template(tmp_path_factory, turn_cache_dir) -> tuple[Path, subprocess.CompletedProcess]:
+    """A finished run whose labels carry no information, made by `turn run` (its output kept)."""
+    out = tmp_path_factory.mktemp("shuffled") / "shuffled-run"
+    env = {**os.environ, "TURN_CACHE_DIR": str(turn_cache_dir), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "turn_backend.cli", "run", *SHUFFLED, "--out", str(out)],
+                            capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out, result
+
+
+@pytest.fixture
+def shuffled_run(runs_root, shuffled_run_template) -> Path:
+    dest = runs_root / shuffled_run_template[0].name
+    shutil.copytree(shuffled_run_template[0], dest)
+    return dest
+
+
+def test_metrics_json_holds_the_estimates_and_they_match_the_final_probabilities(tiny_run):
+    folder = RunFolder(tiny_run)
+    m = folder.metrics()
+    p = folder.final()["clean_prob"]
+    from turn_backend.detect.result import DetectionResult
+
+    combined = DetectionResult.load(folder.final_dir).clean_prob
+    assert m["estimated_noise_rate"]["rate"] == pytest.approx(1 - combined.mean(), abs=1e-6)
+    assert m["estimated_noise_rate"]["low"] < m["estimated_noise_rate"]["rate"] < m["estimated_noise_rate"]["high"]
+    assert m["suggested_tau"] == pytest.approx(est.suggest_tau(p, calibrated=combined))
+    flagged = p <= m["tau"]
+    assert m["estimated_precision"] == pytest.approx((1 - combined[flagged]).sum() / flagged.sum(), abs=1e-6)
+    assert m["flags_reliable"] is True and m["flags_reliability"]["reasons"] == []
+
+
+def test_threshold_estimates_stay_put_while_flagged_moves_and_the_suggestion_applies(tiny_run):
+    m = RunFolder(tiny_run).metrics()
+    at = page("threshold", tiny_run)
+    at.run()
+    assert not at.exception
+    assert WARNING not in errors(at)
+    noise = metric(at, "Estimated noise rate")
+    assert noise.value == f"{m['estimated_noise_rate']['rate']:.1%}"
+    flagged_before = metric(at, "Flagged").value
+    slider = at.slider(key="tau_slider_" + tiny_run.name)
+    slider.set_value(0.2).run()
+    assert metric(at, "Estimated noise rate").value == noise.value  # an estimate, not the share flagged
+    assert metric(at, "Flagged").value != flagged_before
+    # estimated and (this run has ground truth) true curves in one chart
+    sweep = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    names = [t["name"] for t in sweep["data"]]
+    assert "Precision (estimated)" in names and "Precision (true)" in names and "Recall (estimated)" in names
+    assert metric(at, "Precision (estimated)").delta.startswith("true ")
+    # the suggestion: the best estimated F1, one click away
+    suggested = m["suggested_tau"]
+    assert any(f"Suggested τ: **{suggested:.2f}**" in md.value for md in at.markdown)
+    at.button(key="use_suggested_tau").click().run()
+    assert not at.exception
+    assert at.slider(key="tau_slider_" + tiny_run.name).value == pytest.approx(suggested)
+    # a precision target moves the suggestion to the most flags that still reach it
+    at.selectbox(key="suggest_by").set_value("precision ≥ 95%").run()
+    assert not at.exception
+    assert any(("Suggested τ" in md.value) for md in at.markdown) or any(
+        "no τ reaches that estimated precision" in c.value for c in at.caption)
+
+
+def test_classes_page_shows_expected_wrong_labels_per_class(tiny_run):
+    at = page("classes", tiny_run)
+    at.run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "expected_wrong" in d.value.columns)
+    m = RunFolder(tiny_run).metrics()
+    assert table["expected_wrong"].sum() == pytest.approx(m["estimated_noise_rate"]["rate"] * m["n_train"], rel=1e-3)
+
+
+def test_a_run_whose_labels_carry_no_information_says_so_in_the_cli(shuffled_run_template):
+    folder, result = shuffled_run_template
+    assert "WARNING: these flags cannot be trusted" in result.stdout
+    m = RunFolder(folder).metrics()
+    assert m["flags_reliable"] is False and m["flags_reliability"]["reasons"]
+    status = subprocess.run([sys.executable, "-m", "turn_backend.cli", "status", str(folder)], capture_output=True,
+                            text=True, timeout=120, cwd=ROOT)
+    assert json.loads(status.stdout)["metrics"]["flags_reliable"] is False  # stdout stays one JSON document
+    assert "these flags cannot be trusted" in status.stderr
+
+
+@pytest.mark.parametrize("name", ["threshold", "review", "runs"])
+def test_a_run_whose_labels_carry_no_information_says_so_on_the_pages(shuffled_run, name):
+    at = page(name, shuffled_run)
+    at.run()
+    assert not at.exception
+    text = errors(at)
+    assert WARNING in text and "Likely fixes:" in text
