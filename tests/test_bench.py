@@ -305,3 +305,9 @@ def test_detection_grid_end_to_end_writes_its_table_as_a_docs_section(tmp_path, 
     section = text.split("## Detection at full scale\n", 1)[1]
     assert "`turn bench --detection --n-train 300 --seeds 1 --device cpu`" in section
     assert "| **combined clean probability (tau 0.6)** |" in section
+    cal = pd.read_csv(tmp_path / "det" / "calibration.csv")
+    assert len(cal) == 1 and cal["est_noise"].between(0, 1).all() and cal["ece"].between(0, 1).all()
+    assert cal["true_noise"].iloc[0] == pytest.approx(df["noise_rate"].iloc[0])
+    calibration = text.split("## Calibration: the numbers a user sees without ground truth (Detection at full scale)\n",
+                             1)[1]
+    assert "| asym40 |" in calibration and "| 1/1 |" in calibration  # the reliability check passed
