@@ -116,6 +116,8 @@ def _threshold_data(run_dir: str, stamp: float) -> dict:
     calibrated = None
     if detection is not None and len(detection.clean_prob) == len(clean_prob):
         calibrated = detection.clean_prob
+    reliability = detection.reliability if detection is not None else {}
+    trusted = reliability.get("reliable", True)  # no tau makes untrustworthy flags right: nothing to suggest
     fits = final.get("fits") or []
     hists = []
     for c in range(len(names)):
@@ -128,9 +130,9 @@ def _threshold_data(run_dir: str, stamp: float) -> dict:
         "true_noise": an.true_noise_rate(given, true) if has_true else None,
         "estimated": est.estimated_flag_curves(clean_prob, an.default_tau_grid(), calibrated=calibrated),
         "noise_estimate": est.estimate_noise_rate(clean_prob if calibrated is None else calibrated),
-        "suggested": {target: est.suggest_tau(clean_prob, target, calibrated=calibrated)
+        "suggested": {target: est.suggest_tau(clean_prob, target, calibrated=calibrated) if trusted else None
                       for target in SUGGESTION_TARGETS.values()},
-        "reliability": detection.reliability if detection is not None else {},
+        "reliability": reliability,
     }
 
 
@@ -259,9 +261,13 @@ def suggestion_row(tau: float) -> None:
                                 "still reaches the target (the most flags at that precision)")
     suggested = data["suggested"][SUGGESTION_TARGETS[by]]
     if suggested is None:
-        cols[1].caption("No suggestion: " + ("the clean probabilities expect no wrong label."
-                                             if data["noise_estimate"]["rate"] * len(index.clean_prob) < 0.5 else
-                                             "no τ reaches that estimated precision."))
+        if not data["reliability"].get("reliable", True):
+            why = "these flags cannot be trusted (above)."
+        elif data["noise_estimate"]["rate"] * len(index.clean_prob) < est.MIN_EXPECTED_WRONG:
+            why = "the clean probabilities expect no wrong label."
+        else:
+            why = "no τ reaches that estimated precision."
+        cols[1].caption("No suggestion: " + why)
     else:
         row = nearest_row(data["estimated"], suggested)
         cols[1].markdown(f"Suggested τ: **{suggested:.2f}** · estimated precision {ui.fmt_pct(row['precision'])}, "
@@ -317,11 +323,12 @@ def tau_panel() -> None:
                 help="Samples with clean probability at or below τ (Review lists them), and their share of the "
                      "training set: it moves with τ", **note)
     m[2].metric("Estimated noise rate", ui.fmt_pct(noise["rate"]),
-                delta=f"95%: {ui.fmt_pct(noise['low'])}–{ui.fmt_pct(noise['high'])}" + (
+                delta=f"±{100 * (noise['high'] - noise['low']) / 2:.1f}" + (
                     "" if data["true_noise"] is None else f" · true {ui.fmt_pct(data['true_noise'])}"),
                 help="The expected share of wrong labels in the training set: the mean of 1 − the combined clean "
-                     "probability. It does not depend on τ. The interval is the spread the probabilities "
-                     "themselves imply.", **note)
+                     f"probability. It does not depend on τ. 95% interval {ui.fmt_pct(noise['low'])}–"
+                     f"{ui.fmt_pct(noise['high'])} (± points): the spread the probabilities themselves imply.",
+                **note)
     m[3].metric("N per class (TURN)", ui.fmt_int(sizes["N_min"]),
                 delta=f"{ui.fmt_int(sizes['total_min'])} per round" + (" · this run" if run_balance == "min" else ""),
                 help="N = min over classes of |D_clean^c|: TURN as published fine-tunes each round on N samples of "
@@ -399,10 +406,10 @@ def tau_panel() -> None:
         col.metric(f"{label} (estimated)", ui.fmt_pct(at[key]), help=help_text, border=True,
                    delta=None if sweep_at is None else f"true {ui.fmt_pct(sweep_at[key])}",
                    delta_color="off", delta_arrow="off")
-    q[3].metric("Expected wrong labels flagged", ui.fmt_int(int(round(at["expected_wrong"]))),
+    q[3].metric("Wrong among flagged", ui.fmt_int(int(round(at["expected_wrong"]))),
                 delta=None if sweep_at is None else f"true {ui.fmt_int(int(sweep_at['tp']))}",
                 delta_color="off", delta_arrow="off", border=True,
-                help="Sum of 1 − clean probability over the flagged samples")
+                help="Wrong labels expected among the flagged samples: the sum of 1 − clean probability")
     with st.container(key="sweep_box"):
         st.plotly_chart(_sweep_base(str(run.path.resolve()), _stamp(run)), width="stretch", key="sweep_chart")
     lines["sweep_box"] = [{"xaxis": "xaxis", "yaxis": "yaxis", "x": tau, "color": "#424242",

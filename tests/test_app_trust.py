@@ -118,7 +118,7 @@ def test_a_run_whose_labels_carry_no_information_says_so_in_the_cli(shuffled_run
     folder, result = shuffled_run_template
     assert "WARNING: these flags cannot be trusted" in result.stdout
     m = RunFolder(folder).metrics()
-    assert m["flags_reliable"] is False and m["flags_reliability"]["reasons"]
+    assert m["flags_reliable"] is False and m["flags_reliability"]["reasons"] and m["suggested_tau"] is None
     status = subprocess.run([sys.executable, "-m", "turn_backend.cli", "status", str(folder)], capture_output=True,
                             text=True, timeout=120, cwd=ROOT)
     assert json.loads(status.stdout)["metrics"]["flags_reliable"] is False  # stdout stays one JSON document
@@ -132,3 +132,6 @@ def test_a_run_whose_labels_carry_no_information_says_so_on_the_pages(shuffled_r
     assert not at.exception
     text = errors(at)
     assert WARNING in text and "Likely fixes:" in text
+    if name == "threshold":
+        assert any("No suggestion: these flags cannot be trusted" in c.value for c in at.caption)
+        assert at.button(key="use_suggested_tau").disabled

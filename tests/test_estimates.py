@@ -72,11 +72,13 @@ def test_expected_wrong_per_class_and_bad_input():
 
 def test_summarise_flags_holds_what_metrics_json_stores():
     out = est.summarise_flags(P, 0.5, reliability={"reliable": False, "reasons": ["x"]})
-    assert out["tau"] == 0.5 and out["suggested_tau"] == pytest.approx(0.2)
+    assert out["tau"] == 0.5
     assert out["estimated_precision"] == pytest.approx(0.85) and out["estimated_recall"] == pytest.approx(1.7 / 1.8)
     assert out["estimated_noise_rate"]["rate"] == pytest.approx(0.45)
     assert out["flags_reliable"] is False and out["flags_reliability"]["reasons"] == ["x"]
-    assert "flags_reliable" not in est.summarise_flags(P, 0.5)
+    assert out["suggested_tau"] is None  # no tau makes untrustworthy flags right
+    trusted = est.summarise_flags(P, 0.5)
+    assert "flags_reliable" not in trusted and trusted["suggested_tau"] == pytest.approx(0.2)
 
 
 def _clusters(n_per: int, classes: int, dims: int, seed: int, spread: float = 0.3):

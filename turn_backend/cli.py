@@ -151,7 +151,8 @@ def flag_summary_lines(metrics: dict) -> list[str]:
     lines = [f"estimated noise rate {est['rate']:.1%} (95% interval {est['low']:.1%}-{est['high']:.1%}); "
              f"at tau {metrics.get('tau', 'the run')}: estimated precision {metrics['estimated_precision']:.1%}, "
              f"recall {metrics['estimated_recall']:.1%}; suggested tau "
-             + ("none (no wrong label expected)" if suggested is None else f"{suggested:.2f}")]
+             + (f"{suggested:.2f}" if suggested is not None else "none (the flags cannot be trusted)"
+                if metrics.get("flags_reliable") is False else "none (no wrong label expected)")]
     if metrics.get("flags_reliable") is False:
         info = metrics.get("flags_reliability", {})
         lines.append("WARNING: these flags cannot be trusted: " + "; ".join(info.get("reasons", []))

@@ -177,12 +177,14 @@ def judge_reliability(probe_probs: np.ndarray, knn_probs: np.ndarray, labels: np
 def summarise_flags(clean_prob: Sequence[float], tau: float, *, calibrated: Sequence[float] | None = None,
                     reliability: dict | None = None) -> dict:
     """The fields metrics.json stores about a run's flags, none of which reads a true label:
-    estimated_noise_rate {rate, low, high}, suggested_tau, estimated_precision / _recall / _f1
-    at `tau`, and, where the reliability check ran, flags_reliable with flags_reliability."""
+    estimated_noise_rate {rate, low, high}, suggested_tau (None where the flags cannot be
+    trusted: no tau makes them right), estimated_precision / _recall / _f1 at `tau`, and, where
+    the reliability check ran, flags_reliable with flags_reliability."""
     q = clean_prob if calibrated is None else calibrated
     at = estimates_at(clean_prob, tau, calibrated=calibrated)
+    trusted = not reliability or reliability.get("reliable", True)
     out = {"tau": float(tau), "estimated_noise_rate": estimate_noise_rate(q),
-           "suggested_tau": suggest_tau(clean_prob, calibrated=calibrated),
+           "suggested_tau": suggest_tau(clean_prob, calibrated=calibrated) if trusted else None,
            "estimated_precision": at["precision"], "estimated_recall": at["recall"], "estimated_f1": at["f1"]}
     if reliability:
         out["flags_reliable"] = bool(reliability["reliable"])

@@ -1,0 +1,63 @@
+"""What a user sees without ground truth, in a real headless Chromium: the Threshold page's
+estimated noise rate, estimated precision / recall curves and suggested tau (one click moves the
+slider there), and the warning on a run whose model cannot judge its labels. Screenshots go to
+`test-artifacts/e2e/trust-*.png`. Skipped without Playwright or Chromium."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from app_server import AppServer, wait_idle
+from test_app_trust import WARNING, shuffled_run_template  # noqa: F401 - a fixture
+from test_e2e_browser import (  # noqa: F401 - browser is a fixture
+    LOOPBACK, STEP_TIMEOUT_MS, TAU_SLIDER, VIEWPORT, browser, metric_value, no_exception, screenshot)
+from turn_backend.runfolder import RunFolder
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(10 * 60)]
+
+
+def open_page(page, url: str) -> None:
+    page.goto(url)
+    page.get_by_text("Estimated noise rate").first.wait_for(timeout=STEP_TIMEOUT_MS)
+    wait_idle(page)
+    no_exception(page)
+
+
+def slider_value(page) -> str:
+    return page.get_by_role("slider", name=TAU_SLIDER).get_attribute("aria-valuetext")
+
+
+def test_threshold_estimates_suggested_tau_and_the_unreliable_warning(browser, tiny_run, shuffled_run_template):
+    shutil.copytree(shuffled_run_template[0], tiny_run.parent / shuffled_run_template[0].name)
+    metrics = RunFolder(tiny_run).metrics()
+    suggested = metrics["suggested_tau"]
+    log = tiny_run.parent.parent / "streamlit-trust.log"
+    with AppServer(tiny_run.parent, log, extra_args=LOOPBACK).start() as server:
+        page = browser.new_page(viewport=VIEWPORT)
+        open_page(page, f"{server.url}/threshold?run={tiny_run.name}")
+        assert page.get_by_text(WARNING).count() == 0
+        noise = metric_value(page, "Estimated noise rate")
+        assert noise == f"{metrics['estimated_noise_rate']['rate']:.1%}"
+        page.get_by_text(f"Suggested τ: {suggested:.2f}").wait_for(timeout=STEP_TIMEOUT_MS)
+        chart = page.locator('[data-testid="stPlotlyChart"]').last
+        assert chart.get_by_text("Precision (estimated)").count() and chart.get_by_text("Precision (true)").count()
+        screenshot(page, "trust-threshold")
+
+        page.get_by_role("button", name="Use suggested τ").click()
+        page.wait_for_function("v => document.querySelector('input[type=range][aria-label=\"" + TAU_SLIDER +
+                               "\"]').getAttribute('aria-valuetext') === v", arg=f"{suggested:.2f}",
+                               timeout=STEP_TIMEOUT_MS)
+        wait_idle(page)
+        no_exception(page)
+        assert float(slider_value(page)) == pytest.approx(suggested)
+        assert metric_value(page, "Estimated noise rate") == noise  # tau moved, the estimate did not
+        screenshot(page, "trust-threshold-suggested")
+
+        for name in ("threshold", "review"):
+            page.goto(f"{server.url}/{name}?run={shuffled_run_template[0].name}")
+            page.get_by_text(WARNING).wait_for(timeout=STEP_TIMEOUT_MS)
+            wait_idle(page)
+            no_exception(page)
+            screenshot(page, f"trust-unreliable-{name}")
