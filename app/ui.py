@@ -29,7 +29,8 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app.state import current_run, runs_root, set_current_run  # noqa: E402
-from turn_backend.runfolder import RunFolder, list_runs, read_json  # noqa: E402
+from turn_backend.io import read_json
+from turn_backend.runfolder import RunFolder, list_runs  # noqa: E402
 
 # ------------------------------------------------------------------------ widget state
 
@@ -292,7 +293,7 @@ def class_names(folder: RunFolder) -> list[str]:
 @st.cache_resource(show_spinner="Loading the run's dataset…", max_entries=4)
 def _load_run_bundle(run_dir: str, config_mtime: float):
     from turn_backend.config import RunConfig
-    from turn_backend.retrain import apply_reviewed_labels
+    from turn_backend.reviewed import apply_reviewed_labels
     from turn_backend.rundata import load_run_data  # not runner: that imports torch
 
     bundle = load_run_data(RunConfig.from_json(Path(run_dir) / "config.json"))

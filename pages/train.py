@@ -22,7 +22,8 @@ from turn_backend import worker
 from turn_backend.config import DEFAULT_METHOD, RunConfig, method_kind
 from turn_backend.methods import get_method, list_methods
 from turn_backend.models.registry import DEFAULT_MODEL, PAPER_HPARAMS, family_of
-from turn_backend.runfolder import RunFolder, list_runs, read_json
+from turn_backend.io import read_json
+from turn_backend.runfolder import RunFolder, list_runs
 from turn_backend.runner import create_run
 from turn_backend.stages.choice import final_test_accuracy
 

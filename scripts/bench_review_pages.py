@@ -46,8 +46,9 @@ def build_run(path: Path, n_train: int, seed: int = 0) -> None:
     from turn_backend.audit.stage import PAIR_COLUMNS
     from turn_backend.config import RunConfig
     from turn_backend.detect.result import DetectionResult
-    from turn_backend.runner import create_run, load_run_data
-    from turn_backend.runfolder import atomic_write_json
+    from turn_backend.rundata import load_run_data
+    from turn_backend.runner import create_run
+    from turn_backend.io import atomic_write_json
 
     n_test = max(10, n_train // 6 // 10 * 10)
     config = RunConfig(dataset={"kind": "demo", "n_train": n_train, "n_test": n_test},

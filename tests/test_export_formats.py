@@ -26,7 +26,8 @@ from turn_backend.export import (
     write_export,
 )
 from turn_backend.review import ReviewStore
-from turn_backend.runfolder import RunFolder, atomic_write_json
+from turn_backend.io import atomic_write_json
+from turn_backend.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog/wolf"]  # a "/" in a class name: its folder gets a safe name

@@ -25,6 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from turn_backend.config import RunConfig
+from turn_backend.io import read_json
+from turn_backend.runfolder import list_runs
+
 # turn_backend.cleansing is imported where it is used: it imports scikit-learn (about 1 s),
 # which no audit page needs on its first render.
 
@@ -87,7 +91,7 @@ def selection_sizes(counts: Sequence[int], class_sizes: Sequence[int]) -> dict:
     sizes = np.asarray(class_sizes, dtype=np.int64)
     floored = [int(c) for c in np.flatnonzero((sizes > 0) & (counts == 0))]
     if floored:
-        from turn_backend.cleansing import floor_size
+        from turn_backend.cleansing import floor_size  # scikit-learn: imported only where a class is floored
     for c in floored:
         counts[c] = min(floor_size(int(sizes[c])), int(sizes[c]))
     present = counts[sizes > 0]
@@ -386,8 +390,6 @@ def find_reference_run(root: str | Path, config: Mapping, method: str = "fft-ce"
     noise dicts in config.json, and (for the projections to be comparable) the same
     projection split.
     """
-    from turn_backend.runfolder import list_runs
-
     exclude = Path(exclude).resolve() if exclude else None
     for run in list_runs(root):
         if exclude is not None and run.path.resolve() == exclude:
@@ -565,8 +567,6 @@ def review_inputs(folder) -> dict:
         raise ValueError(f"run {folder.name} has no final results yet")
     samples = folder.samples()
     train = samples[samples["split"] == "train"].reset_index(drop=True)
-    from turn_backend.runfolder import read_json
-
     names = read_json(folder.path / "classes.json", []) or [str(c) for c in range(int(train["given_label"].max()) + 1)]
     detection = folder.detection()
     signals = None if detection is None else detection["signals"]
@@ -596,9 +596,6 @@ def clean_prob_source(folder) -> str:
     """What the run's final clean probability is: "combined" (the detection layer's) or "GMM"
     (TURN's per-class GMM on the final model's losses), as the final stage recorded it; for
     a run folder older than that record, "combined" only where TURN+ scoring chose it."""
-    from turn_backend.config import RunConfig
-    from turn_backend.runfolder import read_json
-
     recorded = (read_json(folder.final_dir / "gmm.json", {}) or {}).get("clean_prob_source")
     if recorded in ("combined", "GMM"):
         return recorded

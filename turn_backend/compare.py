@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from turn_backend.cleansing import detection_metrics
-from turn_backend.runfolder import RunFolder, read_json
+from turn_backend.export import default_tau
+from turn_backend.io import read_json
+from turn_backend.runfolder import RunFolder
 
 
 def _folder(run) -> RunFolder:
@@ -34,8 +36,6 @@ def _folder(run) -> RunFolder:
 
 
 def _tau(folder: RunFolder) -> float:
-    from turn_backend.export import default_tau
-
     return default_tau(folder)
 
 

@@ -29,8 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from turn_backend.audit.stage import replace_dir
+from turn_backend.config import RunConfig
+from turn_backend.io import atomic_write_bytes, read_json
 from turn_backend.review import ReviewStore
-from turn_backend.runfolder import RunFolder, atomic_write_bytes, read_json
+from turn_backend.rundata import load_run_data
+from turn_backend.runfolder import RunFolder
 
 FORMATS = ("csv", "parquet", "json")
 FOLDER_FORMATS = ("imagefolder", "hf")  # written by export_imagefolder / export_hf
@@ -227,9 +231,6 @@ class _Images:
         self.is_file = [Path(p).is_file() for p in self.paths]
         self.images = None
         if not all(self.is_file):  # array data (or files gone): the run's dataset, loaded again
-            from turn_backend.config import RunConfig
-            from turn_backend.rundata import load_run_data
-
             missing = [p for p, ok in zip(self.paths, self.is_file) if not ok]
             try:
                 bundle = load_run_data(RunConfig.from_dict(folder.config()))
@@ -284,8 +285,6 @@ def _write_folder(out_dir: str | Path, fill, info: dict) -> Path:
     `fill(tmp)` writes the content. An existing `out_dir` is replaced only if it is an
     earlier export (it holds MARKER) or empty: a folder of the user's own is never touched.
     """
-    from turn_backend.audit.stage import replace_dir
-
     out = Path(out_dir)
     if out.exists() and not (out.is_dir() and ((out / MARKER).exists() or not any(out.iterdir()))):
         raise ExportError(f"{out} exists and is not an earlier TURN export; choose a new or empty folder")

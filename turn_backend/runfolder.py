@@ -21,58 +21,15 @@ Layout:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from turn_backend.detect.result import DetectionResult
+from turn_backend.io import atomic_write_json, json_default, read_json
+
 TERMINAL_STATES = ("done", "failed", "stopped")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, default=_json_default).encode())
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-def read_json(path: Path, default=None):
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return default
 
 
 class RunFolder:
@@ -127,7 +84,7 @@ class RunFolder:
     def log(self, stage: str, message: str, **data) -> None:
         event = {"time": time.time(), "stage": stage, "message": message, **data}
         with open(self.path / "events.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event, default=_json_default) + "\n")
+            fh.write(json.dumps(event, default=json_default) + "\n")
 
     def events(self) -> list[dict]:
         try:
@@ -193,8 +150,6 @@ class RunFolder:
         """The final model's detection evidence (turn_backend.detect), or None for runs without it:
         {"signals": DataFrame (one row per training sample), "noise_counts": (C, C) array,
         "noise_rate": float}."""
-        from turn_backend.detect.result import DetectionResult
-
         result = DetectionResult.load(self.final_dir)
         if result is None:
             return None

@@ -77,7 +77,7 @@ def stop(run_dir: str | Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from turn_backend.runner import StopRequested, execute_run
+    from turn_backend.runner import StopRequested, execute_run  # torch: only the worker process trains
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:

@@ -34,7 +34,7 @@ from turn_backend.audit.core import (
     outlier_scores,
     robust_threshold,
 )
-from turn_backend.runfolder import atomic_write_json
+from turn_backend.io import atomic_write_json
 
 # Cosine similarity of pre-trained features at or above which two images count as near
 # duplicates; pairs down to FLOOR are stored so that the app can move the threshold.

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from turn_backend.bench.grid import parse_setting
+from turn_backend.bench.machine import choose_threads, machine_info
 
 SECTION_TITLE = "## Detection: which labels are wrong"
 DEFAULT_DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
@@ -174,7 +175,6 @@ def replace_section(docs: Path, title: str, text: str) -> None:
 def main(args) -> int:
     import torch
 
-    from turn_backend.bench.machine import choose_threads, machine_info
     from turn_backend.engine import Runtime
 
     t_start = time.time()

@@ -11,7 +11,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from turn_backend.methods import get_method, list_methods
+from turn_backend.config import RunConfig
+from turn_backend.methods import get_method, list_methods, run_standalone
+from turn_backend.runfolder import RunFolder
 
 SETTINGS_FULL = ["sym20", "sym60", "asym40", "inst40"]
 # every registered method, the clean-label reference last
@@ -178,8 +180,6 @@ def make_plan(args) -> Plan:
 
 
 def cell_config(plan: Plan, base: str, overrides: dict, setting: str, seed: int, group: str = "grid"):
-    from turn_backend.config import RunConfig
-
     kind, rate = parse_setting(setting)
     noise = {"kind": "none"} if base == "fft-true" or kind == "none" else {"kind": kind, "rate": rate, "seed": seed}
     dataset = {"kind": "demo", "n_train": plan.n_train, "n_test": plan.n_test}
@@ -204,9 +204,7 @@ def cell_dir(plan: Plan, method: str, setting: str, seed: int, group: str = "gri
 
 def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "grid") -> tuple[dict, bool]:
     """The metrics of one cell, and whether they were reused from an earlier run."""
-    from turn_backend.methods import run_standalone
-    from turn_backend.runfolder import RunFolder
-    from turn_backend.runner import run_turn
+    from turn_backend.runner import run_turn  # torch
 
     run_dir = cell_dir(plan, method, setting, seed, group)
     done = run_dir / "metrics.json"
@@ -230,8 +228,6 @@ def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "gri
 
 
 def _rounds(run_dir: Path) -> list[dict]:
-    from turn_backend.runfolder import RunFolder
-
     try:
         return RunFolder(run_dir).rounds()
     except Exception:

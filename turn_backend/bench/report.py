@@ -393,7 +393,7 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
         w("## TURN+ development: each change measured beside TURN as published")
         w("")
         w(f"Mean ± sd over {len(plan.seeds)} seed(s); each row changes one thing relative to the turn+ row (see "
-          "`TURN_PLUS_DEFAULTS` in `turn_backend/config.py` for what turn+ uses). *FFT images*: images fine-tuned on, "
+          "`TURN_PLUS_DEFAULTS` in `turn_backend/methods/turn.py` for what turn+ uses). *FFT images*: images fine-tuned on, "
           "all rounds, per run.")
         w("")
         head = "| variant | what | " + " | ".join(f"{s} last (%) | {s} best (%)" for s in plan.dev_settings)

@@ -22,6 +22,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+
+from turn_backend.bench.detection import replace_section
+from turn_backend.bench.machine import machine_info
+from turn_backend.runfolder import RunFolder
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,8 +110,6 @@ class Timing:
 
 def build_run(run_dir: Path, n_train: int, n_test: int, image_size: int, log) -> None:
     """The large run, unless a finished one is already there."""
-    from turn_backend.runfolder import RunFolder
-
     if RunFolder(run_dir).exists() and RunFolder(run_dir).status().get("state") == "done":
         log(f"reusing the finished run {run_dir}")
         return
@@ -278,9 +280,6 @@ def section(text_table: str, command: str, machine: str, n_train: int, when: str
 
 def main(args) -> int:
     import datetime as dt
-
-    from turn_backend.bench.detection import replace_section
-    from turn_backend.bench.machine import machine_info
 
     n_train = args.n_train or 60_000
     n_test = args.n_test or 10_000

@@ -41,6 +41,7 @@ from turn_backend.data.common import (
     warn,
 )
 from turn_backend.data.core import DatasetBundle, DatasetError, ImageSet, SkippedItem, to_rgb
+from turn_backend.io import cache_root
 from turn_backend.paths import OUTSIDE_ROOT, PathOutsideRoot, RootGuard
 
 IMAGE_COLUMNS = ("image", "img", "picture", "photo", "pixel_values_raw")
@@ -240,7 +241,7 @@ def _read_split(
 
 
 def _cache_dir(spec: dict, name: str, key: str) -> Path:
-    base = spec.get("cache_dir") or os.environ.get("TURN_CACHE_DIR") or Path.home() / ".cache" / "turn-studio"
+    base = spec.get("cache_dir") or cache_root()
     return Path(base).expanduser() / "images" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{key}"
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from turn_backend.io import atomic_write_bytes, atomic_write_json
+
 SIGNALS_FILE = "signals.parquet"
 NOISE_MATRIX_FILE = "noise_matrix.json"
 
@@ -63,8 +65,6 @@ class DetectionResult:
 
     def save(self, directory: str | Path) -> None:
         """Write `signals.parquet` and `noise_matrix.json` atomically into `directory`."""
-        from turn_backend.runfolder import atomic_write_bytes, atomic_write_json
-
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 import torch
 
 from turn_backend.models.core import FeatureExtractor, LoadedModel, ModelError, Preprocess
+from turn_backend.models.hparams import PAPER_HPARAMS
 
 # Used only where a checkpoint has no saved image processor (see `_preprocess`).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -61,7 +62,7 @@ def _pool_mae(backbone, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class _Family:
-    family: str  # key into registry.PAPER_HPARAMS
+    family: str  # key into hparams.PAPER_HPARAMS
     model_class: str  # transformers class name
     pool: Callable
     kwargs: tuple = ()  # extra from_pretrained keyword arguments
@@ -219,8 +220,6 @@ def load_hf(name_or_path: str) -> LoadedModel:
     """A transformers image backbone by hub id or local folder, as a `LoadedModel`."""
     import transformers
     from transformers import AutoConfig
-
-    from turn_backend.models.registry import PAPER_HPARAMS
 
     name = str(name_or_path)
     local = Path(name).expanduser()

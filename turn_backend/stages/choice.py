@@ -23,7 +23,7 @@ import torch
 
 from turn_backend.detect.signals import softmax
 from turn_backend.engine import accuracy_from_logits, compute_logits, head_logits, train_linear_probe
-from turn_backend.runfolder import atomic_write_json, read_json
+from turn_backend.io import atomic_write_json, read_json
 from turn_backend.stages.context import RunContext, stage_seed
 from turn_backend.stages.rounds import cleansed_round
 

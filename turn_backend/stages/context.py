@@ -3,19 +3,24 @@ bookkeeping (event log, status, timings) and what earlier stages made for later 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
 
-from turn_backend.config import RunConfig
 from turn_backend.data.core import DatasetBundle, ImageSet
 from turn_backend.engine import Runtime
 from turn_backend.features import feature_cache_path
-from turn_backend.methods import Method, get_method
 from turn_backend.models.core import Classifier, LoadedModel, Preprocess, StageHParams
-from turn_backend.runfolder import RunFolder, atomic_write_json
+from turn_backend.io import atomic_write_json
+from turn_backend.runfolder import RunFolder
+
+if TYPE_CHECKING:  # types only: config imports the methods registry, whose methods run these stages
+    from turn_backend.config import RunConfig
+    from turn_backend.methods import Method
 
 
 def stage_seed(config: RunConfig, *parts) -> int:
@@ -30,7 +35,7 @@ class RunContext:
     def __init__(self, run_dir: Path, config: RunConfig) -> None:
         self.folder = RunFolder(run_dir)
         self.config = config
-        self.method: Method = get_method(config.method)
+        self.method: Method = config.method_spec
         self.rt = Runtime(config.device, config.mixed_precision)
         self.timings: dict[str, float] = {}
         # made by the stages, in the order they run

@@ -9,7 +9,7 @@ import time
 import torch
 
 from turn_backend.engine import train_linear_probe
-from turn_backend.runfolder import atomic_write_json
+from turn_backend.io import atomic_write_json
 from turn_backend.stages.context import RunContext, stage_seed
 
 

@@ -6,6 +6,8 @@ GMM every method's comes from."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import time
 from pathlib import Path
@@ -14,7 +16,6 @@ import numpy as np
 import torch
 
 from turn_backend.cleansing import detection_metrics, fit_clean_probability
-from turn_backend.config import RunConfig
 from turn_backend.engine import Runtime, extract_features
 from turn_backend.features import feature_cache_path
 from turn_backend.losses import per_sample_ce
@@ -23,6 +24,9 @@ from turn_backend.pipeline import default_workers
 from turn_backend.rundata import load_run_data
 from turn_backend.stages.context import stage_seed
 from turn_backend.stages.data import resolve_hparams, resolve_preprocess
+
+if TYPE_CHECKING:  # a type only: config imports the methods registry, whose methods run these stages
+    from turn_backend.config import RunConfig
 
 
 class StandaloneRun:
