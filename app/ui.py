@@ -138,8 +138,6 @@ STATE_STYLE: dict[str, tuple[str, str, str]] = {
     "stopped": ("orange", ":material/stop_circle:", "Stopped"),
     "interrupted": ("orange", ":material/warning:", "Interrupted"),
 }
-ACTIVE_STATES = ("queued", "starting", "running")
-RESUMABLE_STATES = ("stopped", "interrupted", "failed")
 
 
 def state_style(state: str | None) -> tuple[str, str, str]:
@@ -287,7 +285,7 @@ def run_summary(folder: RunFolder) -> dict:
 
 
 def class_names(folder: RunFolder) -> list[str]:
-    return read_json(folder.path / "classes.json", []) or []
+    return folder.class_names()
 
 
 @st.cache_resource(show_spinner="Loading the run's dataset…", max_entries=4)
@@ -296,7 +294,7 @@ def _load_run_bundle(run_dir: str, config_mtime: float):
     from turn_backend.reviewed import apply_reviewed_labels
     from turn_backend.rundata import load_run_data  # not runner: that imports torch
 
-    bundle = load_run_data(RunConfig.from_json(Path(run_dir) / "config.json"))
+    bundle = load_run_data(RunConfig.from_json(RunFolder(run_dir).config_path))
     # a run retrained with review decisions trains without the removed samples: its
     # training positions (what the pages index images by) are those of the reduced set
     reviewed = apply_reviewed_labels(bundle, run_dir)

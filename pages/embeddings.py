@@ -353,8 +353,7 @@ if not has_before:
                    icon=":material/scatter_plot:")
     st.stop()
 
-stamps = (_mtime(run.path / "samples.parquet"), _mtime(run.final_dir / "clean_prob.npy"),
-          _mtime(run.path / "projections" / f"{split}_after_{method}.npy"))
+stamps = run.stamp(run.projection_path(split, "after", method))
 try:
     frame = _frame(run_dir, split, method, stamps, tau, None if ref is None else str(ref.path.resolve()))
 except ValueError as exc:

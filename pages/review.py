@@ -55,7 +55,7 @@ def _features(run_dir: str, stamp: float) -> np.ndarray:
     model's (final/features.npy, memory-mapped) or, for a run without them, the cached
     pre-trained ones."""
     folder = RunFolder(run_dir)
-    path = folder.final_dir / "features.npy"
+    path = folder.final_dir / folder.FEATURES
     if path.exists():
         return np.load(path, mmap_mode="r")
     from turn_backend.config import RunConfig

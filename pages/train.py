@@ -23,7 +23,7 @@ from turn_backend.config import DEFAULT_METHOD, RunConfig, method_kind
 from turn_backend.methods import get_method, list_methods
 from turn_backend.models.registry import DEFAULT_MODEL, PAPER_HPARAMS, family_of
 from turn_backend.io import read_json
-from turn_backend.runfolder import RunFolder, list_runs
+from turn_backend.runfolder import ACTIVE_STATES, RESUMABLE_STATES, RunFolder, list_runs, new_run_path
 from turn_backend.runner import create_run
 from turn_backend.stages.choice import final_test_accuracy
 
@@ -88,12 +88,7 @@ def dataset_slug(spec: dict) -> str:
 
 
 def new_run_dir(method: str, spec: dict) -> Path:
-    base = f"{slug(method)}-{dataset_slug(spec)}-{datetime.now():%Y%m%d-%H%M%S}"
-    root = runs_root()
-    path, k = root / base, 2
-    while path.exists():
-        path, k = root / f"{base}-{k}", k + 1
-    return path
+    return new_run_path(runs_root(), f"{slug(method)}-{dataset_slug(spec)}")
 
 
 def start_run(config: RunConfig, processes: int = 1) -> RunFolder | None:
@@ -330,7 +325,7 @@ def stage_details(folder: RunFolder, events: list[dict]) -> dict[str, str]:
             out["projections"] = e.get("message", "")
         if e.get("stage") == "data" and "skipped" in e.get("message", ""):
             out["data"] = e["message"]
-    history = read_json(folder.path / "lp" / "history.json", []) or []
+    history = folder.lp_history()
     accs = [h.get("test_acc") for h in history if h.get("test_acc") is not None]
     if accs:
         out["lp"] = f"test accuracy {ui.fmt_pct(accs[-1])}"
@@ -343,7 +338,7 @@ def stage_details(folder: RunFolder, events: list[dict]) -> dict[str, str]:
         if r.get("test_acc") is not None:
             parts.append(f"test {ui.fmt_pct(r['test_acc'])}")
         out[f"round-{r['round']}"] = " · ".join(parts)
-    choice = read_json(folder.path / "choice" / "choice.json", None) or {}
+    choice = folder.choice() or {}
     final_acc = final_test_accuracy(choice)
     if final_acc is not None:
         out["choice"] = f"test {ui.fmt_pct(final_acc)}"
@@ -354,7 +349,7 @@ def render_stages(folder: RunFolder, cfg: dict, status: dict, events: list[dict]
     """The stage list; returns the overall fraction done."""
     plan = stage_plan(cfg)
     completed = set(folder.completed())
-    if (folder.path / "samples.parquet").exists():
+    if folder.has_samples():
         completed.add("data")
     details = stage_details(folder, events)
     state = status.get("state")
@@ -364,7 +359,7 @@ def render_stages(folder: RunFolder, cfg: dict, status: dict, events: list[dict]
         detail = details.get(key, "")
         if key in completed or state == "done":
             icon = ":green[:material/check_circle:]"
-        elif not current_found and state in ui.ACTIVE_STATES:
+        elif not current_found and state in ACTIVE_STATES:
             current_found = True
             icon = ":blue[:material/pending:]"
             detail = re.sub(r"^Round \d+: ", "", status.get("stage_label") or "working…")
@@ -411,7 +406,7 @@ def related_runs(folder: RunFolder, cfg: dict) -> pd.DataFrame:
 def accuracy_curve(folder: RunFolder, metrics: dict) -> pd.DataFrame:
     """Test accuracy per LP epoch and per fine-tuning round, in order."""
     rows = []
-    history = read_json(folder.path / "lp" / "history.json", []) or []
+    history = folder.lp_history()
     for h in history:
         if h.get("test_acc") is not None:
             rows.append({"step": f"LP {h['epoch']}", "test accuracy": h["test_acc"], "phase": "linear probing"})
@@ -426,7 +421,7 @@ def accuracy_curve(folder: RunFolder, metrics: dict) -> pd.DataFrame:
 
 def worker_log_tail(folder: RunFolder, lines: int = 40) -> str:
     try:
-        text = (folder.path / "worker.log").read_text(errors="replace")
+        text = folder.worker_log_path.read_text(errors="replace")
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
@@ -497,7 +492,7 @@ def render_actions(folder: RunFolder, cfg: dict, state: str) -> None:
                 st.toast("The worker had already ended.", icon=":material/info:")
             time.sleep(0.3)
             st.rerun()
-    if state in ui.RESUMABLE_STATES or state == "queued":
+    if state in RESUMABLE_STATES or state == "queued":
         if row.button("Resume" if state != "queued" else "Start worker", icon=":material/play_arrow:",
                           type="primary", key="tr_resume",
                           help="Launch the worker again; it continues from the last completed stage"):
@@ -556,7 +551,7 @@ def progress_panel(folder: RunFolder) -> None:
             st.info("This run is waiting for a worker (it was created but not started).", icon=":material/schedule:")
 
         overall = render_stages(folder, cfg, status, events)
-        if state in ui.ACTIVE_STATES:
+        if state in ACTIVE_STATES:
             done, total = status.get("stage_done"), status.get("stage_total")
             frac = min(1.0, done / total) if done is not None and total else 0.0
             label = status.get("stage_label") or "Working…"

@@ -567,7 +567,7 @@ def review_inputs(folder) -> dict:
         raise ValueError(f"run {folder.name} has no final results yet")
     samples = folder.samples()
     train = samples[samples["split"] == "train"].reset_index(drop=True)
-    names = read_json(folder.path / "classes.json", []) or [str(c) for c in range(int(train["given_label"].max()) + 1)]
+    names = folder.class_names() or [str(c) for c in range(int(train["given_label"].max()) + 1)]
     detection = folder.detection()
     signals = None if detection is None else detection["signals"]
     audit = folder.audit()
@@ -596,7 +596,7 @@ def clean_prob_source(folder) -> str:
     """What the run's final clean probability is: "combined" (the detection layer's) or "GMM"
     (TURN's per-class GMM on the final model's losses), as the final stage recorded it; for
     a run folder older than that record, "combined" only where TURN+ scoring chose it."""
-    recorded = (read_json(folder.final_dir / "gmm.json", {}) or {}).get("clean_prob_source")
+    recorded = folder.gmm_info().get("clean_prob_source")
     if recorded in ("combined", "GMM"):
         return recorded
     try:

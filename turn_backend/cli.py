@@ -21,7 +21,6 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 from tqdm import tqdm
@@ -32,7 +31,7 @@ from turn_backend.errors import DatasetError, ModelError
 from turn_backend.io import atomic_write_json
 from turn_backend.methods import get_method, list_methods
 from turn_backend.noise import NOISE_TYPES
-from turn_backend.runfolder import TERMINAL_STATES, RunFolder
+from turn_backend.runfolder import TERMINAL_STATES, RunFolder, new_run_path
 from turn_backend.worker import launch, live_state, stop
 
 # Each command imports what only it runs when it runs (runner, retrain: torch; export, bench:
@@ -132,7 +131,7 @@ def launch_and_follow(run_dir: Path, processes: int, quiet: bool = False) -> dic
 def _finish(run_dir: Path, status: dict) -> dict:
     if status["state"] != "done":
         detail = status.get("error") or status.get("stage_label") or status["state"]
-        raise CLIError(f"run {run_dir} {status['state']}: {detail}\n(log: {Path(run_dir) / 'worker.log'})")
+        raise CLIError(f"run {run_dir} {status['state']}: {detail}\n(log: {RunFolder(run_dir).worker_log_path})")
     return RunFolder(run_dir).metrics()
 
 
@@ -154,7 +153,7 @@ def cmd_run(args) -> int:
         num_processes=args.processes, num_workers=args.workers, mixed_precision=args.precision,
         projection_methods=args.projections,
     )
-    out = Path(args.out or Path("runs") / f"{args.method}-{datetime.now():%Y%m%d-%H%M%S}")
+    out = Path(args.out) if args.out else new_run_path("runs", args.method)
     metrics = start_and_follow(config, out, args.quiet)
     _print_metrics(metrics)
     print(f"run folder: {out}")
@@ -258,8 +257,8 @@ def cmd_demo(args) -> int:
             "seconds": metrics.get("seconds_total"),
             "run_dir": str(run_dir),
         })
-    atomic_write_json(out / "metrics.json", rows)
-    print(f"wrote {out / 'metrics.json'}")
+    atomic_write_json(out / RunFolder.METRICS, rows)
+    print(f"wrote {out / RunFolder.METRICS}")
     return 0
 
 

@@ -71,7 +71,7 @@ def build_export(run_dir: str | Path, tau: float | None = None, scope: str = "al
     if scope not in SCOPES:
         raise ExportError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
     tau = default_tau(folder) if tau is None else float(tau)
-    classes = read_json(folder.path / "classes.json")
+    classes = folder.class_names()
     samples = folder.samples()
     train = samples[samples["split"] == "train"].reset_index(drop=True)
     names = np.asarray(classes, dtype=object)
@@ -127,7 +127,7 @@ def build_decision_log(run_dir: str | Path, tau: float | None = None) -> pd.Data
     tau = default_tau(folder) if tau is None else float(tau)
     detection = folder.detection()
     if detection is not None and len(detection["signals"]) == len(labels):
-        names = np.asarray(read_json(folder.path / "classes.json"), dtype=object)
+        names = np.asarray(folder.class_names(), dtype=object)
         for col, values in detection["signals"].reset_index(drop=True).items():
             if col == "suggested_label":
                 labels[col] = names[values.to_numpy(dtype=np.int64)]
@@ -318,7 +318,7 @@ def export_imagefolder(run_dir: str | Path, out_dir: str | Path, tau: float | No
         raise ExportError(f"unknown link mode {link!r}; choose one of {', '.join(LINK_MODES)}")
     folder = RunFolder(run_dir)
     rows = _labelled_rows(run_dir, tau, scope)
-    classes = read_json(folder.path / "classes.json")
+    classes = folder.class_names()
     dirs = folder_names(classes)
     images = _Images(folder, rows)
     used: set[str] = set()
@@ -350,7 +350,7 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, tau: float | None = None
 
     folder = RunFolder(run_dir)
     rows = _labelled_rows(run_dir, tau, scope)
-    classes = list(read_json(folder.path / "classes.json"))
+    classes = list(folder.class_names())
     images = _Images(folder, rows)
     index = {c: i for i, c in enumerate(classes)}
     features = datasets.Features({

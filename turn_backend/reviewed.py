@@ -14,7 +14,7 @@ from turn_backend.data.core import DatasetBundle, DatasetError, ImageSet
 from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder
 
-REVIEWED_LABELS = "reviewed_labels.parquet"
+REVIEWED_LABELS = RunFolder.REVIEWED_LABELS
 COLUMNS = ["sample_id", "given_label", "decision", "final_label", "held_clean", "decided_at"]
 
 
@@ -28,7 +28,7 @@ def reviewed_labels(source_run_dir: str | Path) -> pd.DataFrame:
     folder = RunFolder(source_run_dir)
     if not folder.exists():
         raise FileNotFoundError(f"{source_run_dir} is not a run folder (no config.json)")
-    if not (folder.path / "samples.parquet").exists():
+    if not folder.has_samples():
         raise ValueError(f"run {folder.name} has not loaded its data yet; retrain from a finished run")
     samples = folder.samples()
     train = samples[samples["split"] == "train"]

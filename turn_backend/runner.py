@@ -46,7 +46,7 @@ class TurnRun:
 
     def execute(self) -> dict:
         ctx, cfg = self.ctx, self.ctx.config
-        ctx.timings = read_json(ctx.folder.path / "timings.json", {})
+        ctx.timings = read_json(ctx.folder.timings_path, {})
         ctx.status(state="running", pid=os.getpid(), error=None, processes=ctx.rt.world)
         ctx.log("start", f"{cfg.method} on {cfg.model}, {ctx.rt.world} process(es), device {ctx.rt.device}")
         for stage in ctx.method.stages:

@@ -28,7 +28,7 @@ def worker_command(run_dir: str | Path, processes: int = 1) -> list[str]:
 def launch(run_dir: str | Path, processes: int = 1, env: dict | None = None) -> int:
     """Start the worker detached from this process (own session); returns its pid."""
     folder = RunFolder(run_dir)
-    log = open(folder.path / "worker.log", "ab")
+    log = open(folder.worker_log_path, "ab")
     repo_root = Path(__file__).resolve().parents[1]
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), full_env.get("PYTHONPATH")]))

@@ -19,6 +19,7 @@ from turn_backend.bench.machine import choose_threads, machine_info
 from turn_backend.bench.plots import make_plots
 from turn_backend.bench.report import build_report
 from turn_backend.bench.throughput import measure_throughput
+from turn_backend.runfolder import RunFolder
 
 DEFAULT_DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 
@@ -222,7 +223,7 @@ def main(args) -> int:
                 return
             if not reused:
                 durations.append(seconds)
-            elif (cell_dir(plan, *cell) / "metrics.json").stat().st_mtime < t_start:
+            elif RunFolder(cell_dir(plan, *cell)).metrics_path.stat().st_mtime < t_start:
                 reused_cells.append(k)  # from an earlier call (not a cell another column shares, as fft-true's)
             rows[k] = flatten(method, setting, seed, group, metrics, cell_dir(plan, method, setting, seed, group), plan)
             pd.DataFrame([rows[j] for j in sorted(rows)]).to_csv(csv_path, index=False)

@@ -207,7 +207,7 @@ def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "gri
     from turn_backend.runner import run_turn  # torch
 
     run_dir = cell_dir(plan, method, setting, seed, group)
-    done = run_dir / "metrics.json"
+    done = RunFolder(run_dir).metrics_path
     if done.exists():
         return json.loads(done.read_text()), True
     if run_dir.exists():

@@ -91,7 +91,7 @@ class RunContext:
         """Add the seconds since `start` to `stage`'s entry of timings.json."""
         self.timings[stage] = self.timings.get(stage, 0.0) + time.time() - start
         if self.rt.is_main:
-            atomic_write_json(self.folder.path / "timings.json", self.timings)
+            atomic_write_json(self.folder.timings_path, self.timings)
 
     def feature_path(self, images: ImageSet, split: str) -> Path:
         """The feature-cache file of `images` under this run's model and preprocessing."""

@@ -51,7 +51,7 @@ def load_data(ctx: RunContext) -> None:
         bundle = ctx.reviewed.bundle
         ctx.held_clean = ctx.reviewed.held_clean
     ctx.bundle = bundle
-    if ctx.rt.is_main and not (folder.path / "samples.parquet").exists():
+    if ctx.rt.is_main and not folder.has_samples():
         _write_samples(ctx, bundle)
     if bundle.skipped:
         ctx.log("data", f"skipped {len(bundle.skipped)} unreadable item(s)",
@@ -77,7 +77,7 @@ def _write_samples(ctx: RunContext, bundle: DatasetBundle) -> None:
             "true_label": s.true_labels if s.true_labels is not None else np.full(len(s), -1),
         }))
     df = pd.concat(frames, ignore_index=True)
-    tmp = ctx.folder.path / ".samples.tmp.parquet"
+    tmp = ctx.folder.samples_path.with_name(f".{ctx.folder.samples_path.stem}.tmp.parquet")
     df.to_parquet(tmp, index=False)
-    os.replace(tmp, ctx.folder.path / "samples.parquet")
-    atomic_write_json(ctx.folder.path / "classes.json", bundle.class_names)
+    os.replace(tmp, ctx.folder.samples_path)
+    atomic_write_json(ctx.folder.classes_path, bundle.class_names)

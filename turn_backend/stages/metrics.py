@@ -14,11 +14,11 @@ def summarise(ctx: RunContext) -> None:
     metrics: dict = {"method": cfg.method, "model": cfg.model, "n_train": len(train),
                      "n_test": len(ctx.test) if ctx.test is not None else 0}
     if kind == "lp":
-        history = read_json(folder.path / "lp" / "history.json", [])
+        history = folder.lp_history()
         accs = [h["test_acc"] for h in history if "test_acc" in h]
     else:
         accs = [r["test_acc"] for r in rounds if "test_acc" in r]
-    choice = read_json(folder.path / "choice" / "choice.json", None)
+    choice = folder.choice()
     if accs:
         metrics["test_acc_best"] = max(accs)
         metrics["test_acc_last"] = accs[-1]
@@ -45,5 +45,5 @@ def summarise(ctx: RunContext) -> None:
     metrics["seconds"] = {k: round(v, 3) for k, v in ctx.timings.items()}
     metrics["seconds_total"] = round(sum(ctx.timings.values()), 3)
     if ctx.rt.is_main:
-        atomic_write_json(folder.path / "metrics.json", metrics)
+        atomic_write_json(folder.metrics_path, metrics)
     ctx.metrics = metrics
