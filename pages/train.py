@@ -21,7 +21,9 @@ from app.state import current_run, runs_root, set_current_run
 from turn_backend import worker
 from turn_backend.config import DEFAULT_METHOD, RunConfig, method_kind
 from turn_backend.methods import get_method, list_methods
-from turn_backend.models.registry import DEFAULT_MODEL, PAPER_HPARAMS, family_of
+from turn_backend.models.hparams import PAPER_HPARAMS, family_of
+from turn_backend.models.registry import DEFAULT_MODEL
+from turn_backend.plan import plan_stages
 from turn_backend.io import read_json
 from turn_backend.runfolder import ACTIVE_STATES, RESUMABLE_STATES, RunFolder, list_runs, new_run_path
 from turn_backend.runner import create_run
@@ -292,39 +294,25 @@ def settings_form() -> None:
 
 
 def stage_plan(cfg: dict) -> list[tuple[str, str]]:
-    """(key, title) of the stages a run goes through, in order."""
-    kind = method_kind(cfg.get("method", DEFAULT_METHOD))
-    stages = [("data", "Dataset"), ("features", "Features")]
+    """(key, title) of the steps a run goes through, in order, as the runner plans them."""
     try:
-        config = RunConfig.from_dict(cfg)
-    except (TypeError, ValueError):
-        config = None
-    if kind in ("turn", "lp"):
-        stages.append(("lp", f"Linear probing ({cfg.get('lp_epochs', 20)} epochs)"))
-    if kind != "lp":
-        rounds = config.rounds if config is not None else cfg.get("fft_epochs") or 4
-        for r in range(1, rounds + 1):
-            stages.append((f"round-{r}", f"Round {r}: cleanse + fine-tune" if kind == "turn" else f"Fine-tuning epoch {r}"))
-    if config is not None and config.turn_option("holdout"):
-        stages.append(("choice", "Final model chosen on held-out clean samples"))
-    elif config is not None and config.turn_option("probe_ensemble"):
-        stages.append(("choice", "Final classifier: fine-tuned + probe"))
-    stages.append(("final", "Final scoring"))
-    if cfg.get("projection_methods"):
-        stages.append(("projections", "Embedding projections"))
-    return stages
+        return plan_stages(RunConfig.from_dict(cfg))
+    except (TypeError, ValueError):  # a config this version cannot read: the steps every run has
+        return [("data", "Dataset"), ("features", "Features"), ("final", "Final scoring")]
 
 
-def stage_details(folder: RunFolder, events: list[dict]) -> dict[str, str]:
-    """A short result line for each finished stage."""
+def stage_details(folder: RunFolder) -> dict[str, str]:
+    """A short result line for each finished stage, from the fields of the stages' summaries."""
     out: dict[str, str] = {}
-    for e in events:
-        if e.get("stage") == "features" and "features ready" in e.get("message", ""):
-            out["features"] = e["message"].replace("features ready: ", "")
-        if e.get("stage") == "projection":
-            out["projections"] = e.get("message", "")
-        if e.get("stage") == "data" and "skipped" in e.get("message", ""):
-            out["data"] = e["message"]
+    summaries = folder.summaries()
+    if "n_skipped" in summaries.get("data", {}):
+        out["data"] = f"skipped {summaries['data']['n_skipped']} unreadable item(s)"
+    if "n_dims" in (f := summaries.get("features", {})):
+        out["features"] = (f"{f['n_train']} train x {f['n_dims']} dims" + (" (from the cache)" if f.get("from_cache")
+                                                                            else ""))
+    if "n_samples" in (p := summaries.get("projection", {})):
+        out["projections"] = (f"projections of {p['n_samples']} {p['split']} samples ready"
+                              + (" (pre-trained maps from the cache)" if p.get("maps_from_cache") else ""))
     history = folder.lp_history()
     accs = [h.get("test_acc") for h in history if h.get("test_acc") is not None]
     if accs:
@@ -345,13 +333,13 @@ def stage_details(folder: RunFolder, events: list[dict]) -> dict[str, str]:
     return out
 
 
-def render_stages(folder: RunFolder, cfg: dict, status: dict, events: list[dict]) -> float:
+def render_stages(folder: RunFolder, cfg: dict, status: dict) -> float:
     """The stage list; returns the overall fraction done."""
     plan = stage_plan(cfg)
     completed = set(folder.completed())
     if folder.has_samples():
         completed.add("data")
-    details = stage_details(folder, events)
+    details = stage_details(folder)
     state = status.get("state")
     current_found = False
     lines = []
@@ -550,7 +538,7 @@ def progress_panel(folder: RunFolder) -> None:
         elif state == "queued":
             st.info("This run is waiting for a worker (it was created but not started).", icon=":material/schedule:")
 
-        overall = render_stages(folder, cfg, status, events)
+        overall = render_stages(folder, cfg, status)
         if state in ACTIVE_STATES:
             done, total = status.get("stage_done"), status.get("stage_total")
             frac = min(1.0, done / total) if done is not None and total else 0.0

@@ -236,6 +236,11 @@ class RunFolder:
                 continue
         return out
 
+    def summaries(self) -> dict[str, dict]:
+        """Each stage's latest summary event (logged with summary=True), by stage name: the
+        structured fields a stage states its result in."""
+        return {e["stage"]: e for e in self.events() if e.get("summary") and "stage" in e}
+
     def completed(self) -> list[str]:
         return read_json(self.path / self.PROGRESS, {"completed": []})["completed"]
 

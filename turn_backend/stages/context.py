@@ -63,6 +63,9 @@ class RunContext:
 
     # --- bookkeeping -------------------------------------------------------------------
     def log(self, stage: str, message: str, **data) -> None:
+        """An event in the run's log: `message` for people, `data` as fields for code. A stage
+        marks the event that sums up its result with `summary=True` and states that result in
+        fields (RunFolder.summaries() reads them; nothing reads the message text)."""
         if self.rt.is_main:
             self.folder.log(stage, message, **data)
 

@@ -55,7 +55,7 @@ def load_data(ctx: RunContext) -> None:
         _write_samples(ctx, bundle)
     if bundle.skipped:
         ctx.log("data", f"skipped {len(bundle.skipped)} unreadable item(s)",
-                skipped=[s.__dict__ for s in bundle.skipped[:50]])
+                skipped=[s.__dict__ for s in bundle.skipped[:50]], summary=True, n_skipped=len(bundle.skipped))
     ctx.loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
     ctx.pre = resolve_preprocess(cfg, ctx.loaded)
     ctx.lp_hp, ctx.fft_hp = resolve_hparams(cfg, ctx.loaded)

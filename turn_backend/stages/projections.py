@@ -53,7 +53,7 @@ def project(ctx: RunContext) -> None:
         folder.mark_completed("projections")
         ctx.log("projection", f"projections of {len(subset)} {split} samples ready"
                 + (" (pre-trained maps from the cache)" if reused else ""), seconds=round(time.time() - t0, 2),
-                maps_from_cache=reused)
+                maps_from_cache=reused, summary=True, n_samples=len(subset), split=split)
     ctx.add_time("projection", t0)
     ctx.rt.barrier()
 
