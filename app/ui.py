@@ -29,7 +29,6 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app.state import current_run, runs_root, set_current_run  # noqa: E402
-from turn_backend.io import read_json
 from turn_backend.runfolder import RunFolder, list_runs  # noqa: E402
 
 # ------------------------------------------------------------------------ widget state
@@ -104,7 +103,7 @@ def page_link(name: str, label: str | None = None, icon: str | None = None, *,
     icon = icon or page_icon
     try:
         target.page_link(str(file), label=label, icon=icon, help=help, disabled=disabled)
-    except Exception:  # StreamlitPageNotFoundError outside the navigation
+    except Exception:  # noqa: BLE001 - StreamlitPageNotFoundError outside the navigation
         target.markdown(f":gray[{icon} {label}]", help=f"Open the {title} page from the navigation")
 
 
@@ -256,7 +255,7 @@ def run_state(folder: RunFolder) -> dict:
         from turn_backend.worker import live_state
 
         return live_state(folder.path)
-    except Exception:  # an unreadable status must not break a page
+    except Exception:  # noqa: BLE001 - an unreadable status must not break a page
         return folder.status()
 
 

@@ -24,7 +24,6 @@ from turn_backend.methods import get_method, list_methods
 from turn_backend.models.hparams import PAPER_HPARAMS, family_of
 from turn_backend.models.registry import DEFAULT_MODEL
 from turn_backend.plan import plan_stages
-from turn_backend.io import read_json
 from turn_backend.runfolder import ACTIVE_STATES, RESUMABLE_STATES, RunFolder, list_runs, new_run_path
 from turn_backend.runner import create_run
 from turn_backend.stages.choice import final_test_accuracy
@@ -55,7 +54,7 @@ def gpu_devices() -> list[tuple[str, str]]:
         if not torch.cuda.is_available():
             return []
         return [(f"cuda:{i}", f"GPU {i}: {torch.cuda.get_device_name(i)}") for i in range(torch.cuda.device_count())]
-    except Exception:  # a broken driver must not break the page
+    except Exception:  # noqa: BLE001 - a broken driver must not break the page
         return []
 
 
@@ -426,7 +425,8 @@ def render_done(folder: RunFolder, cfg: dict) -> None:
     m[4].metric("Time", ui.fmt_seconds(metrics.get("seconds_total")))
     detection = metrics.get("final_detection")
     if detection:
-        st.caption(f"Noisy-label detection at τ = {cfg.get('tau', 0.6)}: precision {ui.fmt_pct(detection.get('precision'))}, "
+        st.caption(f"Noisy-label detection at τ = {cfg.get('tau', 0.6)}: "
+                   f"precision {ui.fmt_pct(detection.get('precision'))}, "
                    f"recall {ui.fmt_pct(detection.get('recall'))}, F1 {ui.fmt_pct(detection.get('f1'))} "
                    f"({ui.fmt_int(detection.get('n_flagged'))} flagged of {ui.fmt_int(metrics.get('n_train'))}).")
     choice = metrics.get("final_model")
@@ -526,7 +526,8 @@ def progress_panel(folder: RunFolder) -> None:
             ui.state_badge(state)
         st.caption(f"**Method** {cfg.get('method')} · **Model** {cfg.get('model')} · "
                    f"**Data** {ui.dataset_label(cfg.get('dataset'))}, {ui.noise_label(cfg.get('noise'))} · "
-                   f"**Device** {cfg.get('device')}" + (f" × {cfg['num_processes']}" if cfg.get("num_processes", 1) > 1 else ""))
+                   f"**Device** {cfg.get('device')}"
+                   + (f" × {cfg['num_processes']}" if cfg.get("num_processes", 1) > 1 else ""))
 
         if state == "failed":
             ui.show_error(status.get("error") or "The run failed.",

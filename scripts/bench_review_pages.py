@@ -46,9 +46,9 @@ def build_run(path: Path, n_train: int, seed: int = 0) -> None:
     from turn_backend.audit.stage import PAIR_COLUMNS
     from turn_backend.config import RunConfig
     from turn_backend.detect.result import DetectionResult
+    from turn_backend.io import atomic_write_json
     from turn_backend.rundata import load_run_data
     from turn_backend.runner import create_run
-    from turn_backend.io import atomic_write_json
 
     n_test = max(10, n_train // 6 // 10 * 10)
     config = RunConfig(dataset={"kind": "demo", "n_train": n_train, "n_test": n_test},
@@ -75,10 +75,11 @@ def build_run(path: Path, n_train: int, seed: int = 0) -> None:
     atomic_write_json(final / folder.GMM, {"fits": [], "notes": []})
     counts = np.zeros((c, c))
     np.add.at(counts, (train.labels, train.true_labels), 1)
-    folder.save_detection(final, DetectionResult(clean_prob=clean, signals={"gmm_lp": clean, "knn": np.clip(clean + rng.normal(0, .1, n), 0, 1),
-                                               "oof_probe": np.clip(clean + rng.normal(0, .1, n), 0, 1)},
-                    suggested_label=logits.argmax(1), suggested_confidence=np.full(n, 0.8),
-                    noise_counts=counts, noise_rate=float(noisy.mean())))
+    signals = {"gmm_lp": clean, "knn": np.clip(clean + rng.normal(0, .1, n), 0, 1),
+               "oof_probe": np.clip(clean + rng.normal(0, .1, n), 0, 1)}
+    folder.save_detection(final, DetectionResult(clean_prob=clean, signals=signals, suggested_label=logits.argmax(1),
+                                                 suggested_confidence=np.full(n, 0.8), noise_counts=counts,
+                                                 noise_rate=float(noisy.mean())))
     np.save(final / folder.FEATURES, rng.normal(size=(n, 64)).astype(np.float32))
     ids = np.asarray(train.ids)
     dup = rng.choice(n, 200, replace=False)

@@ -375,7 +375,8 @@ def test_train_page_stage_list_has_the_final_classifier_for_turn_plus_only(tiny_
     assert "choice" not in titles["turn"] and "choice" not in titles["fft-ce"]
     holdout = dict(plan_stages(RunConfig(method="turn+", holdout=0.1)))
     assert holdout["choice"] == "Final model chosen on held-out clean samples"
-    for config in (RunConfig(method="turn+"), RunConfig(method="lp-gce", lp_epochs=3), RunConfig(method="turn", fft_epochs=2)):
+    for config in (RunConfig(method="turn+"), RunConfig(method="lp-gce", lp_epochs=3),
+                   RunConfig(method="turn", fft_epochs=2)):
         assert stage_plan(asdict(config)) == plan_stages(config)  # the page shows the runner's plan
     (tiny_run / "choice").mkdir()
     (tiny_run / "choice" / "choice.json").write_text(json.dumps({"chosen": "ensemble", "test_acc_ensemble": 0.74}))

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from turn_backend.cleansing import fit_clean_probability
-from turn_backend.detect import DetectionInputError, DetectionResult, detect_label_issues
-from turn_backend.detect import combine, signals
+from turn_backend.detect import DetectionInputError, combine, detect_label_issues, signals
 from turn_backend.runfolder import RunFolder
 
 

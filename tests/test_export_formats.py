@@ -25,8 +25,8 @@ from turn_backend.export import (
     export_imagefolder,
     write_export,
 )
-from turn_backend.review import ReviewStore
 from turn_backend.io import atomic_write_json
+from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from app_server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for, wait_idle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from reliability_helpers import write_decisions
 from torch import nn
 
-from app_server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for, wait_idle
-from reliability_helpers import write_decisions
 from turn_backend import analysis as an
 from turn_backend.cleansing import fit_clean_probability, floor_size, select_clean
 from turn_backend.config import RunConfig
@@ -72,7 +72,8 @@ def _feature_files(cache: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow
-@reliability(area="fault", case="The training worker is killed (SIGKILL to its process group) during feature extraction",
+@reliability(area="fault", case="The training worker is killed (SIGKILL to its process group) during feature "
+                                "extraction",
              outcome="The app and `turn status` show the run as interrupted; no cached feature file looks complete; "
                      "`turn resume` finishes it with the same clean probabilities and test accuracy as an "
                      "uninterrupted run")
@@ -711,7 +712,7 @@ def test_select_clean_properties(inputs, balance, seed):
     if balance == "min" and allowed:
         n = min(counts.values())
         assert sel.per_class == n
-        for c, mine in per_class.items():
+        for _c, mine in per_class.items():
             assert len(mine) == n and len(set(mine.tolist())) == n
     elif allowed:
         for c, mine in per_class.items():

@@ -17,8 +17,8 @@ and cost microseconds, not a refit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from turn_backend.config import RunConfig
-from turn_backend.io import read_json
 from turn_backend.runfolder import list_runs
 
 # turn_backend.cleansing is imported where it is used: it imports scikit-learn (about 1 s),

@@ -24,7 +24,6 @@ import numpy as np
 
 from turn_backend.cleansing import detection_metrics
 from turn_backend.export import default_tau
-from turn_backend.io import read_json
 from turn_backend.runfolder import RunFolder
 
 

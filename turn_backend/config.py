@@ -45,7 +45,8 @@ class RunConfig:
     fft_weight_decay: float | None = None
     freeze_bn_stats: bool = True
     # TURN variants (see methods.turn.TURN_DEFAULTS / TURN_PLUS_DEFAULTS; None: the method's default)
-    balance: str | None = None  # "min": N = min_c |D_c| per class (published); "mean": all candidates, topped up to the mean
+    # "min": N = min_c |D_c| per class (published); "mean": all candidates, topped up to the mean
+    balance: str | None = None
     cleansing: str | None = None  # "every" round (published), "once" (round 1's clean set reused), "none" (FFT on all)
     warmup_backbone_lr: float | None = None  # round 1 only: backbone LR x this (protects the LP head)
     relabel_confidence: float | None = None  # flagged samples predicted with p >= this train with the predicted label

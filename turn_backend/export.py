@@ -31,7 +31,7 @@ import pandas as pd
 
 from turn_backend.audit.stage import replace_dir
 from turn_backend.config import RunConfig
-from turn_backend.io import atomic_write_bytes, read_json
+from turn_backend.io import atomic_write_bytes
 from turn_backend.review import ReviewStore
 from turn_backend.rundata import load_run_data
 from turn_backend.runfolder import RunFolder
@@ -111,7 +111,8 @@ def audit_columns(folder: RunFolder, n_train: int) -> dict:
                 "outlier": np.zeros(n_train, dtype=bool), "outlier_score": np.full(n_train, np.nan)}
     t = audit["train"]
     return {"duplicate_of": t["duplicate_of"].to_numpy(), "test_duplicate": t["test_duplicate"].to_numpy(),
-            "outlier": t["outlier"].to_numpy(dtype=bool), "outlier_score": np.round(t["outlier_score"].to_numpy(float), 6)}
+            "outlier": t["outlier"].to_numpy(dtype=bool),
+            "outlier_score": np.round(t["outlier_score"].to_numpy(float), 6)}
 
 
 def build_decision_log(run_dir: str | Path, tau: float | None = None) -> pd.DataFrame:

@@ -13,8 +13,8 @@ import signal
 from pathlib import Path
 
 from turn_backend.config import RunConfig
-from turn_backend.methods import get_method
 from turn_backend.io import read_json
+from turn_backend.methods import get_method
 from turn_backend.runfolder import RunFolder
 from turn_backend.stages import audit, choice, data, features, final, metrics, probe, projections, rounds
 from turn_backend.stages.context import RunContext

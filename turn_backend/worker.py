@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         execute_run(folder.path)
     except StopRequested:
         return 130
-    except Exception as exc:  # recorded in status.json and events by execute_run
+    except Exception as exc:  # noqa: BLE001 - recorded in status.json and events by execute_run
         print(f"run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--seeds", type=int, help="seeds per cell (default 2; quick 1)")
     parser.add_argument("--no-small", action="store_true",
-                        help="skip the small two-class set (400 images, T-shirt/top vs Shirt) of the grid or of --detection")
+                        help="skip the small two-class set (400 images, T-shirt/top vs Shirt) of the grid or of "
+                             "--detection")
     parser.add_argument("--small-seeds", type=int,
                         help="seeds of the small two-class set (default 10: its runs take seconds and their "
                              "accuracy spreads by several points from seed to seed)")
@@ -258,7 +259,8 @@ def main(args) -> int:
     machine["reused_cells"] = state.get("reused_cells", 0)
     features_once = (throughput or {}).get("features_seconds")
     plots = make_plots(df, plan, features_once, out / "plots")
-    (out / "results.md").write_text(build_report(df, plan, machine, throughput, "plots/", plots, started, finished, wall))
+    report = build_report(df, plan, machine, throughput, "plots/", plots, started, finished, wall)
+    (out / "results.md").write_text(report)
     log(f"wrote {csv_path} and {out / 'results.md'}")
     section = getattr(args, "docs_section", None)
     docs = None if args.no_docs else (Path(args.docs) if args.docs else

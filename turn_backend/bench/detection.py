@@ -210,9 +210,9 @@ def main(args) -> int:
     load = info.get("load_average", [float("nan")])[0]
     machine = (f"{info['cpu']}, {info['cores']} cores" + (f", {info['gpu']} (`{device}`)" if info.get("gpu") else "")
                + f", load average {load:.1f} at the end")
-    command = "turn bench --detection" + "".join(
-        f" {flag} {value}" for flag, value in (("--n-train", args.n_train), ("--seeds", args.seeds),
-                                               ("--device", getattr(args, "device", "auto"))) if value not in (None, "auto"))
+    flags = (("--n-train", args.n_train), ("--seeds", args.seeds), ("--device", getattr(args, "device", "auto")))
+    command = "turn bench --detection" + "".join(f" {flag} {value}" for flag, value in flags
+                                                 if value not in (None, "auto"))
     title = f"## {args.docs_section}" if getattr(args, "docs_section", None) else SECTION_TITLE
     text = section(df, datasets, command, machine, time.time() - t_start).replace(SECTION_TITLE, title, 1)
     (out / "detection.md").write_text(text)

@@ -230,7 +230,7 @@ def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "gri
 def _rounds(run_dir: Path) -> list[dict]:
     try:
         return RunFolder(run_dir).rounds()
-    except Exception:
+    except Exception:  # noqa: BLE001 - a cell with no rounds to read (a baseline's, or one that failed)
         return []
 
 
@@ -244,10 +244,14 @@ def flatten(method: str, setting: str, seed: int, group: str, metrics: dict, run
     rounds = _rounds(run_dir)
     fft_images = None
     if rounds:
-        fft_images = int(sum((r.get("n_selected") or metrics.get("n_train") or plan.n_train) + (r.get("n_relabelled") or 0) for r in rounds))
+        fft_images = int(sum((r.get("n_selected") or metrics.get("n_train") or plan.n_train)
+                             + (r.get("n_relabelled") or 0) for r in rounds))
 
     def per_round(key):
         return json.dumps([None if d is None else round(float(d.get(key, float("nan"))), 5) for d in dets])
+
+    def each_round(key):  # the rounds' own values, where any round has them
+        return json.dumps([r.get(key) for r in rounds]) if any(key in r for r in rounds) else ""
 
     row = {
         "method": method, "base_method": base, "overrides": json.dumps(overrides), "group": group,
@@ -260,14 +264,15 @@ def flatten(method: str, setting: str, seed: int, group: str, metrics: dict, run
         "n_clean": metrics.get("n_clean"), "clean_purity": metrics.get("clean_purity"),
         "n_candidates": dets[0].get("n_kept") if dets and dets[0] else None,
         "clean_per_round": json.dumps(metrics.get("clean_per_round") or []),
-        "purity_per_round": json.dumps([None if p is None else round(p, 5) for p in metrics.get("purity_per_round") or []]),
+        "purity_per_round": json.dumps([None if p is None else round(p, 5)
+                                        for p in metrics.get("purity_per_round") or []]),
         "precision_per_round": per_round("precision"), "recall_per_round": per_round("recall"),
         "f1_per_round": per_round("f1"),
         "final_precision": final.get("precision"), "final_recall": final.get("recall"), "final_f1": final.get("f1"),
         "final_purity": final.get("purity"), "final_n_kept": final.get("n_kept"),
         "fft_images": fft_images,
-        "n_relabelled": json.dumps([r.get("n_relabelled") for r in rounds]) if any("n_relabelled" in r for r in rounds) else "",
-        "relabel_accuracy": json.dumps([r.get("relabel_accuracy") for r in rounds]) if any("relabel_accuracy" in r for r in rounds) else "",
+        "n_relabelled": each_round("n_relabelled"),
+        "relabel_accuracy": each_round("relabel_accuracy"),
         "final_model": (metrics.get("final_model") or {}).get("chosen", ""),
         "test_acc_fft_last": (metrics.get("final_model") or {}).get("test_acc_fft", metrics.get("test_acc_last")),
         "test_acc_probe_last": (metrics.get("final_model") or {}).get("test_acc_probe"),

@@ -22,12 +22,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 from turn_backend.bench.detection import replace_section
 from turn_backend.bench.machine import machine_info
 from turn_backend.runfolder import RunFolder
-from dataclasses import dataclass
-from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
@@ -54,7 +54,8 @@ OBSERVE_JS = """() => {
   });
   window.__scaleObserver.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
 }"""
-START_JS = "() => { window.__scale.t0 = performance.now(); window.__scale.busySeen = false; window.__scale.idleAt = 0; }"
+START_JS = ("() => { window.__scale.t0 = performance.now(); window.__scale.busySeen = false; "
+            "window.__scale.idleAt = 0; }")
 # Polled every animation frame after an action; returns the timing once idle has held.
 IDLE_JS = """([settle, grace]) => {
   const s = window.__scale, now = performance.now();

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 # Each signal's clean score in [0, 1], higher = more probably clean. Names are stable: the
 # app, the export and the benchmark read them.
 SIGNAL_DESCRIPTIONS = {

@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 import torch
@@ -90,7 +90,7 @@ def _offline() -> bool:
         from huggingface_hub import constants
 
         return bool(constants.HF_HUB_OFFLINE)
-    except Exception:  # pragma: no cover - huggingface_hub always ships with transformers
+    except Exception:  # noqa: BLE001  # pragma: no cover - huggingface_hub always ships with transformers
         return False
 
 
@@ -98,13 +98,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     """A quick TCP connect to the hub, so that a machine without a network fails in
     seconds instead of huggingface_hub's ~30 s of retries. Behind a proxy a direct
     connect says nothing, so the check is skipped there."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+    proxies = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    if any(os.environ.get(v) for v in proxies):
         return True
     try:
         from huggingface_hub import constants
 
         endpoint = urlparse(constants.ENDPOINT)
-    except Exception:  # pragma: no cover
+    except Exception:  # noqa: BLE001  # pragma: no cover
         endpoint = urlparse("https://huggingface.co")
     host = endpoint.hostname or "huggingface.co"
     port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
@@ -189,7 +190,7 @@ def _preprocess(name: str, config, offline: bool) -> Preprocess:
         processor = AutoImageProcessor.from_pretrained(
             name, trust_remote_code=False, local_files_only=offline
         )
-    except Exception as exc:  # no preprocessor_config.json in the folder / repository
+    except Exception as exc:  # noqa: BLE001 - no preprocessor_config.json in the folder / repository
         # Fallback: the config's image size with ImageNet mean/std. Right for most
         # ImageNet-trained checkpoints, wrong for CLIP-style statistics; a warning says so.
         warnings.warn(

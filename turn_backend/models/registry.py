@@ -17,7 +17,7 @@ import torch
 from turn_backend.models.core import FeatureExtractor, LoadedModel, ModelError, Preprocess
 from turn_backend.models.efficientnet_lite import MEAN, STD, build_efficientnet_lite0
 from turn_backend.models.hf_models import load_hf
-from turn_backend.models.hparams import PAPER_HPARAMS, family_of  # noqa: F401  (family_of re-exported)
+from turn_backend.models.hparams import PAPER_HPARAMS, family_of
 
 DEFAULT_MODEL = "efficientnet_lite0"
 

@@ -119,7 +119,8 @@ def _held_out_choice(ctx: RunContext) -> tuple[dict | None, dict | None]:
     if test is not None:
         choice["test_acc_probe"] = accuracy_from_logits(head_logits(probe, ctx.test_feats), test.labels)
         choice["test_acc_fft"] = folder.round_info(cfg.rounds).get("test_acc")
-    ctx.log("choice", f"final model: {'the linear probe on the cleaned labels' if choice['chosen'] == 'probe' else 'the fine-tuned model'} "
+    chosen = "the linear probe on the cleaned labels" if choice["chosen"] == "probe" else "the fine-tuned model"
+    ctx.log("choice", f"final model: {chosen} "
             f"(held-out accuracy {choice['holdout_acc_probe']:.1%} probe, {choice['holdout_acc_fft']:.1%} fine-tuned, "
             f"{choice['n_holdout']} samples)", **choice)
     return choice, probe

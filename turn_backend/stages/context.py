@@ -3,19 +3,18 @@ bookkeeping (event log, status, timings) and what earlier stages made for later 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import hashlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from turn_backend.data.core import DatasetBundle, ImageSet
 from turn_backend.engine import Runtime
 from turn_backend.features import feature_cache_path
-from turn_backend.models.core import Classifier, LoadedModel, Preprocess, StageHParams
 from turn_backend.io import atomic_write_json
+from turn_backend.models.core import Classifier, LoadedModel, Preprocess, StageHParams
 from turn_backend.runfolder import RunFolder
 
 if TYPE_CHECKING:  # types only: config imports the methods registry, whose methods run these stages

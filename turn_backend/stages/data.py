@@ -3,21 +3,20 @@ preprocessing and the hyperparameters of both training stages."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import os
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from turn_backend.data.core import DatasetBundle
+from turn_backend.io import atomic_write_json
 from turn_backend.models.core import LoadedModel, Preprocess, StageHParams
 from turn_backend.models.registry import load_model
 from turn_backend.pipeline import default_workers
 from turn_backend.reviewed import apply_reviewed_labels
 from turn_backend.rundata import load_run_data
-from turn_backend.io import atomic_write_json
 from turn_backend.stages.context import RunContext
 
 if TYPE_CHECKING:  # a type only: config imports the methods registry, whose methods run these stages

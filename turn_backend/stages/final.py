@@ -12,8 +12,8 @@ import torch
 
 from turn_backend.cleansing import fit_clean_probability
 from turn_backend.engine import head_logits
-from turn_backend.losses import per_sample_ce
 from turn_backend.io import atomic_save_npy, atomic_write_json
+from turn_backend.losses import per_sample_ce
 from turn_backend.runfolder import RunFolder
 from turn_backend.stages.context import RunContext, stage_seed
 from turn_backend.stages.scoring import detect, tuned_features_and_logits

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from turn_backend.cleansing import detection_metrics
-from turn_backend.io import atomic_write_json, read_json
+from turn_backend.io import atomic_write_json
 from turn_backend.stages.choice import final_test_accuracy
 from turn_backend.stages.context import RunContext
 

@@ -19,9 +19,9 @@ from turn_backend.cleansing import detection_metrics, fit_clean_probability, sel
 from turn_backend.detect import DetectionResult
 from turn_backend.detect.signals import softmax
 from turn_backend.engine import accuracy_from_logits, compute_logits, fft_epoch, head_logits, make_optimizer, to_device
+from turn_backend.io import atomic_save_npy, atomic_write_json
 from turn_backend.losses import make_loss, per_sample_ce
 from turn_backend.models.core import Classifier
-from turn_backend.io import atomic_save_npy, atomic_write_json
 from turn_backend.runfolder import RunFolder
 from turn_backend.stages.context import RunContext, stage_seed
 from turn_backend.stages.scoring import detect, tuned_features_and_logits

@@ -6,11 +6,10 @@ GMM every method's comes from."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
