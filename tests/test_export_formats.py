@@ -95,7 +95,7 @@ def test_imagefolder_export_of_array_data_loads_back_with_the_final_labels(tiny_
     relabel, remove = train["sample_id"][0], train["sample_id"][1]
     new = "Bag" if train["given_label"][0] != "Bag" else "Coat"
     store = ReviewStore(RunFolder(tiny_run).review_db)
-    store.record(relabel, "relabel", export.read_json(tiny_run / "classes.json").index(new))
+    store.record(relabel, "relabel", RunFolder(tiny_run).class_names().index(new))
     store.record(remove, "remove")
     out = tmp_path / "folder-export"
     info = export_imagefolder(tiny_run, out)

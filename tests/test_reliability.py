@@ -202,7 +202,7 @@ def _full_disk():
                      "previous export is byte-identical; no temporary file is left")
 @pytest.mark.parametrize("where", ["write", "fsync"])
 def test_full_disk_during_export_keeps_the_previous_file(tmp_path, monkeypatch, where):
-    import turn_backend.runfolder as rf
+    import turn_backend.io as tio  # the atomic writes
 
     old, new = _frames()
     path = tmp_path / "exports" / "labels.csv"
@@ -212,7 +212,7 @@ def test_full_disk_during_export_keeps_the_previous_file(tmp_path, monkeypatch, 
         def fsync(fd):
             raise _full_disk()
 
-        monkeypatch.setattr(rf.os, "fsync", fsync)
+        monkeypatch.setattr(tio.os, "fsync", fsync)
     else:
         real_fdopen = os.fdopen
 
@@ -236,7 +236,7 @@ def test_full_disk_during_export_keeps_the_previous_file(tmp_path, monkeypatch, 
             def __exit__(self, *exc):
                 self.fh.close()
 
-        monkeypatch.setattr(rf.os, "fdopen", lambda fd, mode: HalfWritten(real_fdopen(fd, mode)))
+        monkeypatch.setattr(tio.os, "fdopen", lambda fd, mode: HalfWritten(real_fdopen(fd, mode)))
     with pytest.raises(ExportError, match=r"could not write .*labels\.csv: No space left on device\. The previous "
                                           r"file, if any, is unchanged"):
         write_export(new, path)
@@ -260,12 +260,12 @@ def test_export_to_a_path_under_a_file(tmp_path, monkeypatch):
             write_export(old, target)
     assert blocker.read_text() == "keep me"
     # Tests run as root, so chmod cannot make a folder read-only; simulate the refusal.
-    import turn_backend.runfolder as rf
+    import turn_backend.io as tio  # the atomic writes
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(rf.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tio.tempfile, "mkstemp", refuse)
     with pytest.raises(ExportError, match="Permission denied.*previous file"):
         write_export(old, tmp_path / "locked" / "out.csv")
 
