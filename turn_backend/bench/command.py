@@ -90,7 +90,7 @@ def _run_one(plan, cell: tuple, threads: int) -> tuple[dict | None, bool, float,
     try:
         metrics, reused = run_cell(plan, *cell)
     except Exception as exc:  # one broken cell must not lose the others
-        from turn_backend.runner import StopRequested
+        from turn_backend.runner import StopRequested  # torch: imported once a cell has run anyway
 
         if isinstance(exc, StopRequested):  # SIGTERM: stop the whole benchmark
             raise

@@ -26,6 +26,8 @@ import pandas as pd
 
 from turn_backend.bench.grid import parse_setting
 from turn_backend.bench.machine import choose_threads, machine_info
+from turn_backend.data.demo import load_demo
+from turn_backend.noise import apply_noise
 
 SECTION_TITLE = "## Detection: which labels are wrong"
 DEFAULT_DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
@@ -47,7 +49,7 @@ def score_signals(features: np.ndarray, labels: np.ndarray, num_classes: int, lp
     """Each signal's (flagged mask, clean score) and the seconds detection took."""
     from cleanlab.filter import find_label_issues
 
-    from turn_backend.detect import detect_label_issues
+    from turn_backend.detect import detect_label_issues  # torch
 
     t0 = time.time()
     result = detect_label_issues(features, labels, num_classes, model_probs=lp_probs, seed=seed, device=device)
@@ -78,7 +80,7 @@ def metrics(flagged: np.ndarray, clean_score: np.ndarray, noisy: np.ndarray) -> 
 
 def load_features(n_train: int, image_size: int, model_name: str, classes: tuple[int, ...] | None, log, rt):
     """(train ImageSet, its features, the LP hyperparameters) from the cache or extracted once."""
-    from turn_backend.data.demo import load_demo
+    # torch (and timm) on use: `turn bench --help` and the report stay light
     from turn_backend.engine import extract_features
     from turn_backend.features import feature_cache_path
     from turn_backend.models.core import Preprocess
@@ -100,7 +102,6 @@ def run_grid(train, feats, lp_hparams, settings: list[str], seeds: list[int], da
              device: str = "cpu") -> list[dict]:
     from turn_backend.detect.signals import softmax
     from turn_backend.engine import head_logits, train_linear_probe
-    from turn_backend.noise import apply_noise
 
     rows = []
     for setting in settings:
