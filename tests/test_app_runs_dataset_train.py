@@ -345,7 +345,7 @@ def test_train_page_says_which_final_model_turn_plus_chose(tiny_run):
 def test_train_page_shows_turn_plus_final_classifier_and_its_point_on_the_curve(tiny_run):
     import json
 
-    from pages.train import accuracy_curve
+    from app.training import accuracy_curve
 
     metrics_path = tiny_run / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
@@ -365,7 +365,7 @@ def test_train_page_stage_list_has_the_final_classifier_for_turn_plus_only(tiny_
     import json
     from dataclasses import asdict
 
-    from pages.train import stage_details, stage_plan
+    from app.training import stage_details, stage_plan
     from turn_backend.config import RunConfig
     from turn_backend.plan import plan_stages
 
@@ -386,7 +386,7 @@ def test_train_page_stage_list_has_the_final_classifier_for_turn_plus_only(tiny_
 def test_train_page_reads_the_stages_summary_fields_not_their_messages(tiny_run):
     import json
 
-    from pages.train import stage_details
+    from app.training import stage_details
 
     folder = RunFolder(tiny_run)
     details = stage_details(folder)
