@@ -29,7 +29,11 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app.state import current_run, runs_root, set_current_run  # noqa: E402
+from turn_backend.config import RunConfig  # noqa: E402
+from turn_backend.reviewed import apply_reviewed_labels  # noqa: E402
+from turn_backend.rundata import load_run_data  # noqa: E402  (not runner: that imports torch)
 from turn_backend.runfolder import RunFolder, list_runs  # noqa: E402
+from turn_backend.worker import live_state  # noqa: E402
 
 # ------------------------------------------------------------------------ widget state
 
@@ -252,8 +256,6 @@ def dataset_choice() -> tuple[dict, dict]:
 def run_state(folder: RunFolder) -> dict:
     """status.json, corrected when the worker died without saying so."""
     try:
-        from turn_backend.worker import live_state
-
         return live_state(folder.path)
     except Exception:  # noqa: BLE001 - an unreadable status must not break a page
         return folder.status()
@@ -289,10 +291,6 @@ def class_names(folder: RunFolder) -> list[str]:
 
 @st.cache_resource(show_spinner="Loading the run's dataset…", max_entries=4)
 def _load_run_bundle(run_dir: str, config_mtime: float):
-    from turn_backend.config import RunConfig
-    from turn_backend.reviewed import apply_reviewed_labels
-    from turn_backend.rundata import load_run_data  # not runner: that imports torch
-
     bundle = load_run_data(RunConfig.from_json(RunFolder(run_dir).config_path))
     # a run retrained with review decisions trains without the removed samples: its
     # training positions (what the pages index images by) are those of the reduced set
