@@ -16,7 +16,7 @@ from app import ui
 from app.training import accuracy_curve, related_runs, stage_details, stage_plan, start_run, worker_log_tail
 from turn_backend import worker
 from turn_backend.config import RunConfig, method_kind
-from turn_backend.runfolder import ACTIVE_STATES, RESUMABLE_STATES, RunFolder
+from turn_backend.runfolder import ACTIVE_STATES, RESUMABLE_STATES, WORKING_STATES, RunFolder
 
 
 def render_stages(folder: RunFolder, cfg: dict, status: dict) -> float:
@@ -37,7 +37,7 @@ def render_stages(folder: RunFolder, cfg: dict, status: dict) -> float:
             current_found = True
             icon = ":blue[:material/pending:]"
             detail = re.sub(r"^Round \d+: ", "", status.get("stage_label") or "working…")
-        elif not current_found and state in ("failed", "interrupted", "stopped"):
+        elif not current_found and state in RESUMABLE_STATES:
             current_found = True
             icon = {"failed": ":red[:material/cancel:]"}.get(state, ":orange[:material/pause_circle:]")
             detail = {"failed": "failed here", "stopped": "stopped here"}.get(state, "interrupted here")
@@ -119,7 +119,7 @@ def render_done(folder: RunFolder, cfg: dict) -> None:
 
 def render_actions(folder: RunFolder, cfg: dict, state: str) -> None:
     row = st.container(horizontal=True)
-    if state in ("starting", "running"):
+    if state in WORKING_STATES:
         if row.button("Stop", icon=":material/stop:", key="tr_stop",
                           help="Stops after the current step; Resume continues from the last completed stage"):
             if worker.stop(folder.path):
@@ -158,13 +158,13 @@ def render_actions(folder: RunFolder, cfg: dict, state: str) -> None:
 
 def progress_panel(folder: RunFolder) -> None:
     status = ui.run_state(folder)
-    was_active = status.get("state") in ("starting", "running")
+    was_active = status.get("state") in WORKING_STATES
 
     @st.fragment(run_every=1.0 if was_active else None)
     def live() -> None:
         status = ui.run_state(folder)
         state = status.get("state", "new")
-        if was_active and state not in ("starting", "running"):
+        if was_active and state not in WORKING_STATES:
             st.rerun()  # finished: redraw the whole page once, and stop polling
         cfg = folder.config()
         events = folder.events()

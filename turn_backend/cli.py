@@ -31,7 +31,7 @@ from turn_backend.errors import DatasetError, ModelError
 from turn_backend.io import atomic_write_json
 from turn_backend.methods import get_method, list_methods
 from turn_backend.noise import NOISE_TYPES
-from turn_backend.runfolder import TERMINAL_STATES, RunFolder, new_run_path
+from turn_backend.runfolder import TERMINAL_STATES, RunFolder, RunState, new_run_path
 from turn_backend.worker import launch, live_state, stop
 
 # Each command imports what only it runs when it runs (runner, retrain: torch; export, bench:
@@ -96,7 +96,7 @@ def follow(run_dir: Path, quiet: bool = False) -> dict:
             if not quiet and event["stage"] != "lp":
                 tqdm.write(f"[{event['stage']}] {event['message']}")
         seen_events = len(events)
-        finished = status.get("state") in (*TERMINAL_STATES, "interrupted")
+        finished = status.get("state") in (*TERMINAL_STATES, RunState.INTERRUPTED.value)
         if draw_bars and status.get("stage_total") and not finished:
             if bar is None or bar.desc != _bar_label(status):
                 if bar is not None:

@@ -57,6 +57,7 @@ class RunState(str, Enum):
 ACTIVE_STATES = (RunState.QUEUED.value, RunState.STARTING.value, RunState.RUNNING.value)
 TERMINAL_STATES = (RunState.DONE.value, RunState.FAILED.value, RunState.STOPPED.value)
 RESUMABLE_STATES = (RunState.STOPPED.value, RunState.INTERRUPTED.value, RunState.FAILED.value)
+WORKING_STATES = (RunState.STARTING.value, RunState.RUNNING.value)  # a worker process should be alive
 
 
 def _slug(text: str) -> str:

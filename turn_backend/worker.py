@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from turn_backend.runfolder import TERMINAL_STATES, RunFolder
+from turn_backend.runfolder import TERMINAL_STATES, WORKING_STATES, RunFolder, RunState
 
 
 def worker_command(run_dir: str | Path, processes: int = 1) -> list[str]:
@@ -36,7 +36,7 @@ def launch(run_dir: str | Path, processes: int = 1, env: dict | None = None) -> 
         worker_command(folder.path, processes), stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True, env=full_env, cwd=repo_root,
     )
-    folder.set_status(state="starting", pid=proc.pid, stage_label="Starting the worker")
+    folder.set_status(state=RunState.STARTING.value, pid=proc.pid, stage_label="Starting the worker")
     return proc.pid
 
 
@@ -58,8 +58,8 @@ def live_state(run_dir: str | Path) -> dict:
     """status.json, corrected when the worker died without saying so (killed, OOM)."""
     folder = RunFolder(run_dir)
     status = folder.status()
-    if status.get("state") in ("running", "starting") and not is_alive(status.get("pid")):
-        status = {**status, "state": "interrupted",
+    if status.get("state") in WORKING_STATES and not is_alive(status.get("pid")):
+        status = {**status, "state": RunState.INTERRUPTED.value,
                   "stage_label": "The worker stopped unexpectedly; resume continues from the last completed stage"}
     return status
 
