@@ -216,3 +216,4 @@ def test_the_name_check_reads_strings_not_prose(tmp_path, text, hit):
     path = tmp_path / "m.py"
     path.write_text(text + "\n")
     assert bool(spelled_run_file_names(path)) == hit
+

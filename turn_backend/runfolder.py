@@ -60,15 +60,16 @@ RESUMABLE_STATES = (RunState.STOPPED.value, RunState.INTERRUPTED.value, RunState
 WORKING_STATES = (RunState.STARTING.value, RunState.RUNNING.value)  # a worker process should be alive
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-._")[:40] or "run"
+def _safe_name(text: str) -> str:
+    """`text` with every run of characters unsafe in a folder name replaced by "-"."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-._") or "run"
 
 
 def new_run_path(root: str | Path, name: str, now: datetime | None = None) -> Path:
     """A folder for a new run under `root`: `{name}-{YYYYmmdd-HHMMSS}`, then `-2`, `-3`, ...
     where that is taken."""
     root = Path(root)
-    base = f"{_slug(name)}-{(now or datetime.now()):%Y%m%d-%H%M%S}"
+    base = f"{_safe_name(name)}-{(now or datetime.now()):%Y%m%d-%H%M%S}"
     path, k = root / base, 2
     while path.exists():
         path, k = root / f"{base}-{k}", k + 1
