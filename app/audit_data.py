@@ -22,9 +22,7 @@ from turn_backend.runfolder import RunFolder
 
 def stamp(folder: RunFolder) -> float:
     """Changes when the run's results are rewritten (a resumed run, a new detection or audit)."""
-    paths = [folder.final_dir / "clean_prob.npy", folder.final_dir / "signals.parquet",
-             folder.final_dir / "noise_matrix.json", folder.audit_dir / "meta.json"]
-    return sum(p.stat().st_mtime for p in paths if p.exists())
+    return folder.stamp()
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

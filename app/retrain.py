@@ -14,6 +14,8 @@ import streamlit as st
 
 from app import ui
 from app.state import runs_root, set_current_run
+from turn_backend import worker
+from turn_backend.analysis import unique_run_name
 from turn_backend.runfolder import RunFolder
 
 STARTED_KEY = "retrain_decisions_started"
@@ -21,16 +23,13 @@ STARTED_KEY = "retrain_decisions_started"
 
 def retrained_name(base: str, existing) -> str:
     """`base-reviewed`, then `-reviewed-2`, ...; a retrain of a retrain does not grow the name."""
-    from turn_backend.analysis import unique_run_name
-
     stem = base.split("-reviewed")[0]
     return unique_run_name(f"{stem}-reviewed", existing)
 
 
 def start_retrain(run: RunFolder) -> RunFolder:
     """Create the retrain run under the runs root and launch its worker."""
-    from turn_backend import worker
-    from turn_backend.retrain import create_retrain_run
+    from turn_backend.retrain import create_retrain_run  # imports the runner, and torch: only when asked
 
     root = runs_root()
     name = retrained_name(run.name, [p.name for p in root.iterdir()])

@@ -35,7 +35,7 @@ def current_run() -> RunFolder | None:
     if path and RunFolder(path).exists():
         return RunFolder(path)
     name = st.query_params.get("run")
-    if name and (root / name / "config.json").exists() and Path(name).name == name:
+    if name and RunFolder(root / name).exists() and Path(name).name == name:
         set_current_run(root / name)
         return RunFolder(root / name)
     runs = list_runs(root)

@@ -29,7 +29,11 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app.state import current_run, runs_root, set_current_run  # noqa: E402
-from turn_backend.runfolder import RunFolder, list_runs, read_json  # noqa: E402
+from turn_backend.config import RunConfig  # noqa: E402
+from turn_backend.reviewed import apply_reviewed_labels  # noqa: E402
+from turn_backend.rundata import load_run_data  # noqa: E402  (not runner: that imports torch)
+from turn_backend.runfolder import RunFolder, list_runs  # noqa: E402
+from turn_backend.worker import live_state  # noqa: E402
 
 # ------------------------------------------------------------------------ widget state
 
@@ -103,7 +107,7 @@ def page_link(name: str, label: str | None = None, icon: str | None = None, *,
     icon = icon or page_icon
     try:
         target.page_link(str(file), label=label, icon=icon, help=help, disabled=disabled)
-    except Exception:  # StreamlitPageNotFoundError outside the navigation
+    except Exception:  # noqa: BLE001 - StreamlitPageNotFoundError outside the navigation
         target.markdown(f":gray[{icon} {label}]", help=f"Open the {title} page from the navigation")
 
 
@@ -137,8 +141,6 @@ STATE_STYLE: dict[str, tuple[str, str, str]] = {
     "stopped": ("orange", ":material/stop_circle:", "Stopped"),
     "interrupted": ("orange", ":material/warning:", "Interrupted"),
 }
-ACTIVE_STATES = ("queued", "starting", "running")
-RESUMABLE_STATES = ("stopped", "interrupted", "failed")
 
 
 def state_style(state: str | None) -> tuple[str, str, str]:
@@ -267,10 +269,8 @@ def dataset_choice() -> tuple[dict, dict]:
 def run_state(folder: RunFolder) -> dict:
     """status.json, corrected when the worker died without saying so."""
     try:
-        from turn_backend.worker import live_state
-
         return live_state(folder.path)
-    except Exception:  # an unreadable status must not break a page
+    except Exception:  # noqa: BLE001 - an unreadable status must not break a page
         return folder.status()
 
 
@@ -302,16 +302,12 @@ def run_summary(folder: RunFolder) -> dict:
 
 
 def class_names(folder: RunFolder) -> list[str]:
-    return read_json(folder.path / "classes.json", []) or []
+    return folder.class_names()
 
 
 @st.cache_resource(show_spinner="Loading the run's dataset…", max_entries=4)
 def _load_run_bundle(run_dir: str, config_mtime: float):
-    from turn_backend.config import RunConfig
-    from turn_backend.retrain import apply_reviewed_labels
-    from turn_backend.rundata import load_run_data  # not runner: that imports torch
-
-    bundle = load_run_data(RunConfig.from_json(Path(run_dir) / "config.json"))
+    bundle = load_run_data(RunConfig.from_json(RunFolder(run_dir).config_path))
     # a run retrained with review decisions trains without the removed samples: its
     # training positions (what the pages index images by) are those of the reduced set
     reviewed = apply_reviewed_labels(bundle, run_dir)

@@ -262,9 +262,8 @@ names = train.class_names
 st.divider()
 head_left, head_right = st.columns([4, 1])
 chosen = st.session_state.get("dataset_spec") or {}
-head_left.subheader(f":material/inventory_2: "
-                    f"{ui.dataset_label(chosen) if chosen.get('kind') == 'demo' else (noisy.name or ui.dataset_label(chosen))}",
-                    anchor=False)
+title = ui.dataset_label(chosen) if chosen.get("kind") == "demo" else (noisy.name or ui.dataset_label(chosen))
+head_left.subheader(f":material/inventory_2: {title}", anchor=False)
 with head_right:
     ui.page_link("train", label="Continue to Train", icon=":material/arrow_forward:")
 m = st.columns(5)
@@ -357,7 +356,7 @@ for pair in pairs_of_classes:
                 wrong = true is not None and true != c
                 try:
                     img = thumbnail(train.load_image(int(i)), wrong)
-                except Exception as exc:  # an image that broke after loading
+                except Exception as exc:  # noqa: BLE001 - an image that broke after loading
                     cell.caption(f":red[unreadable: {exc}]")
                     continue
                 cell.image(img, caption=f"true: {names[true]}" if wrong else names[c], width="stretch")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -136,7 +135,7 @@ def _final(run_dir: str, stamp: float) -> dict | None:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _frame(run_dir: str, split: str, method: str, stamps: tuple, tau: float, ref_dir: str | None) -> pd.DataFrame:
+def _frame(run_dir: str, split: str, method: str, stamp: float, tau: float, ref_dir: str | None) -> pd.DataFrame:
     """Labels, scores and flags of every mapped sample, with the coordinates of each stage.
 
     Columns x_before / y_before, x_after / y_after and x_fft / y_fft (the plain-FFT
@@ -144,8 +143,8 @@ def _frame(run_dir: str, split: str, method: str, stamps: tuple, tau: float, ref
     from a map.
     """
     folder = RunFolder(run_dir)
-    split_samples = _split_samples(run_dir, split, stamps[0])
-    final = _final(run_dir, stamps[1]) if split == "train" else None
+    split_samples = _split_samples(run_dir, split, stamp)
+    final = _final(run_dir, stamp) if split == "train" else None
     frame = an.projection_frame(folder.projection(split, "before", method), folder.projection_subset(split),
                                 split_samples, ui.class_names(folder), final, tau)
     frame = frame.rename(columns={"x": "x_before", "y": "y_before"})
@@ -158,13 +157,6 @@ def _frame(run_dir: str, split: str, method: str, stamps: tuple, tau: float, ref
                                     frame["index"].to_numpy())
         frame["x_fft"], frame["y_fft"] = coords[:, 0], coords[:, 1]
     return frame
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def ensure_map(folder: RunFolder, split: str, stage: str, method: str) -> bool:
@@ -353,10 +345,9 @@ if not has_before:
                    icon=":material/scatter_plot:")
     st.stop()
 
-stamps = (_mtime(run.path / "samples.parquet"), _mtime(run.final_dir / "clean_prob.npy"),
-          _mtime(run.path / "projections" / f"{split}_after_{method}.npy"))
+stamp = run.stamp(run.projection_path(split, "after", method))
 try:
-    frame = _frame(run_dir, split, method, stamps, tau, None if ref is None else str(ref.path.resolve()))
+    frame = _frame(run_dir, split, method, stamp, tau, None if ref is None else str(ref.path.resolve()))
 except ValueError as exc:
     ui.show_error(exc, "Retrain the run to rebuild its maps.")
     st.stop()
@@ -366,7 +357,7 @@ colour = c[1].selectbox("Colour by", list(options), format_func=options.get, key
 mark_flagged = "flagged" in frame and c[2].toggle(
     "Mark flagged", value=True, key="emb_flagged",
     help=f"Cross the samples whose clean probability is at or below τ = {tau:.2f}")
-n_split = len(_split_samples(run_dir, split, stamps[0]))
+n_split = len(_split_samples(run_dir, split, stamp))
 n_classes = int(frame["given"].nunique())
 c[3].caption(f"{ui.fmt_int(len(frame))} of {ui.fmt_int(n_split)} {split} images, {n_classes} classes"
              + (f" · {ui.fmt_int(int(frame['flagged'].sum()))} flagged at τ = {tau:.2f}" if "flagged" in frame

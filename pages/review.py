@@ -19,8 +19,11 @@ import streamlit as st
 from app import audit_data, ui
 from app.retrain import retrain_panel
 from turn_backend import analysis as an
+from turn_backend.audit import neighbours
+from turn_backend.config import RunConfig
 from turn_backend.export import default_tau
 from turn_backend.review import ReviewStore
+from turn_backend.rundata import load_run_data
 from turn_backend.runfolder import RunFolder
 
 PER_PAGE = 12
@@ -55,14 +58,13 @@ def _features(run_dir: str, stamp: float) -> np.ndarray:
     model's (final/features.npy, memory-mapped) or, for a run without them, the cached
     pre-trained ones."""
     folder = RunFolder(run_dir)
-    path = folder.final_dir / "features.npy"
+    path = folder.final_dir / folder.FEATURES
     if path.exists():
         return np.load(path, mmap_mode="r")
-    from turn_backend.config import RunConfig
+    # torch (the model and its features), only for a run without stored features
     from turn_backend.features import feature_cache_path
     from turn_backend.models import load_model
     from turn_backend.models.core import Preprocess
-    from turn_backend.rundata import load_run_data
 
     cfg = RunConfig.from_json(folder.config_path)
     loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
@@ -282,7 +284,6 @@ def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
         head[1].button("Close", icon=":material/close:", key="close_similar", on_click=close_similar)
         try:
             feats = _features(run_dir, stamp)
-            from turn_backend.audit import neighbours
 
             nn, sims = neighbours(feats, np.array([position]), SIMILAR_K)
         except (ValueError, OSError, ImportError) as exc:

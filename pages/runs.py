@@ -10,7 +10,7 @@ import streamlit as st
 
 from app import ui
 from app.state import RUN_KEY, current_run, runs_root, set_current_run
-from turn_backend.runfolder import RunFolder, list_runs
+from turn_backend.runfolder import ACTIVE_STATES, RunFolder, list_runs
 
 ui.page_header("Runs", ":material/folder_open:",
                "Every training run is a folder under the runs root; open one to audit its labels.")
@@ -95,7 +95,7 @@ with left:
         set_current_run(folder)
         st.toast(f"Opened {choice}", icon=":material/check:")
         st.rerun()
-    active = summary["state"] in ui.ACTIVE_STATES
+    active = summary["state"] in ACTIVE_STATES
     if b2.button("Delete…", icon=":material/delete:", width="stretch", key="runs_delete", disabled=active,
                  help="Stop the run first" if active else "Delete this run folder and everything in it"):
         st.session_state["runs_confirm_delete"] = choice
@@ -109,9 +109,9 @@ with left:
                      key="runs_confirm"):
             target = (root / pending).resolve()
             st.session_state.pop("runs_confirm_delete", None)
-            if target.parent != root or not (target / "config.json").exists():
+            if target.parent != root or not RunFolder(target).exists():
                 ui.show_error(f"{pending} is not a run folder under {root}; nothing was deleted.")
-            elif ui.run_state(RunFolder(target)).get("state") in ui.ACTIVE_STATES:
+            elif ui.run_state(RunFolder(target)).get("state") in ACTIVE_STATES:
                 ui.show_error(f"{pending} is still running.", "Stop it on the Train page first.")
             else:
                 try:

@@ -21,7 +21,6 @@ from app.state import runs_root, set_current_run
 from turn_backend import analysis as an
 from turn_backend.config import RunConfig, method_kind
 from turn_backend.detect import estimates as est
-from turn_backend.detect.result import DetectionResult
 from turn_backend.export import default_tau
 from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder, list_runs
@@ -112,7 +111,7 @@ def _threshold_data(run_dir: str, stamp: float) -> dict:
     has_true = bool((true >= 0).any())
     # expected wrong labels are counted with the combined clean probability (the calibrated one),
     # also where the run flags by TURN's GMM
-    detection = DetectionResult.load(folder.final_dir)
+    detection = folder.load_detection(folder.final_dir)
     calibrated = None
     if detection is not None and len(detection.clean_prob) == len(clean_prob):
         calibrated = detection.clean_prob

@@ -46,8 +46,9 @@ def build_run(path: Path, n_train: int, seed: int = 0) -> None:
     from turn_backend.audit.stage import PAIR_COLUMNS
     from turn_backend.config import RunConfig
     from turn_backend.detect.result import DetectionResult
-    from turn_backend.runner import create_run, load_run_data
-    from turn_backend.runfolder import atomic_write_json
+    from turn_backend.io import atomic_write_json
+    from turn_backend.rundata import load_run_data
+    from turn_backend.runner import create_run
 
     n_test = max(10, n_train // 6 // 10 * 10)
     config = RunConfig(dataset={"kind": "demo", "n_train": n_train, "n_test": n_test},
@@ -58,27 +59,28 @@ def build_run(path: Path, n_train: int, seed: int = 0) -> None:
     rows = [pd.DataFrame({"sample_id": s.ids, "source": [f"array:{i}" for i in range(len(s))], "split": split,
                           "given_label": s.labels, "true_label": s.true_labels})
             for split, s in (("train", train), ("test", test))]
-    pd.concat(rows, ignore_index=True).to_parquet(path / "samples.parquet", index=False)
-    atomic_write_json(path / "classes.json", train.class_names)
+    pd.concat(rows, ignore_index=True).to_parquet(folder.samples_path, index=False)
+    atomic_write_json(folder.classes_path, train.class_names)
     rng = np.random.default_rng(seed)
     n, c = len(train), len(train.class_names)
     noisy = train.labels != train.true_labels
     clean = np.where(noisy, rng.beta(1, 4, n), rng.beta(5, 1, n)).astype(np.float32)
     logits = rng.normal(size=(n, c)).astype(np.float32)
     logits[np.arange(n), train.true_labels] += 4.0
-    final = path / "final"
+    final = folder.final_dir
     final.mkdir()
-    np.save(final / "logits.npy", logits)
-    np.save(final / "losses.npy", rng.exponential(size=n).astype(np.float32))
-    np.save(final / "clean_prob.npy", clean)
-    atomic_write_json(final / "gmm.json", {"fits": [], "notes": []})
+    np.save(final / folder.LOGITS, logits)
+    np.save(final / folder.LOSSES, rng.exponential(size=n).astype(np.float32))
+    np.save(final / folder.CLEAN_PROB, clean)
+    atomic_write_json(final / folder.GMM, {"fits": [], "notes": []})
     counts = np.zeros((c, c))
     np.add.at(counts, (train.labels, train.true_labels), 1)
-    DetectionResult(clean_prob=clean, signals={"gmm_lp": clean, "knn": np.clip(clean + rng.normal(0, .1, n), 0, 1),
-                                               "oof_probe": np.clip(clean + rng.normal(0, .1, n), 0, 1)},
-                    suggested_label=logits.argmax(1), suggested_confidence=np.full(n, 0.8),
-                    noise_counts=counts, noise_rate=float(noisy.mean())).save(final)
-    np.save(final / "features.npy", rng.normal(size=(n, 64)).astype(np.float32))
+    signals = {"gmm_lp": clean, "knn": np.clip(clean + rng.normal(0, .1, n), 0, 1),
+               "oof_probe": np.clip(clean + rng.normal(0, .1, n), 0, 1)}
+    folder.save_detection(final, DetectionResult(clean_prob=clean, signals=signals, suggested_label=logits.argmax(1),
+                                                 suggested_confidence=np.full(n, 0.8), noise_counts=counts,
+                                                 noise_rate=float(noisy.mean())))
+    np.save(final / folder.FEATURES, rng.normal(size=(n, 64)).astype(np.float32))
     ids = np.asarray(train.ids)
     dup = rng.choice(n, 200, replace=False)
     audit = pd.DataFrame({"duplicate_of": [""] * n, "duplicate_similarity": np.nan,
@@ -87,13 +89,13 @@ def build_run(path: Path, n_train: int, seed: int = 0) -> None:
     audit.loc[dup[:100], "duplicate_of"] = ids[dup[100:]]
     audit.loc[dup[:100], "duplicate_similarity"] = 0.98
     audit.loc[dup[:100], "duplicate_label_conflict"] = train.labels[dup[:100]] != train.labels[dup[100:]]
-    (path / "audit").mkdir()
-    audit.to_parquet(path / "audit" / "train.parquet", index=False)
+    folder.audit_dir.mkdir()
+    audit.to_parquet(folder.audit_dir / folder.AUDIT_TRAIN, index=False)
     pairs = pd.DataFrame({"a_id": ids[dup[:100]], "b_id": ids[dup[100:]], "a_split": "train", "b_split": "train",
                           "similarity": 0.98, "kind": "near",
                           "label_conflict": audit.loc[dup[:100], "duplicate_label_conflict"].to_numpy()})
-    pairs[PAIR_COLUMNS].to_parquet(path / "audit" / "pairs.parquet", index=False)
-    atomic_write_json(path / "audit" / "meta.json", {"threshold": 0.97, "floor": 0.9})
+    pairs[PAIR_COLUMNS].to_parquet(folder.audit_dir / folder.AUDIT_PAIRS, index=False)
+    atomic_write_json(folder.audit_dir / folder.AUDIT_META, {"threshold": 0.97, "floor": 0.9})
     folder.set_status(state="done", stage="done")
 
 

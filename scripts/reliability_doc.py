@@ -56,26 +56,31 @@ EXISTING = [
                       "images outside a class folder",
          "Skipped with a reason per file (`truncated`, `empty file`, `not an image`, ...), listed on the Dataset "
          "page; the rest loads",
-         ("tests/test_datasets.py::test_check_image_file_reasons", "tests/test_datasets.py::test_folder_bad_files_skipped")),
-    Case("bad input", "Grey, grey+alpha, RGBA, palette with transparency, 1-bit, CMYK, 16-bit, BMP/GIF/WebP/TIFF images",
+         ("tests/test_datasets.py::test_check_image_file_reasons",
+          "tests/test_datasets.py::test_folder_bad_files_skipped")),
+    Case("bad input", "Grey, grey+alpha, RGBA, palette with transparency, 1-bit, CMYK, 16-bit, BMP/GIF/WebP/TIFF "
+                      "images",
          "All load as RGB of the right size; 16-bit images are rescaled, not clipped",
          ("tests/test_datasets.py::test_image_modes_load_as_rgb",)),
     Case("bad input", "Manifests with a BOM, semicolons or tabs, quoted commas, unicode and leading spaces in "
                       "paths, blank rows, UTF-16, no header, Windows separators",
          "Read correctly; blank rows counted; an unquoted delimiter in a path skips that row with `quote fields`",
          ("tests/test_datasets.py::test_manifest_bom_semicolons_quotes_unicode",
-          "tests/test_datasets.py::test_manifest_variants", "tests/test_datasets.py::test_manifest_unquoted_delimiter_row")),
+          "tests/test_datasets.py::test_manifest_variants",
+          "tests/test_datasets.py::test_manifest_unquoted_delimiter_row")),
     Case("bad input", "Manifest rows with missing files, unknown labels, `../../secret`, absolute paths or symlinks "
                       "leading out of the data root; symlinked folders out of the root",
          "Each row skipped with its reason (`file not found`, `not one of the N classes`, `outside the data root`); "
          "nothing outside the root is read",
-         ("tests/test_datasets.py::test_manifest_missing_unknown_outside", "tests/test_datasets.py::test_resolve_inside",
+         ("tests/test_datasets.py::test_manifest_missing_unknown_outside",
+          "tests/test_datasets.py::test_resolve_inside",
           "tests/test_datasets.py::test_folder_symlinked_dir_out_of_root")),
-    Case("bad input", "Duplicate sample ids or paths; a single class; an empty manifest; no usable row; a wrong header; "
-                      "an empty or missing folder",
+    Case("bad input", "Duplicate sample ids or paths; a single class; an empty manifest; no usable row; a wrong "
+                      "header; an empty or missing folder",
          "DatasetError naming the duplicates or saying what is missing (`at least two classes`, `no usable rows`, "
          "`header row`, `no such folder`)",
-         ("tests/test_datasets.py::test_manifest_duplicates_named", "tests/test_datasets.py::test_manifest_single_class_and_empty",
+         ("tests/test_datasets.py::test_manifest_duplicates_named",
+          "tests/test_datasets.py::test_manifest_single_class_and_empty",
           "tests/test_datasets.py::test_manifest_all_rows_bad", "tests/test_datasets.py::test_folder_errors")),
     Case("bad input", "Any valid manifest (random names, labels, splits, delimiters, BOM; hypothesis)",
          "Loads back with the same paths, labels and splits",

@@ -415,12 +415,12 @@ def test_export_failure_keeps_the_previous_file(tiny_run, monkeypatch):
     before = path.read_bytes()
     # a decision changes the file's contents; then the disk "fills up" during the write
     ReviewStore(RunFolder(tiny_run).review_db).record(str(first_page_rows(tiny_run).iloc[0]["sample_id"]), "remove")
-    import turn_backend.runfolder as rf
+    import turn_backend.io as tio  # the atomic writes
 
     def full_disk(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(rf.os, "replace", full_disk)
+    monkeypatch.setattr(tio.os, "replace", full_disk)
     at.run()
     at.button(key="export_write").click().run()
     assert not at.exception

@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_app_audit_pages import app, card_ids, metric, texts  # the audit pages' AppTest helpers
 
 from turn_backend import analysis as an
 from turn_backend.detect.result import DetectionResult
 from turn_backend.export import default_tau
+from turn_backend.io import atomic_write_json
 from turn_backend.review import ReviewStore
-from turn_backend.runfolder import RunFolder, atomic_write_json
-
-from test_app_audit_pages import app, card_ids, metric, texts  # the audit pages' AppTest helpers
+from turn_backend.runfolder import RunFolder
 
 
 def card_keys(at: AppTest) -> list[str]:
@@ -56,11 +56,11 @@ def audited_run(tiny_run) -> Path:
     suggested = (given + 1) % c
     counts = np.full((c, c), 1.0) + np.diag(np.full(c, 15.0))
     counts[3, 6] = 9.0  # the largest confusion: given class 3, likely class 6
-    DetectionResult(
+    folder.save_detection(folder.final_dir, DetectionResult(
         clean_prob=clean, signals={"gmm_lp": np.clip(clean + 0.01, 0, 1), "knn": np.full(n, 0.05),
                                    "oof_probe": rng.uniform(size=n)},
         suggested_label=suggested, suggested_confidence=np.full(n, 0.87), noise_counts=counts, noise_rate=0.37,
-    ).save(folder.final_dir)
+    ))
     ids = train["sample_id"].astype(str).to_numpy()
     audit = pd.DataFrame({
         "duplicate_of": [""] * n, "duplicate_similarity": np.full(n, np.nan),
@@ -135,7 +135,7 @@ def test_review_reads_the_detection_signals_without_torch(audited_run):
     inputs = an.review_inputs(folder)
     assert inputs["source"] == "ensemble"
     np.testing.assert_allclose(inputs["signals"]["knn"], 0.05)
-    (folder.final_dir / "noise_matrix.json").unlink()  # half a result: none, as DetectionResult.load says
+    (folder.final_dir / "noise_matrix.json").unlink()  # half a result: none, as RunFolder.load_detection says
     assert folder.detection() is None and an.review_inputs(folder)["signals"] is None
     # the audit pages' helpers load without scikit-learn or torch (each costs a first render about 1 s)
     # nor does the run's detection evidence (Noise matrix, Classes, Export read it)

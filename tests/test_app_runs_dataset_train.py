@@ -345,7 +345,7 @@ def test_train_page_says_which_final_model_turn_plus_chose(tiny_run):
 def test_train_page_shows_turn_plus_final_classifier_and_its_point_on_the_curve(tiny_run):
     import json
 
-    from pages.train import accuracy_curve
+    from app.training import accuracy_curve
 
     metrics_path = tiny_run / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
@@ -365,18 +365,37 @@ def test_train_page_stage_list_has_the_final_classifier_for_turn_plus_only(tiny_
     import json
     from dataclasses import asdict
 
-    from pages.train import stage_details, stage_plan
+    from app.training import stage_details, stage_plan
     from turn_backend.config import RunConfig
+    from turn_backend.plan import plan_stages
 
-    titles = {m: dict(stage_plan(asdict(RunConfig(method=m)))) for m in ("turn+", "turn", "fft-ce")}
+    titles = {m: dict(plan_stages(RunConfig(method=m))) for m in ("turn+", "turn", "fft-ce")}
     assert titles["turn+"]["choice"] == "Final classifier: fine-tuned + probe"
     assert list(titles["turn+"])[-3:] == ["choice", "final", "projections"]
     assert "choice" not in titles["turn"] and "choice" not in titles["fft-ce"]
-    holdout = dict(stage_plan(asdict(RunConfig(method="turn+", holdout=0.1))))
+    holdout = dict(plan_stages(RunConfig(method="turn+", holdout=0.1)))
     assert holdout["choice"] == "Final model chosen on held-out clean samples"
+    for config in (RunConfig(method="turn+"), RunConfig(method="lp-gce", lp_epochs=3),
+                   RunConfig(method="turn", fft_epochs=2)):
+        assert stage_plan(asdict(config)) == plan_stages(config)  # the page shows the runner's plan
     (tiny_run / "choice").mkdir()
     (tiny_run / "choice" / "choice.json").write_text(json.dumps({"chosen": "ensemble", "test_acc_ensemble": 0.74}))
-    assert stage_details(RunFolder(tiny_run), [])["choice"] == "test 74.0%"
+    assert stage_details(RunFolder(tiny_run))["choice"] == "test 74.0%"
+
+
+def test_train_page_reads_the_stages_summary_fields_not_their_messages(tiny_run):
+    import json
+
+    from app.training import stage_details
+
+    folder = RunFolder(tiny_run)
+    details = stage_details(folder)
+    features = folder.summaries()["features"]
+    assert details["features"].startswith(f"{features['n_train']} train x {features['n_dims']} dims")
+    events = (tiny_run / "events.jsonl").read_text().splitlines()
+    reworded = [json.dumps({**json.loads(line), "message": "reworded"}) for line in events]
+    (tiny_run / "events.jsonl").write_text("\n".join(reworded) + "\n")
+    assert stage_details(folder) == details
 
 
 # --------------------------------------------------------------------------------- main

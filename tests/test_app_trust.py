@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -63,9 +62,8 @@ def test_metrics_json_holds_the_estimates_and_they_match_the_final_probabilities
     folder = RunFolder(tiny_run)
     m = folder.metrics()
     p = folder.final()["clean_prob"]
-    from turn_backend.detect.result import DetectionResult
 
-    combined = DetectionResult.load(folder.final_dir).clean_prob
+    combined = folder.load_detection(folder.final_dir).clean_prob
     assert m["estimated_noise_rate"]["rate"] == pytest.approx(1 - combined.mean(), abs=1e-6)
     assert m["estimated_noise_rate"]["low"] < m["estimated_noise_rate"]["rate"] < m["estimated_noise_rate"]["high"]
     assert m["suggested_tau"] == pytest.approx(est.suggest_tau(p, calibrated=combined))

@@ -177,10 +177,11 @@ def _planted_dataset(root):
 
 
 def test_planted_duplicates_leaks_and_outliers_are_all_found(tmp_path, monkeypatch, turn_cache_dir):
+    from conftest import make_tiny_config
+
     from turn_backend.export import build_export
     from turn_backend.runfolder import RunFolder
     from turn_backend.runner import run_turn
-    from conftest import make_tiny_config
 
     monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
     planted = _planted_dataset(tmp_path / "data")

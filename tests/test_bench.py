@@ -277,7 +277,8 @@ def test_a_report_written_as_one_section_keeps_the_rest_of_the_docs(tmp_path, mo
 def test_a_grid_report_keeps_the_sections_other_benchmark_commands_wrote():
     from turn_backend.bench.command import carry_other_sections
 
-    old = "# Benchmarks\n\nold intro\n\n## Best test accuracy\n\nold table\n\n## Detection: which labels are wrong\n\nF1 rows\n"
+    old = ("# Benchmarks\n\nold intro\n\n## Best test accuracy\n\nold table\n\n"
+           "## Detection: which labels are wrong\n\nF1 rows\n")
     new = "# Benchmarks\n\nnew intro\n\n## Best test accuracy\n\nnew table\n"
     out = carry_other_sections(old, new)
     assert "new table" in out and "old table" not in out  # the grid's own section is replaced

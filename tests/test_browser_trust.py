@@ -8,11 +8,19 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from app_server import AppServer, wait_idle
 from test_app_trust import WARNING, shuffled_run_template  # noqa: F401 - a fixture
 from test_e2e_browser import (  # noqa: F401 - browser is a fixture
-    LOOPBACK, STEP_TIMEOUT_MS, TAU_SLIDER, VIEWPORT, browser, metric_value, no_exception, screenshot)
+    LOOPBACK,
+    STEP_TIMEOUT_MS,
+    TAU_SLIDER,
+    VIEWPORT,
+    browser,
+    metric_value,
+    no_exception,
+    screenshot,
+)
+
 from turn_backend.runfolder import RunFolder
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(10 * 60)]

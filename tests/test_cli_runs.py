@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from app_server import wait_for
+
 from turn_backend.runfolder import RunFolder
 from turn_backend.worker import launch, live_state
 

@@ -198,7 +198,7 @@ def test_image_modes_load_as_rgb(tmp_path, mode, fmt):
     ext = {"PNG": "png", "JPEG": "jpg", "BMP": "bmp", "GIF": "gif", "WEBP": "webp", "TIFF": "tif"}[fmt]
     target = root / "cat" / f"odd.{ext}"
     if mode == "I;16":
-        Image.fromarray((np.arange(80, dtype=np.uint16).reshape(8, 10) * 800)).save(target)
+        Image.fromarray(np.arange(80, dtype=np.uint16).reshape(8, 10) * 800).save(target)
     else:
         png(target, 5, size=(10, 8), mode=mode, fmt=fmt)
     if mode == "P":  # a palette image with a transparent colour

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from turn_backend.cleansing import fit_clean_probability
-from turn_backend.detect import DetectionInputError, DetectionResult, detect_label_issues
-from turn_backend.detect import combine, signals
+from turn_backend.detect import DetectionInputError, combine, detect_label_issues, signals
+from turn_backend.runfolder import RunFolder
 
 
 def test_nearest_neighbours_exact_by_cosine():
@@ -211,13 +211,14 @@ def test_combined_finds_pair_flips_that_every_single_signal_misses_or_overflags(
 def test_result_round_trips_through_a_run_folder(tmp_path):
     x, y = _blobs(30, [np.zeros(4), np.full(4, 4.0)], 1.0, seed=5)
     result = detect_label_issues(x, y, 2, k=5)
-    result.save(tmp_path)
-    back = DetectionResult.load(tmp_path)
+    folder = RunFolder(tmp_path)
+    folder.save_detection(tmp_path, result)
+    back = folder.load_detection(tmp_path)
     np.testing.assert_allclose(back.clean_prob, result.clean_prob, rtol=1e-6)
     assert set(back.signals) == set(result.signals)
     np.testing.assert_array_equal(back.suggested_label, result.suggested_label)
     np.testing.assert_allclose(back.noise_counts, result.noise_counts, atol=1e-3)
-    assert DetectionResult.load(tmp_path / "missing") is None
+    assert folder.load_detection(tmp_path / "missing") is None
 
 
 def test_bad_inputs_get_clear_messages():
@@ -277,8 +278,6 @@ def test_the_callers_gmm_fit_is_stored_as_the_gmm_signal_verbatim():
 
 
 def test_a_runs_gmm_chip_and_its_gmm_clean_probability_are_one_fit(tiny_run):
-    from turn_backend.runfolder import RunFolder
-
     folder = RunFolder(tiny_run)  # a TURN run: its final clean probability is the per-class GMM
     stored = folder.detection()["signals"]["gmm_lp"].to_numpy()
     np.testing.assert_allclose(stored, np.load(folder.final_dir / "clean_prob.npy"), atol=1e-6)

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from app_server import CHROMIUM, CHROMIUM_ARGS, REPO, AppServer, save_failure, wait_idle
 
 ARTIFACTS = REPO / "test-artifacts" / "e2e"

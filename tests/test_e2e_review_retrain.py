@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from app_server import AppServer, save_failure, wait_idle
 
 # the browser fixture, page helpers and screenshots (into test-artifacts/e2e/) of the first e2e test
@@ -70,7 +69,8 @@ def test_review_evidence_retrain_and_compare(browser, tiny_run, runs_root, turn_
         remove_card = cards.filter(has_text="Undecided").first
         remove_id = remove_card.locator('[data-testid="stCaptionContainer"]').last.inner_text().strip()
         remove_card.get_by_role("button", name="Remove").click()  # "Remove X" on the keyboard card
-        cards.filter(has=page.get_by_text(remove_id, exact=True)).get_by_text("Removed").wait_for(timeout=STEP_TIMEOUT_MS)
+        removed = cards.filter(has=page.get_by_text(remove_id, exact=True)).get_by_text("Removed")
+        removed.wait_for(timeout=STEP_TIMEOUT_MS)
         wait_idle(page)
         assert ReviewStore(source.review_db).current() == {relabel_id: ("relabel", names.index(new_label)),
                                                             remove_id: ("remove", None)}

@@ -25,8 +25,9 @@ from turn_backend.export import (
     export_imagefolder,
     write_export,
 )
+from turn_backend.io import atomic_write_json
 from turn_backend.review import ReviewStore
-from turn_backend.runfolder import RunFolder, atomic_write_json
+from turn_backend.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog/wolf"]  # a "/" in a class name: its folder gets a safe name
@@ -94,7 +95,7 @@ def test_imagefolder_export_of_array_data_loads_back_with_the_final_labels(tiny_
     relabel, remove = train["sample_id"][0], train["sample_id"][1]
     new = "Bag" if train["given_label"][0] != "Bag" else "Coat"
     store = ReviewStore(RunFolder(tiny_run).review_db)
-    store.record(relabel, "relabel", export.read_json(tiny_run / "classes.json").index(new))
+    store.record(relabel, "relabel", RunFolder(tiny_run).class_names().index(new))
     store.record(remove, "remove")
     out = tmp_path / "folder-export"
     info = export_imagefolder(tiny_run, out)

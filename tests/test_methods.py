@@ -23,8 +23,9 @@ def test_each_entry_carries_kind_loss_rounds_and_options():
     turn, plus = get_method("turn"), get_method("turn+")
     assert (turn.kind, turn.loss, turn.probe_loss, turn.default_rounds) == ("turn", "ce", "gce", 4)
     assert (plus.default_rounds, plus.options["scoring"], turn.options["balance"]) == (5, "ensemble", "min")
-    assert (get_method("lp-elr").kind, get_method("lp-elr").loss, get_method("lp-elr").probe_loss) == ("lp", "elr", "elr")
-    assert (get_method("fft-gce").kind, get_method("fft-gce").loss, get_method("fft-gce").default_rounds) == ("fft", "gce", 5)
+    lp_elr, fft_gce = get_method("lp-elr"), get_method("fft-gce")
+    assert (lp_elr.kind, lp_elr.loss, lp_elr.probe_loss) == ("lp", "elr", "elr")
+    assert (fft_gce.kind, fft_gce.loss, fft_gce.default_rounds) == ("fft", "gce", 5)
     assert get_method("fft-true").trains_on_true_labels and get_method("fft-true").loss == "ce"
     assert "published" in turn.description
 

@@ -17,8 +17,7 @@ import torch
 import transformers as tf
 from PIL import Image
 
-from turn_backend.models import ModelError, load_model
-from turn_backend.models import registry
+from turn_backend.models import ModelError, load_model, registry
 from turn_backend.models.core import HParams, StageHParams
 from turn_backend.models.efficientnet_lite import build_efficientnet_lite0
 
@@ -218,7 +217,8 @@ def test_hf_folder_without_processor_falls_back_to_imagenet_stats(tmp_path):
 
 def test_hf_unsupported_model_type(tmp_path):
     folder = tmp_path / "bert"
-    tf.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(folder)
+    config = tf.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    config.save_pretrained(folder)
     with pytest.raises(ModelError, match="supported Hugging Face model types: .*vit_mae"):
         load_model(str(folder))
 
@@ -239,8 +239,9 @@ def test_hf_missing_hub_id_fails_fast():
 def test_hf_hub_unreachable_fails_fast(monkeypatch):
     """Without HF_HUB_OFFLINE and without a network, a quick connect check sends the
     loader to the local cache instead of huggingface_hub's retries."""
-    import huggingface_hub.constants
     import socket
+
+    import huggingface_hub.constants
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)

@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from app_server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for, wait_idle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from reliability_helpers import write_decisions
 from torch import nn
 
-from app_server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for, wait_idle
-from reliability_helpers import write_decisions
 from turn_backend import analysis as an
 from turn_backend.cleansing import fit_clean_probability, floor_size, select_clean
 from turn_backend.config import RunConfig
@@ -72,7 +72,8 @@ def _feature_files(cache: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow
-@reliability(area="fault", case="The training worker is killed (SIGKILL to its process group) during feature extraction",
+@reliability(area="fault", case="The training worker is killed (SIGKILL to its process group) during feature "
+                                "extraction",
              outcome="The app and `turn status` show the run as interrupted; no cached feature file looks complete; "
                      "`turn resume` finishes it with the same clean probabilities and test accuracy as an "
                      "uninterrupted run")
@@ -201,7 +202,7 @@ def _full_disk():
                      "previous export is byte-identical; no temporary file is left")
 @pytest.mark.parametrize("where", ["write", "fsync"])
 def test_full_disk_during_export_keeps_the_previous_file(tmp_path, monkeypatch, where):
-    import turn_backend.runfolder as rf
+    import turn_backend.io as tio  # the atomic writes
 
     old, new = _frames()
     path = tmp_path / "exports" / "labels.csv"
@@ -211,7 +212,7 @@ def test_full_disk_during_export_keeps_the_previous_file(tmp_path, monkeypatch, 
         def fsync(fd):
             raise _full_disk()
 
-        monkeypatch.setattr(rf.os, "fsync", fsync)
+        monkeypatch.setattr(tio.os, "fsync", fsync)
     else:
         real_fdopen = os.fdopen
 
@@ -235,7 +236,7 @@ def test_full_disk_during_export_keeps_the_previous_file(tmp_path, monkeypatch, 
             def __exit__(self, *exc):
                 self.fh.close()
 
-        monkeypatch.setattr(rf.os, "fdopen", lambda fd, mode: HalfWritten(real_fdopen(fd, mode)))
+        monkeypatch.setattr(tio.os, "fdopen", lambda fd, mode: HalfWritten(real_fdopen(fd, mode)))
     with pytest.raises(ExportError, match=r"could not write .*labels\.csv: No space left on device\. The previous "
                                           r"file, if any, is unchanged"):
         write_export(new, path)
@@ -259,12 +260,12 @@ def test_export_to_a_path_under_a_file(tmp_path, monkeypatch):
             write_export(old, target)
     assert blocker.read_text() == "keep me"
     # Tests run as root, so chmod cannot make a folder read-only; simulate the refusal.
-    import turn_backend.runfolder as rf
+    import turn_backend.io as tio  # the atomic writes
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(rf.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tio.tempfile, "mkstemp", refuse)
     with pytest.raises(ExportError, match="Permission denied.*previous file"):
         write_export(old, tmp_path / "locked" / "out.csv")
 
@@ -711,7 +712,7 @@ def test_select_clean_properties(inputs, balance, seed):
     if balance == "min" and allowed:
         n = min(counts.values())
         assert sel.per_class == n
-        for c, mine in per_class.items():
+        for _c, mine in per_class.items():
             assert len(mine) == n and len(set(mine.tolist())) == n
     elif allowed:
         for c, mine in per_class.items():

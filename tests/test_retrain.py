@@ -133,8 +133,8 @@ def test_turn_retrain_command(tiny_run, runs_root):
     out = runs_root / "cli-retrain"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "turn_backend.cli", "retrain", str(tiny_run), "--out", str(out),
-                           "--method", "lp-gce", "--lp-epochs", "1", "--quiet"], capture_output=True, text=True, timeout=600, env=env,
-                          cwd=ROOT)
+                           "--method", "lp-gce", "--lp-epochs", "1", "--quiet"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "1 relabelled, 1 removed, 1 kept" in proc.stdout
     after = _train_rows(RunFolder(out))

@@ -54,8 +54,8 @@ def test_scale_bench_drives_every_page_and_reports(tiny_run, tmp_path):
     assert section.startswith(SECTION_TITLE) and "200 training images" in section
     rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [r[0].lstrip("| ") for r in rows] == ["Runs", "Embeddings", "Embeddings", "Embeddings", "Threshold",
-                                                 "Threshold", "Classes", "Noise matrix", "Review", "Review", "Review", "Review",
-                                                 "Export", "app"]
+                                                 "Threshold", "Classes", "Noise matrix", "Review", "Review", "Review",
+                                                 "Review", "Export", "app"]
     assert [r[1] for r in rows if r[0] == "| Embeddings"] == ["first render", "hover: first thumbnail",
                                                               "hover: next thumbnails"]
     assert {r[0].lstrip("| ") for r in rows} >= set(PAGES)

@@ -14,15 +14,15 @@ import json
 import os
 import pickle
 import socket
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tomllib
 import torch
-
 from app_server import AppServer
+
 from turn_backend.errors import ModelError
 from turn_backend.export import build_export, write_export
 
@@ -206,8 +206,8 @@ class Strict(pickle.Unpickler):
 
 @reliability(area="security", case="Code that could run code from a file or a hub: `trust_remote_code=True`, "
                                    "`torch.load` without `weights_only=True`, `pickle.load(s)`, `numpy.load("
-                                   "allow_pickle=True)`, an unrestricted `pickle.Unpickler` (AST scan of turn_backend/, "
-                                   "app/, pages/, scripts/)",
+                                   "allow_pickle=True)`, an unrestricted `pickle.Unpickler` (AST scan of "
+                                   "turn_backend/, app/, pages/, scripts/)",
              outcome="None anywhere; the only unpickler is the CIFAR one that allows numpy array constructors only "
                      "(its refusal of a malicious CIFAR file is tested in test_datasets.py)")
 def test_no_code_loads_untrusted_objects():

@@ -17,13 +17,16 @@ and cost microseconds, not a refit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from turn_backend.config import RunConfig
+from turn_backend.runfolder import list_runs
 
 # turn_backend.cleansing is imported where it is used: it imports scikit-learn (about 1 s),
 # which no audit page needs on its first render.
@@ -87,7 +90,7 @@ def selection_sizes(counts: Sequence[int], class_sizes: Sequence[int]) -> dict:
     sizes = np.asarray(class_sizes, dtype=np.int64)
     floored = [int(c) for c in np.flatnonzero((sizes > 0) & (counts == 0))]
     if floored:
-        from turn_backend.cleansing import floor_size
+        from turn_backend.cleansing import floor_size  # scikit-learn: imported only where a class is floored
     for c in floored:
         counts[c] = min(floor_size(int(sizes[c])), int(sizes[c]))
     present = counts[sizes > 0]
@@ -386,8 +389,6 @@ def find_reference_run(root: str | Path, config: Mapping, method: str = "fft-ce"
     noise dicts in config.json, and (for the projections to be comparable) the same
     projection split.
     """
-    from turn_backend.runfolder import list_runs
-
     exclude = Path(exclude).resolve() if exclude else None
     for run in list_runs(root):
         if exclude is not None and run.path.resolve() == exclude:
@@ -565,9 +566,7 @@ def review_inputs(folder) -> dict:
         raise ValueError(f"run {folder.name} has no final results yet")
     samples = folder.samples()
     train = samples[samples["split"] == "train"].reset_index(drop=True)
-    from turn_backend.runfolder import read_json
-
-    names = read_json(folder.path / "classes.json", []) or [str(c) for c in range(int(train["given_label"].max()) + 1)]
+    names = folder.class_names() or [str(c) for c in range(int(train["given_label"].max()) + 1)]
     detection = folder.detection()
     signals = None if detection is None else detection["signals"]
     audit = folder.audit()
@@ -596,10 +595,7 @@ def clean_prob_source(folder) -> str:
     """What the run's final clean probability is: "combined" (the detection layer's) or "GMM"
     (TURN's per-class GMM on the final model's losses), as the final stage recorded it; for
     a run folder older than that record, "combined" only where TURN+ scoring chose it."""
-    from turn_backend.config import RunConfig
-    from turn_backend.runfolder import read_json
-
-    recorded = (read_json(folder.final_dir / "gmm.json", {}) or {}).get("clean_prob_source")
+    recorded = folder.gmm_info().get("clean_prob_source")
     if recorded in ("combined", "GMM"):
         return recorded
     try:
@@ -696,7 +692,8 @@ def class_health(given: Sequence[int], clean_prob: Sequence[float], tau: float, 
     Columns: class_id, class, size, flagged (clean probability <= tau), expected_wrong (wrong
     labels the model expects in the class: the noise matrix row's off-diagonal counts where
     there is one, else the sum of 1 - clean probability), noise_rate (the noise matrix's
-    off-diagonal share of the class's row where there is one, else the flagged fraction), mean_clean_prob, confused_with (see `confused_partners`; needs the
+    off-diagonal share of the class's row where there is one, else the flagged fraction),
+    mean_clean_prob, confused_with (see `confused_partners`; needs the
     noise matrix), and from the audit (None without one) duplicates (training samples with
     a near-duplicate), label_conflicts (those whose duplicate has another label), outliers
     and test_leaks.

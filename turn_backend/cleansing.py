@@ -81,7 +81,8 @@ def fit_clean_probability(losses: np.ndarray, labels: np.ndarray, num_classes: i
         lo, hi = float(x.min()), float(x.max())
         if len(members) < 2 or hi - lo <= 1e-12:
             clean_prob[members] = 1.0
-            fits.append(ClassFit(n=len(members), status="too few samples", means=[lo, lo], stds=[0.0, 0.0], weights=[1.0, 0.0]))
+            fits.append(ClassFit(n=len(members), status="too few samples", means=[lo, lo], stds=[0.0, 0.0],
+                                 weights=[1.0, 0.0]))
             notes.append(f"class {c}: {len(members)} sample(s) with a single loss value; all kept as clean")
             continue
         z = ((x - lo) / (hi - lo)).reshape(-1, 1)

@@ -21,16 +21,21 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 from tqdm import tqdm
 
 from turn_backend.config import DEFAULT_METHOD, RunConfig
+from turn_backend.demo import DEMO_METHODS, demo_config
 from turn_backend.errors import DatasetError, ModelError
+from turn_backend.io import atomic_write_json
 from turn_backend.methods import get_method, list_methods
 from turn_backend.noise import NOISE_TYPES
-from turn_backend.runfolder import TERMINAL_STATES, RunFolder, atomic_write_json
+from turn_backend.runfolder import TERMINAL_STATES, RunFolder, RunState, new_run_path
+from turn_backend.worker import launch, live_state, stop
+
+# Each command imports what only it runs when it runs (runner, retrain: torch; export, bench:
+# pandas and pyarrow), so `turn --help` and `turn status` start in a fraction of a second.
 
 DATA_KINDS = ("auto", "demo", "folder", "manifest", "idx", "cifar10", "cifar100", "hf", "parquet",
               "clothing1m", "webvision")
@@ -80,8 +85,6 @@ def follow(run_dir: Path, quiet: bool = False) -> dict:
 
     Bars are drawn only on a terminal; in a log file the events alone tell the story.
     """
-    from turn_backend.worker import live_state
-
     folder = RunFolder(run_dir)
     draw_bars = not quiet and sys.stderr.isatty()
     seen_events = 0
@@ -93,7 +96,7 @@ def follow(run_dir: Path, quiet: bool = False) -> dict:
             if not quiet and event["stage"] != "lp":
                 tqdm.write(f"[{event['stage']}] {event['message']}")
         seen_events = len(events)
-        finished = status.get("state") in (*TERMINAL_STATES, "interrupted")
+        finished = status.get("state") in (*TERMINAL_STATES, RunState.INTERRUPTED.value)
         if draw_bars and status.get("stage_total") and not finished:
             if bar is None or bar.desc != _bar_label(status):
                 if bar is not None:
@@ -116,8 +119,6 @@ def start_and_follow(config: RunConfig, run_dir: Path, quiet: bool = False) -> d
 
 def launch_and_follow(run_dir: Path, processes: int, quiet: bool = False) -> dict:
     """Start the worker on a run folder and follow it to the end; Ctrl-C stops it (resumable)."""
-    from turn_backend.worker import launch, stop
-
     launch(run_dir, processes)
     try:
         status = follow(run_dir, quiet)
@@ -130,7 +131,7 @@ def launch_and_follow(run_dir: Path, processes: int, quiet: bool = False) -> dic
 def _finish(run_dir: Path, status: dict) -> dict:
     if status["state"] != "done":
         detail = status.get("error") or status.get("stage_label") or status["state"]
-        raise CLIError(f"run {run_dir} {status['state']}: {detail}\n(log: {Path(run_dir) / 'worker.log'})")
+        raise CLIError(f"run {run_dir} {status['state']}: {detail}\n(log: {RunFolder(run_dir).worker_log_path})")
     return RunFolder(run_dir).metrics()
 
 
@@ -172,7 +173,7 @@ def cmd_run(args) -> int:
         num_processes=args.processes, num_workers=args.workers, mixed_precision=args.precision,
         projection_methods=args.projections,
     )
-    out = Path(args.out or Path("runs") / f"{args.method}-{datetime.now():%Y%m%d-%H%M%S}")
+    out = Path(args.out) if args.out else new_run_path("runs", args.method)
     metrics = start_and_follow(config, out, args.quiet)
     _print_metrics(metrics)
     print(f"run folder: {out}")
@@ -234,8 +235,6 @@ def cmd_retrain(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from turn_backend.worker import live_state
-
     folder = RunFolder(args.run_dir)
     if not folder.exists():
         raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
@@ -256,8 +255,6 @@ def cmd_methods(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from turn_backend.demo import DEMO_METHODS, demo_config
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -283,8 +280,8 @@ def cmd_demo(args) -> int:
             "seconds": metrics.get("seconds_total"),
             "run_dir": str(run_dir),
         })
-    atomic_write_json(out / "metrics.json", rows)
-    print(f"wrote {out / 'metrics.json'}")
+    atomic_write_json(out / RunFolder.METRICS, rows)
+    print(f"wrote {out / RunFolder.METRICS}")
     return 0
 
 

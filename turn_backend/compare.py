@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from turn_backend.cleansing import detection_metrics
-from turn_backend.runfolder import RunFolder, read_json
+from turn_backend.export import default_tau
+from turn_backend.runfolder import RunFolder
 
 
 def _folder(run) -> RunFolder:
@@ -34,15 +35,13 @@ def _folder(run) -> RunFolder:
 
 
 def _tau(folder: RunFolder) -> float:
-    from turn_backend.export import default_tau
-
     return default_tau(folder)
 
 
 def accuracy_per_round(folder: RunFolder) -> list[tuple[int, float]]:
     """(round, test accuracy): round 0 is the linear probe's last epoch, then each FFT round."""
     out: list[tuple[int, float]] = []
-    history = read_json(folder.path / "lp" / "history.json", []) or []
+    history = folder.lp_history()
     lp = [h["test_acc"] for h in history if isinstance(h, dict) and h.get("test_acc") is not None]
     if lp:
         out.append((0, float(lp[-1])))
@@ -55,7 +54,7 @@ def accuracy_per_round(folder: RunFolder) -> list[tuple[int, float]]:
 def _last_test_logits(folder: RunFolder) -> np.ndarray | None:
     rounds = folder.rounds()
     for r in range(len(rounds), 0, -1):
-        path = folder.round_dir(r) / "test_logits.npy"
+        path = folder.round_dir(r) / folder.TEST_LOGITS
         if path.exists():
             return np.load(path)
     return None
@@ -102,14 +101,14 @@ def compare_runs(run_a: str | Path | RunFolder, run_b: str | Path | RunFolder) -
     names: list[str] = []
     for folder in folders:
         cfg = folder.config()
-        samples = folder.samples() if (folder.path / "samples.parquet").exists() else None
+        samples = folder.samples() if folder.has_samples() else None
         final = folder.final()
         tau = _tau(folder)
         runs.append({"name": folder.name, "path": str(folder.path), "method": cfg.get("method"),
                      "model": cfg.get("model"), "tau": tau, "retrained_from": cfg.get("retrained_from"),
                      "finished": final is not None})
         accuracy.append(accuracy_per_round(folder))
-        names = names or (read_json(folder.path / "classes.json", []) or [])
+        names = names or folder.class_names()
         if samples is None:
             detection.append({"tau": tau})
             per_class.append(None)

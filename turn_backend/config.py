@@ -3,43 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-
-def cache_root() -> Path:
-    """Where features, maps and inflated data files are cached: `$TURN_CACHE_DIR`, or
-    ~/.cache/turn-studio."""
-    return Path(os.environ.get("TURN_CACHE_DIR", Path.home() / ".cache" / "turn-studio"))
-
+from turn_backend.methods import Method, get_method
+from turn_backend.methods.turn import CLEANSING_MODES, LR_DECAYS, SCORING_MODES
 
 # Methods are registered by name in turn_backend.methods (the registry); "turn+" is the
 # product's recommended variant (see docs/benchmarks.md), "turn" is TURN exactly as published.
 DEFAULT_METHOD = "turn+"
 
-# TURN variant options (RunConfig fields below; None means "the method's default").
-# "turn" as published uses none of them: balance "min", cleansing every round, no warm-up,
-# no relabelling. "turn+" takes its defaults from TURN_PLUS_DEFAULTS; each entry is
-# motivated and measured in docs/benchmarks.md (`turn bench`).
-CLEANSING_MODES = ("every", "once", "none")
-# "scoring": "gmm" is TURN's per-class GMM on the model's losses; "ensemble" is the combined
-# clean probability of turn_backend.detect (probes, neighbours, noise model).
-TURN_DEFAULTS = {"balance": "min", "cleansing": "every", "warmup_backbone_lr": None, "relabel_confidence": None,
-                 "scoring": "gmm", "holdout": None, "cleanse_interval": 1, "lr_decay": "none",
-                 "probe_ensemble": False}
-TURN_PLUS_DEFAULTS = {"balance": "mean", "cleansing": "every", "warmup_backbone_lr": None,
-                      "relabel_confidence": 0.9, "scoring": "ensemble", "holdout": None, "cleanse_interval": 1,
-                      "lr_decay": "none", "probe_ensemble": True}
-SCORING_MODES = ("gmm", "ensemble")
-LR_DECAYS = ("none", "cosine")
-
 
 def method_kind(method: str) -> str:
     """'turn' (cleansing rounds), 'lp' (linear probe only) or 'fft' (plain fine-tuning); ''
     for a name the registry does not hold (a run folder's config may be older than it)."""
-    from turn_backend.methods import get_method  # the registry imports this module
-
     try:
         return get_method(method).kind
     except ValueError:
@@ -67,8 +44,9 @@ class RunConfig:
     fft_lr: float | None = None
     fft_weight_decay: float | None = None
     freeze_bn_stats: bool = True
-    # TURN variants (see TURN_DEFAULTS / TURN_PLUS_DEFAULTS; None: the method's default)
-    balance: str | None = None  # "min": N = min_c |D_c| per class (published); "mean": all candidates, topped up to the mean
+    # TURN variants (see methods.turn.TURN_DEFAULTS / TURN_PLUS_DEFAULTS; None: the method's default)
+    # "min": N = min_c |D_c| per class (published); "mean": all candidates, topped up to the mean
+    balance: str | None = None
     cleansing: str | None = None  # "every" round (published), "once" (round 1's clean set reused), "none" (FFT on all)
     warmup_backbone_lr: float | None = None  # round 1 only: backbone LR x this (protects the LP head)
     relabel_confidence: float | None = None  # flagged samples predicted with p >= this train with the predicted label
@@ -136,10 +114,13 @@ class RunConfig:
         if self.relabel_confidence is not None and not 0.0 < self.relabel_confidence <= 1.0:
             raise ValueError(f"relabel_confidence must be in (0, 1], got {self.relabel_confidence}")
 
-    def _method(self):
-        from turn_backend.methods import get_method  # the registry imports this module
-
+    def _method(self) -> Method:
         return get_method(self.method)
+
+    @property
+    def method_spec(self) -> Method:
+        """The registered `Method` this config names (its stages, kind, loss, option defaults)."""
+        return self._method()
 
     @property
     def kind(self) -> str:

@@ -29,8 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from turn_backend.audit.stage import replace_dir
+from turn_backend.config import RunConfig
+from turn_backend.io import atomic_write_bytes
 from turn_backend.review import ReviewStore
-from turn_backend.runfolder import RunFolder, atomic_write_bytes, read_json
+from turn_backend.rundata import load_run_data
+from turn_backend.runfolder import RunFolder
 
 FORMATS = ("csv", "parquet", "json")
 FOLDER_FORMATS = ("imagefolder", "hf")  # written by export_imagefolder / export_hf
@@ -67,7 +71,7 @@ def build_export(run_dir: str | Path, tau: float | None = None, scope: str = "al
     if scope not in SCOPES:
         raise ExportError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
     tau = default_tau(folder) if tau is None else float(tau)
-    classes = read_json(folder.path / "classes.json")
+    classes = folder.class_names()
     samples = folder.samples()
     train = samples[samples["split"] == "train"].reset_index(drop=True)
     names = np.asarray(classes, dtype=object)
@@ -107,7 +111,8 @@ def audit_columns(folder: RunFolder, n_train: int) -> dict:
                 "outlier": np.zeros(n_train, dtype=bool), "outlier_score": np.full(n_train, np.nan)}
     t = audit["train"]
     return {"duplicate_of": t["duplicate_of"].to_numpy(), "test_duplicate": t["test_duplicate"].to_numpy(),
-            "outlier": t["outlier"].to_numpy(dtype=bool), "outlier_score": np.round(t["outlier_score"].to_numpy(float), 6)}
+            "outlier": t["outlier"].to_numpy(dtype=bool),
+            "outlier_score": np.round(t["outlier_score"].to_numpy(float), 6)}
 
 
 def build_decision_log(run_dir: str | Path, tau: float | None = None) -> pd.DataFrame:
@@ -123,7 +128,7 @@ def build_decision_log(run_dir: str | Path, tau: float | None = None) -> pd.Data
     tau = default_tau(folder) if tau is None else float(tau)
     detection = folder.detection()
     if detection is not None and len(detection["signals"]) == len(labels):
-        names = np.asarray(read_json(folder.path / "classes.json"), dtype=object)
+        names = np.asarray(folder.class_names(), dtype=object)
         for col, values in detection["signals"].reset_index(drop=True).items():
             if col == "suggested_label":
                 labels[col] = names[values.to_numpy(dtype=np.int64)]
@@ -227,9 +232,6 @@ class _Images:
         self.is_file = [Path(p).is_file() for p in self.paths]
         self.images = None
         if not all(self.is_file):  # array data (or files gone): the run's dataset, loaded again
-            from turn_backend.config import RunConfig
-            from turn_backend.rundata import load_run_data
-
             missing = [p for p, ok in zip(self.paths, self.is_file) if not ok]
             try:
                 bundle = load_run_data(RunConfig.from_dict(folder.config()))
@@ -284,8 +286,6 @@ def _write_folder(out_dir: str | Path, fill, info: dict) -> Path:
     `fill(tmp)` writes the content. An existing `out_dir` is replaced only if it is an
     earlier export (it holds MARKER) or empty: a folder of the user's own is never touched.
     """
-    from turn_backend.audit.stage import replace_dir
-
     out = Path(out_dir)
     if out.exists() and not (out.is_dir() and ((out / MARKER).exists() or not any(out.iterdir()))):
         raise ExportError(f"{out} exists and is not an earlier TURN export; choose a new or empty folder")
@@ -319,7 +319,7 @@ def export_imagefolder(run_dir: str | Path, out_dir: str | Path, tau: float | No
         raise ExportError(f"unknown link mode {link!r}; choose one of {', '.join(LINK_MODES)}")
     folder = RunFolder(run_dir)
     rows = _labelled_rows(run_dir, tau, scope)
-    classes = read_json(folder.path / "classes.json")
+    classes = folder.class_names()
     dirs = folder_names(classes)
     images = _Images(folder, rows)
     used: set[str] = set()
@@ -351,7 +351,7 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, tau: float | None = None
 
     folder = RunFolder(run_dir)
     rows = _labelled_rows(run_dir, tau, scope)
-    classes = list(read_json(folder.path / "classes.json"))
+    classes = list(folder.class_names())
     images = _Images(folder, rows)
     index = {c: i for i, c in enumerate(classes)}
     features = datasets.Features({

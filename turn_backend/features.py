@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from turn_backend.config import cache_root
+from turn_backend import projection
 from turn_backend.data.core import ImageSet
+from turn_backend.io import cache_root
 from turn_backend.models.core import Preprocess
 
 
@@ -39,8 +40,6 @@ def shared_maps_dir(feature_path: Path, subset: np.ndarray, seed: int) -> Path:
     subset and seed (the four of `turn demo`) computes them once. The key includes the
     projection code itself, so a change there never serves an outdated map.
     """
-    from turn_backend import projection
-
     h = hashlib.sha256(f"{Path(feature_path).name}|{seed}|".encode())
     h.update(np.asarray(subset, dtype=np.int64).tobytes())
     h.update(Path(projection.__file__).read_bytes())

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from turn_backend.runfolder import atomic_save_npy
+from turn_backend.io import atomic_save_npy
 
 PROJECTION_METHODS = ("tsne", "umap")
 PCA_DIMS = 50

@@ -1,4 +1,5 @@
-"""A run is a folder. This module names its files and reads and writes them safely.
+"""A run is a folder. This module names its files and reads and writes them safely: no other
+module spells a file name of the run folder (tests/test_architecture.py checks).
 
 Layout:
     config.json          the RunConfig
@@ -7,9 +8,15 @@ Layout:
     progress.json        completed stages (what `resume` skips)
     samples.parquet      id, source, split, given label, true label (where known)
     lp/head.pt, lp/history.json
-    rounds/rK/           logits.npy (round >= 2), clean_prob.npy, losses.npy, selected.npy, round.json
+    classes.json         class names, in label order
+    timings.json         seconds per stage
+    worker.log           the worker process's output
+    rounds/rK/           logits.npy (round >= 2), clean_prob.npy, losses.npy, selected.npy, round.json,
+                         train_index.npy, train_labels.npy, test_logits.npy, signals.parquet, noise_matrix.json
     checkpoints/last.pt  model + optimizer after the last completed round
-    final/               logits.npy, clean_prob.npy, losses.npy, gmm.json (the final model's view)
+    choice/              choice.json, probe_head.pt, holdout.npy, holdout_logits.npy (the final classifier)
+    final/               logits.npy, clean_prob.npy, losses.npy, gmm.json, features.npy, signals.parquet,
+                         noise_matrix.json (the final model's view)
     audit/               train.parquet, pairs.parquet, meta.json: duplicates, leaks, outliers
     reviewed_labels.parquet  the review decisions a retrained run trains on (turn_backend.retrain)
     projections/         {split}_{stage}_{method}.npy and {split}_subset.npy
@@ -20,69 +27,141 @@ Layout:
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
+import re
 import time
+from datetime import datetime
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
-TERMINAL_STATES = ("done", "failed", "stopped")
+from turn_backend.detect.result import DetectionResult
+from turn_backend.io import atomic_write_bytes, atomic_write_json, json_default, read_json
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class RunState(str, Enum):
+    """A run's state in status.json. A str: `RunState.DONE == "done"`."""
+
+    NEW = "new"  # no status yet
+    QUEUED = "queued"  # created, its worker not started
+    STARTING = "starting"  # worker launched, not yet running
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    STOPPED = "stopped"  # by the user
+    INTERRUPTED = "interrupted"  # the worker died without saying so (killed, OOM)
 
 
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, default=_json_default).encode())
+ACTIVE_STATES = (RunState.QUEUED.value, RunState.STARTING.value, RunState.RUNNING.value)
+TERMINAL_STATES = (RunState.DONE.value, RunState.FAILED.value, RunState.STOPPED.value)
+RESUMABLE_STATES = (RunState.STOPPED.value, RunState.INTERRUPTED.value, RunState.FAILED.value)
+WORKING_STATES = (RunState.STARTING.value, RunState.RUNNING.value)  # a worker process should be alive
 
 
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+def _safe_name(text: str) -> str:
+    """`text` with every run of characters unsafe in a folder name replaced by "-"."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-._") or "run"
 
 
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-def read_json(path: Path, default=None):
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return default
+def new_run_path(root: str | Path, name: str, now: datetime | None = None) -> Path:
+    """A folder for a new run under `root`: `{name}-{YYYYmmdd-HHMMSS}`, then `-2`, `-3`, ...
+    where that is taken."""
+    root = Path(root)
+    base = f"{_safe_name(name)}-{(now or datetime.now()):%Y%m%d-%H%M%S}"
+    path, k = root / base, 2
+    while path.exists():
+        path, k = root / f"{base}-{k}", k + 1
+    return path
 
 
 class RunFolder:
+    # File names. Top level:
+    CONFIG = "config.json"
+    STATUS = "status.json"
+    EVENTS = "events.jsonl"
+    PROGRESS = "progress.json"
+    SAMPLES = "samples.parquet"
+    CLASSES = "classes.json"
+    TIMINGS = "timings.json"
+    METRICS = "metrics.json"
+    WORKER_LOG = "worker.log"
+    REVIEW_DB = "review.sqlite"
+    REVIEWED_LABELS = "reviewed_labels.parquet"
+    # lp/, checkpoints/
+    LP_HEAD = "head.pt"
+    LP_HISTORY = "history.json"
+    CHECKPOINT = "last.pt"
+    # a model's view of the training set, in rounds/rK/ and final/
+    ROUND = "round.json"
+    LOGITS = "logits.npy"
+    CLEAN_PROB = "clean_prob.npy"
+    LOSSES = "losses.npy"
+    SELECTED = "selected.npy"
+    GMM = "gmm.json"
+    FEATURES = "features.npy"
+    TEST_LOGITS = "test_logits.npy"
+    TRAIN_INDEX = "train_index.npy"
+    TRAIN_LABELS = "train_labels.npy"
+    SIGNALS = "signals.parquet"
+    NOISE_MATRIX = "noise_matrix.json"
+    # choice/
+    CHOICE = "choice.json"
+    PROBE_HEAD = "probe_head.pt"
+    HOLDOUT = "holdout.npy"
+    HOLDOUT_LOGITS = "holdout_logits.npy"
+    # audit/
+    AUDIT_TRAIN = "train.parquet"
+    AUDIT_PAIRS = "pairs.parquet"
+    AUDIT_META = "meta.json"
+    # a benchmark-only method's folder (turn_backend.stages.standalone)
+    TRAIN_LOGITS = "train_logits.npy"
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
     # --- names -------------------------------------------------------------------------
     @property
     def config_path(self) -> Path:
-        return self.path / "config.json"
+        return self.path / self.CONFIG
+
+    @property
+    def samples_path(self) -> Path:
+        return self.path / self.SAMPLES
+
+    @property
+    def classes_path(self) -> Path:
+        return self.path / self.CLASSES
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def timings_path(self) -> Path:
+        return self.path / self.TIMINGS
+
+    @property
+    def worker_log_path(self) -> Path:
+        return self.path / self.WORKER_LOG
+
+    @property
+    def reviewed_labels_path(self) -> Path:
+        """The review decisions a retrained run trains on (turn_backend.reviewed)."""
+        return self.path / self.REVIEWED_LABELS
+
+    @property
+    def lp_dir(self) -> Path:
+        return self.path / "lp"
+
+    @property
+    def choice_dir(self) -> Path:
+        return self.path / "choice"
+
+    @property
+    def projections_dir(self) -> Path:
+        return self.path / "projections"
 
     @property
     def name(self) -> str:
@@ -102,7 +181,7 @@ class RunFolder:
     @property
     def holdout_path(self) -> Path:
         """TURN+'s held-out clean samples (indices into the training set)."""
-        return self.path / "choice" / "holdout.npy"
+        return self.choice_dir / self.HOLDOUT
 
     @property
     def audit_dir(self) -> Path:
@@ -110,28 +189,45 @@ class RunFolder:
 
     @property
     def review_db(self) -> Path:
-        return self.path / "review.sqlite"
+        return self.path / self.REVIEW_DB
+
+    def projection_path(self, split: str, stage: str, method: str) -> Path:
+        return self.projections_dir / f"{split}_{stage}_{method}.npy"
+
+    def stamp(self, *extra: Path) -> float:
+        """Changes when the run's results are rewritten (new data, a resumed run, a new
+        detection or audit): a cache key for what the app reads from them. `extra`: further
+        files the caller's view depends on (a projection, say)."""
+        paths = [self.samples_path, self.final_dir / self.CLEAN_PROB, self.final_dir / self.SIGNALS,
+                 self.final_dir / self.NOISE_MATRIX, self.audit_dir / self.AUDIT_META, *extra]
+        total = 0.0
+        for p in paths:
+            try:
+                total += p.stat().st_mtime
+            except OSError:
+                pass
+        return total
 
     def exists(self) -> bool:
         return self.config_path.exists()
 
     # --- status and events -------------------------------------------------------------
     def status(self) -> dict:
-        return read_json(self.path / "status.json", {"state": "new"})
+        return read_json(self.path / self.STATUS, {"state": RunState.NEW.value})
 
     def set_status(self, **fields) -> None:
         status = self.status()
         status.update(fields, updated=time.time())
-        atomic_write_json(self.path / "status.json", status)
+        atomic_write_json(self.path / self.STATUS, status)
 
     def log(self, stage: str, message: str, **data) -> None:
         event = {"time": time.time(), "stage": stage, "message": message, **data}
-        with open(self.path / "events.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event, default=_json_default) + "\n")
+        with open(self.path / self.EVENTS, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(event, default=json_default) + "\n")
 
     def events(self) -> list[dict]:
         try:
-            lines = (self.path / "events.jsonl").read_text(encoding="utf-8").splitlines()
+            lines = (self.path / self.EVENTS).read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return []
         out = []
@@ -142,64 +238,119 @@ class RunFolder:
                 continue
         return out
 
+    def summaries(self) -> dict[str, dict]:
+        """Each stage's latest summary event (logged with summary=True), by stage name: the
+        structured fields a stage states its result in."""
+        return {e["stage"]: e for e in self.events() if e.get("summary") and "stage" in e}
+
     def completed(self) -> list[str]:
-        return read_json(self.path / "progress.json", {"completed": []})["completed"]
+        return read_json(self.path / self.PROGRESS, {"completed": []})["completed"]
 
     def mark_completed(self, stage: str) -> None:
         done = self.completed()
         if stage not in done:
-            atomic_write_json(self.path / "progress.json", {"completed": done + [stage]})
+            atomic_write_json(self.path / self.PROGRESS, {"completed": done + [stage]})
 
     # --- results -----------------------------------------------------------------------
     def config(self) -> dict:
         return read_json(self.config_path, {})
 
     def metrics(self) -> dict:
-        return read_json(self.path / "metrics.json", {})
+        return read_json(self.metrics_path, {})
+
+    def class_names(self) -> list[str]:
+        """The class names in label order ([] before the data stage)."""
+        return read_json(self.classes_path, []) or []
+
+    def lp_history(self) -> list[dict]:
+        """The linear probe's per-epoch rows (epoch, loss, accuracies), [] before it trains."""
+        return read_json(self.lp_dir / self.LP_HISTORY, []) or []
+
+    def choice(self) -> dict | None:
+        """The choice stage's record of the final classifier, None where the run has none."""
+        return read_json(self.choice_dir / self.CHOICE, None)
+
+    def timings(self) -> dict:
+        return read_json(self.timings_path, {}) or {}
+
+    def round_info(self, r: int) -> dict:
+        """Round r's round.json ({} where the round has not finished)."""
+        return read_json(self.round_dir(r) / self.ROUND, {}) or {}
+
+    def gmm_info(self, directory: Path | None = None) -> dict:
+        """gmm.json of `directory` (default: final/): per-class fits, notes, clean_prob_source."""
+        return read_json((directory or self.final_dir) / self.GMM, {}) or {}
+
+    def worker_log(self) -> str:
+        try:
+            return self.worker_log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def has_samples(self) -> bool:
+        return self.samples_path.exists()
 
     def samples(self):
         """A DataFrame: sample_id, source, split, given_label, true_label (-1: unknown)."""
         import pandas as pd
 
-        return pd.read_parquet(self.path / "samples.parquet")
+        return pd.read_parquet(self.samples_path)
 
     def rounds(self) -> list[dict]:
         out = []
         r = 1
-        while (self.round_dir(r) / "round.json").exists():
-            out.append(read_json(self.round_dir(r) / "round.json"))
+        while (self.round_dir(r) / self.ROUND).exists():
+            out.append(read_json(self.round_dir(r) / self.ROUND))
             r += 1
         return out
 
     def final(self) -> dict | None:
         """The final model's clean probabilities, losses, predictions and GMM fits."""
         d = self.final_dir
-        if not (d / "gmm.json").exists():
+        if not (d / self.GMM).exists():
             return None
-        logits = np.load(d / "logits.npy")
+        logits = np.load(d / self.LOGITS)
         shifted = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(shifted)
         probs /= probs.sum(axis=1, keepdims=True)
         return {
-            "clean_prob": np.load(d / "clean_prob.npy"),
-            "losses": np.load(d / "losses.npy"),
+            "clean_prob": np.load(d / self.CLEAN_PROB),
+            "losses": np.load(d / self.LOSSES),
             "pred": logits.argmax(1),
             "pred_prob": probs.max(1),
             "probs": probs,
-            **read_json(d / "gmm.json"),
+            **read_json(d / self.GMM),
         }
 
     def detection(self) -> dict | None:
         """The final model's detection evidence (turn_backend.detect), or None for runs without it:
         {"signals": DataFrame (one row per training sample), "noise_counts": (C, C) array,
         "noise_rate": float}."""
-        from turn_backend.detect.result import DetectionResult
-
-        result = DetectionResult.load(self.final_dir)
+        result = self.load_detection(self.final_dir)
         if result is None:
             return None
         return {"signals": result.to_frame(), "noise_counts": result.noise_counts,
                 "noise_rate": result.noise_rate, "notes": result.notes, "reliability": result.reliability}
+
+    def save_detection(self, directory: Path, result: DetectionResult) -> None:
+        """Write `result` atomically into `directory` (a round's folder or final/):
+        signals.parquet (one row per training sample) and noise_matrix.json."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        result.to_frame().to_parquet(buf, index=False)
+        atomic_write_bytes(d / self.SIGNALS, buf.getvalue())
+        atomic_write_json(d / self.NOISE_MATRIX, result.noise_matrix_record())
+
+    def load_detection(self, directory: Path) -> DetectionResult | None:
+        """What `save_detection` wrote into `directory`, or None where either file is missing."""
+        import pandas as pd  # pandas: only the pages that show detection need it
+
+        d = Path(directory)
+        if not (d / self.SIGNALS).exists() or not (d / self.NOISE_MATRIX).exists():
+            return None
+        return DetectionResult.from_records(pd.read_parquet(d / self.SIGNALS),
+                                            json.loads((d / self.NOISE_MATRIX).read_text()))
 
     def audit(self) -> dict | None:
         """Duplicates, leaks and outliers (turn_backend.audit): {"train": DataFrame (one row per
@@ -208,17 +359,17 @@ class RunFolder:
         import pandas as pd
 
         d = self.audit_dir
-        if not (d / "meta.json").exists():
+        if not (d / self.AUDIT_META).exists():
             return None
-        return {"train": pd.read_parquet(d / "train.parquet"), "pairs": pd.read_parquet(d / "pairs.parquet"),
-                "meta": read_json(d / "meta.json", {})}
+        return {"train": pd.read_parquet(d / self.AUDIT_TRAIN), "pairs": pd.read_parquet(d / self.AUDIT_PAIRS),
+                "meta": read_json(d / self.AUDIT_META, {})}
 
     def projection(self, split: str, stage: str, method: str) -> np.ndarray | None:
-        p = self.path / "projections" / f"{split}_{stage}_{method}.npy"
+        p = self.projection_path(split, stage, method)
         return np.load(p) if p.exists() else None
 
     def projection_subset(self, split: str) -> np.ndarray | None:
-        p = self.path / "projections" / f"{split}_subset.npy"
+        p = self.projections_dir / f"{split}_subset.npy"
         return np.load(p) if p.exists() else None
 
 
@@ -227,5 +378,5 @@ def list_runs(root: str | Path) -> list[RunFolder]:
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = [RunFolder(p) for p in root.iterdir() if (p / "config.json").exists()]
+    runs = [RunFolder(p) for p in root.iterdir() if RunFolder(p).exists()]
     return sorted(runs, key=lambda r: r.config_path.stat().st_mtime, reverse=True)

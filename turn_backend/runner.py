@@ -13,9 +13,9 @@ import signal
 from pathlib import Path
 
 from turn_backend.config import RunConfig
+from turn_backend.io import read_json
 from turn_backend.methods import get_method
-from turn_backend.rundata import load_run_data  # noqa: F401 - also imported from here
-from turn_backend.runfolder import RunFolder, read_json
+from turn_backend.runfolder import RunFolder, RunState
 from turn_backend.stages import audit, choice, data, features, final, metrics, probe, projections, rounds
 from turn_backend.stages.context import RunContext
 
@@ -46,12 +46,12 @@ class TurnRun:
 
     def execute(self) -> dict:
         ctx, cfg = self.ctx, self.ctx.config
-        ctx.timings = read_json(ctx.folder.path / "timings.json", {})
-        ctx.status(state="running", pid=os.getpid(), error=None, processes=ctx.rt.world)
+        ctx.timings = read_json(ctx.folder.timings_path, {})
+        ctx.status(state=RunState.RUNNING.value, pid=os.getpid(), error=None, processes=ctx.rt.world)
         ctx.log("start", f"{cfg.method} on {cfg.model}, {ctx.rt.world} process(es), device {ctx.rt.device}")
         for stage in ctx.method.stages:
             STAGES[stage](ctx)
-        ctx.status(state="done", stage="done", stage_label="Finished")
+        ctx.status(state=RunState.DONE.value, stage="done", stage_label="Finished")
         ctx.log("done", "run finished", test_acc_last=ctx.metrics.get("test_acc_last"))
         return {"rounds": [], **ctx.metrics}
 
@@ -89,13 +89,13 @@ def execute_run(run_dir: str | Path) -> dict:
     except BaseException as exc:
         # torch's load_state_dict, for one, re-raises the handler's StopRequested as a RuntimeError
         if isinstance(exc, StopRequested) or _stop_signalled:
-            folder.set_status(state="stopped", stage_label="Stopped by the user")
+            folder.set_status(state=RunState.STOPPED.value, stage_label="Stopped by the user")
             folder.log("stop", "stopped by the user; `turn resume` continues from the last completed stage")
             if isinstance(exc, StopRequested):
                 raise
             raise StopRequested() from exc
         if run is None or run.rt.is_main:
-            folder.set_status(state="failed", error=f"{type(exc).__name__}: {exc}")
+            folder.set_status(state=RunState.FAILED.value, error=f"{type(exc).__name__}: {exc}")
             folder.log("error", f"{type(exc).__name__}: {exc}")
         raise
 
@@ -110,7 +110,7 @@ def create_run(config: RunConfig, run_dir: str | Path) -> RunFolder:
         raise FileExistsError(f"{run_dir} already holds a run; use `turn resume {run_dir}` or another folder")
     folder.path.mkdir(parents=True, exist_ok=True)
     config.to_json(folder.config_path)
-    folder.set_status(state="queued", stage="queued", stage_label="Waiting to start")
+    folder.set_status(state=RunState.QUEUED.value, stage="queued", stage_label="Waiting to start")
     return folder
 
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from turn_backend.runfolder import TERMINAL_STATES, RunFolder
+from turn_backend.runfolder import TERMINAL_STATES, WORKING_STATES, RunFolder, RunState
 
 
 def worker_command(run_dir: str | Path, processes: int = 1) -> list[str]:
@@ -28,7 +28,7 @@ def worker_command(run_dir: str | Path, processes: int = 1) -> list[str]:
 def launch(run_dir: str | Path, processes: int = 1, env: dict | None = None) -> int:
     """Start the worker detached from this process (own session); returns its pid."""
     folder = RunFolder(run_dir)
-    log = open(folder.path / "worker.log", "ab")
+    log = open(folder.worker_log_path, "ab")
     repo_root = Path(__file__).resolve().parents[1]
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), full_env.get("PYTHONPATH")]))
@@ -36,7 +36,7 @@ def launch(run_dir: str | Path, processes: int = 1, env: dict | None = None) -> 
         worker_command(folder.path, processes), stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True, env=full_env, cwd=repo_root,
     )
-    folder.set_status(state="starting", pid=proc.pid, stage_label="Starting the worker")
+    folder.set_status(state=RunState.STARTING.value, pid=proc.pid, stage_label="Starting the worker")
     return proc.pid
 
 
@@ -58,8 +58,8 @@ def live_state(run_dir: str | Path) -> dict:
     """status.json, corrected when the worker died without saying so (killed, OOM)."""
     folder = RunFolder(run_dir)
     status = folder.status()
-    if status.get("state") in ("running", "starting") and not is_alive(status.get("pid")):
-        status = {**status, "state": "interrupted",
+    if status.get("state") in WORKING_STATES and not is_alive(status.get("pid")):
+        status = {**status, "state": RunState.INTERRUPTED.value,
                   "stage_label": "The worker stopped unexpectedly; resume continues from the last completed stage"}
     return status
 
@@ -77,7 +77,7 @@ def stop(run_dir: str | Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from turn_backend.runner import StopRequested, execute_run
+    from turn_backend.runner import StopRequested, execute_run  # torch: only the worker process trains
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         execute_run(folder.path)
     except StopRequested:
         return 130
-    except Exception as exc:  # recorded in status.json and events by execute_run
+    except Exception as exc:  # noqa: BLE001 - recorded in status.json and events by execute_run
         print(f"run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -34,7 +34,8 @@ from turn_backend.audit.core import (
     outlier_scores,
     robust_threshold,
 )
-from turn_backend.runfolder import atomic_write_json
+from turn_backend.io import atomic_write_json
+from turn_backend.runfolder import RunFolder
 
 # Cosine similarity of pre-trained features at or above which two images count as near
 # duplicates; pairs down to FLOOR are stored so that the app can move the threshold.
@@ -229,9 +230,9 @@ def run_audit(out_dir: str | Path, train, train_features: np.ndarray, test=None,
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     tmp.chmod(0o755)  # like the rest of the run folder, not mkdtemp's 0700
     try:
-        table.to_parquet(tmp / "train.parquet", index=False)
-        pairs.to_parquet(tmp / "pairs.parquet", index=False)
-        atomic_write_json(tmp / "meta.json", meta)
+        table.to_parquet(tmp / RunFolder.AUDIT_TRAIN, index=False)
+        pairs.to_parquet(tmp / RunFolder.AUDIT_PAIRS, index=False)
+        atomic_write_json(tmp / RunFolder.AUDIT_META, meta)
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

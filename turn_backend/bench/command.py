@@ -19,6 +19,7 @@ from turn_backend.bench.machine import choose_threads, machine_info
 from turn_backend.bench.plots import make_plots
 from turn_backend.bench.report import build_report
 from turn_backend.bench.throughput import measure_throughput
+from turn_backend.runfolder import RunFolder
 
 DEFAULT_DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 
@@ -30,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--seeds", type=int, help="seeds per cell (default 2; quick 1)")
     parser.add_argument("--no-small", action="store_true",
-                        help="skip the small two-class set (400 images, T-shirt/top vs Shirt) of the grid or of --detection")
+                        help="skip the small two-class set (400 images, T-shirt/top vs Shirt) of the grid or of "
+                             "--detection")
     parser.add_argument("--small-seeds", type=int,
                         help="seeds of the small two-class set (default 10: its runs take seconds and their "
                              "accuracy spreads by several points from seed to seed)")
@@ -88,7 +90,7 @@ def _run_one(plan, cell: tuple, threads: int) -> tuple[dict | None, bool, float,
     try:
         metrics, reused = run_cell(plan, *cell)
     except Exception as exc:  # one broken cell must not lose the others
-        from turn_backend.runner import StopRequested
+        from turn_backend.runner import StopRequested  # torch: imported once a cell has run anyway
 
         if isinstance(exc, StopRequested):  # SIGTERM: stop the whole benchmark
             raise
@@ -222,7 +224,7 @@ def main(args) -> int:
                 return
             if not reused:
                 durations.append(seconds)
-            elif (cell_dir(plan, *cell) / "metrics.json").stat().st_mtime < t_start:
+            elif RunFolder(cell_dir(plan, *cell)).metrics_path.stat().st_mtime < t_start:
                 reused_cells.append(k)  # from an earlier call (not a cell another column shares, as fft-true's)
             rows[k] = flatten(method, setting, seed, group, metrics, cell_dir(plan, method, setting, seed, group), plan)
             pd.DataFrame([rows[j] for j in sorted(rows)]).to_csv(csv_path, index=False)
@@ -257,7 +259,8 @@ def main(args) -> int:
     machine["reused_cells"] = state.get("reused_cells", 0)
     features_once = (throughput or {}).get("features_seconds")
     plots = make_plots(df, plan, features_once, out / "plots")
-    (out / "results.md").write_text(build_report(df, plan, machine, throughput, "plots/", plots, started, finished, wall))
+    report = build_report(df, plan, machine, throughput, "plots/", plots, started, finished, wall)
+    (out / "results.md").write_text(report)
     log(f"wrote {csv_path} and {out / 'results.md'}")
     section = getattr(args, "docs_section", None)
     docs = None if args.no_docs else (Path(args.docs) if args.docs else

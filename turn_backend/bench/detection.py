@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import replace
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from turn_backend.bench.grid import parse_setting
+from turn_backend.bench.machine import choose_threads, machine_info
+from turn_backend.data.demo import load_demo
+from turn_backend.noise import apply_noise
 
 SECTION_TITLE = "## Detection: which labels are wrong"
 DEFAULT_DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
@@ -47,7 +50,7 @@ def score_signals(features: np.ndarray, labels: np.ndarray, num_classes: int, lp
     """Each signal's (flagged mask, clean score), the seconds detection took, and the DetectionResult."""
     from cleanlab.filter import find_label_issues
 
-    from turn_backend.detect import detect_label_issues
+    from turn_backend.detect import detect_label_issues  # torch
 
     t0 = time.time()
     result = detect_label_issues(features, labels, num_classes, model_probs=lp_probs, seed=seed, device=device)
@@ -78,7 +81,7 @@ def metrics(flagged: np.ndarray, clean_score: np.ndarray, noisy: np.ndarray) -> 
 
 def load_features(n_train: int, image_size: int, model_name: str, classes: tuple[int, ...] | None, log, rt):
     """(train ImageSet, its features, the LP hyperparameters) from the cache or extracted once."""
-    from turn_backend.data.demo import load_demo
+    # torch (and timm) on use: `turn bench --help` and the report stay light
     from turn_backend.engine import extract_features
     from turn_backend.features import feature_cache_path
     from turn_backend.models.core import Preprocess
@@ -138,7 +141,6 @@ def run_grid(train, feats, lp_hparams, settings: list[str], seeds: list[int], da
     also gets each run's `calibration_row`."""
     from turn_backend.detect.signals import softmax
     from turn_backend.engine import head_logits, train_linear_probe
-    from turn_backend.noise import apply_noise
 
     rows = []
     for setting in settings:
@@ -224,7 +226,7 @@ def calibration_section(cal: pd.DataFrame, tau: float) -> str:
            "The same runs as the detection tables (and the extra sets below), scored on what a user sees without "
            "ground truth (`turn_backend.detect.estimates`): the estimated noise rate (mean of 1 − the combined "
            "clean probability, with its 95% interval), the estimated precision and recall of the flagged set, "
-           f"the suggested tau (highest estimated F1), and the reliability check; beside each, the truth. "
+           "the suggested tau (highest estimated F1), and the reliability check; beside each, the truth. "
            "Means over seeds, in %. ECE: 10 equal-width bins of the clean probability against the truly-clean "
            "indicator. Marks: |estimated − true noise| ≤ 2; precision and recall at the suggested tau within 5 "
            "points (1,000 images and up) or 10 (fewer); ECE ≤ 0.05; F1 at the suggested tau ≥ the best single "
@@ -245,7 +247,8 @@ def calibration_section(cal: pd.DataFrame, tau: float) -> str:
         out.append(
             f"| {dataset} | {setting} | {pct(m.true_noise)} | {pct(m.est_noise)} ({pct(m.est_low)}–{pct(m.est_high)})"
             f"{_mark(ok_noise)} | {m.ece:.3f}{_mark(m.ece <= 0.05)} | {m.ece_gmm:.3f} | "
-            f"{pct(m.true_precision_06)} / {pct(m.est_precision_06)} | {pct(m.true_recall_06)} / {pct(m.est_recall_06)} | "
+            f"{pct(m.true_precision_06)} / {pct(m.est_precision_06)} | "
+            f"{pct(m.true_recall_06)} / {pct(m.est_recall_06)} | "
             + (f"{g['suggested_tau'].mean():.2f}" if g["suggested_tau"].notna().any() else "none") + " | "
             + (f"{pct(m.true_precision_s)} / {pct(m.est_precision_s)}{_mark(ok_p)} | "
                f"{pct(m.true_recall_s)} / {pct(m.est_recall_s)}{_mark(ok_r)} | "
@@ -289,7 +292,6 @@ def replace_section(docs: Path, title: str, text: str) -> None:
 def main(args) -> int:
     import torch
 
-    from turn_backend.bench.machine import choose_threads, machine_info
     from turn_backend.engine import Runtime
 
     t_start = time.time()
@@ -346,9 +348,9 @@ def main(args) -> int:
     load = info.get("load_average", [float("nan")])[0]
     machine = (f"{info['cpu']}, {info['cores']} cores" + (f", {info['gpu']} (`{device}`)" if info.get("gpu") else "")
                + f", load average {load:.1f} at the end")
-    command = "turn bench --detection" + "".join(
-        f" {flag} {value}" for flag, value in (("--n-train", args.n_train), ("--seeds", args.seeds),
-                                               ("--device", getattr(args, "device", "auto"))) if value not in (None, "auto"))
+    flags = (("--n-train", args.n_train), ("--seeds", args.seeds), ("--device", getattr(args, "device", "auto")))
+    command = "turn bench --detection" + "".join(f" {flag} {value}" for flag, value in flags
+                                                 if value not in (None, "auto"))
     title = f"## {args.docs_section}" if getattr(args, "docs_section", None) else SECTION_TITLE
     text = section(df, datasets, command, machine, time.time() - t_start).replace(SECTION_TITLE, title, 1)
     cal_title = CALIBRATION_TITLE + (f" ({args.docs_section})" if getattr(args, "docs_section", None) else "")

@@ -11,7 +11,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from turn_backend.methods import get_method, list_methods
+from turn_backend.config import RunConfig
+from turn_backend.methods import get_method, list_methods, run_standalone
+from turn_backend.runfolder import RunFolder
 
 SETTINGS_FULL = ["sym20", "sym60", "asym40", "inst40"]
 # every registered method, the clean-label reference last
@@ -178,8 +180,6 @@ def make_plan(args) -> Plan:
 
 
 def cell_config(plan: Plan, base: str, overrides: dict, setting: str, seed: int, group: str = "grid"):
-    from turn_backend.config import RunConfig
-
     kind, rate = parse_setting(setting)
     noise = {"kind": "none"} if base == "fft-true" or kind == "none" else {"kind": kind, "rate": rate, "seed": seed}
     dataset = {"kind": "demo", "n_train": plan.n_train, "n_test": plan.n_test}
@@ -204,12 +204,10 @@ def cell_dir(plan: Plan, method: str, setting: str, seed: int, group: str = "gri
 
 def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "grid") -> tuple[dict, bool]:
     """The metrics of one cell, and whether they were reused from an earlier run."""
-    from turn_backend.methods import run_standalone
-    from turn_backend.runfolder import RunFolder
-    from turn_backend.runner import run_turn
+    from turn_backend.runner import run_turn  # torch
 
     run_dir = cell_dir(plan, method, setting, seed, group)
-    done = run_dir / "metrics.json"
+    done = RunFolder(run_dir).metrics_path
     if done.exists():
         return json.loads(done.read_text()), True
     if run_dir.exists():
@@ -230,11 +228,9 @@ def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "gri
 
 
 def _rounds(run_dir: Path) -> list[dict]:
-    from turn_backend.runfolder import RunFolder
-
     try:
         return RunFolder(run_dir).rounds()
-    except Exception:
+    except Exception:  # noqa: BLE001 - a cell with no rounds to read (a baseline's, or one that failed)
         return []
 
 
@@ -248,10 +244,14 @@ def flatten(method: str, setting: str, seed: int, group: str, metrics: dict, run
     rounds = _rounds(run_dir)
     fft_images = None
     if rounds:
-        fft_images = int(sum((r.get("n_selected") or metrics.get("n_train") or plan.n_train) + (r.get("n_relabelled") or 0) for r in rounds))
+        fft_images = int(sum((r.get("n_selected") or metrics.get("n_train") or plan.n_train)
+                             + (r.get("n_relabelled") or 0) for r in rounds))
 
     def per_round(key):
         return json.dumps([None if d is None else round(float(d.get(key, float("nan"))), 5) for d in dets])
+
+    def each_round(key):  # the rounds' own values, where any round has them
+        return json.dumps([r.get(key) for r in rounds]) if any(key in r for r in rounds) else ""
 
     row = {
         "method": method, "base_method": base, "overrides": json.dumps(overrides), "group": group,
@@ -264,14 +264,15 @@ def flatten(method: str, setting: str, seed: int, group: str, metrics: dict, run
         "n_clean": metrics.get("n_clean"), "clean_purity": metrics.get("clean_purity"),
         "n_candidates": dets[0].get("n_kept") if dets and dets[0] else None,
         "clean_per_round": json.dumps(metrics.get("clean_per_round") or []),
-        "purity_per_round": json.dumps([None if p is None else round(p, 5) for p in metrics.get("purity_per_round") or []]),
+        "purity_per_round": json.dumps([None if p is None else round(p, 5)
+                                        for p in metrics.get("purity_per_round") or []]),
         "precision_per_round": per_round("precision"), "recall_per_round": per_round("recall"),
         "f1_per_round": per_round("f1"),
         "final_precision": final.get("precision"), "final_recall": final.get("recall"), "final_f1": final.get("f1"),
         "final_purity": final.get("purity"), "final_n_kept": final.get("n_kept"),
         "fft_images": fft_images,
-        "n_relabelled": json.dumps([r.get("n_relabelled") for r in rounds]) if any("n_relabelled" in r for r in rounds) else "",
-        "relabel_accuracy": json.dumps([r.get("relabel_accuracy") for r in rounds]) if any("relabel_accuracy" in r for r in rounds) else "",
+        "n_relabelled": each_round("n_relabelled"),
+        "relabel_accuracy": each_round("relabel_accuracy"),
         "final_model": (metrics.get("final_model") or {}).get("chosen", ""),
         "test_acc_fft_last": (metrics.get("final_model") or {}).get("test_acc_fft", metrics.get("test_acc_last")),
         "test_acc_probe_last": (metrics.get("final_model") or {}).get("test_acc_probe"),

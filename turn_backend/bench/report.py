@@ -8,8 +8,19 @@ import math
 import numpy as np
 import pandas as pd
 
-from turn_backend.bench.grid import (ABLATION, SMALL_CLASSES, SMALL_N_TEST, SMALL_N_TRAIN, SMALL_SETTINGS,
-                                     TAUS, TIMED_STAGES, TURNPLUS_DEV, Plan, parse_method)
+from turn_backend.bench.grid import (
+    ABLATION,
+    SMALL_CLASSES,
+    SMALL_N_TEST,
+    SMALL_N_TRAIN,
+    SMALL_SETTINGS,
+    TAUS,
+    TIMED_STAGES,
+    TURNPLUS_DEV,
+    Plan,
+    parse_method,
+)
+from turn_backend.methods import get_method
 from turn_backend.noise import FASHION_MNIST_CLASSES
 
 
@@ -191,8 +202,10 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
     gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
     jobs = machine.get("jobs", 1)
     w(f"- Machine: {machine.get('cpu')}, {machine.get('cores')} cores{gpu}; torch {machine.get('torch')} "
-      f"({machine.get('torch_threads')} thread(s): {machine.get('threads_reason', '')}), Python {machine.get('python')}; device `{machine.get('device')}`."
-      + (f" {jobs} cells ran at once, each in its own process, so every time below is under that shared load." if jobs > 1 else ""))
+      f"({machine.get('torch_threads')} thread(s): {machine.get('threads_reason', '')}), "
+      f"Python {machine.get('python')}; device `{machine.get('device')}`."
+      + (f" {jobs} cells ran at once, each in its own process, so every time below is under that shared load."
+         if jobs > 1 else ""))
     if machine.get("load_average") is not None:
         la = machine["load_average"]
         end = machine.get("load_average_end")
@@ -202,7 +215,9 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
     w(f"- Data: Fashion-MNIST demo, {plan.n_train} train / {plan.n_test} test images, {plan.image_size} px; "
       f"model `{plan.model}`; {len(plan.seeds)} seed(s) per cell (seed s: noise seed s and training seed s); "
       f"LP {plan.lp_epochs} epochs; FFT rounds: "
-      + (f"{plan.fft_epochs} for every method." if plan.fft_epochs else "each method's default (TURN 4, TURN+ 5, FFT baselines 5)."))
+      + (f"{plan.fft_epochs} for every method." if plan.fft_epochs else
+         f"each method's default (TURN {get_method('turn').default_rounds}, "
+         f"TURN+ {get_method('turn+').default_rounds}, FFT baselines {get_method('fft-ce').default_rounds})."))
     noisy = grid[grid["base_method"] != "fft-true"]
     actual = noisy.groupby("setting")["noise_rate_actual"].mean()
     w("- Noise settings (fraction of training labels actually wrong): "
@@ -366,7 +381,8 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
     if len(abl):
         w(f"## Ablation (Table 4), {plan.ablation_setting}, seed {plan.seeds[0]}")
         w("")
-        lines = ["| variant | what | best (%) | last (%) | round-1 kept | round-1 purity (%) | s |", "|---|---|---|---|---|---|---|"]
+        lines = ["| variant | what | best (%) | last (%) | round-1 kept | round-1 purity (%) | s |",
+                 "|---|---|---|---|---|---|---|"]
         for spec, what in ABLATION:
             g = abl[abl["method"] == spec]
             if len(g):
@@ -384,7 +400,8 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
             g = abl[abl["method"] == ("turn" if t == 0.6 else f"turn:tau={t:g}")]
             if len(g):
                 f1 = [(_json_list(x) or [None])[0] for x in g["f1_per_round"]]
-                lines.append(f"| {t:g} | {fmt_ms(g['test_acc_best'].tolist())} | {fmt_ms(g['test_acc_last'].tolist())} | "
+                lines.append(f"| {t:g} | {fmt_ms(g['test_acc_best'].tolist())} | "
+                             f"{fmt_ms(g['test_acc_last'].tolist())} | "
                              f"{_mean_of(g, 'n_clean'):.0f} | {fmt_ms(g['clean_purity'].tolist())} | {fmt_ms(f1)} |")
         w("\n".join(lines))
         w("")
@@ -393,8 +410,8 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
         w("## TURN+ development: each change measured beside TURN as published")
         w("")
         w(f"Mean ± sd over {len(plan.seeds)} seed(s); each row changes one thing relative to the turn+ row (see "
-          "`TURN_PLUS_DEFAULTS` in `turn_backend/config.py` for what turn+ uses). *FFT images*: images fine-tuned on, "
-          "all rounds, per run.")
+          "`TURN_PLUS_DEFAULTS` in `turn_backend/methods/turn.py` for what turn+ uses). *FFT images*: images "
+          "fine-tuned on, all rounds, per run.")
         w("")
         head = "| variant | what | " + " | ".join(f"{s} last (%) | {s} best (%)" for s in plan.dev_settings)
         lines = [head + " | FFT images | s |", "|---|---|" + "---|---|" * len(plan.dev_settings) + "---|---|"]
@@ -444,7 +461,8 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
         if len(fc):
             per_epoch = fc["seconds_fft"].astype(float) / fc["fft_images"].astype(float) * plan.n_train
             w(f"- Full fine-tuning: median {per_epoch.median():.1f} s per epoch over {plan.n_train} images "
-              f"({plan.n_train / per_epoch.median():.0f} images/s, forward + backward + update, augmentation included).")
+              f"({plan.n_train / per_epoch.median():.0f} images/s, forward + backward + update, "
+              "augmentation included).")
         w("")
     findings = where_turn_loses(df, settings)
     if findings:

@@ -25,6 +25,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from turn_backend.bench.detection import replace_section
+from turn_backend.bench.machine import machine_info
+from turn_backend.runfolder import RunFolder
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
 CHROMIUM = os.environ.get("TURN_E2E_CHROMIUM", "/usr/bin/chromium")
@@ -50,7 +54,8 @@ OBSERVE_JS = """() => {
   });
   window.__scaleObserver.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
 }"""
-START_JS = "() => { window.__scale.t0 = performance.now(); window.__scale.busySeen = false; window.__scale.idleAt = 0; }"
+START_JS = ("() => { window.__scale.t0 = performance.now(); window.__scale.busySeen = false; "
+            "window.__scale.idleAt = 0; }")
 # Polled every animation frame after an action; returns the timing once idle has held.
 IDLE_JS = """([settle, grace]) => {
   const s = window.__scale, now = performance.now();
@@ -106,8 +111,6 @@ class Timing:
 
 def build_run(run_dir: Path, n_train: int, n_test: int, image_size: int, log) -> None:
     """The large run, unless a finished one is already there."""
-    from turn_backend.runfolder import RunFolder
-
     if RunFolder(run_dir).exists() and RunFolder(run_dir).status().get("state") == "done":
         log(f"reusing the finished run {run_dir}")
         return
@@ -278,9 +281,6 @@ def section(text_table: str, command: str, machine: str, n_train: int, when: str
 
 def main(args) -> int:
     import datetime as dt
-
-    from turn_backend.bench.detection import replace_section
-    from turn_backend.bench.machine import machine_info
 
     n_train = args.n_train or 60_000
     n_test = args.n_test or 10_000

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from turn_backend.bench.grid import Plan, cell_config
+from turn_backend.data.loaders import load_dataset
 
 
 def measure_throughput(plan: Plan, log) -> dict:
@@ -15,9 +16,9 @@ def measure_throughput(plan: Plan, log) -> dict:
     forward, write to the cache) against the bare forward pass on batches already preprocessed
     and on the device, with the same mixed precision and memory layout; fills the feature
     cache the runs then share."""
+    # torch and what imports it, on use: `turn bench --help` and the report stay light
     import torch
 
-    from turn_backend.data.loaders import load_dataset
     from turn_backend.engine import Runtime, extract_features, to_device
     from turn_backend.features import feature_cache_path
     from turn_backend.models.core import Preprocess

@@ -81,7 +81,7 @@ def check_image_bytes_reason(opener: Callable[[], Image.Image], level: str) -> s
         return "cannot read file (permission denied)"
     except MemoryError:
         return "image too large to decode"
-    except Exception as exc:  # PIL's decoders raise many kinds on malformed data
+    except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many kinds on malformed data
         return f"corrupt or truncated image ({type(exc).__name__}: {exc})"
     return None
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from turn_backend.config import cache_root
 from turn_backend.data.core import DatasetBundle, DatasetError, ImageSet
+from turn_backend.io import atomic_write_bytes, cache_root
 from turn_backend.noise import FASHION_MNIST_CLASSES
-from turn_backend.runfolder import atomic_write_bytes
 
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "fashion_mnist_demo.npz"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")

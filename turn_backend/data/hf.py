@@ -41,6 +41,7 @@ from turn_backend.data.common import (
     warn,
 )
 from turn_backend.data.core import DatasetBundle, DatasetError, ImageSet, SkippedItem, to_rgb
+from turn_backend.io import cache_root
 from turn_backend.paths import OUTSIDE_ROOT, PathOutsideRoot, RootGuard
 
 IMAGE_COLUMNS = ("image", "img", "picture", "photo", "pixel_values_raw")
@@ -240,7 +241,7 @@ def _read_split(
 
 
 def _cache_dir(spec: dict, name: str, key: str) -> Path:
-    base = spec.get("cache_dir") or os.environ.get("TURN_CACHE_DIR") or Path.home() / ".cache" / "turn-studio"
+    base = spec.get("cache_dir") or cache_root()
     return Path(base).expanduser() / "images" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{key}"
 
 
@@ -373,7 +374,8 @@ def _coarse_map(sources, label_col, coarse_col, schema, class_names, info) -> No
             for a, b in zip(f, c):
                 if a is None or b is None:
                     continue
-                k = mapper(fine_names[a] if fine_names and isinstance(a, int) and 0 <= a < len(fine_names) else label_text(a))
+                fine = fine_names and isinstance(a, int) and 0 <= a < len(fine_names)
+                k = mapper(fine_names[a] if fine else label_text(a))
                 if k is not None and isinstance(b, (int, np.integer)):
                     pairs.add((k, int(b)))
     cof = np.full(len(class_names), -1, dtype=np.int64)
@@ -410,7 +412,8 @@ def load_hf(spec: dict, opts: LoadOptions) -> DatasetBundle:
         raise DatasetError(f"{str(root)!r} is not a datasets save_to_disk folder: {exc}") from exc
     if isinstance(loaded, datasets.DatasetDict):
         names = list(loaded.keys())
-        train_name = spec.get("train_split") or ("train" if "train" in loaded else names[0] if len(names) == 1 else None)
+        only = names[0] if len(names) == 1 else None
+        train_name = spec.get("train_split") or ("train" if "train" in loaded else only)
         if train_name not in loaded:
             raise DatasetError(f"no train split in {str(root)!r}: its splits are {names}; name one with train_split")
         test_name = spec.get("test_split", next((s for s in TEST_SPLITS if s in loaded), None))
@@ -470,7 +473,8 @@ def load_parquet(spec: dict, opts: LoadOptions) -> DatasetBundle:
         else:
             unnamed = groups.pop("", [])
             if "train" not in groups:
-                raise DatasetError(f"{str(path)!r}: no Parquet file has 'train' in its name (found {[f.name for f in files]})")
+                raise DatasetError(f"{str(path)!r}: no Parquet file has 'train' in its name "
+                                   f"(found {[f.name for f in files]})")
             groups["train"] += unnamed
             if "test" not in groups and "val" in groups:
                 groups["test"] = groups.pop("val")

@@ -41,6 +41,13 @@ import numpy as np
 
 from turn_backend.data.common import VERIFY_LEVELS, LoadOptions, Progress, finish_bundle, limit_arrays
 from turn_backend.data.core import DatasetBundle, DatasetError, from_arrays
+from turn_backend.data.demo import load_demo
+from turn_backend.data.folder import load_folder
+from turn_backend.data.hf import load_hf, load_parquet
+from turn_backend.data.manifest import load_manifest
+from turn_backend.data.standard import load_cifar, load_idx
+from turn_backend.data.webly import load_clothing1m, load_webvision
+from turn_backend.noise import apply_noise, cifar100_pairs
 
 COMMON_KEYS = {"kind", "name", "verify", "max_train", "max_test", "subset_seed"}
 COLUMN_KEYS = {"image_column", "label_column", "true_label_column", "id_column", "classes", "root",
@@ -76,8 +83,6 @@ def _options(spec: Mapping, progress: Progress | None) -> LoadOptions:
 
 
 def _load_demo(spec: dict, opts: LoadOptions) -> DatasetBundle:
-    from turn_backend.data.demo import load_demo  # demo imports turn_backend.noise, which imports us
-
     b = load_demo(int(spec.get("n_train", 3000)), int(spec.get("n_test", 1000)), spec.get("classes"))
     train = limit_arrays(b.train, opts.max_train, opts.seed)
     test = limit_arrays(b.test, opts.max_test, opts.seed)
@@ -97,41 +102,24 @@ def _load_arrays(spec: dict, opts: LoadOptions) -> DatasetBundle:
 
 
 def _loader(kind: str) -> Callable[[dict, LoadOptions], DatasetBundle]:
-    # imported on use: `datasets` and torchvision are slow to import
     if kind == "demo":
         return _load_demo
     if kind == "arrays":
         return _load_arrays
     if kind == "folder":
-        from turn_backend.data.folder import load_folder
-
         return load_folder
     if kind == "manifest":
-        from turn_backend.data.manifest import load_manifest
-
         return load_manifest
     if kind == "idx":
-        from turn_backend.data.standard import load_idx
-
         return load_idx
     if kind in ("cifar10", "cifar100"):
-        from turn_backend.data.standard import load_cifar
-
         return load_cifar
     if kind == "hf":
-        from turn_backend.data.hf import load_hf
-
         return load_hf
     if kind == "parquet":
-        from turn_backend.data.hf import load_parquet
-
         return load_parquet
     if kind == "clothing1m":
-        from turn_backend.data.webly import load_clothing1m
-
         return load_clothing1m
-    from turn_backend.data.webly import load_webvision
-
     return load_webvision
 
 
@@ -205,8 +193,6 @@ def apply_label_noise(
     The noisy labels become the train labels; the true labels are the train set's true
     labels where known, else its labels before the noise. The test split is unchanged.
     """
-    from turn_backend.noise import apply_noise, cifar100_pairs
-
     train = bundle.train
     names = train.class_names
     index_pairs = None

@@ -81,7 +81,8 @@ def _find_column(columns: list[str], role: str, override: str | None) -> int | N
 
 
 def _records(text: str, delimiter: str):
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"', doublequote=True,
+                        strict=False)
     for row in reader:
         yield reader.line_num, row
 
@@ -130,7 +131,8 @@ def read_csv(path: Path, spec: dict, info: dict) -> Table:
                 header_mode is False or is_image_name(label_text(sample[0][1][0]))
             ):
                 ncol = len(sample[0][1])
-                warn(info, "the manifest has no header row; its columns were read as path, label" + (", split" if ncol == 3 else ""))
+                warn(info, "the manifest has no header row; its columns were read as path, label"
+                     + (", split" if ncol == 3 else ""))
                 return Table(columns=["path", "label", "split"][:ncol], rows=list(_records(text, d)), header=False)
     first = first_rows(delims[0], 1)
     found = first[0][1] if first else []
@@ -222,7 +224,8 @@ def load_manifest(spec: dict, opts: LoadOptions) -> DatasetBundle:
             continue
         split = SPLIT_VALUES.get(cell("split").lower())
         if split is None:
-            skipped.append(SkippedItem(src, f"unknown split {cell('split')!r}, use train, test or val ({where} line {line})"))
+            skipped.append(SkippedItem(src, f"unknown split {cell('split')!r}, use train, test or val "
+                                            f"({where} line {line})"))
             continue
         sid = cell("id") or raw_path.strip()
         parsed.append((line, raw_path, sid, lab, cell("true_label"), split))
@@ -251,7 +254,8 @@ def load_manifest(spec: dict, opts: LoadOptions) -> DatasetBundle:
         k = mapper(lab)
         src = raw_path
         if k is None:
-            skipped.append(SkippedItem(src, f"label {lab!r} is not one of the {len(class_names)} classes ({where} line {line})"))
+            skipped.append(SkippedItem(src, f"label {lab!r} is not one of the {len(class_names)} classes "
+                                            f"({where} line {line})"))
             continue
         t = None
         if true_text != "":

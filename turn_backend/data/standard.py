@@ -193,7 +193,8 @@ def _cifar_folder(root: Path, kind: str, download: bool) -> Path:
     )
 
 
-def _cifar_split(folder: Path, names: list[str], label_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+def _cifar_split(folder: Path, names: list[str],
+                 label_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
     xs, ys, cs, found = [], [], [], 0
     for n in names:
         p = folder / n

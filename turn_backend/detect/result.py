@@ -1,16 +1,11 @@
-"""What detection returns, and how a run folder stores it (`final/signals.parquet`, `final/noise_matrix.json`)."""
+"""What detection returns, as arrays, a table (`to_frame`) and a JSON record of the noise
+estimate (`noise_matrix_record`); `RunFolder.save_detection` stores them in a run folder."""
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-
-SIGNALS_FILE = "signals.parquet"
-NOISE_MATRIX_FILE = "noise_matrix.json"
 
 # Each signal's clean score in [0, 1], higher = more probably clean. Names are stable: the
 # app, the export and the benchmark read them.
@@ -64,30 +59,15 @@ class DetectionResult:
         columns["suggested_source"] = self.suggested_source
         return pd.DataFrame(columns)
 
-    def save(self, directory: str | Path) -> None:
-        """Write `signals.parquet` and `noise_matrix.json` atomically into `directory`."""
-        from turn_backend.runfolder import atomic_write_bytes, atomic_write_json
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        self.to_frame().to_parquet(buf, index=False)
-        atomic_write_bytes(d / SIGNALS_FILE, buf.getvalue())
-        atomic_write_json(d / NOISE_MATRIX_FILE, {
-            "counts": np.asarray(self.noise_counts, dtype=np.float64).round(3).tolist(),
-            "noise_rate": float(self.noise_rate), "notes": self.notes, "reliability": self.reliability,
-        })
+    def noise_matrix_record(self) -> dict:
+        """The JSON record of the noise estimate (what `from_records` reads back)."""
+        return {"counts": np.asarray(self.noise_counts, dtype=np.float64).round(3).tolist(),
+                "noise_rate": float(self.noise_rate), "notes": self.notes, "reliability": self.reliability}
 
     @classmethod
-    def load(cls, directory: str | Path) -> DetectionResult | None:
-        """The result saved in `directory`, or None where it holds none."""
-        import pandas as pd
-
-        d = Path(directory)
-        if not (d / SIGNALS_FILE).exists() or not (d / NOISE_MATRIX_FILE).exists():
-            return None
-        frame = pd.read_parquet(d / SIGNALS_FILE)
-        meta = json.loads((d / NOISE_MATRIX_FILE).read_text())
+    def from_records(cls, frame, meta: dict) -> DetectionResult:
+        """A result from `to_frame()`'s table and `noise_matrix_record()` (as a run folder
+        stores them: `RunFolder.save_detection` / `load_detection`)."""
         signals = {k: frame[k].to_numpy() for k in SIGNAL_DESCRIPTIONS if k in frame and k != "combined"}
         source = str(frame["suggested_source"].iloc[0]) if len(frame) else "ensemble"
         return cls(clean_prob=frame["combined"].to_numpy(), signals=signals,

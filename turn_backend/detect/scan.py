@@ -3,8 +3,15 @@ probe (GCE) trained on them, then every signal and the combination."""
 
 from __future__ import annotations
 
+from turn_backend.config import RunConfig
 from turn_backend.detect.combine import detect_label_issues
 from turn_backend.detect.result import DetectionResult
+from turn_backend.detect.signals import softmax
+from turn_backend.engine import Runtime, extract_features, head_logits, train_linear_probe
+from turn_backend.features import feature_cache_path
+from turn_backend.models.core import Preprocess
+from turn_backend.models.registry import load_model
+from turn_backend.rundata import load_run_data
 
 
 def scan_dataset(dataset: dict, model: str = "efficientnet_lite0", *, image_size: int | None = None,
@@ -12,14 +19,6 @@ def scan_dataset(dataset: dict, model: str = "efficientnet_lite0", *, image_size
     """`detect_label_issues` on the training split of `dataset` (a spec as `turn run` takes it,
     e.g. {"kind": "folder", "path": "photos/"}), with features of `model` (a registry name,
     timm name, Hugging Face id or folder). Rows follow the dataset's training order."""
-    from turn_backend.config import RunConfig
-    from turn_backend.detect.signals import softmax
-    from turn_backend.engine import Runtime, extract_features, head_logits, train_linear_probe
-    from turn_backend.features import feature_cache_path
-    from turn_backend.models.core import Preprocess
-    from turn_backend.models.registry import load_model
-    from turn_backend.runner import load_run_data
-
     bundle = load_run_data(RunConfig(dataset=dataset, noise={"kind": "none"}, model=model))
     train = bundle.train
     loaded = load_model(model, None, pretrained=True)

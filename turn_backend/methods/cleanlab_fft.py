@@ -13,6 +13,7 @@ import numpy as np
 
 from turn_backend.methods.fine_tune import DEFAULT_ROUNDS
 from turn_backend.methods.registry import NO_RUN_FOLDER, Method, register_method
+from turn_backend.runfolder import RunFolder
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, seed: int, folds: int = 5) -> np.ndarray:
@@ -71,7 +72,7 @@ def run(config, run_dir: Path) -> dict:
         accs.append(accuracy_from_logits(logits, run.test.labels))
         run.tick("eval", t0)
     t0 = time.time()
-    final = np.asarray(compute_logits(model, train, run.pre, run.dir / "train_logits.npy", rt, cfg.batch_size,
+    final = np.asarray(compute_logits(model, train, run.pre, run.dir / RunFolder.TRAIN_LOGITS, rt, cfg.batch_size,
                                       run.workers))
     run.tick("final", t0)
     return run.finish(accs, final, {"n_clean": int(len(kept)), "clean_purity": purity,

@@ -12,6 +12,7 @@ import numpy as np
 
 from turn_backend.methods.registry import NO_RUN_FOLDER, Method, register_method
 
+
 def gmm_clean_prob(losses: np.ndarray, seed: int) -> np.ndarray:
     """DivideMix's division: each sample's posterior of the low-loss component of a GMM on
     the min-max normalised losses of the whole set."""

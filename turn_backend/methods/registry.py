@@ -9,9 +9,9 @@ Nothing here imports torch: the app reads the registry in processes that never t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 KINDS = ("turn", "lp", "fft")
 # why the benchmark-only baselines are not offered by `turn run` and the app

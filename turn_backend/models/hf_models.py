@@ -16,14 +16,15 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 import torch
 
 from turn_backend.models.core import FeatureExtractor, LoadedModel, ModelError, Preprocess
+from turn_backend.models.hparams import PAPER_HPARAMS
 
 # Used only where a checkpoint has no saved image processor (see `_preprocess`).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -61,7 +62,7 @@ def _pool_mae(backbone, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class _Family:
-    family: str  # key into registry.PAPER_HPARAMS
+    family: str  # key into hparams.PAPER_HPARAMS
     model_class: str  # transformers class name
     pool: Callable
     kwargs: tuple = ()  # extra from_pretrained keyword arguments
@@ -89,7 +90,7 @@ def _offline() -> bool:
         from huggingface_hub import constants
 
         return bool(constants.HF_HUB_OFFLINE)
-    except Exception:  # pragma: no cover - huggingface_hub always ships with transformers
+    except Exception:  # noqa: BLE001  # pragma: no cover - huggingface_hub always ships with transformers
         return False
 
 
@@ -97,13 +98,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     """A quick TCP connect to the hub, so that a machine without a network fails in
     seconds instead of huggingface_hub's ~30 s of retries. Behind a proxy a direct
     connect says nothing, so the check is skipped there."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+    proxies = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    if any(os.environ.get(v) for v in proxies):
         return True
     try:
         from huggingface_hub import constants
 
         endpoint = urlparse(constants.ENDPOINT)
-    except Exception:  # pragma: no cover
+    except Exception:  # noqa: BLE001  # pragma: no cover
         endpoint = urlparse("https://huggingface.co")
     host = endpoint.hostname or "huggingface.co"
     port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
@@ -188,7 +190,7 @@ def _preprocess(name: str, config, offline: bool) -> Preprocess:
         processor = AutoImageProcessor.from_pretrained(
             name, trust_remote_code=False, local_files_only=offline
         )
-    except Exception as exc:  # no preprocessor_config.json in the folder / repository
+    except Exception as exc:  # noqa: BLE001 - no preprocessor_config.json in the folder / repository
         # Fallback: the config's image size with ImageNet mean/std. Right for most
         # ImageNet-trained checkpoints, wrong for CLIP-style statistics; a warning says so.
         warnings.warn(
@@ -219,8 +221,6 @@ def load_hf(name_or_path: str) -> LoadedModel:
     """A transformers image backbone by hub id or local folder, as a `LoadedModel`."""
     import transformers
     from transformers import AutoConfig
-
-    from turn_backend.models.registry import PAPER_HPARAMS
 
     name = str(name_or_path)
     local = Path(name).expanduser()

@@ -14,48 +14,12 @@ from pathlib import Path
 import timm
 import torch
 
-from turn_backend.models.core import (
-    FeatureExtractor,
-    HParams,
-    LoadedModel,
-    ModelError,
-    Preprocess,
-    StageHParams,
-)
+from turn_backend.models.core import FeatureExtractor, LoadedModel, ModelError, Preprocess
 from turn_backend.models.efficientnet_lite import MEAN, STD, build_efficientnet_lite0
+from turn_backend.models.hf_models import load_hf
+from turn_backend.models.hparams import PAPER_HPARAMS, family_of
 
 DEFAULT_MODEL = "efficientnet_lite0"
-
-
-def _hp(lp_opt, lp_lr, lp_wd, fft_opt, fft_lr, fft_wd, source="paper Table 8") -> HParams:
-    return HParams(StageHParams(lp_opt, lp_lr, lp_wd), StageHParams(fft_opt, fft_lr, fft_wd), source)
-
-
-# Paper, Table 8: LP / FFT optimiser, learning rate, weight decay per model family.
-PAPER_HPARAMS: dict[str, HParams] = {
-    "vit": _hp("sgd", 1e-2, 1e-3, "sgd", 1e-2, 1e-5),
-    "convnext": _hp("sgd", 1e-1, 1e-4, "adamw", 1e-4, 1e-4),
-    "mae": _hp("adamw", 1e-2, 1e-5, "adamw", 1e-4, 1e-3),
-    "msn": _hp("sgd", 1e-2, 1e-2, "sgd", 1e-3, 1e-5),
-    "clip": _hp("adamw", 1e-3, 1e-6, "adamw", 1e-5, 1e-5),
-    "resnet": _hp("adamw", 1e-3, 1e-5, "adamw", 1e-3, 1e-5),
-    # Not in the paper. Measured on Fashion-MNIST at 64 px: SGD 1e-2 with BatchNorm in
-    # training mode wrecked the LP head in the first FFT round; AdamW 1e-4 with BatchNorm
-    # statistics frozen kept it (see DESIGN.md).
-    "efficientnet": _hp("adamw", 1e-3, 1e-5, "adamw", 1e-4, 1e-5, source="measured on Fashion-MNIST"),
-}
-
-
-def family_of(name: str) -> str:
-    """The paper's model family a name belongs to (for default hyperparameters)."""
-    n = name.lower()
-    for key, family in (
-        ("mae", "mae"), ("msn", "msn"), ("clip", "clip"), ("convnext", "convnext"),
-        ("efficientnet", "efficientnet"), ("resnet", "resnet"), ("vit", "vit"), ("deit", "vit"),
-    ):
-        if key in n:
-            return family
-    return "resnet"
 
 
 def _timm_pool(backbone, x):
@@ -144,7 +108,5 @@ def load_model(name: str = DEFAULT_MODEL, checkpoint: str | None = None, pretrai
     if name.startswith("timm:"):
         return load_timm(name[len("timm:"):], checkpoint, pretrained)
     if looks_like_hf(name):
-        from turn_backend.models.hf_models import load_hf
-
         return load_hf(name.removeprefix("hf:"))
     return load_timm(name, checkpoint, pretrained)

@@ -23,7 +23,8 @@ import torch
 
 from turn_backend.detect.signals import softmax
 from turn_backend.engine import accuracy_from_logits, compute_logits, head_logits, train_linear_probe
-from turn_backend.runfolder import atomic_write_json, read_json
+from turn_backend.io import atomic_write_json, read_json
+from turn_backend.runfolder import RunFolder
 from turn_backend.stages.context import RunContext, stage_seed
 from turn_backend.stages.rounds import cleansed_round
 
@@ -33,7 +34,7 @@ def choose_final_model(ctx: RunContext) -> None:
     holdout, ensemble = cfg.turn_option("holdout"), cfg.turn_option("probe_ensemble")
     if not (holdout or ensemble):
         return
-    probe_path, choice_path = folder.path / "choice" / "probe_head.pt", folder.path / "choice" / "choice.json"
+    probe_path, choice_path = folder.choice_dir / folder.PROBE_HEAD, folder.choice_dir / folder.CHOICE
     if "choice" in folder.completed() and choice_path.exists():
         if read_json(choice_path)["chosen"] == "probe":
             ctx.model, ctx.head = None, torch.load(probe_path, weights_only=True)
@@ -67,8 +68,8 @@ def cleaned_label_probe(ctx: RunContext) -> tuple[dict, int]:
     with that round's labels (relabels included; each sample once); and how many it saw."""
     cfg = ctx.config
     last = ctx.folder.round_dir(cleansed_round(ctx, cfg.rounds))
-    index, first = np.unique(np.load(last / "train_index.npy"), return_index=True)
-    labels = np.load(last / "train_labels.npy")[first]
+    index, first = np.unique(np.load(last / RunFolder.TRAIN_INDEX), return_index=True)
+    labels = np.load(last / RunFolder.TRAIN_LABELS)[first]
     probe, _ = train_linear_probe(np.asarray(ctx.feats[index]), labels, ctx.train.num_classes, ctx.lp_hp, "ce",
                                   cfg.lp_epochs, cfg.batch_size, stage_seed(cfg, "probe"))
     return probe, int(len(index))
@@ -85,7 +86,7 @@ def _probe_ensemble(ctx: RunContext) -> tuple[dict, dict]:
     probe, n_probe = cleaned_label_probe(ctx)
     choice: dict = {"chosen": "ensemble", "n_probe_train": n_probe}
     if test is not None:
-        tuned = np.load(ctx.folder.round_dir(cfg.rounds) / "test_logits.npy")
+        tuned = np.load(ctx.folder.round_dir(cfg.rounds) / RunFolder.TEST_LOGITS)
         probe_logits = head_logits(probe, ctx.test_feats)
         choice["test_acc_fft"] = accuracy_from_logits(tuned, test.labels)
         choice["test_acc_probe"] = accuracy_from_logits(probe_logits, test.labels)
@@ -106,7 +107,7 @@ def _held_out_choice(ctx: RunContext) -> tuple[dict | None, dict | None]:
     ctx.status(stage="choice", stage_label="Choosing the final model on held-out clean samples")
     probe, n_probe = cleaned_label_probe(ctx)
     held_logits = compute_logits(ctx.model, train.subset(held), ctx.pre,
-                                 folder.path / "choice" / "holdout_logits.npy", rt, cfg.batch_size, ctx.workers,
+                                 folder.choice_dir / folder.HOLDOUT_LOGITS, rt, cfg.batch_size, ctx.workers,
                                  notify=ctx.notice("choice"))
     choice = {
         "n_holdout": int(len(held)),
@@ -117,8 +118,9 @@ def _held_out_choice(ctx: RunContext) -> tuple[dict | None, dict | None]:
     choice["chosen"] = "probe" if choice["holdout_acc_probe"] > choice["holdout_acc_fft"] else "fft"
     if test is not None:
         choice["test_acc_probe"] = accuracy_from_logits(head_logits(probe, ctx.test_feats), test.labels)
-        choice["test_acc_fft"] = read_json(folder.round_dir(cfg.rounds) / "round.json", {}).get("test_acc")
-    ctx.log("choice", f"final model: {'the linear probe on the cleaned labels' if choice['chosen'] == 'probe' else 'the fine-tuned model'} "
+        choice["test_acc_fft"] = folder.round_info(cfg.rounds).get("test_acc")
+    chosen = "the linear probe on the cleaned labels" if choice["chosen"] == "probe" else "the fine-tuned model"
+    ctx.log("choice", f"final model: {chosen} "
             f"(held-out accuracy {choice['holdout_acc_probe']:.1%} probe, {choice['holdout_acc_fft']:.1%} fine-tuned, "
             f"{choice['n_holdout']} samples)", **choice)
     return choice, probe

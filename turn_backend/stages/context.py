@@ -6,16 +6,20 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from turn_backend.config import RunConfig
 from turn_backend.data.core import DatasetBundle, ImageSet
 from turn_backend.engine import Runtime
 from turn_backend.features import feature_cache_path
-from turn_backend.methods import Method, get_method
+from turn_backend.io import atomic_write_json
 from turn_backend.models.core import Classifier, LoadedModel, Preprocess, StageHParams
-from turn_backend.runfolder import RunFolder, atomic_write_json
+from turn_backend.runfolder import RunFolder
+
+if TYPE_CHECKING:  # types only: config imports the methods registry, whose methods run these stages
+    from turn_backend.config import RunConfig
+    from turn_backend.methods import Method
 
 
 def stage_seed(config: RunConfig, *parts) -> int:
@@ -30,7 +34,7 @@ class RunContext:
     def __init__(self, run_dir: Path, config: RunConfig) -> None:
         self.folder = RunFolder(run_dir)
         self.config = config
-        self.method: Method = get_method(config.method)
+        self.method: Method = config.method_spec
         self.rt = Runtime(config.device, config.mixed_precision)
         self.timings: dict[str, float] = {}
         # made by the stages, in the order they run
@@ -58,6 +62,9 @@ class RunContext:
 
     # --- bookkeeping -------------------------------------------------------------------
     def log(self, stage: str, message: str, **data) -> None:
+        """An event in the run's log: `message` for people, `data` as fields for code. A stage
+        marks the event that sums up its result with `summary=True` and states that result in
+        fields (RunFolder.summaries() reads them; nothing reads the message text)."""
         if self.rt.is_main:
             self.folder.log(stage, message, **data)
 
@@ -86,7 +93,7 @@ class RunContext:
         """Add the seconds since `start` to `stage`'s entry of timings.json."""
         self.timings[stage] = self.timings.get(stage, 0.0) + time.time() - start
         if self.rt.is_main:
-            atomic_write_json(self.folder.path / "timings.json", self.timings)
+            atomic_write_json(self.folder.timings_path, self.timings)
 
     def feature_path(self, images: ImageSet, split: str) -> Path:
         """The feature-cache file of `images` under this run's model and preprocessing."""

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from turn_backend.config import RunConfig
 from turn_backend.data.core import DatasetBundle
+from turn_backend.io import atomic_write_json
 from turn_backend.models.core import LoadedModel, Preprocess, StageHParams
 from turn_backend.models.registry import load_model
 from turn_backend.pipeline import default_workers
-from turn_backend.retrain import apply_reviewed_labels
+from turn_backend.reviewed import apply_reviewed_labels
 from turn_backend.rundata import load_run_data
-from turn_backend.runfolder import atomic_write_json
 from turn_backend.stages.context import RunContext
+
+if TYPE_CHECKING:  # a type only: config imports the methods registry, whose methods run these stages
+    from turn_backend.config import RunConfig
 
 
 def resolve_hparams(config: RunConfig, loaded: LoadedModel) -> tuple[StageHParams, StageHParams]:
@@ -47,11 +50,11 @@ def load_data(ctx: RunContext) -> None:
         bundle = ctx.reviewed.bundle
         ctx.held_clean = ctx.reviewed.held_clean
     ctx.bundle = bundle
-    if ctx.rt.is_main and not (folder.path / "samples.parquet").exists():
+    if ctx.rt.is_main and not folder.has_samples():
         _write_samples(ctx, bundle)
     if bundle.skipped:
         ctx.log("data", f"skipped {len(bundle.skipped)} unreadable item(s)",
-                skipped=[s.__dict__ for s in bundle.skipped[:50]])
+                skipped=[s.__dict__ for s in bundle.skipped[:50]], summary=True, n_skipped=len(bundle.skipped))
     ctx.loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
     ctx.pre = resolve_preprocess(cfg, ctx.loaded)
     ctx.lp_hp, ctx.fft_hp = resolve_hparams(cfg, ctx.loaded)
@@ -73,7 +76,7 @@ def _write_samples(ctx: RunContext, bundle: DatasetBundle) -> None:
             "true_label": s.true_labels if s.true_labels is not None else np.full(len(s), -1),
         }))
     df = pd.concat(frames, ignore_index=True)
-    tmp = ctx.folder.path / ".samples.tmp.parquet"
+    tmp = ctx.folder.samples_path.with_name(f".{ctx.folder.samples_path.stem}.tmp.parquet")
     df.to_parquet(tmp, index=False)
-    os.replace(tmp, ctx.folder.path / "samples.parquet")
-    atomic_write_json(ctx.folder.path / "classes.json", bundle.class_names)
+    os.replace(tmp, ctx.folder.samples_path)
+    atomic_write_json(ctx.folder.classes_path, bundle.class_names)

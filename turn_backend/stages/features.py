@@ -35,7 +35,7 @@ def extract(ctx: RunContext) -> None:
     if "features" not in ctx.folder.completed():
         ctx.log("features", f"features ready: {feats.shape[0]} train x {feats.shape[1]} dims"
                 + (" (from the cache)" if from_cache else ""), seconds=round(time.time() - t0, 2),
-                from_cache=from_cache)
+                from_cache=from_cache, summary=True, n_train=int(feats.shape[0]), n_dims=int(feats.shape[1]))
         if ctx.rt.is_main:
             ctx.folder.mark_completed("features")
     ctx.feats, ctx.test_feats = feats, test_feats

@@ -12,8 +12,9 @@ import torch
 
 from turn_backend.cleansing import fit_clean_probability
 from turn_backend.engine import head_logits
+from turn_backend.io import atomic_save_npy, atomic_write_json
 from turn_backend.losses import per_sample_ce
-from turn_backend.runfolder import atomic_save_npy, atomic_write_json
+from turn_backend.runfolder import RunFolder
 from turn_backend.stages.context import RunContext, stage_seed
 from turn_backend.stages.scoring import detect, tuned_features_and_logits
 
@@ -28,14 +29,14 @@ def score_final_model(ctx: RunContext) -> None:
         logits = head_logits(ctx.head, ctx.feats).astype(np.float32)
         if ctx.rt.is_main:
             d.mkdir(parents=True, exist_ok=True)
-            atomic_save_npy(d / "logits.npy", logits)
+            atomic_save_npy(d / RunFolder.LOGITS, logits)
         final_feats = ctx.feats
     else:
         # the tuned features of the training set (kept: detection, maps and More like this read them)
-        final_feats, logits = tuned_features_and_logits(ctx, ctx.model, d / "features.npy", "final",
+        final_feats, logits = tuned_features_and_logits(ctx, ctx.model, d / RunFolder.FEATURES, "final",
                                                         "Scoring the training set")
         if ctx.rt.is_main:
-            atomic_save_npy(d / "logits.npy", logits.astype(np.float32))
+            atomic_save_npy(d / RunFolder.LOGITS, logits.astype(np.float32))
     losses = per_sample_ce(torch.from_numpy(np.asarray(logits, dtype=np.float64)),
                            torch.from_numpy(train.labels)).numpy()
     fit = fit_clean_probability(losses, train.labels, train.num_classes, seed=stage_seed(cfg, "gmm", "final"))
@@ -45,9 +46,9 @@ def score_final_model(ctx: RunContext) -> None:
     if ctx.held_clean is not None:  # decisions a person made stay made: never flagged again
         clean_prob = np.where(ctx.held_clean, 1.0, clean_prob)
     if ctx.rt.is_main:
-        atomic_save_npy(d / "losses.npy", losses.astype(np.float32))
-        atomic_save_npy(d / "clean_prob.npy", np.asarray(clean_prob, dtype=np.float32))
-        atomic_write_json(d / "gmm.json", {"fits": fit.fits_as_dicts(), "notes": fit.notes,
+        atomic_save_npy(d / RunFolder.LOSSES, losses.astype(np.float32))
+        atomic_save_npy(d / RunFolder.CLEAN_PROB, np.asarray(clean_prob, dtype=np.float32))
+        atomic_write_json(d / RunFolder.GMM, {"fits": fit.fits_as_dicts(), "notes": fit.notes,
                                            "clean_prob_source": source})
         folder.mark_completed("final")
     ctx.add_time("final", t0)

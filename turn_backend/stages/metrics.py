@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from turn_backend.cleansing import detection_metrics
 from turn_backend.detect.estimates import summarise_flags
-from turn_backend.detect.result import DetectionResult
-from turn_backend.runfolder import atomic_write_json, read_json
+from turn_backend.io import atomic_write_json
 from turn_backend.stages.choice import final_test_accuracy
 from turn_backend.stages.context import RunContext
 
@@ -16,11 +15,11 @@ def summarise(ctx: RunContext) -> None:
     metrics: dict = {"method": cfg.method, "model": cfg.model, "n_train": len(train),
                      "n_test": len(ctx.test) if ctx.test is not None else 0}
     if kind == "lp":
-        history = read_json(folder.path / "lp" / "history.json", [])
+        history = folder.lp_history()
         accs = [h["test_acc"] for h in history if "test_acc" in h]
     else:
         accs = [r["test_acc"] for r in rounds if "test_acc" in r]
-    choice = read_json(folder.path / "choice" / "choice.json", None)
+    choice = folder.choice()
     if accs:
         metrics["test_acc_best"] = max(accs)
         metrics["test_acc_last"] = accs[-1]
@@ -42,7 +41,7 @@ def summarise(ctx: RunContext) -> None:
     if final is not None:
         # the combined clean probability is the calibrated one; a run that flags by TURN's GMM
         # still counts its expected wrong labels with it
-        detection = DetectionResult.load(folder.final_dir)
+        detection = folder.load_detection(folder.final_dir)
         metrics.update(summarise_flags(
             final["clean_prob"], cfg.tau, calibrated=None if detection is None else detection.clean_prob,
             reliability=None if detection is None else detection.reliability))
@@ -54,5 +53,5 @@ def summarise(ctx: RunContext) -> None:
     metrics["seconds"] = {k: round(v, 3) for k, v in ctx.timings.items()}
     metrics["seconds_total"] = round(sum(ctx.timings.values()), 3)
     if ctx.rt.is_main:
-        atomic_write_json(folder.path / "metrics.json", metrics)
+        atomic_write_json(folder.metrics_path, metrics)
     ctx.metrics = metrics

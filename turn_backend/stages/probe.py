@@ -9,13 +9,13 @@ import time
 import torch
 
 from turn_backend.engine import train_linear_probe
-from turn_backend.runfolder import atomic_write_json
+from turn_backend.io import atomic_write_json
 from turn_backend.stages.context import RunContext, stage_seed
 
 
 def linear_probe(ctx: RunContext) -> None:
     cfg, folder, train, test = ctx.config, ctx.folder, ctx.train, ctx.test
-    head_path = folder.path / "lp" / "head.pt"
+    head_path = folder.lp_dir / folder.LP_HEAD
     if "lp" in folder.completed() and head_path.exists():
         ctx.head = torch.load(head_path, weights_only=True)
         return
@@ -36,7 +36,7 @@ def linear_probe(ctx: RunContext) -> None:
         tmp = head_path.with_suffix(".tmp")
         torch.save(head, tmp)
         os.replace(tmp, head_path)
-        atomic_write_json(folder.path / "lp" / "history.json", history)
+        atomic_write_json(folder.lp_dir / folder.LP_HISTORY, history)
         folder.mark_completed("lp")
     ctx.add_time("lp", t0)
     ctx.head = head

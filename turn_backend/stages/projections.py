@@ -35,7 +35,7 @@ def project(ctx: RunContext) -> None:
         features = {"before": np.asarray(cached[subset])}
         if model is not None:  # a linear probe leaves the features as they were
             # the final stage may have stored the tuned features of the whole training set
-            tuned = folder.final_dir / "features.npy"
+            tuned = folder.final_dir / folder.FEATURES
             if split == "train" and tuned.exists():
                 features["after"] = np.asarray(np.load(tuned, mmap_mode="r")[subset])
             else:
@@ -53,7 +53,7 @@ def project(ctx: RunContext) -> None:
         folder.mark_completed("projections")
         ctx.log("projection", f"projections of {len(subset)} {split} samples ready"
                 + (" (pre-trained maps from the cache)" if reused else ""), seconds=round(time.time() - t0, 2),
-                maps_from_cache=reused)
+                maps_from_cache=reused, summary=True, n_samples=len(subset), split=split)
     ctx.add_time("projection", t0)
     ctx.rt.barrier()
 

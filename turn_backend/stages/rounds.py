@@ -19,9 +19,10 @@ from turn_backend.cleansing import detection_metrics, fit_clean_probability, sel
 from turn_backend.detect import DetectionResult
 from turn_backend.detect.signals import softmax
 from turn_backend.engine import accuracy_from_logits, compute_logits, fft_epoch, head_logits, make_optimizer, to_device
+from turn_backend.io import atomic_save_npy, atomic_write_json
 from turn_backend.losses import make_loss, per_sample_ce
 from turn_backend.models.core import Classifier
-from turn_backend.runfolder import atomic_save_npy, atomic_write_json
+from turn_backend.runfolder import RunFolder
 from turn_backend.stages.context import RunContext, stage_seed
 from turn_backend.stages.scoring import detect, tuned_features_and_logits
 
@@ -104,10 +105,10 @@ def fine_tune(ctx: RunContext) -> None:
                 logits, round_feats = head_logits(head, ctx.feats), ctx.feats
             elif cfg.turn_option("scoring") == "ensemble":  # detection needs the tuned features too
                 round_feats, logits = tuned_features_and_logits(
-                    ctx, model, folder.round_dir(r) / "features.npy", f"round {r}",
+                    ctx, model, folder.round_dir(r) / folder.FEATURES, f"round {r}",
                     f"Round {r}: scoring the training set")
             else:
-                logits = compute_logits(model, train, ctx.pre, folder.round_dir(r) / "logits.npy", rt,
+                logits = compute_logits(model, train, ctx.pre, folder.round_dir(r) / folder.LOGITS, rt,
                                         cfg.batch_size, ctx.workers,
                                         ctx.progress(f"round {r}", f"Round {r}: scoring the training set"),
                                         notify=ctx.notice(f"round {r}"))
@@ -115,7 +116,7 @@ def fine_tune(ctx: RunContext) -> None:
             cleansing = cleanse(ctx, r, logits, round_feats)
             if r > 1 and round_feats is not None and rt.is_main:  # 4 bytes x N x D a round: not kept
                 del round_feats
-                (folder.round_dir(r) / "features.npy").unlink(missing_ok=True)
+                (folder.round_dir(r) / folder.FEATURES).unlink(missing_ok=True)
             index, sel_info = cleansing.index, cleansing.info
             info.update(sel_info)
             ctx.log("cleanse", f"round {r}: clean set of {sel_info['n_selected']} "
@@ -129,12 +130,12 @@ def fine_tune(ctx: RunContext) -> None:
                 index = index[~np.isin(index, ctx.holdout_index)]
                 info["n_holdout"] = int(len(ctx.holdout_index))
             if rt.is_main:  # what this round trains on; rounds that do not cleanse train on it again
-                atomic_save_npy(folder.round_dir(r) / "train_index.npy", index)
-                atomic_save_npy(folder.round_dir(r) / "train_labels.npy", round_labels[index])
+                atomic_save_npy(folder.round_dir(r) / folder.TRAIN_INDEX, index)
+                atomic_save_npy(folder.round_dir(r) / folder.TRAIN_LABELS, round_labels[index])
         elif source is not None:  # an earlier round's clean set (and its relabels), again
-            index = np.load(folder.round_dir(source) / "train_index.npy")
+            index = np.load(folder.round_dir(source) / folder.TRAIN_INDEX)
             round_labels = labels.copy()
-            round_labels[index] = np.load(folder.round_dir(source) / "train_labels.npy")
+            round_labels[index] = np.load(folder.round_dir(source) / folder.TRAIN_LABELS)
             info["clean_set_of_round"] = source
         else:
             index = np.arange(len(train))
@@ -147,7 +148,7 @@ def fine_tune(ctx: RunContext) -> None:
         ctx.add_time("fft", t0)
         if test is not None:
             t0 = time.time()
-            test_logits = compute_logits(model, test, ctx.pre, folder.round_dir(r) / "test_logits.npy", rt,
+            test_logits = compute_logits(model, test, ctx.pre, folder.round_dir(r) / folder.TEST_LOGITS, rt,
                                          cfg.batch_size, ctx.workers,
                                          ctx.progress(f"round {r}", f"Round {r}: testing"),
                                          notify=ctx.notice(f"round {r}"))
@@ -155,7 +156,7 @@ def fine_tune(ctx: RunContext) -> None:
             ctx.add_time("eval", t0)
         info["gpu"] = rt.gpu_memory()
         if rt.is_main:
-            atomic_write_json(folder.round_dir(r) / "round.json", info)
+            atomic_write_json(folder.round_dir(r) / folder.ROUND, info)
             _save_checkpoint(ctx, r, ddp_model, optimizer, criterion)
             folder.mark_completed(f"round-{r}")
         rt.barrier()
@@ -219,10 +220,10 @@ def cleanse(ctx: RunContext, r: int, logits: np.ndarray, features=None) -> Clean
     if ctx.rt.is_main:
         d = ctx.folder.round_dir(r)
         d.mkdir(parents=True, exist_ok=True)
-        atomic_save_npy(d / "losses.npy", losses.astype(np.float32))
-        atomic_save_npy(d / "clean_prob.npy", clean_prob.astype(np.float32))
-        atomic_save_npy(d / "selected.npy", sel.indices)
-        atomic_write_json(d / "gmm.json", {"fits": fit.fits_as_dicts()})
+        atomic_save_npy(d / RunFolder.LOSSES, losses.astype(np.float32))
+        atomic_save_npy(d / RunFolder.CLEAN_PROB, clean_prob.astype(np.float32))
+        atomic_save_npy(d / RunFolder.SELECTED, sel.indices)
+        atomic_write_json(d / RunFolder.GMM, {"fits": fit.fits_as_dicts()})
     ctx.add_time("gmm", t0)
     return Cleansing(sel.indices, info, clean_prob, detection)
 

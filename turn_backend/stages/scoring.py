@@ -29,14 +29,14 @@ def detect(ctx: RunContext, features, logits: np.ndarray, out_dir: Path, stage: 
         result = detect_label_issues(features, train.labels, train.num_classes, model_probs=softmax(logits),
                                      gmm_clean=gmm_clean, device=str(ctx.rt.device),
                                      seed=stage_seed(ctx.config, "detect", stage))
-        result.save(out_dir)
+        ctx.folder.save_detection(out_dir, result)
         for note in result.notes:
             ctx.log("detect", f"{stage}: {note}")
         ctx.log("detect", f"{stage}: estimated noise rate {result.noise_rate:.1%}",
                 seconds=round(time.time() - t0, 2))
     ctx.rt.barrier()
     ctx.add_time("detect", t0)
-    return DetectionResult.load(out_dir)
+    return ctx.folder.load_detection(out_dir)
 
 
 def tuned_features_and_logits(ctx: RunContext, model: Classifier, path: Path, stage: str,

@@ -9,20 +9,24 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from turn_backend.cleansing import detection_metrics, fit_clean_probability
-from turn_backend.config import RunConfig
 from turn_backend.engine import Runtime, extract_features
 from turn_backend.features import feature_cache_path
 from turn_backend.losses import per_sample_ce
 from turn_backend.models.registry import load_model
 from turn_backend.pipeline import default_workers
 from turn_backend.rundata import load_run_data
+from turn_backend.runfolder import RunFolder
 from turn_backend.stages.context import stage_seed
 from turn_backend.stages.data import resolve_hparams, resolve_preprocess
+
+if TYPE_CHECKING:  # a type only: config imports the methods registry, whose methods run these stages
+    from turn_backend.config import RunConfig
 
 
 class StandaloneRun:
@@ -31,7 +35,7 @@ class StandaloneRun:
     def __init__(self, config: RunConfig, run_dir: Path) -> None:
         self.method, self.cfg, self.dir = config.method, config, Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        config.to_json(self.dir / "config.json")
+        config.to_json(RunFolder(self.dir).config_path)
         self.rt = Runtime(config.device, config.mixed_precision)
         self.timings: dict[str, float] = {}
         t0 = time.time()
@@ -71,7 +75,7 @@ class StandaloneRun:
             m["noise_rate"] = float((train.labels != train.true_labels).mean())
         m["seconds"] = {k: round(v, 3) for k, v in self.timings.items()}
         m["seconds_total"] = round(sum(self.timings.values()), 3)
-        (self.dir / "metrics.json").write_text(json.dumps(m, indent=2))
+        RunFolder(self.dir).metrics_path.write_text(json.dumps(m, indent=2))
         return m
 
     def selection_stats(self, clean_mask: np.ndarray) -> tuple[float | None, dict | None]:

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from turn_backend.config import RunConfig
 from turn_backend.engine import accuracy_from_logits, make_optimizer
 from turn_backend.stages.context import stage_seed
 from turn_backend.stages.standalone import StandaloneRun
+
+if TYPE_CHECKING:  # a type only: config imports the methods registry, whose methods run these stages
+    from turn_backend.config import RunConfig
 
 FEATURE_DROPOUT = 0.2  # the feature-space "augmentation" of the two views
 MIX_ALPHA, SHARPEN_T, LAMBDA_U = 4.0, 0.5, 25.0  # DivideMix's CIFAR settings (lambda_u of its 50% setting)
