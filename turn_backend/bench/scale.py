@@ -180,6 +180,19 @@ class Server:
 # --------------------------------------------------------------------------- the browser
 
 
+def full_page_screenshot(page, path: Path) -> None:
+    """The whole main area (Streamlit scrolls inside it, so the viewport is stretched to its
+    height for the shot), then the viewport as it was, redrawn, before the next timing."""
+    height = page.evaluate("() => (document.querySelector('[data-testid=\"stMain\"]') || document.body).scrollHeight")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": int(min(max(height, VIEWPORT["height"]), 8000))})
+    try:
+        page.wait_for_timeout(1000)  # Plotly redraws its charts at the new size
+        page.screenshot(path=str(path))
+    finally:
+        page.set_viewport_size(VIEWPORT)
+        page.wait_for_timeout(1000)
+
+
 def timed(page, action, timeout_s: float = 300) -> tuple[float, bool]:
     """(seconds from the action until the page was idle, whether a script run was seen)."""
     page.evaluate(OBSERVE_JS)
@@ -233,7 +246,7 @@ def drive(url: str, shots: Path | None, log) -> list[Timing]:
                 seconds, _ = timed(page, link.click)
                 record(name, "first render", [seconds], GOAL_FIRST_RENDER_S)
                 if shots is not None:
-                    page.screenshot(path=str(shots / f"scale-{name.lower().replace(' ', '-')}.png"))
+                    full_page_screenshot(page, shots / f"scale-{name.lower().replace(' ', '-')}.png")
                 if name == "Embeddings":
                     record(name, "hover: first thumbnail", [hover_seconds(page, 0, 0)], GOAL_INTERACTION_S,
                            "loads the run's images")
