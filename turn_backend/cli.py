@@ -10,6 +10,7 @@
     turn bench [--quick]           the benchmark of TURN against its baselines
     turn bench --scale             the app at 60,000 images, timed in headless Chromium
     turn bench --detection         how well each detection signal finds the wrong labels
+    turn bench --annotators        consensus of several annotators per image, and their quality
 
 Runs execute in a worker process (several with --processes N, through torchrun); this
 command follows the run folder and draws progress bars, exactly as the app does.
@@ -294,6 +295,10 @@ def cmd_bench(args) -> int:
         from turn_backend.bench.scale import main as scale_main
 
         return scale_main(args)
+    if args.annotators:
+        from turn_backend.bench.annotators import main as annotators_main
+
+        return annotators_main(args)
     from turn_backend.bench import main as bench_main
 
     return bench_main(args)
@@ -393,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--detection", action="store_true",
                    help="instead: detection F1 / AUROC of every signal and the combination, no fine-tuning "
                         "(default 10,000 images, 3 seeds); uses --n-train, --seeds, --settings, --out, --docs")
+    b.add_argument("--annotators", action="store_true",
+                   help="instead: four simulated annotators per image; consensus accuracy of each aggregator "
+                        "and how it ranks the annotators (default 10,000 images, 3 seeds); uses --n-train, "
+                        "--seeds, --out, --docs")
     b.set_defaults(func=cmd_bench)
     return p
 
