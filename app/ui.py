@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app.state import current_run, runs_root, set_current_run  # noqa: E402
-from turn_backend.config import RunConfig  # noqa: E402
+from turn_backend.config import DEFAULT_DATASET, DEFAULT_NOISE, RunConfig  # noqa: E402
 from turn_backend.reviewed import apply_reviewed_labels  # noqa: E402
 from turn_backend.rundata import load_run_data  # noqa: E402  (not runner: that imports torch)
 from turn_backend.runfolder import RunFolder, list_runs  # noqa: E402
@@ -252,8 +252,8 @@ def noise_label(noise: dict | None) -> str:
 
 # What the Dataset page hands to the Train page (st.session_state["dataset_spec"] and
 # ["noise_spec"]); a new user who goes straight to Train gets the demo with 40% noise.
-DEFAULT_DATASET_SPEC = {"kind": "demo", "n_train": 3000, "n_test": 1000}
-DEFAULT_NOISE_SPEC = {"kind": "symmetric", "rate": 0.4, "seed": 0}
+DEFAULT_DATASET_SPEC = DEFAULT_DATASET
+DEFAULT_NOISE_SPEC = DEFAULT_NOISE
 
 
 def dataset_choice() -> tuple[dict, dict]:

@@ -7,19 +7,14 @@ itself, so a new user can go straight to Train.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from PIL import Image, ImageOps
 
 from app import ui
-from app.state import runs_root
-from turn_backend.data import DatasetError, apply_label_noise, load_dataset
+from app.dataset_loading import save_upload, spec_key, thumbnail, try_load
+from turn_backend.data import DatasetError, apply_label_noise
 
 MAX_UPLOAD_MB = 50
 SAMPLES_PER_CLASS = 6
@@ -44,10 +39,6 @@ NOISE_HELP = {
 }
 DEMO_TRAIN_SIZES = [200, 500, 1000, 2000, 3000, 6000]
 DEMO_TEST_SIZES = [100, 200, 500, 1000, 2000]
-
-
-def spec_key(obj) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)
 
 
 # ------------------------------------------------------------------------ widget defaults
@@ -77,56 +68,6 @@ if st.session_state["ds_demo_train"] not in DEMO_TRAIN_SIZES:
     st.session_state["ds_demo_train"] = 3000
 if st.session_state["ds_demo_test"] not in DEMO_TEST_SIZES:
     st.session_state["ds_demo_test"] = 1000
-
-
-# ------------------------------------------------------------------------------- loading
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def load_demo_cached(n_train: int, n_test: int):
-    return load_dataset({"kind": "demo", "n_train": n_train, "n_test": n_test})
-
-
-def load_with_progress(spec: dict):
-    """load_dataset with a progress bar; DatasetError is left to the caller."""
-    if spec["kind"] == "demo":
-        return load_demo_cached(int(spec["n_train"]), int(spec["n_test"]))
-    bar = st.progress(0.0, text="Reading the dataset…")
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar.progress(min(1.0, done / total) if total else 0.0, text=f"{stage}: {done:,} / {total:,}")
-
-    try:
-        return load_dataset(spec, progress=progress)
-    finally:
-        bar.empty()
-
-
-def save_upload(upload) -> Path:
-    """An uploaded manifest, kept beside the runs (runs need it again when they start)."""
-    data = upload.getvalue()
-    digest = hashlib.sha256(data).hexdigest()[:12]
-    folder = runs_root() / "_uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{digest}-{Path(upload.name).name}"
-    if not path.exists():
-        path.write_bytes(data)
-    return path
-
-
-def try_load(spec: dict) -> bool:
-    """Load `spec`; on success it becomes the chosen dataset. Errors are shown, never raised."""
-    try:
-        bundle = load_with_progress(spec)
-    except DatasetError as exc:
-        ui.show_error(exc)
-        return False
-    except (OSError, ValueError, ImportError) as exc:
-        ui.show_error(f"Could not read the dataset: {exc}", "Check the path and the file format.")
-        return False
-    st.session_state["ds_loaded"] = (spec_key(spec), bundle)
-    st.session_state["dataset_spec"] = spec
-    return True
 
 
 # ------------------------------------------------------------------------------- the page
@@ -320,18 +261,6 @@ if train.true_labels is not None and (train.labels != train.true_labels).any():
                            help="Samples whose given label differs from the true one")
 st.caption(f"Up to {SAMPLES_PER_CLASS} train images per given label. "
            "Mislabelled images (known where the noise is synthetic) have a red frame and name their true class.")
-
-
-def thumbnail(img: Image.Image, wrong: bool, size: int = 96) -> Image.Image:
-    """A square thumbnail (small images scaled up without blur); a red frame when mislabelled."""
-    img = img.convert("RGB")
-    if max(img.size) < size:
-        img = img.resize((size, size), Image.Resampling.NEAREST)
-    else:
-        img.thumbnail((size, size))
-    if wrong:
-        img = ImageOps.expand(img, border=max(3, size // 24), fill=(228, 87, 86))
-    return img
 
 
 rng = np.random.default_rng(0)

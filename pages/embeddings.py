@@ -9,285 +9,33 @@ their images below.
 
 from __future__ import annotations
 
-import base64
-import io
-
 import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from PIL import Image
 
 from app import ui
+from app.embedding_maps import (
+    METHOD_LABELS,
+    PALETTE,
+    data_uri,
+    describe,
+    ensure_map,
+    hover_bridge,
+    load_images,
+    map_figure,
+    map_table,
+    method_title,
+    split_samples,
+    thumb,
+)
 from app.state import runs_root
 from turn_backend import analysis as an
 from turn_backend.config import method_kind
 from turn_backend.export import default_tau
-from turn_backend.projection import PROJECTION_METHODS, ensure_projection, reduced_path
-from turn_backend.runfolder import RunFolder
+from turn_backend.projection import PROJECTION_METHODS
 
-METHOD_LABELS = {"tsne": "t-SNE", "umap": "UMAP"}
-# 10 distinct colours (Tableau), then 24 more for larger label sets
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-           "#9c755f", "#bab0ac", "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728",
-           "#ff9896", "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7",
-           "#bcbd22", "#dbdb8d", "#17becf", "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39"]
-FLAG_COLOURS = {"flagged (p ≤ τ)": "#c62828", "clean (p > τ)": "#2e7d32"}
 MAX_SELECTED_IMAGES = 48
 IMAGES_PER_ROW = 6
-PLOT_HEIGHT = 470
-DENSITY_BINS = 160
 HOVER_THUMB_PX = 112
-
-# The hover bridge: plotly's hover events stay in the browser, so this small component
-# listens to them on every map and hands the hovered sample to Python (a fragment rerun,
-# which draws nothing but the floating thumbnail it sends back). Points carry their
-# sample's position in the split as customdata.
-HOVER_JS = """
-export default function (component) {
-  const { data, setStateValue } = component;
-  const w = window;
-  if (!w.__turnHover) {
-    w.__turnHover = { row: null, x: 0, y: 0, pending: null, sentAt: 0, tip: null, seen: new Map() };
-    const tip = document.createElement("div");
-    tip.id = "turn-hover-thumb";
-    tip.style.cssText = "position:fixed;z-index:1000;display:none;pointer-events:none;background:#fff;" +
-      "border:1px solid #bdbdbd;border-radius:6px;padding:6px;box-shadow:0 2px 8px rgba(0,0,0,.2);" +
-      "font:12px sans-serif;max-width:220px";
-    document.body.appendChild(tip);
-    w.__turnHover.tip = tip;
-    document.addEventListener("mousemove", (e) => { w.__turnHover.x = e.clientX; w.__turnHover.y = e.clientY; });
-  }
-  const h = w.__turnHover;
-  h.send = (row) => setStateValue("hover", row);
-  // One request at a time, sent at once: the next one goes out when the answer comes (for
-  // the point hovered then), so a sweep across the map does not queue a rerun per point.
-  h.request = (row) => {
-    if (h.pending !== undefined && h.pending !== null && performance.now() - h.sentAt < 1000) return;
-    h.pending = row;
-    h.sentAt = performance.now();
-    h.send(row);
-  };
-  const place = () => {
-    const r = h.tip.getBoundingClientRect();
-    const left = h.x + 18 + r.width > w.innerWidth ? h.x - 18 - r.width : h.x + 18;
-    h.tip.style.left = Math.max(4, left) + "px";
-    h.tip.style.top = Math.max(4, Math.min(h.y + 12, w.innerHeight - r.height - 4)) + "px";
-  };
-  const attach = () => {
-    document.querySelectorAll(".js-plotly-plot").forEach((gd) => {
-      if (gd.__turnHoverAttached || typeof gd.on !== "function") return;
-      gd.__turnHoverAttached = true;
-      gd.on("plotly_hover", (ev) => {
-        const pt = ev.points && ev.points[0];
-        if (!pt || pt.customdata === undefined || pt.customdata === null) return;
-        const row = Array.isArray(pt.customdata) ? pt.customdata[0] : pt.customdata;
-        h.row = row;
-        if (h.seen.has(row)) { h.show(h.seen.get(row)); return; }
-        h.request(row);
-      });
-      gd.on("plotly_unhover", () => { h.row = null; h.tip.style.display = "none"; });
-    });
-  };
-  attach();
-  const poll = setInterval(attach, 400);  // maps are redrawn on reruns
-  h.show = (data) => {
-    h.tip.innerHTML = "";
-    const img = document.createElement("img");
-    img.src = data.src;
-    img.alt = data.caption;
-    img.style.cssText = "display:block;width:" + data.size + "px;height:auto;image-rendering:pixelated";
-    const cap = document.createElement("div");
-    cap.textContent = data.caption;
-    cap.style.marginTop = "4px";
-    h.tip.append(img, cap);
-    h.tip.dataset.row = String(data.row);
-    h.tip.style.display = "block";
-    place();
-  };
-  if (data && data.run !== h.run) { h.seen.clear(); h.run = data.run; }  // rows are per run and split
-  if (data && data.src) {
-    if (h.seen.size > 2000) h.seen.clear();
-    h.seen.set(data.row, data);
-    if (data.row === h.pending) h.pending = null;
-    if (data.row === h.row) h.show(data);
-    else if (h.row !== null && !h.seen.has(h.row)) h.request(h.row);  // the mouse moved on meanwhile
-  }
-  return () => clearInterval(poll);
-}
-"""
-hover_bridge = st.components.v2.component("turn_studio.embedding_hover", js=HOVER_JS)
-
-
-def method_title(method: str) -> str:
-    return {"turn+": "TURN+", "turn": "TURN"}.get(method, method.upper() if method else "tuning")
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _split_samples(run_dir: str, split: str, stamp: float) -> pd.DataFrame:
-    samples = RunFolder(run_dir).samples()
-    return samples[samples["split"] == split].reset_index(drop=True)
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _final(run_dir: str, stamp: float) -> dict | None:
-    return RunFolder(run_dir).final()
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _frame(run_dir: str, split: str, method: str, stamp: float, tau: float, ref_dir: str | None) -> pd.DataFrame:
-    """Labels, scores and flags of every mapped sample, with the coordinates of each stage.
-
-    Columns x_before / y_before, x_after / y_after and x_fft / y_fft (the plain-FFT
-    reference run, matched by sample) where those maps exist; NaN where a sample is missing
-    from a map.
-    """
-    folder = RunFolder(run_dir)
-    split_samples = _split_samples(run_dir, split, stamp)
-    final = _final(run_dir, stamp) if split == "train" else None
-    frame = an.projection_frame(folder.projection(split, "before", method), folder.projection_subset(split),
-                                split_samples, ui.class_names(folder), final, tau)
-    frame = frame.rename(columns={"x": "x_before", "y": "y_before"})
-    after = folder.projection(split, "after", method)
-    if after is not None:
-        frame["x_after"], frame["y_after"] = after[:, 0], after[:, 1]
-    if ref_dir is not None:
-        ref = RunFolder(ref_dir)
-        coords = an.coords_by_index(ref.projection(split, "after", method), ref.projection_subset(split),
-                                    frame["index"].to_numpy())
-        frame["x_fft"], frame["y_fft"] = coords[:, 0], coords[:, 1]
-    return frame
-
-
-def ensure_map(folder: RunFolder, split: str, stage: str, method: str) -> bool:
-    """Whether the map exists, computing it (with a progress bar) from the stored reduction if needed."""
-    if folder.projection(split, stage, method) is not None:
-        return True
-    if reduced_path(folder.path, split, stage) is None:
-        return False
-    subset = folder.projection_subset(split)
-    n = 0 if subset is None else len(subset)
-    label = f"Computing the {METHOD_LABELS.get(method, method)} map of {ui.fmt_int(n)} samples ({stage} tuning)"
-    bar = st.progress(0.0, text=label + "; it is saved with the run for next time…")
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {100 * done // max(total, 1)}%")
-
-    ensure_projection(folder.path, split, stage, method, progress=progress)
-    bar.empty()
-    return True
-
-
-# ------------------------------------------------------------------------------ figures
-
-
-def _marker_size(n: int) -> float:
-    return 7.0 if n <= 2_000 else 4.0 if n <= 20_000 else 2.5
-
-
-def _category_traces(frame: pd.DataFrame, colour: str, classes: list[str], colour_of: dict[str, str]):
-    """(name, colour, row mask) per category of the colouring, in class order."""
-    if colour == "flagged":
-        flagged = frame["flagged"].to_numpy()
-        return [(name, FLAG_COLOURS[name], mask) for name, mask in
-                (("clean (p > τ)", ~flagged), ("flagged (p ≤ τ)", flagged)) if mask.any()]
-    values = frame[colour].to_numpy()
-    present = set(values)
-    order = [c for c in classes if c in present] + sorted(present - set(classes))
-    return [(str(cat), colour_of.get(cat, "#9e9e9e"), values == cat) for cat in order]
-
-
-def map_figure(frame: pd.DataFrame, stage: str, colour: str, classes: list[str], mark_flagged: bool,
-               colour_of: dict[str, str], selected: np.ndarray) -> go.Figure:
-    """One map: WebGL points per category (or one continuous trace), flagged samples on top.
-
-    Every point's customdata is its sample's position in the split, which is how hover and
-    selection find the sample. `selected` (split positions) dims every other point.
-    """
-    x = frame[f"x_{stage}"].to_numpy(np.float32)
-    y = frame[f"y_{stage}"].to_numpy(np.float32)
-    index = frame["index"].to_numpy(np.int32)
-    drawn = np.isfinite(x)
-    n = int(drawn.sum())
-    density = n > an.MAX_MAP_POINTS
-    size = _marker_size(n)
-    fig = go.Figure()
-    flagged = frame["flagged"].to_numpy() if (mark_flagged and "flagged" in frame) else np.zeros(len(frame), bool)
-
-    def points(mask: np.ndarray, **kwargs) -> None:
-        mask = mask & drawn
-        rows = index[mask]
-        sel = None
-        if len(selected):
-            sel = np.flatnonzero(np.isin(rows, selected)).tolist()
-        fig.add_trace(go.Scattergl(x=x[mask], y=y[mask], customdata=rows, mode="markers", selectedpoints=sel,
-                                   unselected=dict(marker=dict(opacity=0.12)), **kwargs))
-
-    if density:
-        counts, xe, ye = np.histogram2d(x[drawn], y[drawn], bins=DENSITY_BINS)
-        fig.add_heatmap(x=(xe[:-1] + xe[1:]) / 2, y=(ye[:-1] + ye[1:]) / 2, z=np.log1p(counts.T),
-                        colorscale="Greys", showscale=False, hoverinfo="skip", name="density")
-        if "flagged" in frame:
-            points(frame["flagged"].to_numpy(), name="flagged (p ≤ τ)", hovertemplate="flagged<extra></extra>",
-                   marker=dict(color=FLAG_COLOURS["flagged (p ≤ τ)"], size=3))
-    elif colour == "clean_prob":
-        points(np.ones(len(frame), bool), name="clean probability", showlegend=False,
-               hovertemplate="clean prob %{marker.color:.2f}<extra></extra>",
-               marker=dict(color=frame["clean_prob"].to_numpy(np.float32), colorscale="RdYlGn", cmin=0, cmax=1,
-                           size=size, colorbar=dict(title=dict(text="clean prob", side="right"), thickness=12,
-                                                    len=0.8)))
-    else:
-        for name, colour_cat, mask in _category_traces(frame, colour, classes, colour_of):
-            points(mask, name=name, hovertemplate=f"{name}<extra></extra>",
-                   marker=dict(color=colour_cat, size=size, opacity=0.8))
-    if flagged.any() and not density:
-        # thin crosses, fainter on a crowded map, so the class colours still show through
-        points(flagged, name="flagged (p ≤ τ)", hovertemplate="flagged<extra></extra>",
-               marker=dict(symbol="x-thin", size=size + 2, color="#212121", opacity=0.9 if n <= 2_000 else 0.4,
-                           line=dict(width=1 if n <= 20_000 else 0.6, color="#212121")))
-    fig.update_layout(
-        height=PLOT_HEIGHT, dragmode="lasso", margin=dict(l=5, r=5, t=30, b=5), plot_bgcolor="rgba(0,0,0,0)",
-        legend=dict(orientation="h", y=-0.02, yanchor="top", x=0, font=dict(size=11), itemsizing="constant"),
-        uirevision=stage, hoverdistance=8,
-    )
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return fig
-
-
-def thumb(img: Image.Image, size: int = 96) -> Image.Image:
-    w, h = img.size
-    s = size / max(w, h)
-    return img.resize((max(1, round(w * s)), max(1, round(h * s))),
-                      Image.NEAREST if max(w, h) <= 64 else Image.LANCZOS)
-
-
-def data_uri(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def describe(info: pd.Series) -> str:
-    """One line about a sample: id, given / predicted / true label, clean probability."""
-    parts = [str(info["sample_id"]), f"given {info['given']}"]
-    if "pred" in info:
-        parts.append(f"pred {info['pred']}")
-    if info["mislabelled"]:
-        parts.append(f"true {info['true']}")
-    if "clean_prob" in info:
-        parts.append(f"clean {info['clean_prob']:.2f}")
-    return " · ".join(parts)
-
-
-def load_images(folder: RunFolder, split: str):
-    """The split's ImageSet, or None (with a warning) when the images cannot be read."""
-    try:
-        bundle = ui.run_bundle(folder)
-        return bundle.test if split == "test" else bundle.train
-    except Exception as exc:  # noqa: BLE001 - labels still show without images
-        st.warning(f"The images could not be loaded ({exc}); showing labels only.", icon=":material/hide_image:")
-        return None
 
 
 # ---------------------------------------------------------------------------------- page
@@ -347,7 +95,7 @@ if not has_before:
 
 stamp = run.stamp(run.projection_path(split, "after", method))
 try:
-    frame = _frame(run_dir, split, method, stamp, tau, None if ref is None else str(ref.path.resolve()))
+    frame = map_table(run_dir, split, method, stamp, tau, None if ref is None else str(ref.path.resolve()))
 except ValueError as exc:
     ui.show_error(exc, "Retrain the run to rebuild its maps.")
     st.stop()
@@ -357,7 +105,7 @@ colour = c[1].selectbox("Colour by", list(options), format_func=options.get, key
 mark_flagged = "flagged" in frame and c[2].toggle(
     "Mark flagged", value=True, key="emb_flagged",
     help=f"Cross the samples whose clean probability is at or below τ = {tau:.2f}")
-n_split = len(_split_samples(run_dir, split, stamp))
+n_split = len(split_samples(run_dir, split, stamp))
 n_classes = int(frame["given"].nunique())
 c[3].caption(f"{ui.fmt_int(len(frame))} of {ui.fmt_int(n_split)} {split} images, {n_classes} classes"
              + (f" · {ui.fmt_int(int(frame['flagged'].sum()))} flagged at τ = {tau:.2f}" if "flagged" in frame

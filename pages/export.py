@@ -106,11 +106,11 @@ with out[0]:
 
 with out[1]:
     st.subheader(":material/save: Write to a folder", anchor=False)
-    folder = st.text_input("Folder", value=str(run.path / "exports"), key=f"export_folder_{run.name}",
+    folder = st.text_input("Folder", value=str(run.exports_dir), key=f"export_folder_{run.name}",
                            help="Written atomically: a failure leaves any earlier file there as it was.")
     st.caption(f"Writes `{file_name}` there (an existing file of that name is replaced).")
     if st.button("Write the file", icon=":material/save:", key="export_write"):
-        target = Path(folder.strip() or run.path / "exports").expanduser() / file_name
+        target = Path(folder.strip() or run.exports_dir).expanduser() / file_name
         try:
             written = write_export(df, target, fmt)
         except (ExportError, OSError, ValueError) as exc:
@@ -139,7 +139,7 @@ link = fx[1].selectbox("Image files", LINK_MODES, key="export_link", disabled=fo
                        help="Hard links cost no space (copies where the file system cannot link); array datasets "
                             "are written as PNG")
 folder_scope = "clean" if scope == "clean" else "kept"
-default_out = run.path / "exports" / f"{run.name}-{folder_fmt or 'imagefolder'}"
+default_out = run.exports_dir / f"{run.name}-{folder_fmt or 'imagefolder'}"
 out_dir = fx[2].text_input("Output folder", value=str(default_out), key=f"export_out_{run.name}_{folder_fmt}",
                            help="Created, or replaced if it holds an earlier TURN export; any other folder is left "
                                 "alone")

@@ -13,18 +13,15 @@ import html
 import uuid
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from app import audit_data, ui
+from app import audit_data, review_data, ui
 from app.retrain import retrain_panel
+from app.review_data import Decisions
 from turn_backend import analysis as an
 from turn_backend.audit import neighbours
-from turn_backend.config import RunConfig
 from turn_backend.export import default_tau
 from turn_backend.review import ReviewStore
-from turn_backend.rundata import load_run_data
-from turn_backend.runfolder import RunFolder
 
 PER_PAGE = 12
 CARDS_PER_ROW = 4
@@ -43,47 +40,6 @@ KIND_BADGES = {"label": ("red", ":material/label_off:"), "duplicate": ("violet",
 PAIR_KEY = "review_pair"  # (given, suggested) set by the Noise matrix page
 
 
-# ------------------------------------------------------------------------------ run data
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _review_index(run_dir: str, stamp: float, tau: float) -> an.ReviewIndex:
-    """The queue, sorted once per run and tau (then every click is array slicing)."""
-    return an.ReviewIndex.for_run(audit_data.review_inputs(RunFolder(run_dir)), tau)
-
-
-@st.cache_resource(show_spinner="Loading the run's features…", max_entries=2)
-def _features(run_dir: str, stamp: float) -> np.ndarray:
-    """The features "More like this" searches, one row per training sample: the fine-tuned
-    model's (final/features.npy, memory-mapped) or, for a run without them, the cached
-    pre-trained ones."""
-    folder = RunFolder(run_dir)
-    path = folder.final_dir / folder.FEATURES
-    if path.exists():
-        return np.load(path, mmap_mode="r")
-    # torch (the model and its features), only for a run without stored features
-    from turn_backend.features import feature_cache_path
-    from turn_backend.models import load_model
-    from turn_backend.models.core import Preprocess
-
-    cfg = RunConfig.from_json(folder.config_path)
-    loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
-    pre = loaded.preprocess
-    if cfg.image_size:  # as the runner sizes its inputs
-        pre = Preprocess(cfg.image_size, pre.mean, pre.std, pre.interpolation)
-    # the cache holds the whole training set (a retrained run reuses it without its removed samples)
-    full = load_run_data(cfg).train
-    path = feature_cache_path(full, loaded.name, cfg.checkpoint, cfg.pretrained, pre, "train")
-    if not path.exists():
-        raise FileNotFoundError("this run's features are no longer cached (the feature cache was cleared); "
-                                "retrain the run to search by similarity")
-    feats = np.load(path, mmap_mode="r")
-    ids = audit_data.review_inputs(folder)["ids"]
-    if len(ids) == len(full):
-        return feats
-    return np.asarray(feats[pd.Index(full.ids).get_indexer(ids)])
-
-
 # ---------------------------------------------------------------------------------- page
 
 ui.page_header("Review", ":material/rate_review:",
@@ -98,7 +54,7 @@ stamp = audit_data.stamp(run)
 tau = default_tau(run)
 try:
     data = audit_data.review_inputs(run)
-    index = _review_index(run_dir, stamp, round(tau, 6))
+    index = review_data.review_index(run_dir, stamp, round(tau, 6))
 except (ValueError, OSError, KeyError) as exc:
     ui.show_error(exc, "The run folder looks incomplete; open the Runs page and pick another run.")
     st.stop()
@@ -111,68 +67,7 @@ store = ReviewStore(run.review_db)
 session_id = st.session_state.setdefault("review_session_id", uuid.uuid4().hex)
 
 
-def _push_undo(n: int) -> None:
-    """Remember how many rows the last action wrote, so that Undo reverts a bulk action whole."""
-    st.session_state.setdefault("review_undo_stack", []).append(int(n))
-
-
-def record(sample_id: str, action: str, label: int | None = None) -> None:
-    try:
-        store.record(sample_id, action, label, session=session_id)
-    except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
-        st.session_state["review_error"] = f"The decision was not saved: {exc}"
-        return
-    _push_undo(1)
-
-
-def record_relabel_choice(sample_id: str, key: str) -> None:
-    choice = st.session_state.get(key)
-    if choice is not None and choice in names:
-        record(sample_id, "relabel", names.index(choice))
-    st.session_state[key] = None
-
-
-def record_many(decisions: list[tuple[str, str, int | None]], what: str) -> None:
-    """Several decisions in one transaction; one Undo reverts them all."""
-    if not decisions:
-        st.session_state["review_notice"] = "Nothing selected."
-        return
-    try:
-        store.record_many(decisions, session=session_id)
-    except Exception as exc:  # noqa: BLE001
-        st.session_state["review_error"] = f"The decisions were not saved: {exc}"
-        return
-    _push_undo(len(decisions))
-    st.session_state["review_notice"] = f"{what} for {len(decisions)} sample(s)."
-
-
-def record_bulk(rows) -> None:
-    todo = rows[rows["decision"] == ""]
-    if todo.empty:
-        st.session_state["review_notice"] = "Every card on this page already has a decision."
-        return
-    record_many(an.bulk_accept(todo), "Accepted the suggestion")
-
-
-def undo() -> None:
-    stack = st.session_state.get("review_undo_stack") or []
-    n = stack.pop() if stack else 1
-    undone = []
-    try:
-        for _ in range(n):
-            sid = store.undo_last(session_id)
-            if sid is None:
-                break
-            undone.append(sid)
-    except Exception as exc:  # noqa: BLE001
-        st.session_state["review_error"] = f"Undo failed: {exc}"
-        return
-    if not undone:
-        st.session_state["review_notice"] = "Nothing to undo in this browser tab."
-    elif len(undone) == 1:
-        st.session_state["review_notice"] = f"Undid the last decision (sample {undone[0]})."
-    else:
-        st.session_state["review_notice"] = f"Undid the last bulk action ({len(undone)} samples)."
+actions = Decisions(store, session_id, names)
 
 
 def first_page() -> None:
@@ -232,41 +127,6 @@ view = index.view([names.index(n) for n in given_filter], [names.index(n) for n 
 # --------------------------------------------------------------------------- why-flagged
 
 
-def signal_chips(i: int) -> str:
-    """Each detection signal's clean score for sample i, red at or below τ."""
-    if data["signals"] is None:
-        return ""
-    chips = []
-    for key, label in an.SIGNAL_LABELS.items():
-        if key in data["signals"]:
-            score = float(data["signals"][key][i])
-            colour = "red" if score <= tau else "green"
-            chips.append(f":{colour}-badge[{label} {score:.2f}]")
-    return " ".join(chips)
-
-
-def audit_chips(i: int, kinds: list[str]) -> str:
-    audit = data["audit"]
-    chips = []
-    if "label" in kinds:
-        chips.append(":red-badge[:material/label_off: label error]")
-    if audit is not None:
-        row = audit.iloc[i]
-        if str(row["duplicate_of"]):
-            other = str(row["duplicate_of"])
-            pos = index.positions.get_indexer([other])[0]
-            other_label = f" ({html_names[int(data['given'][pos])]})" if pos >= 0 else ""
-            colour = "violet" if bool(row["duplicate_label_conflict"]) else "gray"
-            chips.append(f":{colour}-badge[:material/content_copy: duplicate of {html.escape(other)}{other_label} "
-                         f"{float(row['duplicate_similarity']):.2f}]")
-        if str(row["test_duplicate"]):
-            chips.append(f":red-badge[:material/science: in test: {html.escape(str(row['test_duplicate']))} "
-                         f"{float(row['test_similarity']):.2f}]")
-        if bool(row["outlier"]):
-            chips.append(f":orange-badge[:material/scatter_plot: outlier {float(row['outlier_score']):.2f}]")
-    return " ".join(chips)
-
-
 def thumb(i: int, size: int = THUMB):
     return audit_data.thumbnail(run, i, size)
 
@@ -283,7 +143,7 @@ def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
                          "to.")
         head[1].button("Close", icon=":material/close:", key="close_similar", on_click=close_similar)
         try:
-            feats = _features(run_dir, stamp)
+            feats = review_data.search_features(run_dir, stamp)
 
             nn, sims = neighbours(feats, np.array([position]), SIMILAR_K)
         except (ValueError, OSError, ImportError) as exc:
@@ -309,12 +169,12 @@ def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
         target = act[0].selectbox("Relabel the ticked ones to", names, key=f"similar_target_{position}",
                                   index=int(data["suggested"][position]))
         act[1].button(f"Relabel {len(chosen)} to {target}", icon=":material/edit:", key="similar_relabel",
-                      on_click=record_many, width="stretch",
+                      on_click=actions.record_many, width="stretch",
                       args=([(s, "relabel", names.index(target)) for s in chosen], f"Relabelled to {target}"))
         act[2].button(f"Remove {len(chosen)}", icon=":material/delete:", key="similar_remove", width="stretch",
-                      on_click=record_many, args=([(s, "remove", None) for s in chosen], "Removed"))
+                      on_click=actions.record_many, args=([(s, "remove", None) for s in chosen], "Removed"))
         act[3].button(f"Keep {len(chosen)}", icon=":material/check:", key="similar_keep", width="stretch",
-                      on_click=record_many, args=([(s, "keep", None) for s in chosen], "Kept"))
+                      on_click=actions.record_many, args=([(s, "keep", None) for s in chosen], "Kept"))
 
 
 # --------------------------------------------------------------------------- card grid
@@ -356,7 +216,7 @@ def cards(codes: np.ndarray, labels: np.ndarray) -> None:
                if only_undecided else "No flagged sample matches these filters. ")
         ui.empty_state(msg + "Clear the filters to see the others, or go on to Export.",
                        icon=":material/filter_alt_off:", page="export", label="Export labels")
-        st.button("Undo last decision", icon=":material/undo:", on_click=undo, key="undo_empty",
+        st.button("Undo last decision", icon=":material/undo:", on_click=actions.undo, key="undo_empty",
                   shortcut=SHORTCUTS["undo"])
         return
 
@@ -367,12 +227,12 @@ def cards(codes: np.ndarray, labels: np.ndarray) -> None:
     focus = int(undecided[0]) if len(undecided) else None  # the card the keyboard acts on
 
     bar = st.columns([1.9, 1.2, 1.1, 1.0, 1.8], vertical_alignment="center")
-    bar[0].button("Accept page suggestions", icon=":material/done_all:", type="primary", on_click=record_bulk,
+    bar[0].button("Accept page suggestions", icon=":material/done_all:", type="primary", on_click=actions.record_bulk,
                   args=(rows,), key="bulk_accept", width="stretch",
                   help="For every undecided card on this page: relabel to the suggestion where it differs from "
                        "the given label, keep it where they agree. Cards you decided stay as they are; Undo "
                        "reverts the whole batch.")
-    bar[1].button("Undo last", icon=":material/undo:", on_click=undo, key="undo", width="stretch",
+    bar[1].button("Undo last", icon=":material/undo:", on_click=actions.undo, key="undo", width="stretch",
                   shortcut=SHORTCUTS["undo"], help="Undo the last decision made in this browser tab")
     bar[2].button("Previous", icon=":material/chevron_left:", on_click=go_page, args=(-1,), disabled=page == 0,
                   key="prev_page", width="stretch", shortcut=SHORTCUTS["prev"])
@@ -406,7 +266,8 @@ def card(r, focused: bool, slot: int) -> None:
         badge += " :orange-badge[:material/keyboard: next up]"
     same = pred == given
     cp = r["clean_prob"]
-    why = " ".join(filter(None, [audit_chips(i, r["kinds"]), signal_chips(i)]))
+    why = " ".join(filter(None, [review_data.audit_chips(data, index, html_names, i, r["kinds"]),
+                                 review_data.signal_chips(data, tau, i)]))
     # One Markdown element per card for its picture (inlined: no request per image) and its
     # text: fewer elements, a faster page at every click.
     st.markdown((image or ":material/hide_image: image unavailable") +
@@ -419,23 +280,23 @@ def card(r, focused: bool, slot: int) -> None:
                      "right; red at or below τ) and what the audit found: a near-duplicate (violet where its label "
                      "differs), the same image in the test set, an outlier far from every class." if why else None)
     st.button(f"Relabel to {names[pred]}" if not same else f"Accept: keep {names[pred]}",
-              icon=":material/auto_fix_high:", key=f"accept_{slot}", on_click=record,
+              icon=":material/auto_fix_high:", key=f"accept_{slot}", on_click=actions.record,
               args=(sid, "relabel", pred) if not same else (sid, "keep"), width="stretch",
               help="Accept the suggestion" if not same else "The suggestion is the given label: accepting keeps it",
               shortcut=SHORTCUTS["accept"] if focused else None,
               type="primary" if (decision == "relabel" and dlabel == pred) else "secondary")
     with st.container(horizontal=True, gap="small", key=f"actions_{slot}"):  # one block, not three (st.columns)
-        st.button("Keep", key=f"keep_{slot}", on_click=record,
+        st.button("Keep", key=f"keep_{slot}", on_click=actions.record,
                   args=(sid, "keep"), width="stretch", help=f"Keep the given label, {names[given]}",
                   shortcut=SHORTCUTS["keep"] if focused else None,
                   type="primary" if decision == "keep" else "secondary")
-        st.button("Remove", key=f"remove_{slot}", on_click=record,
+        st.button("Remove", key=f"remove_{slot}", on_click=actions.record,
                   args=(sid, "remove"), width="stretch", help="Leave this sample out of the cleaned set",
                   shortcut=SHORTCUTS["remove"] if focused else None,
                   type="primary" if decision == "remove" else "secondary")
     pick_key = f"relabel_{slot}"
     st.selectbox("Relabel to", names, index=None, key=pick_key, placeholder="Relabel to another class…",
-                 label_visibility="collapsed", on_change=record_relabel_choice, args=(sid, pick_key))
+                 label_visibility="collapsed", on_change=actions.record_relabel_choice, args=(sid, pick_key))
     st.button("More like this", icon=":material/image_search:", key=f"similar_{slot}", on_click=show_similar,
               args=(i,), width="stretch", type="tertiary",
               help="The nearest images in feature space, with bulk actions")

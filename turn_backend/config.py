@@ -14,6 +14,11 @@ from turn_backend.methods.turn import CLEANSING_MODES, LR_DECAYS, SCORING_MODES
 DEFAULT_METHOD = "turn+"
 
 
+# The default run: the embedded demo with 40% symmetric noise (the app starts from it too).
+DEFAULT_DATASET = {"kind": "demo", "n_train": 3000, "n_test": 1000}
+DEFAULT_NOISE = {"kind": "symmetric", "rate": 0.4, "seed": 0}
+
+
 def method_kind(method: str) -> str:
     """'turn' (cleansing rounds), 'lp' (linear probe only) or 'fft' (plain fine-tuning); ''
     for a name the registry does not hold (a run folder's config may be older than it)."""
@@ -25,8 +30,8 @@ def method_kind(method: str) -> str:
 
 @dataclass
 class RunConfig:
-    dataset: dict = field(default_factory=lambda: {"kind": "demo", "n_train": 3000, "n_test": 1000})
-    noise: dict = field(default_factory=lambda: {"kind": "symmetric", "rate": 0.4, "seed": 0})
+    dataset: dict = field(default_factory=lambda: dict(DEFAULT_DATASET))
+    noise: dict = field(default_factory=lambda: dict(DEFAULT_NOISE))
     model: str = "efficientnet_lite0"
     pretrained: bool = True
     checkpoint: str | None = None

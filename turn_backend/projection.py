@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from turn_backend.io import atomic_save_npy
+from turn_backend.runfolder import RunFolder
 
 PROJECTION_METHODS = ("tsne", "umap")
 PCA_DIMS = 50
@@ -113,7 +114,7 @@ def compute_projections(out_dir: Path, split: str, subset: np.ndarray, features:
 
 def reduced_path(run_dir: Path, split: str, stage: str) -> Path | None:
     """The stored input of a map: the PCA reduction, or the raw subset features of runs made before it."""
-    out_dir = Path(run_dir) / "projections"
+    out_dir = RunFolder(run_dir).projections_dir
     for path in (out_dir / f"{split}_pca_{stage}.npy", out_dir / f"{split}_features_{stage}.npy"):
         if path.exists():
             return path
@@ -123,7 +124,7 @@ def reduced_path(run_dir: Path, split: str, stage: str) -> Path | None:
 def ensure_projection(run_dir: Path, split: str, stage: str, method: str, seed: int = 0,
                       progress: Progress | None = None) -> np.ndarray | None:
     """A map from the run folder, computed from the stored reduction on first use (then saved)."""
-    path = Path(run_dir) / "projections" / f"{split}_{stage}_{method}.npy"
+    path = RunFolder(run_dir).projection_path(split, stage, method)
     if path.exists():
         return np.load(path)
     source = reduced_path(run_dir, split, stage)

@@ -164,6 +164,11 @@ class RunFolder:
         return self.path / "projections"
 
     @property
+    def exports_dir(self) -> Path:
+        """Where the app suggests writing cleaned label files."""
+        return self.path / "exports"
+
+    @property
     def name(self) -> str:
         return self.path.name
 

@@ -3,7 +3,9 @@
 `run_turn(config, run_dir)` starts a run; `resume(run_dir)` continues one that was killed
 from its last completed stage. The method (turn_backend.methods) names its stages; each is a
 function of the run's context in turn_backend.stages, re-seeded from (seed, stage), so a
-resumed run ends with the same result as an uninterrupted one.
+resumed run ends with the same result as an uninterrupted one. The plan of a run as a
+person follows it (a step per round) is `turn_backend.plan.plan_stages(config)`, kept apart
+so that the app reads it without importing the stages and torch.
 """
 
 from __future__ import annotations

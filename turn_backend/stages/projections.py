@@ -43,13 +43,13 @@ def project(ctx: RunContext) -> None:
         # the "before" maps are the same for every run on these features (turn demo's four)
         shared = shared_maps_dir(ctx.feature_path(images, split), subset, cfg.seed)
         before = before_map_files(split, cfg.projection_methods)
-        reused = copy_files(before, shared, folder.path / "projections")
+        reused = copy_files(before, shared, folder.projections_dir)
         if reused:
             del features["before"]
-        compute_projections(folder.path / "projections", split, subset, features, cfg.projection_methods,
+        compute_projections(folder.projections_dir, split, subset, features, cfg.projection_methods,
                             seed=cfg.seed, progress=ctx.progress("projection", "Embedding projections"))
         if not reused:
-            copy_files(before, folder.path / "projections", shared)
+            copy_files(before, folder.projections_dir, shared)
         folder.mark_completed("projections")
         ctx.log("projection", f"projections of {len(subset)} {split} samples ready"
                 + (" (pre-trained maps from the cache)" if reused else ""), seconds=round(time.time() - t0, 2),
