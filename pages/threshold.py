@@ -156,13 +156,6 @@ def _sweep_base(run_dir: str, stamp: float) -> go.Figure:
     return fig
 
 
-def _stamp(folder: RunFolder) -> float:
-    try:
-        return (folder.final_dir / "clean_prob.npy").stat().st_mtime
-    except OSError:
-        return 0.0
-
-
 # ---------------------------------------------------------------------------------- page
 
 ui.page_header("Threshold", ":material/tune:",
@@ -180,7 +173,7 @@ run = ui.require_finished_run("The threshold can be tuned")
 clean_source = an.clean_prob_source(run)  # read once: the tau panel reruns on every slider move
 
 try:
-    data = _threshold_data(str(run.path.resolve()), _stamp(run))
+    data = _threshold_data(str(run.path.resolve()), run.stamp())
 except (ValueError, OSError, KeyError) as exc:
     ui.show_error(exc, "The run folder looks incomplete; open the Runs page and pick another run.")
     st.stop()
@@ -316,8 +309,9 @@ def tau_panel() -> None:
 
     m = st.columns(5)
     note = dict(delta_color="off", delta_arrow="off", border=True)
-    m[0].metric("Clean candidates", ui.fmt_int(int(counts.sum())), delta=f"{ui.fmt_pct(counts.sum() / max(n_total, 1))} "
-                f"of {ui.fmt_int(n_total)}", help="Samples with clean probability above τ", **note)
+    m[0].metric("Clean candidates", ui.fmt_int(int(counts.sum())),
+                delta=f"{ui.fmt_pct(counts.sum() / max(n_total, 1))} of {ui.fmt_int(n_total)}",
+                help="Samples with clean probability above τ", **note)
     m[1].metric("Flagged", ui.fmt_int(n_flagged), delta=f"{ui.fmt_pct(index.noise_rate_at(tau))} of the set",
                 help="Samples with clean probability at or below τ (Review lists them), and their share of the "
                      "training set: it moves with τ", **note)
@@ -381,7 +375,7 @@ def tau_panel() -> None:
 
     if shown:
         with st.container(key="hist_box"):
-            st.plotly_chart(_histogram_base(str(run.path.resolve()), _stamp(run), tuple(shown)), width="stretch",
+            st.plotly_chart(_histogram_base(str(run.path.resolve()), run.stamp(), tuple(shown)), width="stretch",
                             key="hist_chart")
         lines["hist_box"] = crossing_lines(shown, tau)
         unsplit = [names[c] for c in shown if c < len(data["fits"]) and data["fits"][c].get("status") not in ("fit",)]
@@ -410,7 +404,7 @@ def tau_panel() -> None:
                 delta_color="off", delta_arrow="off", border=True,
                 help="Wrong labels expected among the flagged samples: the sum of 1 − clean probability")
     with st.container(key="sweep_box"):
-        st.plotly_chart(_sweep_base(str(run.path.resolve()), _stamp(run)), width="stretch", key="sweep_chart")
+        st.plotly_chart(_sweep_base(str(run.path.resolve()), run.stamp()), width="stretch", key="sweep_chart")
     lines["sweep_box"] = [{"xaxis": "xaxis", "yaxis": "yaxis", "x": tau, "color": "#424242",
                            "label": f"τ = {tau:.2f}"}]
 

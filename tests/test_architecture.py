@@ -160,8 +160,6 @@ ALLOWED = {
     ("turn_backend/models/hf_models.py", "config.json"): "a Hugging Face model folder's config, not a run's",
     ("turn_backend/models/registry.py", "config.json"): "a Hugging Face model folder's config, not a run's",
     ("app/training.py", "config.json"): "a Hugging Face model folder's config, not a run's",
-    ("pages/threshold.py", "clean_prob.npy"): "pending: the page belongs to another change in flight; its cache "
-                                              "stamp is to become RunFolder.stamp()",
 }
 
 

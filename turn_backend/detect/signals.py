@@ -17,7 +17,8 @@ class DetectionInputError(ValueError):
     """Input that detection cannot work with; the message says what to fix."""
 
 
-def check_inputs(features: np.ndarray | None, labels: np.ndarray, num_classes: int | None = None) -> tuple[np.ndarray, int]:
+def check_inputs(features: np.ndarray | None, labels: np.ndarray,
+                 num_classes: int | None = None) -> tuple[np.ndarray, int]:
     """Validate labels (and features when given); returns labels as int64 and C."""
     labels = np.asarray(labels)
     if labels.ndim != 1 or not len(labels):
