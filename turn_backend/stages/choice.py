@@ -34,7 +34,7 @@ def choose_final_model(ctx: RunContext) -> None:
     if not (holdout or ensemble):
         return
     probe_path, choice_path = folder.path / "choice" / "probe_head.pt", folder.path / "choice" / "choice.json"
-    if "choice" in folder.completed() and choice_path.exists():
+    if ctx.stage_done("choice") and choice_path.exists():
         if read_json(choice_path)["chosen"] == "probe":
             ctx.model, ctx.head = None, torch.load(probe_path, weights_only=True)
         return
