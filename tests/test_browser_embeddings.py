@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from app_server import AppServer, wait_idle
+from helpers.server import AppServer, wait_idle
 from test_e2e_browser import (  # noqa: F401 - browser is a fixture
     ARTIFACTS, LOOPBACK, STEP_TIMEOUT_MS, VIEWPORT, browser, no_exception, screenshot)
 

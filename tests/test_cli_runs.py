@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app_server import wait_for
+from helpers.waiting import wait_for
 from turn_backend.runfolder import RunFolder
 from turn_backend.worker import launch, live_state
 

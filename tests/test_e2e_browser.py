@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app_server import CHROMIUM, CHROMIUM_ARGS, REPO, AppServer, save_failure, wait_idle
+from helpers.server import CHROMIUM, CHROMIUM_ARGS, REPO, AppServer, save_failure, wait_idle
 
 ARTIFACTS = REPO / "test-artifacts" / "e2e"
 VIEWPORT = {"width": 1400, "height": 1000}

@@ -19,7 +19,7 @@ import json
 
 import pytest
 
-from app_server import AppServer, save_failure, wait_idle
+from helpers.server import AppServer, save_failure, wait_idle
 
 # the browser fixture, page helpers and screenshots (into test-artifacts/e2e/) of the first e2e test
 from test_e2e_browser import ARTIFACTS, STEP_TIMEOUT_MS, browser, go_to, no_exception, screenshot  # noqa: F401

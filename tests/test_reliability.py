@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import nn
 
-from app_server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for, wait_idle
-from reliability_helpers import write_decisions
+from helpers.server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for, wait_idle
+from helpers.reliability import write_decisions
 from turn_backend import analysis as an
 from turn_backend.cleansing import fit_clean_probability, floor_size, select_clean
 from turn_backend.config import RunConfig
