@@ -18,7 +18,7 @@ import streamlit as st
 from PIL import Image, ImageOps
 
 from app import ui
-from app.state import runs_root
+from app.state import runs_root, start_dir, user_path
 from turn_backend.data import DatasetError, apply_label_noise, load_dataset
 
 MAX_UPLOAD_MB = 50
@@ -114,15 +114,21 @@ def save_upload(upload) -> Path:
     return path
 
 
+def _where_hint(spec: dict) -> str:
+    """What was tried, for an error: the absolute paths the typed ones became."""
+    tried = ", ".join(f"{k} `{spec[k]}`" for k in ("path", "root") if spec.get(k))
+    return f"Tried {tried} (relative paths are read from `{start_dir()}`)." if tried else ""
+
+
 def try_load(spec: dict) -> bool:
     """Load `spec`; on success it becomes the chosen dataset. Errors are shown, never raised."""
     try:
         bundle = load_with_progress(spec)
     except DatasetError as exc:
-        ui.show_error(exc)
+        ui.show_error(exc, _where_hint(spec))
         return False
     except (OSError, ValueError, ImportError) as exc:
-        ui.show_error(f"Could not read the dataset: {exc}", "Check the path and the file format.")
+        ui.show_error(f"Could not read the dataset: {exc}", f"Check the path and the file format. {_where_hint(spec)}")
         return False
     st.session_state["ds_loaded"] = (spec_key(spec), bundle)
     st.session_state["dataset_spec"] = spec
@@ -155,7 +161,7 @@ with source_col:
         path = st.text_input("Folder", key="ds_folder_path", placeholder="/data/my-images",
                              help="One subfolder per class (cat/, dog/, ...), optionally under train/ and "
                                   "test/ (or val/). The subfolder name is the given label.")
-        spec = {"kind": "folder", "path": path.strip()}
+        spec = {"kind": "folder", "path": user_path(path)}
     elif source == "manifest":
         mode = st.radio("Manifest", ["Path on disk", "Upload"], key="ds_manifest_mode", horizontal=True)
         if mode == "Path on disk":
@@ -176,9 +182,9 @@ with source_col:
         root = st.text_input("Image root folder", key="ds_manifest_root", placeholder="/data/images",
                              help="The folder the manifest's image paths are relative to "
                                   "(default: the manifest's own folder; required for uploads).")
-        spec = {"kind": "manifest", "path": path.strip()}
+        spec = {"kind": "manifest", "path": user_path(path)}
         if root.strip():
-            spec["root"] = root.strip()
+            spec["root"] = user_path(root)
         elif mode == "Upload" and path:
             st.caption(":material/info: An uploaded manifest needs the image root folder.")
     else:
@@ -188,7 +194,7 @@ with source_col:
         c1, c2 = st.columns(2)
         train_split = c1.text_input("Train split", key="ds_hf_train_split", placeholder="train")
         test_split = c2.text_input("Test split", key="ds_hf_test_split", placeholder="test")
-        spec = {"kind": "hf", "path": path.strip()}
+        spec = {"kind": "hf", "path": user_path(path)}
         if train_split.strip():
             spec["train_split"] = train_split.strip()
         if test_split.strip():
@@ -210,6 +216,7 @@ with source_col:
                 try_load(spec)
         elif not is_loaded:
             b2.caption("Press **Load dataset** to check the files and see the classes.")
+        st.caption(f":material/folder_open: Relative paths are read from `{start_dir()}`.")
 
 loaded = st.session_state.get("ds_loaded")
 bundle = loaded[1] if loaded else None

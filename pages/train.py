@@ -17,7 +17,7 @@ import plotly.express as px
 import streamlit as st
 
 from app import ui
-from app.state import current_run, runs_root, set_current_run
+from app.state import current_run, runs_root, set_current_run, user_path, user_path_if_exists
 from turn_backend import worker
 from turn_backend.config import DEFAULT_METHOD, RunConfig, method_kind
 from turn_backend.methods import get_method, list_methods
@@ -115,7 +115,7 @@ def model_name() -> str:
         return f"timm:{name}" if name else ""
     if source == "hf":
         name = st.session_state.get("tr_hf_name", "").strip()
-        return f"hf:{name}" if name else ""
+        return f"hf:{user_path_if_exists(name)}" if name else ""  # a local folder, made absolute
     return DEFAULT_MODEL
 
 
@@ -160,7 +160,7 @@ def settings_form() -> None:
         checkpoint = st.text_input("Local weights (optional)", key="tr_checkpoint",
                                    placeholder="/models/convnext_tiny.safetensors",
                                    help="A state dict (.pt, .pth or .safetensors) when the hub is not reachable")
-        checkpoint = checkpoint.strip() or None
+        checkpoint = user_path(checkpoint) or None  # relative: from where the app was started
     elif source == "hf":
         st.text_input("Hub id or local folder", key="tr_hf_name", placeholder="facebook/convnext-tiny-224",
                       help="e.g. google/vit-base-patch16-224, facebook/convnext-tiny-224, "

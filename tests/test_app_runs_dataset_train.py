@@ -170,6 +170,28 @@ def test_dataset_page_loads_a_folder_and_lists_skipped_items(runs_root, tmp_path
     assert at.session_state["noise_spec"]["kind"] == "none"
 
 
+def test_dataset_page_reads_relative_paths_from_where_the_app_was_started(runs_root, tmp_path, monkeypatch):
+    """The server runs in the repository; a relative path is read from TURN_START_DIR (the
+    folder ./studio.sh was started in), the page says so, and an error names what was tried."""
+    from helpers.cli import write_image_folder
+
+    start = tmp_path / "user"
+    write_image_folder(start / "photos", per_class=4)
+    monkeypatch.setenv("TURN_START_DIR", str(start))
+    at = page("dataset").run()
+    at.radio(key="ds_source").set_value("folder").run()
+    at.selectbox(key="ds_noise_kind").select("none").run()
+    at.text_input(key="ds_folder_path").input("no-such-folder").run()
+    assert f"Relative paths are read from `{start}`" in texts(at)
+    at.button(key="ds_load").click().run()
+    assert at.error and str(start / "no-such-folder") in at.error[0].value
+    at.text_input(key="ds_folder_path").input("photos").run()
+    at.button(key="ds_load").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["dataset_spec"] == {"kind": "folder", "path": str(start / "photos")}
+    assert metric(at, "Classes") == "2"
+
+
 def test_dataset_page_loads_a_manifest_from_disk(runs_root, tmp_path):
     from PIL import Image
 

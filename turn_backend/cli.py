@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import datetime
@@ -34,6 +35,33 @@ from turn_backend.runfolder import TERMINAL_STATES, RunFolder, atomic_write_json
 
 DATA_KINDS = ("auto", "demo", "folder", "manifest", "idx", "cifar10", "cifar100", "hf", "parquet",
               "clothing1m", "webvision")
+
+
+# Every argument of every subcommand that names a file or folder. `absolute_paths` makes them
+# absolute against the caller's working directory as soon as the command line is parsed, in
+# this one place: the worker process runs with another working directory (the repository),
+# and the run's config.json must name the same files from wherever it is read.
+PATH_ARGS = ("data", "root", "out", "run_dir", "checkpoint", "docs")
+# What a path argument may also be: a name, not a file.
+NOT_A_PATH = {"data": ("demo",)}
+# Names or paths: made absolute only where such a file or folder exists here (a Hugging Face
+# model folder); a hub id such as google/vit-base-patch16-224 stays as it is.
+PATH_IF_EXISTS = ("model",)
+
+
+def absolute_paths(args: argparse.Namespace, cwd: str | None = None) -> argparse.Namespace:
+    """`args` with every path argument (`PATH_ARGS`, `PATH_IF_EXISTS`) absolute against `cwd`
+    (default: this process's working directory); `~` is expanded. Returns `args`."""
+    cwd = os.fspath(cwd) if cwd is not None else os.getcwd()
+    for dest in (*PATH_ARGS, *PATH_IF_EXISTS):
+        value = getattr(args, dest, None)
+        if not isinstance(value, str) or not value or value in NOT_A_PATH.get(dest, ()):
+            continue
+        path = os.path.join(cwd, os.path.expanduser(value))
+        if dest in PATH_IF_EXISTS and not os.path.exists(path):
+            continue
+        setattr(args, dest, os.path.normpath(path))
+    return args
 
 
 class CLIError(Exception):
@@ -152,7 +180,7 @@ def cmd_run(args) -> int:
         num_processes=args.processes, num_workers=args.workers, mixed_precision=args.precision,
         projection_methods=args.projections,
     )
-    out = Path(args.out or Path("runs") / f"{args.method}-{datetime.now():%Y%m%d-%H%M%S}")
+    out = Path(args.out or Path("runs") / f"{args.method}-{datetime.now():%Y%m%d-%H%M%S}").absolute()
     metrics = start_and_follow(config, out, args.quiet)
     _print_metrics(metrics)
     print(f"run folder: {out}")
@@ -235,7 +263,7 @@ def cmd_methods(args) -> int:
 def cmd_demo(args) -> int:
     from turn_backend.demo import DEMO_METHODS, demo_config
 
-    out = Path(args.out)
+    out = Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for method in args.methods or DEMO_METHODS:
@@ -378,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = absolute_paths(build_parser().parse_args(argv))
     try:
         return args.func(args)
     except (CLIError, DatasetError, ModelError, ValueError, FileExistsError, FileNotFoundError, OSError) as exc:
