@@ -103,15 +103,81 @@ def _bar_label(status: dict) -> str:
     return status.get("stage_label") or status.get("stage") or ""
 
 
-def follow(run_dir: Path, quiet: bool = False) -> dict:
-    """Print the run's events and draw a progress bar per stage until the run ends.
+PROGRESS_INTERVAL_ENV = "TURN_PROGRESS_INTERVAL"
+DEFAULT_PROGRESS_INTERVAL = 20.0  # seconds; the promise is a line at least every 30 s
 
-    Bars are drawn only on a terminal; in a log file the events alone tell the story.
+
+def progress_interval() -> float:
+    """Seconds between progress lines when the output is not a terminal (TURN_PROGRESS_INTERVAL)."""
+    try:
+        return max(0.1, float(os.environ.get(PROGRESS_INTERVAL_ENV, DEFAULT_PROGRESS_INTERVAL)))
+    except ValueError:
+        return DEFAULT_PROGRESS_INTERVAL
+
+
+def fmt_duration(seconds: float) -> str:
+    """'45 s', '3 min 10 s', '2 h 05 min'."""
+    seconds = int(round(max(0.0, seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class ProgressLines:
+    """Progress for a log file: one line with the stage, its rate and its time left, every
+    `interval` seconds, measured over the part of the stage this follower saw."""
+
+    def __init__(self, interval: float, out=None) -> None:
+        self.interval = interval
+        self.out = out
+        self.stage: str | None = None
+        self.stage_seen = (0.0, 0)  # (time, done) when this follower first saw the stage
+        self.last_line = time.time()
+
+    def update(self, status: dict, now: float | None = None) -> str | None:
+        """The line to print now, if one is due (None otherwise)."""
+        now = time.time() if now is None else now
+        label = _bar_label(status)
+        done, total = int(status.get("stage_done") or 0), int(status.get("stage_total") or 0)
+        if label != self.stage:
+            self.stage, self.stage_seen = label, (now, done)
+        if now - self.last_line < self.interval:
+            return None
+        self.last_line = now
+        return self.line(label, done, total, now)
+
+    def line(self, label: str, done: int, total: int, now: float) -> str:
+        t0, done0 = self.stage_seen
+        elapsed = now - t0
+        head = f"[progress] {label or 'working'}"
+        if total <= 1:  # a step that reports no count (e.g. scoring the labels)
+            return f"{head}: running for {fmt_duration(elapsed)}"
+        rate = (done - done0) / elapsed if elapsed > 0 else 0.0
+        text = f"{head}: {done:,}/{total:,} ({done / total:.0%})"
+        if rate > 0:
+            return f"{text}, {rate:,.1f}/s, about {fmt_duration((total - done) / rate)} left"
+        return f"{text}, running for {fmt_duration(elapsed)}, rate not known yet"
+
+    def emit(self, status: dict) -> None:
+        line = self.update(status)
+        if line is not None:
+            print(line, file=self.out or sys.stdout, flush=True)
+
+
+def follow(run_dir: Path, quiet: bool = False) -> dict:
+    """Print the run's events and show each stage's progress until the run ends.
+
+    On a terminal a progress bar per stage; where the output is not a terminal (a log file,
+    nohup, CI), a line with the stage, its rate and its time left every `progress_interval()`
+    seconds, so that a log never stays silent through a long round.
     """
     from turn_backend.worker import live_state
 
     folder = RunFolder(run_dir)
     draw_bars = not quiet and sys.stderr.isatty()
+    lines = ProgressLines(progress_interval()) if not quiet and not sys.stdout.isatty() else None
     seen_events = 0
     bar = None
     while True:
@@ -120,6 +186,8 @@ def follow(run_dir: Path, quiet: bool = False) -> dict:
         for event in events[seen_events:]:
             if not quiet and event["stage"] != "lp":
                 tqdm.write(f"[{event['stage']}] {event['message']}")
+        if len(events) > seen_events:
+            sys.stdout.flush()
         seen_events = len(events)
         finished = status.get("state") in (*TERMINAL_STATES, "interrupted")
         if draw_bars and status.get("stage_total") and not finished:
@@ -128,11 +196,13 @@ def follow(run_dir: Path, quiet: bool = False) -> dict:
                     bar.close()
                 bar = tqdm(total=status["stage_total"], desc=_bar_label(status), leave=False, dynamic_ncols=True)
             bar.update(max(0, min(status.get("stage_done", 0), bar.total) - bar.n))
+        if lines is not None and not finished:
+            lines.emit(status)
         if finished:
             if bar is not None:
                 bar.close()
             return status
-        time.sleep(0.5)
+        time.sleep(min(0.5, lines.interval / 2) if lines is not None else 0.5)
 
 
 def start_and_follow(config: RunConfig, run_dir: Path, quiet: bool = False) -> dict:
