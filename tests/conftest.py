@@ -108,3 +108,19 @@ def tiny_run(runs_root, tiny_run_template) -> Path:
     dest = runs_root / TINY_RUN_NAME
     shutil.copytree(tiny_run_template, dest)
     return dest
+
+
+@pytest.fixture
+def browser():
+    """A headless Chromium (Playwright, Debian's /usr/bin/chromium); skipped without them."""
+    from helpers.server import CHROMIUM, CHROMIUM_ARGS
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Python Playwright")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Chromium at {CHROMIUM} (Debian package chromium)")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -24,7 +24,7 @@ from turn_backend.export import default_tau
 from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder, atomic_write_json
 
-from test_app_audit_pages import app, card_ids, metric, texts  # the audit pages' AppTest helpers
+from helpers.apptest import app, card_ids, metric, texts
 
 
 def card_keys(at: AppTest) -> list[str]:

@@ -3,14 +3,13 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from helpers.cli import turn
 from helpers.waiting import wait_for
 from turn_backend.runfolder import RunFolder
 from turn_backend.worker import launch, live_state
@@ -18,12 +17,6 @@ from turn_backend.worker import launch, live_state
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--n-train", "200", "--n-test", "100", "--image-size", "32", "--lp-epochs", "10", "--fft-epochs", "3",
         "--noise", "symmetric", "--noise-rate", "0.4", "--device", "cpu", "--method", "turn", "--quiet"]
-
-
-def turn(*args, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TURN_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "turn_backend.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=REPO)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import nn
 
+from helpers.cli import turn
 from helpers.server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for, wait_idle
 from helpers.reliability import write_decisions
 from turn_backend import analysis as an
@@ -43,10 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 reliability = pytest.mark.reliability
 
 
-def _turn(*args, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "turn_backend.cli", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=REPO)
+_turn = turn  # the `turn` command in a subprocess (helpers.cli)
 
 
 # =========================================================================== faults
