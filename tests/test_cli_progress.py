@@ -39,6 +39,7 @@ def test_fmt_duration():
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow  # over 10 s on 2 busy cores: in the full suite, not the fast tier
 def test_a_run_into_a_pipe_prints_progress_lines_on_time(tmp_path):
     interval = 0.5
     env = turn_env(tmp_path / "cache", TURN_PROGRESS_INTERVAL=str(interval))

@@ -126,6 +126,7 @@ def test_reviewed_labels_must_match_the_data(tiny_run, tiny_config):
         apply_reviewed_labels(bundle, tiny_run)
 
 
+@pytest.mark.slow  # over 10 s on 2 busy cores: in the full suite, not the fast tier
 def test_turn_retrain_command(tiny_run, runs_root):
     d = _review(tiny_run)
     out = runs_root / "cli-retrain"
