@@ -11,7 +11,7 @@ import streamlit as st
 from PIL import Image, ImageOps
 
 from app import ui
-from app.state import runs_root
+from app.state import runs_root, start_dir
 from turn_backend.data import DatasetError, load_dataset
 
 
@@ -51,15 +51,21 @@ def save_upload(upload) -> Path:
     return path
 
 
+def _where_hint(spec: dict) -> str:
+    """What was tried, for an error: the absolute paths the typed ones became."""
+    tried = ", ".join(f"{k} `{spec[k]}`" for k in ("path", "root") if spec.get(k))
+    return f"Tried {tried} (relative paths are read from `{start_dir()}`)." if tried else ""
+
+
 def try_load(spec: dict) -> bool:
     """Load `spec`; on success it becomes the chosen dataset. Errors are shown, never raised."""
     try:
         bundle = load_with_progress(spec)
     except DatasetError as exc:
-        ui.show_error(exc)
+        ui.show_error(exc, _where_hint(spec))
         return False
     except (OSError, ValueError, ImportError) as exc:
-        ui.show_error(f"Could not read the dataset: {exc}", "Check the path and the file format.")
+        ui.show_error(f"Could not read the dataset: {exc}", f"Check the path and the file format. {_where_hint(spec)}")
         return False
     st.session_state["ds_loaded"] = (spec_key(spec), bundle)
     st.session_state["dataset_spec"] = spec

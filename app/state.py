@@ -16,8 +16,34 @@ from turn_backend.runfolder import RunFolder, list_runs
 RUN_KEY = "run_dir"
 
 
+def start_dir() -> Path:
+    """The folder that relative paths typed in the app are read from: where `./studio.sh` was
+    started (it sets TURN_START_DIR before it moves to the repository), else the server's
+    working directory."""
+    return Path(os.environ.get("TURN_START_DIR") or Path.cwd()).resolve()
+
+
+def user_path(text: str) -> str:
+    """A path as typed in the app, made absolute: `~` expanded, a relative path taken from
+    `start_dir()`; "" stays "". Runs get absolute paths, since the worker runs elsewhere."""
+    text = text.strip()
+    if not text:
+        return ""
+    return os.path.normpath(start_dir() / Path(text).expanduser())
+
+
+def user_path_if_exists(text: str) -> str:
+    """`user_path(text)` where that file or folder exists, else `text` as typed (a hub id
+    such as google/vit-base-patch16-224 is a name, not a path)."""
+    path = user_path(text)
+    return path if path and os.path.exists(path) else text.strip()
+
+
 def runs_root() -> Path:
-    root = Path(os.environ.get("TURN_RUNS_DIR", Path.cwd() / "runs")).resolve()
+    """TURN_RUNS_DIR (a relative one taken from `start_dir()`), else runs/ in the server's
+    working directory (the repository, for `./studio.sh`)."""
+    env = os.environ.get("TURN_RUNS_DIR")
+    root = (start_dir() / env if env else Path.cwd() / "runs").resolve()
     root.mkdir(parents=True, exist_ok=True)
     return root
 

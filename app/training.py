@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from app import ui
-from app.state import runs_root, set_current_run
+from app.state import runs_root, set_current_run, user_path_if_exists
 from turn_backend import worker
 from turn_backend.config import RunConfig
 from turn_backend.models.hparams import PAPER_HPARAMS
@@ -89,7 +89,7 @@ def model_name() -> str:
         return f"timm:{name}" if name else ""
     if source == "hf":
         name = st.session_state.get("tr_hf_name", "").strip()
-        return f"hf:{name}" if name else ""
+        return f"hf:{user_path_if_exists(name)}" if name else ""  # a local folder, made absolute
     return DEFAULT_MODEL
 
 

@@ -176,6 +176,9 @@ def show_error(error: BaseException | str, hint: str | None = None, container=No
     (container or st).error(text, icon=":material/error:")
 
 
+UNTRUSTED_FLAGS = "These flags cannot be trusted."
+
+
 def unreliable_flags_warning(reliability: dict | None, container=None) -> None:
     """Where the run's reliability check found that its model cannot judge the labels
     (`detect.estimates.judge_reliability`): say so plainly, why, and what to try. Nothing otherwise."""
@@ -184,7 +187,7 @@ def unreliable_flags_warning(reliability: dict | None, container=None) -> None:
     reasons = " ".join(r[0].upper() + r[1:] + "." for r in reliability.get("reasons", []))
     fixes = reliability.get("fixes") or []
     (container or st).error(
-        f"**These flags cannot be trusted.** {reasons} A low clean probability here means the model is unsure, "
+        f"**{UNTRUSTED_FLAGS}** {reasons} A low clean probability here means the model is unsure, "
         "not that the label is wrong, and the estimated noise rate, precision and recall mean nothing."
         + (f" Likely fixes: {'; '.join(fixes)}." if fixes else ""), icon=":material/gpp_maybe:")
 

@@ -14,6 +14,7 @@ import streamlit as st
 
 from app import ui
 from app.dataset_loading import save_upload, spec_key, thumbnail, try_load
+from app.state import start_dir, user_path
 from turn_backend.data import DatasetError, apply_label_noise
 
 MAX_UPLOAD_MB = 50
@@ -96,7 +97,7 @@ with source_col:
         path = st.text_input("Folder", key="ds_folder_path", placeholder="/data/my-images",
                              help="One subfolder per class (cat/, dog/, ...), optionally under train/ and "
                                   "test/ (or val/). The subfolder name is the given label.")
-        spec = {"kind": "folder", "path": path.strip()}
+        spec = {"kind": "folder", "path": user_path(path)}
     elif source == "manifest":
         mode = st.radio("Manifest", ["Path on disk", "Upload"], key="ds_manifest_mode", horizontal=True)
         if mode == "Path on disk":
@@ -117,9 +118,9 @@ with source_col:
         root = st.text_input("Image root folder", key="ds_manifest_root", placeholder="/data/images",
                              help="The folder the manifest's image paths are relative to "
                                   "(default: the manifest's own folder; required for uploads).")
-        spec = {"kind": "manifest", "path": path.strip()}
+        spec = {"kind": "manifest", "path": user_path(path)}
         if root.strip():
-            spec["root"] = root.strip()
+            spec["root"] = user_path(root)
         elif mode == "Upload" and path:
             st.caption(":material/info: An uploaded manifest needs the image root folder.")
     else:
@@ -129,7 +130,7 @@ with source_col:
         c1, c2 = st.columns(2)
         train_split = c1.text_input("Train split", key="ds_hf_train_split", placeholder="train")
         test_split = c2.text_input("Test split", key="ds_hf_test_split", placeholder="test")
-        spec = {"kind": "hf", "path": path.strip()}
+        spec = {"kind": "hf", "path": user_path(path)}
         if train_split.strip():
             spec["train_split"] = train_split.strip()
         if test_split.strip():
@@ -151,6 +152,7 @@ with source_col:
                 try_load(spec)
         elif not is_loaded:
             b2.caption("Press **Load dataset** to check the files and see the classes.")
+        st.caption(f":material/folder_open: Relative paths are read from `{start_dir()}`.")
 
 loaded = st.session_state.get("ds_loaded")
 bundle = loaded[1] if loaded else None

@@ -9,6 +9,7 @@ import streamlit as st
 
 from app import ui
 from app.retrain import retrain_panel
+from app.state import user_path
 from turn_backend.export import (
     FOLDER_FORMATS,
     FORMATS,
@@ -110,7 +111,7 @@ with out[1]:
                            help="Written atomically: a failure leaves any earlier file there as it was.")
     st.caption(f"Writes `{file_name}` there (an existing file of that name is replaced).")
     if st.button("Write the file", icon=":material/save:", key="export_write"):
-        target = Path(folder.strip() or run.exports_dir).expanduser() / file_name
+        target = Path(user_path(folder) or run.exports_dir) / file_name  # relative: from start_dir()
         try:
             written = write_export(df, target, fmt)
         except (ExportError, OSError, ValueError) as exc:
@@ -146,7 +147,7 @@ out_dir = fx[2].text_input("Output folder", value=str(default_out), key=f"export
 st.caption(f"Writes the {SCOPE_LABELS[folder_scope].lower()} samples ({SCOPES[folder_scope]}).")
 if st.button("Write the dataset folder", icon=":material/create_new_folder:", key="export_folder_write",
              disabled=folder_fmt is None):
-    target = Path(out_dir.strip() or default_out).expanduser()
+    target = Path(user_path(out_dir) or default_out)
     try:
         with st.spinner("Writing the images…"):
             if folder_fmt == "hf":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import training, ui
-from app.state import current_run
+from app.state import current_run, user_path
 from app.train_progress import progress_panel
 from turn_backend.config import DEFAULT_METHOD, RunConfig, method_kind
 from turn_backend.methods import get_method, list_methods
@@ -58,7 +58,7 @@ def settings_form() -> None:
         checkpoint = st.text_input("Local weights (optional)", key="tr_checkpoint",
                                    placeholder="/models/convnext_tiny.safetensors",
                                    help="A state dict (.pt, .pth or .safetensors) when the hub is not reachable")
-        checkpoint = checkpoint.strip() or None
+        checkpoint = user_path(checkpoint) or None  # relative: from where the app was started
     elif source == "hf":
         st.text_input("Hub id or local folder", key="tr_hf_name", placeholder="facebook/convnext-tiny-224",
                       help="e.g. google/vit-base-patch16-224, facebook/convnext-tiny-224, "

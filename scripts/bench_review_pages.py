@@ -29,9 +29,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from app_server import CHROMIUM, CHROMIUM_ARGS, AppServer  # noqa: E402
+from helpers.server import CHROMIUM, CHROMIUM_ARGS, AppServer  # noqa: E402
 
-# Busy: the script is running or an element is stale (the same test as tests/app_server.py,
+# Busy: the script is running or an element is stale (the same test as tests/helpers/server.py,
 # without its 600 ms settling window, which would be counted in every interaction).
 _BUSY_JS = """() => {
   const app = document.querySelector('[data-testid="stApp"]');

@@ -108,3 +108,37 @@ def tiny_run(runs_root, tiny_run_template) -> Path:
     dest = runs_root / TINY_RUN_NAME
     shutil.copytree(tiny_run_template, dest)
     return dest
+
+
+# the tiny run's settings, with labels drawn at random (10 classes, 90% symmetric noise)
+SHUFFLED_RUN_ARGS = ["--data", "demo", "--n-train", "200", "--n-test", "100", "--image-size", "64", "--batch-size",
+                     "64", "--lp-epochs", "3", "--fft-epochs", "1", "--noise", "symmetric", "--noise-rate", "0.9",
+                     "--device", "cpu", "--method", "turn", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def shuffled_run_template(tmp_path_factory, turn_cache_dir):
+    """A finished run whose labels carry no information, made by `turn run`: (its folder, the
+    finished `turn run` process with its output)."""
+    from helpers.cli import turn
+
+    out = tmp_path_factory.mktemp("shuffled") / "shuffled-run"
+    result = turn("run", *SHUFFLED_RUN_ARGS, "--out", out, cache=turn_cache_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out, result
+
+
+@pytest.fixture
+def browser():
+    """A headless Chromium (Playwright, Debian's /usr/bin/chromium); skipped without them."""
+    from helpers.server import CHROMIUM, CHROMIUM_ARGS
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Python Playwright")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Chromium at {CHROMIUM} (Debian package chromium)")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

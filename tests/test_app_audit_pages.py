@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from helpers.apptest import app, card_ids, charts, metric, texts
 from turn_backend import analysis as an
 from turn_backend.export import build_export, default_tau, to_bytes
 from turn_backend.review import ReviewStore
@@ -29,27 +30,6 @@ PAGES = ROOT / "pages"
 TIMEOUT = 180
 
 
-def app(page: str, run: Path | None = None) -> AppTest:
-    at = AppTest.from_file(str(PAGES / f"{page}.py"), default_timeout=TIMEOUT)
-    if run is not None:
-        at.session_state["run_dir"] = str(run)
-    return at
-
-
-def texts(at: AppTest) -> str:
-    parts = [e.value for kind in ("markdown", "caption", "info", "success", "error", "warning")
-             for e in at.get(kind)]
-    return "\n".join(str(p) for p in parts)
-
-
-def metric(at: AppTest, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
-
-
-def charts(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-
-
 def first_page_rows(run: Path) -> pd.DataFrame:
     """The first review page as the page builds it (applied tau, no filters)."""
     from turn_backend.export import default_tau
@@ -58,18 +38,6 @@ def first_page_rows(run: Path) -> pd.DataFrame:
     index = an.ReviewIndex.for_run(an.review_inputs(folder), default_tau(folder))
     codes, labels = index.decision_arrays(ReviewStore(folder.review_db).current())
     return index.rows(index.view()[:12], codes, labels)
-
-
-def card_ids(at: AppTest) -> list[str]:
-    """The sample id of each Review card, in slot order. Cards and their widgets are keyed by
-    their slot on the page (card_0, keep_0, ...); a card's last caption is its sample id."""
-    ids = []
-    while True:
-        try:
-            card = at.main.get_by_key(f"card_{len(ids)}")
-        except KeyError:
-            return ids
-        ids.append(card.caption[-1].value)
 
 
 def card_key(at: AppTest, action: str, sample_id: str) -> str:

@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_app_audit_pages import app, card_ids, metric, texts  # the audit pages' AppTest helpers
 
+from helpers.apptest import app, card_ids, metric, texts
 from turn_backend import analysis as an
 from turn_backend.detect.result import DetectionResult
 from turn_backend.export import default_tau
 from turn_backend.io import atomic_write_json
 from turn_backend.review import ReviewStore
-from turn_backend.runfolder import RunFolder
+from turn_backend.runfolder import RunFolder, atomic_write_json
 
 
 def card_keys(at: AppTest) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from helpers.apptest import metric, texts
 from turn_backend import worker
 from turn_backend.runfolder import RunFolder, list_runs
 
@@ -24,20 +25,7 @@ def page(name: str) -> AppTest:
     return AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=PAGE_TIMEOUT)
 
 
-def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
-    parts += [w.value for w in at.warning] + [e.value for e in at.error] + [s.value for s in at.success]
-    return "\n".join(str(p) for p in parts)
-
-
-def metric(at: AppTest, label: str) -> str:
-    for m in at.metric:
-        if m.label == label:
-            return m.value
-    raise AssertionError(f"no metric {label!r}; metrics: {[m.label for m in at.metric]}")
-
-
-def wait_for(run_dir: Path, states: tuple[str, ...], timeout: float = 300) -> dict:
+def wait_for_state(run_dir: Path, states: tuple[str, ...], timeout: float = 300) -> dict:
     deadline = time.time() + timeout
     status = worker.live_state(run_dir)
     while time.time() < deadline:
@@ -170,6 +158,28 @@ def test_dataset_page_loads_a_folder_and_lists_skipped_items(runs_root, tmp_path
     assert at.session_state["noise_spec"]["kind"] == "none"
 
 
+def test_dataset_page_reads_relative_paths_from_where_the_app_was_started(runs_root, tmp_path, monkeypatch):
+    """The server runs in the repository; a relative path is read from TURN_START_DIR (the
+    folder ./studio.sh was started in), the page says so, and an error names what was tried."""
+    from helpers.cli import write_image_folder
+
+    start = tmp_path / "user"
+    write_image_folder(start / "photos", per_class=4)
+    monkeypatch.setenv("TURN_START_DIR", str(start))
+    at = page("dataset").run()
+    at.radio(key="ds_source").set_value("folder").run()
+    at.selectbox(key="ds_noise_kind").select("none").run()
+    at.text_input(key="ds_folder_path").input("no-such-folder").run()
+    assert f"Relative paths are read from `{start}`" in texts(at)
+    at.button(key="ds_load").click().run()
+    assert at.error and str(start / "no-such-folder") in at.error[0].value
+    at.text_input(key="ds_folder_path").input("photos").run()
+    at.button(key="ds_load").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["dataset_spec"] == {"kind": "folder", "path": str(start / "photos")}
+    assert metric(at, "Classes") == "2"
+
+
 def test_dataset_page_loads_a_manifest_from_disk(runs_root, tmp_path):
     from PIL import Image
 
@@ -276,7 +286,7 @@ def test_train_page_starts_a_run_and_shows_its_metrics(runs_root):
     assert at.session_state["run_dir"] == str(folder.path)
     assert worker.live_state(folder.path)["state"] in ("starting", "running", "done")
 
-    status = wait_for(folder.path, ("done", "failed"), timeout=400)
+    status = wait_for_state(folder.path, ("done", "failed"), timeout=400)
     assert status["state"] == "done", status
     metrics = folder.metrics()
     assert "test_acc_best" in metrics and metrics["n_clean"] > 0
@@ -297,12 +307,12 @@ def test_train_page_stop_and_resume(runs_root):
     at = tiny_train_settings(page("train"), method="fft-ce", fft_epochs=30)
     at.button(key="tr_start").click().run()
     folder = list_runs(runs_root)[0]
-    wait_for(folder.path, ("running",), timeout=120)
+    wait_for_state(folder.path, ("running",), timeout=120)
     at.run()
     assert not at.exception
     at.button(key="tr_stop").click().run()
     assert not at.exception
-    assert wait_for(folder.path, ("stopped", "failed", "interrupted"), timeout=120)["state"] == "stopped"
+    assert wait_for_state(folder.path, ("stopped", "failed", "interrupted"), timeout=120)["state"] == "stopped"
 
     at.run()
     assert not at.exception
@@ -310,9 +320,9 @@ def test_train_page_stop_and_resume(runs_root):
     at.button(key="tr_resume").click().run()
     assert not at.exception
     assert worker.live_state(folder.path)["state"] in ("starting", "running")
-    wait_for(folder.path, ("running",), timeout=120)
+    wait_for_state(folder.path, ("running",), timeout=120)
     worker.stop(folder.path)
-    wait_for(folder.path, ("stopped", "failed", "interrupted"), timeout=120)
+    wait_for_state(folder.path, ("stopped", "failed", "interrupted"), timeout=120)
 
 
 def test_train_page_baseline_button_starts_fft_ce(tiny_run, runs_root):

@@ -5,50 +5,25 @@ model cannot judge its labels (a real run on labels with no information in them)
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app.ui import UNTRUSTED_FLAGS
+from helpers.apptest import app, metric
+from helpers.cli import turn
 from turn_backend.detect import estimates as est
 from turn_backend.runfolder import RunFolder
 
-ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT = 180
-WARNING = "These flags cannot be trusted."
-# the tiny run's settings, with labels drawn at random (10 classes, 90% symmetric noise)
-SHUFFLED = ["--data", "demo", "--n-train", "200", "--n-test", "100", "--image-size", "64", "--batch-size", "64",
-            "--lp-epochs", "3", "--fft-epochs", "1", "--noise", "symmetric", "--noise-rate", "0.9",
-            "--device", "cpu", "--method", "turn", "--quiet"]
 
-
-def page(name: str, run: Path) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
-    at.session_state["run_dir"] = str(run)
-    return at
-
-
-def metric(at: AppTest, label: str):
-    return next(m for m in at.metric if m.label == label)
+def metric_delta(at: AppTest, label: str) -> str:
+    return next(m.delta for m in at.metric if m.label == label)
 
 
 def errors(at: AppTest) -> str:
     return "\n".join(e.value for e in at.error)
-
-
-@pytest.fixture(scope="module")
-def shuffled_run_template(tmp_path_factory, turn_cache_dir) -> tuple[Path, subprocess.CompletedProcess]:
-    """A finished run whose labels carry no information, made by `turn run` (its output kept)."""
-    out = tmp_path_factory.mktemp("shuffled") / "shuffled-run"
-    env = {**os.environ, "TURN_CACHE_DIR": str(turn_cache_dir), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "turn_backend.cli", "run", *SHUFFLED, "--out", str(out)],
-                            capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return out, result
 
 
 @pytest.fixture
@@ -74,22 +49,22 @@ def test_metrics_json_holds_the_estimates_and_they_match_the_final_probabilities
 
 def test_threshold_estimates_stay_put_while_flagged_moves_and_the_suggestion_applies(tiny_run):
     m = RunFolder(tiny_run).metrics()
-    at = page("threshold", tiny_run)
+    at = app("threshold", tiny_run)
     at.run()
     assert not at.exception
-    assert WARNING not in errors(at)
+    assert UNTRUSTED_FLAGS not in errors(at)
     noise = metric(at, "Estimated noise rate")
-    assert noise.value == f"{m['estimated_noise_rate']['rate']:.1%}"
-    flagged_before = metric(at, "Flagged").value
+    assert noise == f"{m['estimated_noise_rate']['rate']:.1%}"
+    flagged_before = metric(at, "Flagged")
     slider = at.slider(key="tau_slider_" + tiny_run.name)
     slider.set_value(0.2).run()
-    assert metric(at, "Estimated noise rate").value == noise.value  # an estimate, not the share flagged
-    assert metric(at, "Flagged").value != flagged_before
+    assert metric(at, "Estimated noise rate") == noise  # an estimate, not the share flagged
+    assert metric(at, "Flagged") != flagged_before
     # estimated and (this run has ground truth) true curves in one chart
     sweep = json.loads(at.get("plotly_chart")[-1].proto.spec)
     names = [t["name"] for t in sweep["data"]]
     assert "Precision (estimated)" in names and "Precision (true)" in names and "Recall (estimated)" in names
-    assert metric(at, "Precision (estimated)").delta.startswith("true ")
+    assert metric_delta(at, "Precision (estimated)").startswith("true ")
     # the suggestion: the best estimated F1, one click away
     suggested = m["suggested_tau"]
     assert any(f"Suggested τ: **{suggested:.2f}**" in md.value for md in at.markdown)
@@ -104,7 +79,7 @@ def test_threshold_estimates_stay_put_while_flagged_moves_and_the_suggestion_app
 
 
 def test_classes_page_shows_expected_wrong_labels_per_class(tiny_run):
-    at = page("classes", tiny_run)
+    at = app("classes", tiny_run)
     at.run()
     assert not at.exception
     table = next(d.value for d in at.dataframe if "expected_wrong" in d.value.columns)
@@ -117,19 +92,18 @@ def test_a_run_whose_labels_carry_no_information_says_so_in_the_cli(shuffled_run
     assert "WARNING: these flags cannot be trusted" in result.stdout
     m = RunFolder(folder).metrics()
     assert m["flags_reliable"] is False and m["flags_reliability"]["reasons"] and m["suggested_tau"] is None
-    status = subprocess.run([sys.executable, "-m", "turn_backend.cli", "status", str(folder)], capture_output=True,
-                            text=True, timeout=120, cwd=ROOT)
+    status = turn("status", folder, timeout=120)
     assert json.loads(status.stdout)["metrics"]["flags_reliable"] is False  # stdout stays one JSON document
     assert "these flags cannot be trusted" in status.stderr
 
 
 @pytest.mark.parametrize("name", ["threshold", "review", "runs"])
 def test_a_run_whose_labels_carry_no_information_says_so_on_the_pages(shuffled_run, name):
-    at = page(name, shuffled_run)
+    at = app(name, shuffled_run)
     at.run()
     assert not at.exception
     text = errors(at)
-    assert WARNING in text and "Likely fixes:" in text
+    assert UNTRUSTED_FLAGS in text and "Likely fixes:" in text
     if name == "threshold":
         assert any("No suggestion: these flags cannot be trusted" in c.value for c in at.caption)
         assert at.button(key="use_suggested_tau").disabled

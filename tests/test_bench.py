@@ -227,6 +227,7 @@ def test_bench_runs_the_small_two_class_set_beside_the_grid(tmp_path, monkeypatc
     assert "**turn+ >= every baseline?**" in md and "## TURN+: relabelling, and the final classifier" in md
 
 
+@pytest.mark.slow  # over 10 s on 2 busy cores: in the full suite, not the fast tier
 def test_parallel_jobs_give_the_same_cells_as_one_process(tmp_path, monkeypatch, turn_cache_dir):
     monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
     tables = []

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from app_server import AppServer, wait_idle
-from test_e2e_browser import ARTIFACTS, LOOPBACK, STEP_TIMEOUT_MS, VIEWPORT, browser, no_exception, screenshot  # noqa: F401 - browser is a fixture
+
+from helpers.browser import ARTIFACTS, LOOPBACK, STEP_TIMEOUT_MS, VIEWPORT, no_exception, screenshot
+from helpers.server import AppServer, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(10 * 60)]
 

@@ -8,19 +8,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from app_server import AppServer, wait_idle
-from test_app_trust import WARNING, shuffled_run_template  # noqa: F401 - a fixture
-from test_e2e_browser import (  # noqa: F401 - browser is a fixture
-    LOOPBACK,
-    STEP_TIMEOUT_MS,
-    TAU_SLIDER,
-    VIEWPORT,
-    browser,
-    metric_value,
-    no_exception,
-    screenshot,
-)
 
+from app.ui import UNTRUSTED_FLAGS as WARNING
+from helpers.browser import LOOPBACK, STEP_TIMEOUT_MS, TAU_SLIDER, VIEWPORT, metric_value, no_exception, screenshot
+from helpers.server import AppServer, wait_idle
 from turn_backend.runfolder import RunFolder
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(10 * 60)]

@@ -3,27 +3,20 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from app_server import wait_for
 
+from helpers.cli import turn
+from helpers.waiting import wait_for
 from turn_backend.runfolder import RunFolder
 from turn_backend.worker import launch, live_state
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--n-train", "200", "--n-test", "100", "--image-size", "32", "--lp-epochs", "10", "--fft-epochs", "3",
         "--noise", "symmetric", "--noise-rate", "0.4", "--device", "cpu", "--method", "turn", "--quiet"]
-
-
-def turn(*args, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TURN_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "turn_backend.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=REPO)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +48,7 @@ def test_run_writes_a_complete_run_folder(reference_run):
     assert stages[0] == "start" and stages[-1] == "done" and "cleanse" in stages
 
 
+@pytest.mark.slow  # over 10 s on 2 busy cores: in the full suite, not the fast tier
 def test_resume_after_a_kill_during_fine_tuning_matches_the_uninterrupted_run(reference_run, tmp_path):
     cache = tmp_path / "cache"
     # the same configuration as the reference, in a new folder
@@ -80,6 +74,7 @@ def test_resume_after_a_kill_during_fine_tuning_matches_the_uninterrupted_run(re
     assert any(e["stage"] == "resume" for e in folder.events())
 
 
+@pytest.mark.slow  # over 10 s on 2 busy cores: in the full suite, not the fast tier
 def test_two_process_gloo_run_selects_the_same_first_clean_set(reference_run, tmp_path):
     out = tmp_path / "ddp"
     # its own feature cache, so the two processes really extract (each its shard)
@@ -124,6 +119,7 @@ def test_help_lists_the_commands(tmp_path):
         assert command in result.stdout
 
 
+@pytest.mark.slow  # over 10 s on 2 busy cores: in the full suite, not the fast tier
 def test_demo_writes_metrics_for_turn_and_its_baselines(tmp_path):
     out = tmp_path / "demo"
     result = turn("demo", "--out", out, "--n-train", "200", "--n-test", "100", "--image-size", "32", "--quiet",

@@ -22,6 +22,7 @@ def test_nearest_neighbours_exact_by_cosine():
     assert 4 not in idx[:3, 0]  # 180 degrees: nobody's nearest
 
 
+@pytest.mark.slow  # over 10 s on 2 busy cores: in the full suite, not the fast tier
 def test_nearest_neighbours_chunked_and_indexed_paths_agree_with_brute_force(monkeypatch):
     # two tight clusters: each sample's 3 nearest others are unambiguous
     rng = np.random.default_rng(0)

@@ -18,10 +18,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from app_server import AppServer, save_failure, wait_idle
 
-# the browser fixture, page helpers and screenshots (into test-artifacts/e2e/) of the first e2e test
-from test_e2e_browser import ARTIFACTS, STEP_TIMEOUT_MS, browser, go_to, no_exception, screenshot  # noqa: F401
+from helpers.browser import ARTIFACTS, STEP_TIMEOUT_MS, go_to, no_exception, screenshot
+from helpers.server import AppServer, save_failure, wait_idle
 
 TRAIN_TIMEOUT_S = 8 * 60
 

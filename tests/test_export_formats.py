@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from helpers.cli import turn as run_turn
 from turn_backend import export
 from turn_backend.export import (
     MARKER,
@@ -203,11 +202,9 @@ def test_folder_exports_are_atomic_and_never_overwrite_a_users_folder(tmp_path, 
 
 def test_turn_export_folder_formats_and_decision_log(tmp_path):
     run = _file_run(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def turn(*args):
-        return subprocess.run([sys.executable, "-m", "turn_backend.cli", "export", str(run), *args],
-                              capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+        return run_turn("export", run, *args, timeout=300)
 
     proc = turn("--out", str(tmp_path / "tree"), "--format", "imagefolder", "--link", "copy")
     assert proc.returncode == 0, proc.stderr

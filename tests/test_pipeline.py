@@ -289,6 +289,7 @@ def test_training_batches_are_nchw_and_a_channels_last_model_takes_them():
     assert conv(x).is_contiguous(memory_format=torch.channels_last)  # the weights decide the layout
 
 
+@pytest.mark.slow  # over 10 s on 2 busy cores: in the full suite, not the fast tier
 def test_every_process_takes_the_main_processs_layout(tmp_path):
     import subprocess
     import sys

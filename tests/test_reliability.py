@@ -24,13 +24,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from app_server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for, wait_idle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from reliability_helpers import write_decisions
 from torch import nn
 
+from helpers.cli import turn
+from helpers.reliability import write_decisions
+from helpers.server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for, wait_idle
 from turn_backend import analysis as an
 from turn_backend.cleansing import fit_clean_probability, floor_size, select_clean
 from turn_backend.config import RunConfig
@@ -43,10 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 reliability = pytest.mark.reliability
 
 
-def _turn(*args, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "turn_backend.cli", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=REPO)
+_turn = turn  # the `turn` command in a subprocess (helpers.cli)
 
 
 # =========================================================================== faults

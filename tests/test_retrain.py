@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from helpers.cli import turn
 from turn_backend.data.core import DatasetError
 from turn_backend.retrain import REVIEWED_LABELS, apply_reviewed_labels, create_retrain_run, reviewed_labels
 from turn_backend.review import ReviewStore
@@ -128,18 +126,15 @@ def test_reviewed_labels_must_match_the_data(tiny_run, tiny_config):
         apply_reviewed_labels(bundle, tiny_run)
 
 
+@pytest.mark.slow  # over 10 s on 2 busy cores: in the full suite, not the fast tier
 def test_turn_retrain_command(tiny_run, runs_root):
     d = _review(tiny_run)
     out = runs_root / "cli-retrain"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "turn_backend.cli", "retrain", str(tiny_run), "--out", str(out),
-                           "--method", "lp-gce", "--lp-epochs", "1", "--quiet"],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    proc = turn("retrain", tiny_run, "--out", out, "--method", "lp-gce", "--lp-epochs", "1", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "1 relabelled, 1 removed, 1 kept" in proc.stdout
     after = _train_rows(RunFolder(out))
     assert d["remove"] not in set(after["sample_id"])
     assert dict(zip(after["sample_id"], after["given_label"]))[d["relabel"]] == d["new_label"]
-    again = subprocess.run([sys.executable, "-m", "turn_backend.cli", "retrain", str(tiny_run), "--out", str(out)],
-                           capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    again = turn("retrain", tiny_run, "--out", out, timeout=120)
     assert again.returncode == 1 and "not empty" in again.stderr

@@ -7,15 +7,13 @@ is trained. Skipped without Playwright or Chromium.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers.cli import turn
 from turn_backend.bench.detection import replace_section
 from turn_backend.bench.scale import CHROMIUM, PAGES, SECTION_TITLE
 
@@ -44,10 +42,7 @@ def test_scale_bench_drives_every_page_and_reports(tiny_run, tmp_path):
     out = tmp_path / "bench"
     shutil.copytree(tiny_run, out / "runs" / "lp-gce-200")  # a finished run where the benchmark looks
     docs = tmp_path / "benchmarks.md"
-    result = subprocess.run(
-        [sys.executable, "-m", "turn_backend.cli", "bench", "--scale", "--n-train", "200", "--out", str(out),
-         "--docs", str(docs)], cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
-        text=True, timeout=12 * 60)
+    result = turn("bench", "--scale", "--n-train", "200", "--out", out, "--docs", docs, timeout=12 * 60)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "reusing the finished run" in result.stdout
     section = docs.read_text()

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 import tomllib
 import torch
-from app_server import AppServer
 
+from helpers.server import AppServer
 from turn_backend.errors import ModelError
 from turn_backend.export import build_export, write_export
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,33 @@ from turn_backend.worker import launch, live_state, stop
 
 DATA_KINDS = ("auto", "demo", "folder", "manifest", "idx", "cifar10", "cifar100", "hf", "parquet",
               "clothing1m", "webvision")
+
+
+# Every argument of every subcommand that names a file or folder. `absolute_paths` makes them
+# absolute against the caller's working directory as soon as the command line is parsed, in
+# this one place: the worker process runs with another working directory (the repository),
+# and the run's config.json must name the same files from wherever it is read.
+PATH_ARGS = ("data", "root", "out", "run_dir", "checkpoint", "docs")
+# What a path argument may also be: a name, not a file.
+NOT_A_PATH = {"data": ("demo",)}
+# Names or paths: made absolute only where such a file or folder exists here (a Hugging Face
+# model folder); a hub id such as google/vit-base-patch16-224 stays as it is.
+PATH_IF_EXISTS = ("model",)
+
+
+def absolute_paths(args: argparse.Namespace, cwd: str | None = None) -> argparse.Namespace:
+    """`args` with every path argument (`PATH_ARGS`, `PATH_IF_EXISTS`) absolute against `cwd`
+    (default: this process's working directory); `~` is expanded. Returns `args`."""
+    cwd = os.fspath(cwd) if cwd is not None else os.getcwd()
+    for dest in (*PATH_ARGS, *PATH_IF_EXISTS):
+        value = getattr(args, dest, None)
+        if not isinstance(value, str) or not value or value in NOT_A_PATH.get(dest, ()):
+            continue
+        path = os.path.join(cwd, os.path.expanduser(value))
+        if dest in PATH_IF_EXISTS and not os.path.exists(path):
+            continue
+        setattr(args, dest, os.path.normpath(path))
+    return args
 
 
 class CLIError(Exception):
@@ -81,13 +109,79 @@ def _bar_label(status: dict) -> str:
     return status.get("stage_label") or status.get("stage") or ""
 
 
-def follow(run_dir: Path, quiet: bool = False) -> dict:
-    """Print the run's events and draw a progress bar per stage until the run ends.
+PROGRESS_INTERVAL_ENV = "TURN_PROGRESS_INTERVAL"
+DEFAULT_PROGRESS_INTERVAL = 20.0  # seconds; the promise is a line at least every 30 s
 
-    Bars are drawn only on a terminal; in a log file the events alone tell the story.
+
+def progress_interval() -> float:
+    """Seconds between progress lines when the output is not a terminal (TURN_PROGRESS_INTERVAL)."""
+    try:
+        return max(0.1, float(os.environ.get(PROGRESS_INTERVAL_ENV, DEFAULT_PROGRESS_INTERVAL)))
+    except ValueError:
+        return DEFAULT_PROGRESS_INTERVAL
+
+
+def fmt_duration(seconds: float) -> str:
+    """'45 s', '3 min 10 s', '2 h 05 min'."""
+    seconds = int(round(max(0.0, seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class ProgressLines:
+    """Progress for a log file: one line with the stage, its rate and its time left, every
+    `interval` seconds, measured over the part of the stage this follower saw."""
+
+    def __init__(self, interval: float, out=None) -> None:
+        self.interval = interval
+        self.out = out
+        self.stage: str | None = None
+        self.stage_seen = (0.0, 0)  # (time, done) when this follower first saw the stage
+        self.last_line = time.time()
+
+    def update(self, status: dict, now: float | None = None) -> str | None:
+        """The line to print now, if one is due (None otherwise)."""
+        now = time.time() if now is None else now
+        label = _bar_label(status)
+        done, total = int(status.get("stage_done") or 0), int(status.get("stage_total") or 0)
+        if label != self.stage:
+            self.stage, self.stage_seen = label, (now, done)
+        if now - self.last_line < self.interval:
+            return None
+        self.last_line = now
+        return self.line(label, done, total, now)
+
+    def line(self, label: str, done: int, total: int, now: float) -> str:
+        t0, done0 = self.stage_seen
+        elapsed = now - t0
+        head = f"[progress] {label or 'working'}"
+        if total <= 1:  # a step that reports no count (e.g. scoring the labels)
+            return f"{head}: running for {fmt_duration(elapsed)}"
+        rate = (done - done0) / elapsed if elapsed > 0 else 0.0
+        text = f"{head}: {done:,}/{total:,} ({done / total:.0%})"
+        if rate > 0:
+            return f"{text}, {rate:,.1f}/s, about {fmt_duration((total - done) / rate)} left"
+        return f"{text}, running for {fmt_duration(elapsed)}, rate not known yet"
+
+    def emit(self, status: dict) -> None:
+        line = self.update(status)
+        if line is not None:
+            print(line, file=self.out or sys.stdout, flush=True)
+
+
+def follow(run_dir: Path, quiet: bool = False) -> dict:
+    """Print the run's events and show each stage's progress until the run ends.
+
+    On a terminal a progress bar per stage; where the output is not a terminal (a log file,
+    nohup, CI), a line with the stage, its rate and its time left every `progress_interval()`
+    seconds, so that a log never stays silent through a long round.
     """
     folder = RunFolder(run_dir)
     draw_bars = not quiet and sys.stderr.isatty()
+    lines = ProgressLines(progress_interval()) if not quiet and not sys.stdout.isatty() else None
     seen_events = 0
     bar = None
     while True:
@@ -96,6 +190,8 @@ def follow(run_dir: Path, quiet: bool = False) -> dict:
         for event in events[seen_events:]:
             if not quiet and event["stage"] != "lp":
                 tqdm.write(f"[{event['stage']}] {event['message']}")
+        if len(events) > seen_events:
+            sys.stdout.flush()
         seen_events = len(events)
         finished = status.get("state") in (*TERMINAL_STATES, RunState.INTERRUPTED.value)
         if draw_bars and status.get("stage_total") and not finished:
@@ -104,11 +200,13 @@ def follow(run_dir: Path, quiet: bool = False) -> dict:
                     bar.close()
                 bar = tqdm(total=status["stage_total"], desc=_bar_label(status), leave=False, dynamic_ncols=True)
             bar.update(max(0, min(status.get("stage_done", 0), bar.total) - bar.n))
+        if lines is not None and not finished:
+            lines.emit(status)
         if finished:
             if bar is not None:
                 bar.close()
             return status
-        time.sleep(0.5)
+        time.sleep(min(0.5, lines.interval / 2) if lines is not None else 0.5)
 
 
 def start_and_follow(config: RunConfig, run_dir: Path, quiet: bool = False) -> dict:
@@ -174,7 +272,7 @@ def cmd_run(args) -> int:
         num_processes=args.processes, num_workers=args.workers, mixed_precision=args.precision,
         projection_methods=args.projections,
     )
-    out = Path(args.out) if args.out else new_run_path("runs", args.method)
+    out = (Path(args.out) if args.out else new_run_path("runs", args.method)).absolute()
     metrics = start_and_follow(config, out, args.quiet)
     _print_metrics(metrics)
     print(f"run folder: {out}")
@@ -256,7 +354,7 @@ def cmd_methods(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    out = Path(args.out)
+    out = Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for method in args.methods or DEMO_METHODS:
@@ -407,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = absolute_paths(build_parser().parse_args(argv))
     try:
         return args.func(args)
     except (CLIError, DatasetError, ModelError, ValueError, FileExistsError, FileNotFoundError, OSError) as exc:

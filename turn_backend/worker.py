@@ -26,8 +26,11 @@ def worker_command(run_dir: str | Path, processes: int = 1) -> list[str]:
 
 
 def launch(run_dir: str | Path, processes: int = 1, env: dict | None = None) -> int:
-    """Start the worker detached from this process (own session); returns its pid."""
-    folder = RunFolder(run_dir)
+    """Start the worker detached from this process (own session); returns its pid.
+
+    The worker runs in the repository root, so it gets the run folder as an absolute path
+    (a relative one is taken from this process's working directory)."""
+    folder = RunFolder(Path(run_dir).absolute())
     log = open(folder.worker_log_path, "ab")
     repo_root = Path(__file__).resolve().parents[1]
     full_env = {**os.environ, **(env or {})}

@@ -11,7 +11,7 @@ from turn_backend.stages.context import RunContext
 
 def audit(ctx: RunContext) -> None:
     folder = ctx.folder
-    if "audit" in folder.completed():
+    if ctx.stage_done("audit"):
         return
     t0 = time.time()
     if ctx.rt.is_main:

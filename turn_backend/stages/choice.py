@@ -35,7 +35,7 @@ def choose_final_model(ctx: RunContext) -> None:
     if not (holdout or ensemble):
         return
     probe_path, choice_path = folder.choice_dir / folder.PROBE_HEAD, folder.choice_dir / folder.CHOICE
-    if "choice" in folder.completed() and choice_path.exists():
+    if ctx.stage_done("choice") and choice_path.exists():
         if read_json(choice_path)["chosen"] == "probe":
             ctx.model, ctx.head = None, torch.load(probe_path, weights_only=True)
         return

@@ -68,6 +68,16 @@ class RunContext:
         if self.rt.is_main:
             self.folder.log(stage, message, **data)
 
+    def stage_done(self, stage: str) -> bool:
+        """Whether `stage` was completed by an earlier execution of this run (resume skips it).
+
+        Every process reads the run's progress before any may go on, so that none sees the
+        main process mark the stage done in this execution and skips the stage (and its
+        collectives) while the others run it: with several processes that hung the run."""
+        done = stage in self.folder.completed()
+        self.rt.barrier()
+        return done
+
     def status(self, **fields) -> None:
         if self.rt.is_main:
             self.folder.set_status(**fields)

@@ -21,7 +21,7 @@ from turn_backend.stages.scoring import detect, tuned_features_and_logits
 
 def score_final_model(ctx: RunContext) -> None:
     folder, cfg, train = ctx.folder, ctx.config, ctx.train
-    if "final" in folder.completed():
+    if ctx.stage_done("final"):
         return
     t0 = time.time()
     d = folder.final_dir

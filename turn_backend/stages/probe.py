@@ -16,7 +16,7 @@ from turn_backend.stages.context import RunContext, stage_seed
 def linear_probe(ctx: RunContext) -> None:
     cfg, folder, train, test = ctx.config, ctx.folder, ctx.train, ctx.test
     head_path = folder.lp_dir / folder.LP_HEAD
-    if "lp" in folder.completed() and head_path.exists():
+    if ctx.stage_done("lp") and head_path.exists():
         ctx.head = torch.load(head_path, weights_only=True)
         return
     t0 = time.time()

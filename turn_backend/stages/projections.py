@@ -18,7 +18,7 @@ from turn_backend.stages.context import RunContext, stage_seed
 
 def project(ctx: RunContext) -> None:
     folder, cfg, model = ctx.folder, ctx.config, ctx.model
-    if "projections" in folder.completed() or not cfg.projection_methods:
+    if not cfg.projection_methods or ctx.stage_done("projections"):
         return
     use_test = cfg.projection_split == "test" and ctx.test is not None
     images, split = (ctx.test, "test") if use_test else (ctx.train, "train")

@@ -17,7 +17,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.waiting import wait_for  # noqa: F401 - re-exported for the server tests
+
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("TURN_E2E_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -27,16 +29,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float = 300.0, interval: float = 0.05) -> bool:
-    """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 class AppServer:

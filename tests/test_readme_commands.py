@@ -1,0 +1,157 @@
+"""Every `turn` command of the README, as typed, from a working directory that is not the
+repository, with the README's relative paths, on tiny data.
+
+The README's commands are read from README.md itself, so a command added there fails
+`test_every_readme_command_is_covered` until it is given its tiny settings here. Options
+appended to a command only shrink it (argparse: a later option wins, e.g. `--device cpu`
+after `--device cuda` on a machine without a GPU); the paths stay the README's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers.cli import REPO, turn, write_image_folder
+from turn_backend.runfolder import RunFolder
+
+TINY_RUN = ["--image-size", "32", "--batch-size", "32", "--lp-epochs", "2", "--fft-epochs", "1", "--quiet"]
+TINY_DEMO = ["--n-train", "100", "--n-test", "50"]
+
+# README command (after `.venv/bin/turn`) -> what it needs to run in seconds, in README order.
+# None: the command is exercised through --help only (a benchmark runs for minutes to hours).
+COMMANDS: dict[str, list[str] | None] = {
+    "demo --out runs/demo": [*TINY_DEMO, "--image-size", "32", "--methods", "lp-gce", "--device", "cpu", "--quiet"],
+    "run --data path/to/folder --model efficientnet_lite0 --out runs/mine": [*TINY_RUN, "--device", "cpu"],
+    "run --data labels.csv --root images/ --method turn --device cuda": [*TINY_RUN, "--device", "cpu"],
+    "run --data demo --processes 2 --device cpu": [*TINY_DEMO, *TINY_RUN, "--out", "runs/two"],
+    "status runs/mine": [],
+    "resume runs/mine": ["--quiet"],
+    "export runs/mine --out cleaned.csv": [],
+    "export runs/mine --out cleaned/ --format imagefolder": [],
+    "retrain runs/mine --out runs/mine-2": ["--lp-epochs", "2", "--fft-epochs", "1", "--device", "cpu", "--quiet"],
+    "methods": [],
+    "bench --quick": None,
+    "bench --scale": None,
+    "bench --detection": None,
+}
+
+
+def readme_commands() -> list[str]:
+    """The `turn` commands in the README's bash blocks, without `.venv/bin/turn` and comments."""
+    text = (REPO / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith(".venv/bin/turn "):
+                commands.append(" ".join(shlex.split(line)[1:]))
+    return commands
+
+
+def test_every_readme_command_is_covered():
+    listed = readme_commands()
+    assert listed, "the README shows no `.venv/bin/turn` command"
+    missing = set(listed) - set(COMMANDS)
+    assert not missing, f"give these README commands their tiny settings: {missing}"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A working directory outside the repository holding the README's inputs: the folder
+    path/to/folder (one subfolder per class) and the manifest labels.csv with images/."""
+    cwd = tmp_path_factory.mktemp("user-cwd")
+    assert not cwd.resolve().is_relative_to(REPO.resolve())
+    write_image_folder(cwd / "path" / "to" / "folder", per_class=24)
+    rows = write_image_folder(cwd / "images", per_class=24, seed=1)
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(cwd / "labels.csv", index=False)
+    return cwd
+
+
+def run_readme(command: str, cwd: Path, cache: Path):
+    extra = COMMANDS[command]
+    args = [*shlex.split(command), *(["--help"] if extra is None else extra)]
+    result = turn(*args, cwd=cwd, cache=cache, timeout=900)
+    assert result.returncode == 0, f"turn {command}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_a_relative_run_folder_and_data_path(workdir, tmp_path):
+    """The bug of issue 19: relative --data and --out, from somewhere else than the repository."""
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    (cwd / "data").symlink_to(workdir / "path" / "to" / "folder")
+    result = turn("run", "--data", "data", "--out", "out/run", "--method", "lp-gce", *TINY_RUN, "--device", "cpu",
+                  "--projections", cwd=cwd, cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    folder = RunFolder(cwd / "out" / "run")
+    assert folder.status()["state"] == "done"
+    assert folder.config()["dataset"]["path"] == str(cwd / "data")  # absolute in the run's config
+    assert f"run folder: {cwd / 'out' / 'run'}" in result.stdout
+
+
+def test_a_missing_relative_path_says_what_was_tried(tmp_path):
+    result = turn("run", "--data", "nowhere/photos", "--quiet", cwd=tmp_path, cache=tmp_path / "cache")
+    assert result.returncode == 1
+    assert str(tmp_path / "nowhere" / "photos") in result.stderr and "no such file or folder" in result.stderr
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs_as_typed_from_another_folder(workdir, tmp_path):
+    cache = tmp_path / "cache"
+    listed = readme_commands()
+    for command in (c for c in COMMANDS if c in listed):
+        result = run_readme(command, workdir, cache)
+        if command.startswith("bench"):
+            assert "usage: turn bench" in result.stdout
+    # what the commands wrote is where the README's relative paths say, under the user's folder
+    assert json.loads((workdir / "runs" / "demo" / "metrics.json").read_text())[0]["method"] == "lp-gce"
+    mine = RunFolder(workdir / "runs" / "mine")
+    assert mine.status()["state"] == "done"
+    assert mine.config()["dataset"] == {"kind": "folder", "path": str(workdir / "path" / "to" / "folder")}
+    manifest_runs = [f for f in (workdir / "runs").glob("turn-*") if RunFolder(f).exists()]
+    assert len(manifest_runs) == 1 and RunFolder(manifest_runs[0]).status()["state"] == "done"
+    assert RunFolder(manifest_runs[0]).config()["dataset"]["root"] == str(workdir / "images")
+    assert RunFolder(workdir / "runs" / "two").status()["processes"] == 2
+    assert len(pd.read_csv(workdir / "cleaned.csv")) == mine.metrics()["n_train"]
+    assert {p.name for p in (workdir / "cleaned").iterdir()} >= {"cat", "dog"}
+    assert RunFolder(workdir / "runs" / "mine-2").status()["state"] == "done"
+    assert not (REPO / "runs" / "mine").exists() or (REPO / "runs" / "mine") == workdir / "runs" / "mine"
+
+
+# Free-text arguments of the `turn` subcommands that are names or settings, not files.
+NOT_PATH_ARGS = {"data_kind", "noise", "method", "device", "precision", "projections", "format", "scope", "link",
+                 "methods", "settings", "dev_settings", "ablation_setting", "docs_section"}
+
+
+def test_every_path_argument_is_made_absolute_in_one_place(tmp_path):
+    """Each subcommand's free-text arguments are either paths (`PATH_ARGS`, made absolute by
+    `absolute_paths` right after parsing) or listed here as not paths: a new path argument
+    cannot slip through unresolved."""
+    import argparse
+
+    from turn_backend.cli import PATH_ARGS, PATH_IF_EXISTS, absolute_paths, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if action.type in (None, str) and action.nargs != 0 and action.dest != "help":
+                assert action.dest in (*PATH_ARGS, *PATH_IF_EXISTS, *NOT_PATH_ARGS), (name, action.dest)
+    (tmp_path / "hf-model").mkdir()
+    args = absolute_paths(parser.parse_args(["run", "--data", "photos", "--root", "~/img", "--out", "runs/x",
+                                             "--checkpoint", "w.pt", "--model", "hf-model"]), cwd=tmp_path)
+    assert (args.data, args.out, args.checkpoint, args.model) == (
+        str(tmp_path / "photos"), str(tmp_path / "runs" / "x"), str(tmp_path / "w.pt"), str(tmp_path / "hf-model"))
+    assert args.root == str(Path("~/img").expanduser())
+    args = absolute_paths(parser.parse_args(["run", "--model", "google/vit-base-patch16-224"]), cwd=tmp_path)
+    assert (args.data, args.model) == ("demo", "google/vit-base-patch16-224")  # names stay names
+    args = absolute_paths(parser.parse_args(["export", "../r", "--out", "a/b.csv"]), cwd=tmp_path / "w")
+    assert (args.run_dir, args.out) == (str(tmp_path / "r"), str(tmp_path / "w" / "a" / "b.csv"))
+    args = absolute_paths(parser.parse_args(["bench", "--out", "o", "--docs", "d.md"]), cwd=tmp_path)
+    assert (args.out, args.docs) == (str(tmp_path / "o"), str(tmp_path / "d.md"))
