@@ -56,6 +56,7 @@ except (ValueError, OSError, KeyError) as exc:
 names = inputs["names"]
 tau = default_tau(run)
 detection = audit_data.detection(run)
+ui.unreliable_flags_warning(None if detection is None else detection.get("reliability"))
 audit = audit_data.audit(run)
 
 health, duplicates = st.tabs([":material/monitor_heart: Health", ":material/content_copy: Duplicates and leaks"])

@@ -71,6 +71,7 @@ if detection is None:
                    icon=":material/grid_off:", page="threshold", label="Open Threshold")
     st.stop()
 
+ui.unreliable_flags_warning(detection.get("reliability"))
 names = ui.class_names(run) or [str(c) for c in range(len(detection["noise_counts"]))]
 counts = np.asarray(detection["noise_counts"], dtype=np.float64)
 if counts.shape != (len(names), len(names)):

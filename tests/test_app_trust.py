@@ -97,7 +97,7 @@ def test_a_run_whose_labels_carry_no_information_says_so_in_the_cli(shuffled_run
     assert "these flags cannot be trusted" in status.stderr
 
 
-@pytest.mark.parametrize("name", ["threshold", "review", "runs"])
+@pytest.mark.parametrize("name", ["threshold", "review", "runs", "classes", "noise"])
 def test_a_run_whose_labels_carry_no_information_says_so_on_the_pages(shuffled_run, name):
     at = app(name, shuffled_run)
     at.run()
