@@ -42,6 +42,17 @@ def make_tiny_config(**overrides):
     return RunConfig(**settings)
 
 
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """AppTest runs a page as `__main__` and leaves it installed in sys.modules; a later test's
+    multiprocessing "spawn" child would then run that page again on start-up (and die). Every
+    test ends with the real `__main__` back."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
+
+
 @pytest.fixture(scope="session")
 def turn_cache_dir(tmp_path_factory) -> Path:
     """One feature cache for the whole session (features of the same data are reused)."""
