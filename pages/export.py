@@ -61,13 +61,16 @@ except (ExportError, ValueError, OSError, KeyError) as exc:
 # ------------------------------------------------------------------------------ summary
 
 s = summary(full)
-m = st.columns(5)
+m = st.columns(6)
 m[0].metric("Rows in the file", ui.fmt_int(len(df)), help=f"{ui.fmt_int(s['rows'])} training samples in all",
             border=True)
 m[1].metric("Kept", ui.fmt_int(s["kept"]), help="Reviewed and kept with the given label", border=True)
 m[2].metric("Relabelled", ui.fmt_int(s["relabelled"]), help="Reviewed and given another label", border=True)
 m[3].metric("Removed", ui.fmt_int(s["removed"]), help="Reviewed and left out (empty final label)", border=True)
-m[4].metric("Flagged, not reviewed", ui.fmt_int(s["flagged_unreviewed"]),
+m[4].metric("None / ambiguous", f"{ui.fmt_int(s['none'])} / {ui.fmt_int(s['ambiguous'])}", border=True,
+            help="Marked none of these classes (empty final label, left out of the ImageFolder and Hugging Face "
+                 "exports) / ambiguous (kept with the given label; the decision column says so)")
+m[5].metric("Flagged, not reviewed", ui.fmt_int(s["flagged_unreviewed"]),
             help=f"Clean probability ≤ τ and no decision yet ({ui.fmt_int(s['flagged'])} flagged in all)",
             border=True)
 if s["flagged_unreviewed"]:
@@ -167,7 +170,7 @@ if written_folder and Path(written_folder[0]).exists():
 st.subheader(":material/history: Decision log", anchor=False)
 st.caption("One row per reviewed sample: given and final label, the decision and when, τ, the clean probability, "
            "the detection signals and the audit columns.")
-n_decisions = s["kept"] + s["relabelled"] + s["removed"]
+n_decisions = s["kept"] + s["relabelled"] + s["removed"] + s["none"] + s["ambiguous"]
 if not n_decisions:
     st.caption("No decision yet.")
 else:
