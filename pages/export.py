@@ -28,7 +28,7 @@ from turn_backend.export import (
 PREVIEW_ROWS = 200
 MIME = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet", "json": "application/json"}
 FORMAT_LABELS = {"csv": "CSV", "parquet": "Parquet", "json": "JSON"}
-SCOPE_LABELS = {"all": "All samples", "kept": "Kept (not removed)", "clean": "Clean only"}
+SCOPE_LABELS = {"all": "All samples", "kept": "Kept (not removed or none)", "clean": "Clean only"}
 
 ui.page_header("Export", ":material/download:",
                "The cleaned label file: one row per training sample, with your review decisions applied.")
@@ -42,8 +42,10 @@ tau = default_tau(run)
 opts = st.columns([2.2, 1.3, 1.5], vertical_alignment="top")
 scope = opts[0].radio("Rows", list(SCOPES), format_func=lambda s: SCOPE_LABELS.get(s, s), key="export_scope",
                       horizontal=True, captions=None,
-                      help="All: every training sample (removed ones with an empty final label). Kept: every sample "
-                           "not removed in review. Clean only: also leaves out flagged samples nobody reviewed.")
+                      help="All: every training sample (removed ones and those of none of the classes with an "
+                           "empty final label). Kept: every sample not removed or marked none of these in review "
+                           "(ambiguous ones stay, with their given label). Clean only: also leaves out flagged "
+                           "samples nobody reviewed.")
 opts[0].caption(SCOPES[scope].capitalize() + ".")
 fmt = opts[1].radio("Format", list(FORMATS), format_func=lambda f: FORMAT_LABELS.get(f, f), key="export_format",
                     horizontal=True)
