@@ -2,8 +2,10 @@
 
 It makes a new run folder from the current run's review decisions
 (`turn_backend.retrain.create_retrain_run`: relabelled samples carry their new label,
-removed ones leave the training set, kept ones are held clean), starts its worker as the
-Train page does, and links to the Train page for its progress and to Compare runs.
+removed ones and those decided "none of these classes" leave the training set, kept ones
+are held clean, ambiguous ones are left out or kept with their label as the user picks
+beside the button), starts its worker as the Train page does, and links to the Train page
+for its progress and to Compare runs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from turn_backend.analysis import unique_run_name
 from turn_backend.runfolder import RunFolder
 
 STARTED_KEY = "retrain_decisions_started"
+AMBIGUOUS_LABELS = {"drop": "Leave out", "keep": "Keep their label"}
 
 
 def retrained_name(base: str, existing) -> str:
@@ -27,13 +30,14 @@ def retrained_name(base: str, existing) -> str:
     return unique_run_name(f"{stem}-reviewed", existing)
 
 
-def start_retrain(run: RunFolder) -> RunFolder:
-    """Create the retrain run under the runs root and launch its worker."""
+def start_retrain(run: RunFolder, ambiguous: str = "drop") -> RunFolder:
+    """Create the retrain run under the runs root and launch its worker; `ambiguous`: "drop"
+    or "keep" the images decided ambiguous."""
     from turn_backend.retrain import create_retrain_run  # imports the runner, and torch: only when asked
 
     root = runs_root()
     name = retrained_name(run.name, [p.name for p in root.iterdir()])
-    new = create_retrain_run(run.path, root / name)
+    new = create_retrain_run(run.path, root / name, ambiguous=ambiguous)
     worker.launch(new.path, processes=max(1, int(new.config().get("num_processes") or 1)))
     return new
 
@@ -43,13 +47,18 @@ def retrain_panel(run: RunFolder, n_decisions: int, key: str) -> None:
     with st.container(border=True):
         st.markdown("**:material/model_training: Retrain with my decisions**")
         st.caption("A new run with the same settings, trained on the reviewed labels: relabelled samples carry "
-                   "their new label, removed ones leave the training set, kept ones are never cleansed away. "
-                   "This run stays as it is.")
-        if st.button(f"Retrain with my {ui.fmt_int(n_decisions)} decision(s)", icon=":material/rocket_launch:",
-                     key=key, disabled=n_decisions == 0, type="primary",
-                     help="Make at least one decision first" if n_decisions == 0 else None):
+                   "their new label, removed ones and those of none of the classes leave the training set, kept "
+                   "ones are never cleansed away. This run stays as it is.")
+        row = st.columns([1.4, 1], vertical_alignment="bottom")
+        ambiguous = row[1].segmented_control(
+            "Ambiguous images", list(AMBIGUOUS_LABELS), format_func=AMBIGUOUS_LABELS.get, default="drop",
+            key=f"{key}_ambiguous", help="Images you marked ambiguous (could be more than one class): leave them "
+                                         "out of training, or train them with their given label") or "drop"
+        if row[0].button(f"Retrain with my {ui.fmt_int(n_decisions)} decision(s)", icon=":material/rocket_launch:",
+                         key=key, disabled=n_decisions == 0, type="primary",
+                         help="Make at least one decision first" if n_decisions == 0 else None):
             try:
-                new = start_retrain(run)
+                new = start_retrain(run, ambiguous)
             except (ValueError, OSError) as exc:
                 ui.show_error(exc, "The new run could not be started; check that the runs folder is writable.")
             else:

@@ -76,7 +76,10 @@ for col, info, label in zip(st.columns(2), result["runs"], labels):
         if source:
             line += (f"  \n:material/model_training: retrained from **{Path(str(source.get('run'))).name}** with "
                      f"{ui.fmt_int(source.get('decisions'))} decision(s) ({ui.fmt_int(source.get('relabelled'))} "
-                     f"relabelled, {ui.fmt_int(source.get('removed'))} removed, {ui.fmt_int(source.get('kept'))} kept)")
+                     f"relabelled, {ui.fmt_int(source.get('removed'))} removed, {ui.fmt_int(source.get('kept'))} kept"
+                     + (f", {ui.fmt_int(source.get('none'))} none of these, {ui.fmt_int(source.get('ambiguous'))} "
+                        f"ambiguous, {'kept' if source.get('ambiguous_choice') == 'keep' else 'left out'}"
+                        if source.get("none") or source.get("ambiguous") else "") + ")")
         if not info["finished"]:
             line += "  \n:orange-badge[:material/hourglass_top: not finished yet]"
         st.markdown(line)

@@ -29,7 +29,7 @@ from turn_backend.export import (
 PREVIEW_ROWS = 200
 MIME = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet", "json": "application/json"}
 FORMAT_LABELS = {"csv": "CSV", "parquet": "Parquet", "json": "JSON"}
-SCOPE_LABELS = {"all": "All samples", "kept": "Kept (not removed)", "clean": "Clean only"}
+SCOPE_LABELS = {"all": "All samples", "kept": "Kept (not removed or none)", "clean": "Clean only"}
 
 ui.page_header("Export", ":material/download:",
                "The cleaned label file: one row per training sample, with your review decisions applied.")
@@ -43,8 +43,10 @@ tau = default_tau(run)
 opts = st.columns([2.2, 1.3, 1.5], vertical_alignment="top")
 scope = opts[0].radio("Rows", list(SCOPES), format_func=lambda s: SCOPE_LABELS.get(s, s), key="export_scope",
                       horizontal=True, captions=None,
-                      help="All: every training sample (removed ones with an empty final label). Kept: every sample "
-                           "not removed in review. Clean only: also leaves out flagged samples nobody reviewed.")
+                      help="All: every training sample (removed ones and those of none of the classes with an "
+                           "empty final label). Kept: every sample not removed or marked none of these in review "
+                           "(ambiguous ones stay, with their given label). Clean only: also leaves out flagged "
+                           "samples nobody reviewed.")
 opts[0].caption(SCOPES[scope].capitalize() + ".")
 fmt = opts[1].radio("Format", list(FORMATS), format_func=lambda f: FORMAT_LABELS.get(f, f), key="export_format",
                     horizontal=True)
@@ -62,13 +64,16 @@ except (ExportError, ValueError, OSError, KeyError) as exc:
 # ------------------------------------------------------------------------------ summary
 
 s = summary(full)
-m = st.columns(5)
+m = st.columns(6)
 m[0].metric("Rows in the file", ui.fmt_int(len(df)), help=f"{ui.fmt_int(s['rows'])} training samples in all",
             border=True)
 m[1].metric("Kept", ui.fmt_int(s["kept"]), help="Reviewed and kept with the given label", border=True)
 m[2].metric("Relabelled", ui.fmt_int(s["relabelled"]), help="Reviewed and given another label", border=True)
 m[3].metric("Removed", ui.fmt_int(s["removed"]), help="Reviewed and left out (empty final label)", border=True)
-m[4].metric("Flagged, not reviewed", ui.fmt_int(s["flagged_unreviewed"]),
+m[4].metric("None / ambiguous", f"{ui.fmt_int(s['none'])} / {ui.fmt_int(s['ambiguous'])}", border=True,
+            help="Marked none of these classes (empty final label, left out of the ImageFolder and Hugging Face "
+                 "exports) / ambiguous (kept with the given label; the decision column says so)")
+m[5].metric("Flagged, not reviewed", ui.fmt_int(s["flagged_unreviewed"]),
             help=f"Clean probability ≤ τ and no decision yet ({ui.fmt_int(s['flagged'])} flagged in all)",
             border=True)
 if s["flagged_unreviewed"]:
@@ -168,7 +173,7 @@ if written_folder and Path(written_folder[0]).exists():
 st.subheader(":material/history: Decision log", anchor=False)
 st.caption("One row per reviewed sample: given and final label, the decision and when, τ, the clean probability, "
            "the detection signals and the audit columns.")
-n_decisions = s["kept"] + s["relabelled"] + s["removed"]
+n_decisions = s["kept"] + s["relabelled"] + s["removed"] + s["none"] + s["ambiguous"]
 if not n_decisions:
     st.caption("No decision yet.")
 else:

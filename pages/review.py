@@ -1,5 +1,6 @@
 """Review: the flagged samples, least probably clean first, each with why it is flagged; keep,
-relabel or remove each, one by one or in bulk ("More like this"), then retrain on the result.
+relabel or remove each, or mark it "none of these classes" or "ambiguous", one by one or in
+bulk ("More like this"), then retrain on the result.
 
 Every decision goes straight into the run's review database (turn_backend.review); nothing
 is held only in the browser session, so a refresh, a second tab or a crash loses nothing.
@@ -33,8 +34,13 @@ DECISION_BADGE = {
     "keep": ("green", ":material/check:"),
     "relabel": ("blue", ":material/edit:"),
     "remove": ("red", ":material/delete:"),
+    "none": ("orange", ":material/block:"),
+    "ambiguous": ("violet", ":material/help:"),
 }
-SHORTCUTS = {"keep": "K", "accept": "A", "remove": "X", "undo": "U", "next": "Right", "prev": "Left"}
+SHORTCUTS = {"keep": "K", "accept": "A", "remove": "X", "none": "N", "ambiguous": "M", "undo": "U", "next": "Right",
+             "prev": "Left"}
+DECISION_FILTER = {"keep": "Kept", "relabel": "Relabelled", "remove": "Removed", "none": "None of these",
+                   "ambiguous": "Ambiguous"}
 KIND_BADGES = {"label": ("red", ":material/label_off:"), "duplicate": ("violet", ":material/content_copy:"),
                "outlier": ("orange", ":material/scatter_plot:"), "leak": ("red", ":material/science:")}
 PAIR_KEY = "review_pair"  # (given, suggested) set by the Noise matrix page
@@ -47,8 +53,12 @@ ui.page_header("Review", ":material/rate_review:",
                "each; duplicates, test leaks and outliers too. Every decision is saved at once with the run.")
 
 run = ui.require_finished_run("There is something to review")
-# a card's Keep and Remove share their row equally (one horizontal block, as st.columns(2) drew them)
-st.html("<style>[class*='st-key-actions_'] > div { flex: 1 1 0 !important; min-width: 0; }</style>")
+# a card's Keep and Remove (and None of these and Ambiguous) share their row equally (one horizontal block, as
+# st.columns(2) drew them)
+# the second row's labels are longer: less padding, so "None of these" and "Ambiguous" fit a card
+st.html("<style>[class*='st-key-actions_'] > div { flex: 1 1 0 !important; min-width: 0; } "
+        "[class*='st-key-actions_more_'] button { padding-left: 0.3rem; padding-right: 0.3rem; } "
+        "[class*='st-key-actions_more_'] button p { font-size: 0.8rem; }</style>")
 run_dir = str(run.path.resolve())
 stamp = audit_data.stamp(run)
 tau = default_tau(run)
@@ -114,6 +124,10 @@ kind_filter = st.pills("Flagged as", kinds_present, selection_mode="multi", key=
                        help="Why a sample is here: its clean probability is at most τ (label error), the audit "
                             "found a duplicate with another label, the same image in the test set, or an image "
                             "far from every class. None selected: all.")
+decided_filter = st.pills("Decided as", list(DECISION_FILTER), selection_mode="multi", key="review_decided_filter",
+                          format_func=DECISION_FILTER.get, on_change=first_page,
+                          help="Show only the samples with one of these decisions (e.g. those you marked none of "
+                               "these classes, or ambiguous). None selected: all.")
 pair = st.session_state.get(PAIR_KEY)
 if pair is not None:
     p = st.columns([5, 1], vertical_alignment="center")
@@ -165,7 +179,7 @@ def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
                            + an.decision_text(decision, lab if lab >= 0 else None, names))
                 if st.checkbox(sid, value=True, key=f"similar_pick_{position}_{sid}"):
                     chosen.append(sid)
-        act = st.columns([2, 1.3, 1, 1], vertical_alignment="bottom")
+        act = st.columns([2, 1.3, 1, 1, 1.2, 1.2], vertical_alignment="bottom")
         target = act[0].selectbox("Relabel the ticked ones to", names, key=f"similar_target_{position}",
                                   index=int(data["suggested"][position]))
         act[1].button(f"Relabel {len(chosen)} to {target}", icon=":material/edit:", key="similar_relabel",
@@ -175,6 +189,12 @@ def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
                       on_click=actions.record_many, args=([(s, "remove", None) for s in chosen], "Removed"))
         act[3].button(f"Keep {len(chosen)}", icon=":material/check:", key="similar_keep", width="stretch",
                       on_click=actions.record_many, args=([(s, "keep", None) for s in chosen], "Kept"))
+        act[4].button(f"None of these: {len(chosen)}", icon=":material/block:", key="similar_none", width="stretch",
+                      on_click=actions.record_many, help="The ticked images belong to none of the classes",
+                      args=([(s, "none", None) for s in chosen], "Marked none of these classes"))
+        act[5].button(f"Ambiguous: {len(chosen)}", icon=":material/help:", key="similar_ambiguous", width="stretch",
+                      on_click=actions.record_many, help="The ticked images could be more than one class",
+                      args=([(s, "ambiguous", None) for s in chosen], "Marked ambiguous"))
 
 
 # --------------------------------------------------------------------------- card grid
@@ -210,10 +230,13 @@ def review_grid() -> None:
 
 
 def cards(codes: np.ndarray, labels: np.ndarray) -> None:
-    shown = index.undecided(view, codes) if only_undecided else view
+    shown = index.decided_as(view, codes, decided_filter or ())
+    shown = index.undecided(shown, codes) if only_undecided else shown
     if not len(shown):
         msg = ("Every flagged sample matching these filters has a decision. "
                if only_undecided else "No flagged sample matches these filters. ")
+        if only_undecided and decided_filter:
+            msg = "*Only undecided* hides the decided samples that *Decided as* picks; turn one of them off. "
         ui.empty_state(msg + "Clear the filters to see the others, or go on to Export.",
                        icon=":material/filter_alt_off:", page="export", label="Export labels")
         st.button("Undo last decision", icon=":material/undo:", on_click=actions.undo, key="undo_empty",
@@ -240,7 +263,8 @@ def cards(codes: np.ndarray, labels: np.ndarray) -> None:
                   disabled=page >= pages - 1, key="next_page", width="stretch", shortcut=SHORTCUTS["next"])
     bar[4].caption(f"Page **{page + 1}** of {pages} · samples {start + 1}–{stop} of {ui.fmt_int(len(shown))}")
     st.caption(":material/keyboard: Keyboard, on the card marked *next up*: **A** accept the suggestion · **K** keep "
-               "· **X** remove · **U** undo · **← →** previous / next page")
+               "· **X** remove · **N** none of these classes · **M** ambiguous (maybe more than one) · **U** undo "
+               "· **← →** previous / next page")
 
     # Cards and their widgets are keyed by their slot on the page, not by sample: turning a
     # page then updates the same twelve cards in the browser instead of building twelve new
@@ -294,6 +318,17 @@ def card(r, focused: bool, slot: int) -> None:
                   args=(sid, "remove"), width="stretch", help="Leave this sample out of the cleaned set",
                   shortcut=SHORTCUTS["remove"] if focused else None,
                   type="primary" if decision == "remove" else "secondary")
+    with st.container(horizontal=True, gap="small", key=f"actions_more_{slot}"):
+        st.button("None of these", key=f"none_{slot}", on_click=actions.record, args=(sid, "none"),
+                  width="stretch", help="The image belongs to none of the classes: left out of retraining and of "
+                                        "the ImageFolder and Hugging Face exports",
+                  shortcut=SHORTCUTS["none"] if focused else None,
+                  type="primary" if decision == "none" else "secondary")
+        st.button("Ambiguous", key=f"ambiguous_{slot}", on_click=actions.record, args=(sid, "ambiguous"),
+                  width="stretch", help="The image could be more than one class: retraining leaves it out or keeps "
+                                        "its given label, as you choose there",
+                  shortcut=SHORTCUTS["ambiguous"] if focused else None,
+                  type="primary" if decision == "ambiguous" else "secondary")
     pick_key = f"relabel_{slot}"
     st.selectbox("Relabel to", names, index=None, key=pick_key, placeholder="Relabel to another class…",
                  label_visibility="collapsed", on_change=actions.record_relabel_choice, args=(sid, pick_key))

@@ -412,7 +412,7 @@ def find_reference_run(root: str | Path, config: Mapping, method: str = "fft-ce"
 FLAG_KINDS = {"label": "Label error", "duplicate": "Duplicate, other label", "outlier": "Outlier",
               "leak": "Test leak"}
 KIND_BITS = {kind: 1 << i for i, kind in enumerate(FLAG_KINDS)}
-ACTION_CODES = {"": 0, "keep": 1, "relabel": 2, "remove": 3}
+ACTION_CODES = {"": 0, "keep": 1, "relabel": 2, "remove": 3, "none": 4, "ambiguous": 5}
 ACTIONS_BY_CODE = {code: action for action, code in ACTION_CODES.items()}
 
 
@@ -521,6 +521,18 @@ class ReviewIndex:
         """The positions of `view` whose sample has no decision."""
         return view[codes[self.order[view]] == 0]
 
+    def decided_as(self, view: np.ndarray, codes: np.ndarray, actions: Iterable[str]) -> np.ndarray:
+        """The positions of `view` whose sample's standing decision is one of `actions`
+        (ACTION_CODES keys; "" is undecided). No actions: `view` as it is."""
+        actions = list(actions)
+        if not actions:
+            return view
+        unknown = set(actions) - set(ACTION_CODES)
+        if unknown:
+            raise ValueError(f"unknown decision(s) {', '.join(sorted(unknown))}; use "
+                             f"{', '.join(a for a in ACTION_CODES if a)}")
+        return view[np.isin(codes[self.order[view]], [ACTION_CODES[a] for a in actions])]
+
     def progress(self, codes: np.ndarray) -> tuple[int, int]:
         """(queued samples without a decision, queued samples)."""
         return int((codes[self.order] == 0).sum()), len(self.order)
@@ -626,13 +638,17 @@ def bulk_accept(rows: pd.DataFrame) -> list[tuple[str, str, int | None]]:
 
 
 def decision_text(action: str | None, label: int | None, class_names: Sequence[str]) -> str:
-    """'Undecided', 'Kept', 'Relabelled to X', 'Removed'."""
+    """'Undecided', 'Kept', 'Relabelled to X', 'Removed', 'None of these classes', 'Ambiguous'."""
     if not action:
         return "Undecided"
     if action == "keep":
         return "Kept"
     if action == "remove":
         return "Removed"
+    if action == "none":
+        return "None of these classes"
+    if action == "ambiguous":
+        return "Ambiguous"
     if action == "relabel":
         name = class_names[label] if label is not None and 0 <= label < len(class_names) else str(label)
         return f"Relabelled to {name}"

@@ -303,7 +303,8 @@ def cmd_export(args) -> int:
             info = export.export_imagefolder(args.run_dir, args.out, args.tau, scope, args.link)
         else:
             info = export.export_hf(args.run_dir, args.out, args.tau, scope)
-        print(f"wrote {args.out}: {info['rows']} images ({args.format}, removed samples left out)")
+        print(f"wrote {args.out}: {info['rows']} images ({args.format}, removed and \"none of these\" samples "
+              "left out)")
         return 0
     if args.format == "decisions":
         log = export.build_decision_log(args.run_dir, args.tau)
@@ -314,6 +315,7 @@ def cmd_export(args) -> int:
     path = export.write_export(df, args.out, args.format)
     s = export.summary(df)
     print(f"wrote {path}: {s['rows']} rows ({s['relabelled']} relabelled, {s['removed']} removed, "
+          f"{s['none']} none of these, {s['ambiguous']} ambiguous, "
           f"{s['flagged']} flagged, {s['flagged_unreviewed']} flagged and not reviewed)")
     return 0
 
@@ -324,10 +326,11 @@ def cmd_retrain(args) -> int:
     overrides = {k: v for k, v in (("method", args.method), ("tau", args.tau), ("fft_epochs", args.fft_epochs),
                                    ("lp_epochs", args.lp_epochs), ("seed", args.seed), ("device", args.device))
                  if v is not None}
-    folder = create_retrain_run(args.run_dir, args.out, **overrides)
+    folder = create_retrain_run(args.run_dir, args.out, ambiguous=args.ambiguous, **overrides)
     source = folder.config()["retrained_from"]
     print(f"retraining on the reviewed labels of {args.run_dir}: {source['relabelled']} relabelled, "
-          f"{source['removed']} removed, {source['kept']} kept")
+          f"{source['removed']} removed, {source['kept']} kept, {source['none']} none of these (left out), "
+          f"{source['ambiguous']} ambiguous ({'kept with their label' if args.ambiguous == 'keep' else 'left out'})")
     _print_metrics(launch_and_follow(folder.path, folder.config().get("num_processes", 1), args.quiet))
     print(f"run folder: {args.out}")
     return 0
@@ -458,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rt = sub.add_parser("retrain", help="start a new run on a run's reviewed labels",
                         description="Retrain with my decisions: relabelled samples train with their new label, "
-                                    "removed ones are left out, kept ones are never dropped by cleansing.")
+                                    "removed and \"none of these\" ones are left out, kept ones are never dropped "
+                                    "by cleansing; ambiguous ones as --ambiguous says.")
     rt.add_argument("run_dir", help="the reviewed run")
     rt.add_argument("--out", required=True, help="folder of the new run")
     rt.add_argument("--method", choices=list_methods(), help="default: the reviewed run's")
@@ -466,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--fft-epochs", type=int)
     rt.add_argument("--lp-epochs", type=int)
     rt.add_argument("--seed", type=int)
+    rt.add_argument("--ambiguous", choices=["drop", "keep"], default="drop",
+                    help="images decided ambiguous: drop (default) leaves them out of training, keep trains them "
+                         "with their given label")
     rt.add_argument("--device")
     rt.add_argument("--quiet", action="store_true")
     rt.set_defaults(func=cmd_retrain)

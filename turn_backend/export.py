@@ -2,8 +2,9 @@
 
 The cleaned label file (`build_export`): one row per training sample, review decisions
 applied. Columns: sample_id, path, given_label, predicted_label, clean_prob, flagged (clean
-probability at or below tau), decision (keep / relabel / remove / empty), final_label
-(empty for removed samples), and from the run's audit (turn_backend.audit): duplicate_of
+probability at or below tau), decision (keep / relabel / remove / none / ambiguous / empty),
+final_label (empty for removed samples and for "none", an image of none of the classes;
+an "ambiguous" one keeps its given label), and from the run's audit (turn_backend.audit): duplicate_of
 (another training sample with the same or nearly the same image), test_duplicate (such a
 test sample), outlier, outlier_score (empty / false where the run has no audit). Written
 atomically in CSV, Parquet or JSON; CSV cells that a spreadsheet would run as a formula are
@@ -42,9 +43,9 @@ LINK_MODES = ("hardlink", "symlink", "copy")
 AUDIT_COLUMNS = ("duplicate_of", "test_duplicate", "outlier", "outlier_score")
 MARKER = ".turn-export.json"  # marks a folder this module wrote (and may replace)
 SCOPES = {
-    "all": "every training sample (removed ones with an empty final label)",
-    "kept": "every sample not removed in review",
-    "clean": "samples not removed and not flagged-and-unreviewed",
+    "all": "every training sample (removed and \"none\" ones with an empty final label)",
+    "kept": "every sample not removed or decided \"none\" in review",
+    "clean": "samples not removed, not \"none\" and not flagged-and-unreviewed",
 }
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -82,7 +83,7 @@ def build_export(run_dir: str | Path, tau: float | None = None, scope: str = "al
     for i, (a, lab) in enumerate(zip(action, new_label)):
         if a == "relabel":
             final_label[i] = names[lab]
-        elif a == "remove":
+        elif a in ("remove", "none"):  # none: the image belongs to none of the classes
             final_label[i] = None
     flagged = final["clean_prob"] <= tau
     df = pd.DataFrame({
@@ -96,10 +97,11 @@ def build_export(run_dir: str | Path, tau: float | None = None, scope: str = "al
         "final_label": final_label,
         **audit_columns(folder, len(train)),
     })
+    left_out = df["decision"].isin(["remove", "none"])
     if scope == "kept":
-        df = df[df["decision"] != "remove"]
+        df = df[~left_out]
     elif scope == "clean":
-        df = df[(df["decision"] != "remove") & ~(df["flagged"] & (df["decision"] == ""))]
+        df = df[~left_out & ~(df["flagged"] & (df["decision"] == ""))]
     return df.reset_index(drop=True)
 
 
@@ -118,7 +120,8 @@ def audit_columns(folder: RunFolder, n_train: int) -> dict:
 def build_decision_log(run_dir: str | Path, tau: float | None = None) -> pd.DataFrame:
     """One row per reviewed sample (its standing decision), oldest decision first.
 
-    Columns: sample_id, path, given_label, final_label (empty: removed), decision,
+    Columns: sample_id, path, given_label, final_label (empty: removed or "none"), decision
+    (keep / relabel / remove / none / ambiguous),
     decided_at (UTC, ISO 8601), session, tau, clean_prob, flagged, predicted_label, the
     detection signals of final/signals.parquet where the run has them (combined and
     per-signal clean scores, suggested_label, suggested_confidence), and the audit columns.
@@ -202,6 +205,8 @@ def summary(df: pd.DataFrame) -> dict:
         "kept": int((d == "keep").sum()),
         "relabelled": int((d == "relabel").sum()),
         "removed": int((d == "remove").sum()),
+        "none": int((d == "none").sum()),
+        "ambiguous": int((d == "ambiguous").sum()),
         "flagged": int(df["flagged"].sum()),
         "flagged_unreviewed": int((df["flagged"] & (d == "")).sum()),
     }
@@ -275,7 +280,8 @@ class _Images:
 
 
 def _labelled_rows(run_dir: str | Path, tau: float | None, scope: str) -> pd.DataFrame:
-    """Rows that have a final label (removed samples have none), for the folder exports."""
+    """Rows that have a final label, for the folder exports: removed samples and those decided
+    "none" (of none of the classes) have none; "ambiguous" ones keep their given label."""
     df = build_export(run_dir, tau, scope)
     return df[df["final_label"].notna()].reset_index(drop=True)
 
@@ -308,7 +314,10 @@ def _write_folder(out_dir: str | Path, fill, info: dict) -> Path:
 
 def export_imagefolder(run_dir: str | Path, out_dir: str | Path, tau: float | None = None, scope: str = "kept",
                        link: str = "hardlink") -> dict:
-    """An ImageFolder tree: out_dir/<final label>/<sample>.<ext>, removed samples left out.
+    """An ImageFolder tree: out_dir/<final label>/<sample>.<ext>. Removed samples and those
+    decided "none" (an image of none of the classes) are left out; samples decided
+    "ambiguous" are kept, in the folder of their given label (the decision column of the
+    label file and the decision log say which they are).
 
     Files are hard-linked where the file system allows (link="hardlink", else copied),
     symlinked (link="symlink") or copied (link="copy"); array datasets are written as PNG.
@@ -344,8 +353,10 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, tau: float | None = None
     """A Hugging Face `datasets` folder (DatasetDict.save_to_disk) with a "train" split.
 
     Columns: image (encoded bytes), label (ClassLabel: the final label), sample_id,
-    given_label, decision, clean_prob, flagged, and the audit columns. Removed samples are
-    left out. Loads with datasets.load_from_disk(out_dir); TURN reads it as kind "hf".
+    given_label, decision, clean_prob, flagged, and the audit columns. Removed samples and
+    those decided "none" (an image of none of the classes) are left out; samples decided
+    "ambiguous" are kept with their given label as `label`, and "ambiguous" in `decision`,
+    so a user can filter them. Loads with datasets.load_from_disk(out_dir); TURN reads it as kind "hf".
     """
     import datasets
 

@@ -6,7 +6,10 @@ config; `turn_backend.worker.launch` starts it like any run. When the new run lo
 data (`apply_reviewed_labels`, called by the runner):
 
 - relabel: the sample trains with its new label (it is the sample's given label there);
-- remove: the sample is left out of the training set (and of samples.parquet);
+- remove, and none (the image belongs to none of the classes): the sample is left out of
+  the training set (and of samples.parquet);
+- ambiguous (it could be more than one class): as `ambiguous` says, "drop" (the default)
+  leaves it out, "keep" trains it with its given label, not held clean;
 - keep (and relabel: a person chose that label): the sample is held clean, cleansing
   never drops it (its clean probability is set to 1 before selection).
 
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from turn_backend.config import RunConfig
 from turn_backend.reviewed import (  # noqa: F401  (re-exported: the retrain API)
+    AMBIGUOUS_CHOICES,
     COLUMNS,
     REVIEWED_LABELS,
     ReviewedData,
@@ -34,17 +38,21 @@ from turn_backend.runfolder import RunFolder
 from turn_backend.runner import create_run
 
 
-def create_retrain_run(source_run_dir: str | Path, out_dir: str | Path, **overrides) -> RunFolder:
+def create_retrain_run(source_run_dir: str | Path, out_dir: str | Path, ambiguous: str = "drop",
+                       **overrides) -> RunFolder:
     """A new (queued) run that trains on the source run's reviewed labels; start it with
     `turn_backend.worker.launch(out_dir)`.
 
-    overrides: RunConfig fields to change (e.g. tau=0.5, method="turn", fft_epochs=2); the
-    rest is the source run's config. The new config records `retrained_from`: the source
-    run's path and the number of decisions (relabelled / removed / kept) it was built from.
-    The folder appears complete or not at all.
+    ambiguous: what to do with images decided "ambiguous": "drop" (default) leaves them out
+    of training, "keep" trains them with their given label. Images decided "none" are
+    always left out. overrides: RunConfig fields to change (e.g. tau=0.5, method="turn",
+    fft_epochs=2); the rest is the source run's config. The new config records
+    `retrained_from`: the source run's path, the number of decisions (relabelled / removed /
+    kept / none / ambiguous) it was built from, and the ambiguous choice. The folder
+    appears complete or not at all.
     """
     source = RunFolder(source_run_dir)
-    table = reviewed_labels(source.path)
+    table = reviewed_labels(source.path, ambiguous=ambiguous)
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not empty; choose a new folder for the retrained run")
@@ -54,7 +62,8 @@ def create_retrain_run(source_run_dir: str | Path, out_dir: str | Path, **overri
     settings["retrained_from"] = {
         "run": str(source.path.resolve()), "decisions": int(len(table)),
         "relabelled": int(counts.get("relabel", 0)), "removed": int(counts.get("remove", 0)),
-        "kept": int(counts.get("keep", 0)), "created": time.time(),
+        "kept": int(counts.get("keep", 0)), "none": int(counts.get("none", 0)),
+        "ambiguous": int(counts.get("ambiguous", 0)), "ambiguous_choice": ambiguous, "created": time.time(),
     }
     config = RunConfig.from_dict(settings)  # unknown or invalid overrides fail here, before any file
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """Human review decisions, one SQLite database per run, written the moment they are made.
 
 Every decision is a new row (a history per sample); the current decision of a sample is its
-latest row that has not been undone. WAL mode lets two browser tabs (two connections) write
-without losing each other's decisions.
+latest row that has not been undone. Actions: keep, relabel (with the new label), remove,
+none (the image belongs to none of the classes) and ambiguous (it could be more than one).
+WAL mode lets two browser tabs (two connections) write without losing each other's decisions.
 """
 
 from __future__ import annotations
@@ -12,21 +13,58 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-ACTIONS = ("keep", "relabel", "remove")
+ACTIONS = ("keep", "relabel", "remove", "none", "ambiguous")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS decisions (
+_DECISIONS_TABLE = """CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     sample_id TEXT NOT NULL,
-    action TEXT NOT NULL CHECK (action IN ('keep', 'relabel', 'remove')),
+    action TEXT NOT NULL CHECK (action IN ({actions})),
     label INTEGER,
     time REAL NOT NULL,
     session TEXT,
     undone INTEGER NOT NULL DEFAULT 0
-);
+);"""
+_COLUMNS = "id, sample_id, action, label, time, session, undone"
+_SCHEMA = _DECISIONS_TABLE.format(name="decisions", actions=", ".join(f"'{a}'" for a in ACTIONS)) + """
 CREATE INDEX IF NOT EXISTS decisions_sample ON decisions (sample_id, id);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+def _needs_migration(con: sqlite3.Connection) -> bool:
+    """True where the decisions table's CHECK constraint does not allow every action (a
+    database made before "none" and "ambiguous")."""
+    row = con.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'decisions'").fetchone()
+    return row is not None and any(f"'{a}'" not in row[0] for a in ACTIONS)
+
+
+def _migrate(con: sqlite3.Connection) -> None:
+    """Rebuild an older decisions table with the current CHECK constraint, keeping every row
+    (ids, undone flags and the AUTOINCREMENT counter included), in one transaction: a
+    failure leaves the old table as it was. Two connections may race here; the second
+    finds the work done once it holds the write lock."""
+    if not _needs_migration(con):
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        if _needs_migration(con):
+            seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'decisions'").fetchone()
+            con.execute("DROP TABLE IF EXISTS decisions_migrating")
+            con.execute(_DECISIONS_TABLE.format(name="decisions_migrating",
+                                                actions=", ".join(f"'{a}'" for a in ACTIONS)))
+            con.execute(f"INSERT INTO decisions_migrating ({_COLUMNS}) SELECT {_COLUMNS} FROM decisions")
+            con.execute("DROP TABLE decisions")
+            con.execute("ALTER TABLE decisions_migrating RENAME TO decisions")
+            if seq is not None:  # the counter never goes back, so a new row never reuses an id
+                now = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'decisions'").fetchone()
+                con.execute("DELETE FROM sqlite_sequence WHERE name = 'decisions'")
+                con.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('decisions', ?)",
+                            (max(int(seq[0]), int(now[0]) if now else 0),))
+            con.execute("CREATE INDEX IF NOT EXISTS decisions_sample ON decisions (sample_id, id)")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def _enable_wal(con: sqlite3.Connection, timeout: float = 30.0) -> None:
@@ -49,6 +87,7 @@ class ReviewStore:
         self.path = Path(path)
         with closing(self._connect()) as con:
             _enable_wal(con)
+            _migrate(con)
             con.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:

@@ -16,15 +16,36 @@ from turn_backend.runfolder import RunFolder
 
 REVIEWED_LABELS = RunFolder.REVIEWED_LABELS
 COLUMNS = ["sample_id", "given_label", "decision", "final_label", "held_clean", "decided_at"]
+AMBIGUOUS_CHOICES = ("drop", "keep")  # what retraining does with images decided "ambiguous"
 
 
-def reviewed_labels(source_run_dir: str | Path) -> pd.DataFrame:
+def _final_label(action: str, label, given: int, ambiguous: str) -> int:
+    """The label a decided sample trains with; -1: left out of training."""
+    if action == "relabel":
+        return int(label)
+    if action == "keep":
+        return int(given)
+    if action == "ambiguous" and ambiguous == "keep":
+        return int(given)
+    return -1  # remove, none (no class fits), ambiguous with "drop"
+
+
+def reviewed_labels(source_run_dir: str | Path, ambiguous: str = "drop") -> pd.DataFrame:
     """The source run's review decisions as a label table, one row per decided sample.
 
     Columns: sample_id, given_label (the dataset's label, before any review), decision
-    (keep / relabel / remove), final_label (-1: removed), held_clean, decided_at (Unix time).
-    Decisions made on an earlier run of a retrain chain are included, overridden by later ones.
+    (keep / relabel / remove / none / ambiguous), final_label (-1: left out of training),
+    held_clean, decided_at (Unix time).
+
+    "remove" and "none" (the image belongs to none of the classes) are left out. "ambiguous"
+    (it could be more than one class) follows `ambiguous`: "drop" leaves it out, "keep"
+    trains it with its given label, not held clean (nobody vouched for that label, so
+    cleansing may still drop it). Keep and relabel are held clean. Decisions made on an
+    earlier run of a retrain chain are included, overridden by later ones; an inherited
+    "ambiguous" follows this call's choice too.
     """
+    if ambiguous not in AMBIGUOUS_CHOICES:
+        raise ValueError(f"ambiguous must be one of {', '.join(AMBIGUOUS_CHOICES)}, got {ambiguous!r}")
     folder = RunFolder(source_run_dir)
     if not folder.exists():
         raise FileNotFoundError(f"{source_run_dir} is not a run folder (no config.json)")
@@ -44,11 +65,16 @@ def reviewed_labels(source_run_dir: str | Path) -> pd.DataFrame:
             raise ValueError(f"run {folder.name}: a review decision names sample {sid!r}, which is not in its "
                              "training set; the review database does not belong to this run")
         action, label = d["action"], d["label"]
-        final = -1 if action == "remove" else (int(label) if action == "relabel" else int(given[sid]))
+        final = _final_label(action, label, int(given[sid]), ambiguous)
         rows.append({"sample_id": sid, "given_label": int(original.get(sid, given[sid])), "decision": action,
-                     "final_label": final, "held_clean": action != "remove", "decided_at": float(d["time"])})
+                     "final_label": final, "held_clean": action in ("keep", "relabel"),
+                     "decided_at": float(d["time"])})
     decided = pd.DataFrame(rows, columns=COLUMNS)
-    earlier = inherited[~inherited["sample_id"].astype(str).isin(decided["sample_id"])]  # not decided again
+    earlier = inherited[~inherited["sample_id"].astype(str).isin(decided["sample_id"])].copy()  # not decided again
+    again = (earlier["decision"] == "ambiguous").to_numpy()
+    if again.any():  # an earlier ambiguous decision follows this retrain's choice
+        earlier.loc[again, "final_label"] = earlier.loc[again, "given_label"] if ambiguous == "keep" else -1
+        earlier.loc[again, "held_clean"] = False
     frames = [df for df in (earlier, decided) if len(df)]
     table = pd.concat(frames, ignore_index=True) if frames else decided
     return table.astype({"sample_id": str, "given_label": np.int64, "decision": str, "final_label": np.int64,
@@ -59,7 +85,7 @@ def reviewed_labels(source_run_dir: str | Path) -> pd.DataFrame:
 class ReviewedData:
     """A run's dataset with its reviewed labels applied."""
 
-    bundle: DatasetBundle  # relabelled, removed samples absent
+    bundle: DatasetBundle  # relabelled; removed, "none" and dropped "ambiguous" samples absent
     full_train: ImageSet  # the training set before removal (its feature cache is reused)
     kept: np.ndarray  # (N_kept,) rows of full_train in bundle.train
     held_clean: np.ndarray  # (N_kept,) bool: cleansing never drops these
