@@ -16,7 +16,7 @@ import streamlit as st
 from PIL import Image
 
 from app import ui
-from turn_backend import analysis as an
+from turn_backend import run_views
 from turn_backend.runfolder import RunFolder
 
 
@@ -27,7 +27,7 @@ def stamp(folder: RunFolder) -> float:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _review_inputs(run_dir: str, stamp: float) -> dict:
-    return an.review_inputs(RunFolder(run_dir))
+    return run_views.review_inputs(RunFolder(run_dir))
 
 
 def review_inputs(folder: RunFolder) -> dict:

@@ -17,8 +17,7 @@ import streamlit as st
 from app import ui
 from app.state import runs_root, set_current_run
 from turn_backend import worker
-from turn_backend.analysis import unique_run_name
-from turn_backend.runfolder import RunFolder
+from turn_backend.runfolder import RunFolder, unique_run_name
 
 STARTED_KEY = "retrain_decisions_started"
 AMBIGUOUS_LABELS = {"drop": "Leave out", "keep": "Keep their label"}

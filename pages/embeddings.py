@@ -29,6 +29,7 @@ from app.embedding_maps import (
 )
 from app.state import runs_root
 from turn_backend import analysis as an
+from turn_backend import run_views
 from turn_backend.config import method_kind
 from turn_backend.export import default_tau
 from turn_backend.projection import PROJECTION_METHODS
@@ -73,7 +74,7 @@ method = c[0].segmented_control("Projection", list(PROJECTION_METHODS), format_f
                                 help="t-SNE is computed during training; UMAP is computed here the first time "
                                      "and saved with the run.") or (stored[0] if stored else "tsne")
 
-ref = an.find_reference_run(runs_root(), cfg, exclude=run.path) if kind == "turn" else None
+ref = run_views.find_reference_run(runs_root(), cfg, exclude=run.path) if kind == "turn" else None
 try:
     has_before = ensure_map(run, split, "before", method)
     has_after = ensure_map(run, split, "after", method)

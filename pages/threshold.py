@@ -19,11 +19,12 @@ from plotly.subplots import make_subplots
 from app import ui
 from app.state import runs_root, set_current_run
 from turn_backend import analysis as an
+from turn_backend import run_views
 from turn_backend.config import RunConfig, method_kind
 from turn_backend.detect import estimates as est
 from turn_backend.export import default_tau
 from turn_backend.review import ReviewStore
-from turn_backend.runfolder import RunFolder, list_runs
+from turn_backend.runfolder import RunFolder, list_runs, retrain_run_name
 
 CLEAN_COLOUR = "#2e7d32"
 NOISY_COLOUR = "#c62828"
@@ -170,7 +171,7 @@ CLEAN_PROB_MEANING = {
            "fitted on the final model's losses.",
 }
 run = ui.require_finished_run("The threshold can be tuned")
-clean_source = an.clean_prob_source(run)  # read once: the tau panel reruns on every slider move
+clean_source = run_views.clean_prob_source(run)  # read once: the tau panel reruns on every slider move
 
 try:
     data = _threshold_data(str(run.path.resolve()), run.stamp())
@@ -430,7 +431,7 @@ def tau_panel() -> None:
 
             config = replace(RunConfig.from_dict(cfg), tau=float(f"{tau:.2f}"))
             root = runs_root()
-            name = an.retrain_run_name(run.name, tau, [r.name for r in list_runs(root)] +
+            name = retrain_run_name(run.name, tau, [r.name for r in list_runs(root)] +
                                        [p.name for p in root.iterdir()])
             new = create_run(config, root / name)
             worker.launch(new.path, processes=max(1, int(config.num_processes or 1)))

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from turn_backend import analysis as an
+from turn_backend import run_views
 from turn_backend.cleansing import detection_metrics, fit_clean_probability, select_clean
+from turn_backend.runfolder import retrain_run_name
 
 # Eight samples, three classes (class 2 has no sample). noisy = given != true: 0, 6, 7.
 P = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9, 0.55, 0.05])
@@ -126,9 +128,9 @@ def test_floor_when_a_class_has_no_candidate():
 
 
 def test_estimated_noise_rate():
-    assert an.estimated_noise_rate(P, 0.5) == pytest.approx(4 / 8)
-    assert an.estimated_noise_rate(P, 0.05) == pytest.approx(1 / 8)  # <= tau
-    assert an.estimated_noise_rate([], 0.5) == 0.0
+    assert an.flagged_share(P, 0.5) == pytest.approx(4 / 8)
+    assert an.flagged_share(P, 0.05) == pytest.approx(1 / 8)  # <= tau
+    assert an.flagged_share([], 0.5) == 0.0
     idx = an.ThresholdIndex.build(P, GIVEN, 3)
     assert idx.noise_rate_at(0.5) == pytest.approx(0.5)
     assert an.true_noise_rate(GIVEN, TRUE) == pytest.approx(3 / 8)
@@ -255,12 +257,12 @@ def _fake_run(root, name, method, state="done", dataset=None, noise=None, mtime=
 
 def test_find_reference_run(tmp_path):
     me, cfg = _fake_run(tmp_path, "turn-run", "turn")
-    assert an.find_reference_run(tmp_path, cfg, exclude=me) is None
+    assert run_views.find_reference_run(tmp_path, cfg, exclude=me) is None
     _fake_run(tmp_path, "fft-running", "fft-ce", state="running")
     _fake_run(tmp_path, "fft-other-noise", "fft-ce", noise={"kind": "symmetric", "rate": 0.6, "seed": 0})
-    assert an.find_reference_run(tmp_path, cfg, exclude=me) is None
+    assert run_views.find_reference_run(tmp_path, cfg, exclude=me) is None
     good, _ = _fake_run(tmp_path, "fft-good", "fft-ce")
-    found = an.find_reference_run(tmp_path, cfg, exclude=me)
+    found = run_views.find_reference_run(tmp_path, cfg, exclude=me)
     assert found is not None and found.path == good
 
 
@@ -338,10 +340,10 @@ def test_bulk_accept_and_decision_text():
 
 
 def test_retrain_run_name():
-    assert an.retrain_run_name("demo", 0.45, []) == "demo-tau0.45"
-    assert an.retrain_run_name("demo-tau0.45", 0.3, []) == "demo-tau0.30"
-    assert an.retrain_run_name("demo", 0.45, ["demo-tau0.45"]) == "demo-tau0.45-2"
-    assert an.retrain_run_name("demo-tau0.45-2", 0.45, ["demo-tau0.45", "demo-tau0.45-2"]) == "demo-tau0.45-3"
+    assert retrain_run_name("demo", 0.45, []) == "demo-tau0.45"
+    assert retrain_run_name("demo-tau0.45", 0.3, []) == "demo-tau0.30"
+    assert retrain_run_name("demo", 0.45, ["demo-tau0.45"]) == "demo-tau0.45-2"
+    assert retrain_run_name("demo-tau0.45-2", 0.45, ["demo-tau0.45", "demo-tau0.45-2"]) == "demo-tau0.45-3"
 
 
 # -------------------------------------------------------------------- noise matrix, classes

@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers.apptest import app, card_ids, charts, metric, texts
 from turn_backend import analysis as an
+from turn_backend import run_views
 from turn_backend.export import build_export, default_tau, to_bytes
 from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder
@@ -35,7 +36,7 @@ def first_page_rows(run: Path) -> pd.DataFrame:
     from turn_backend.export import default_tau
 
     folder = RunFolder(run)
-    index = an.ReviewIndex.for_run(an.review_inputs(folder), default_tau(folder))
+    index = an.ReviewIndex.for_run(run_views.review_inputs(folder), default_tau(folder))
     codes, labels = index.decision_arrays(ReviewStore(folder.review_db).current())
     return index.rows(index.view()[:12], codes, labels)
 
@@ -49,7 +50,7 @@ def flagged_total(run: Path) -> int:
     from turn_backend.export import default_tau
 
     folder = RunFolder(run)
-    return len(an.ReviewIndex.for_run(an.review_inputs(folder), default_tau(folder)))
+    return len(an.ReviewIndex.for_run(run_views.review_inputs(folder), default_tau(folder)))
 
 
 # ------------------------------------------------------------------------- empty states

@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers.apptest import app, card_ids, metric, texts
 from turn_backend import analysis as an
+from turn_backend import run_views
 from turn_backend.detect.result import DetectionResult
 from turn_backend.export import default_tau
 from turn_backend.io import atomic_write_json
@@ -104,7 +105,7 @@ def old_run(tiny_run) -> Path:
 def test_review_cards_say_why_and_audit_flags_join_the_queue(audited_run):
     ids = train_frame(audited_run)["sample_id"].astype(str).tolist()
     folder = RunFolder(audited_run)
-    index = an.ReviewIndex.for_run(an.review_inputs(folder), default_tau(folder))
+    index = an.ReviewIndex.for_run(run_views.review_inputs(folder), default_tau(folder))
     at = app("review", audited_run)
     at.run()
     assert not at.exception
@@ -132,16 +133,16 @@ def test_review_reads_the_detection_signals_without_torch(audited_run):
     import sys
 
     folder = RunFolder(audited_run)
-    inputs = an.review_inputs(folder)
+    inputs = run_views.review_inputs(folder)
     assert inputs["source"] == "ensemble"
     np.testing.assert_allclose(inputs["signals"]["knn"], 0.05)
     (folder.final_dir / "noise_matrix.json").unlink()  # half a result: none, as RunFolder.load_detection says
-    assert folder.detection() is None and an.review_inputs(folder)["signals"] is None
+    assert folder.detection() is None and run_views.review_inputs(folder)["signals"] is None
     # the audit pages' helpers load without scikit-learn or torch (each costs a first render about 1 s)
     # nor does the run's detection evidence (Noise matrix, Classes, Export read it)
-    code = ("import sys; from turn_backend import analysis as an; "
+    code = ("import sys; from turn_backend import analysis as an, run_views; "
             "folder = __import__('turn_backend.runfolder').runfolder.RunFolder(sys.argv[1]); "
-            "an.review_inputs(folder); folder.detection(); "
+            "run_views.review_inputs(folder); folder.detection(); "
             "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(audited_run)], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
@@ -151,7 +152,7 @@ def test_review_reads_the_detection_signals_without_torch(audited_run):
 def test_review_noise_cell_filter_from_session_state(audited_run):
     train = train_frame(audited_run)
     folder = RunFolder(audited_run)
-    inputs = an.review_inputs(folder)
+    inputs = run_views.review_inputs(folder)
     index = an.ReviewIndex.for_run(inputs, default_tau(folder))
     g = int(inputs["given"][index.order[0]])
     s = int(inputs["suggested"][index.order[0]])
@@ -221,7 +222,7 @@ def test_review_without_detection_or_audit_uses_the_final_model(old_run):
     at.run()
     assert not at.exception
     assert "final model)" in texts(at) and "-badge[kNN" not in texts(at)
-    n = len(an.ReviewIndex.for_run(an.review_inputs(RunFolder(old_run)), 0.6))
+    n = len(an.ReviewIndex.for_run(run_views.review_inputs(RunFolder(old_run)), 0.6))
     assert at.pills(key="review_kind_filter").options == [f"Label error ({n})"]  # no audit: one kind
 
 

@@ -37,6 +37,7 @@ from helpers.browser import (
     wait_metric,
 )
 from helpers.server import AppServer, save_failure, wait_idle
+from turn_backend import run_views
 
 EXPORT_COLUMNS = ["sample_id", "path", "given_label", "predicted_label", "clean_prob", "flagged", "decision",
                   "final_label", "duplicate_of", "test_duplicate", "outlier", "outlier_score"]
@@ -197,7 +198,7 @@ def test_new_user_trains_reviews_restarts_and_exports(browser, runs_root, tmp_pa
         # the queue: samples flagged at tau, and the audit's duplicates, leaks and outliers
         from turn_backend import analysis as an
 
-        queued = len(an.ReviewIndex.for_run(an.review_inputs(run), new_tau))
+        queued = len(an.ReviewIndex.for_run(run_views.review_inputs(run), new_tau))
         assert queued >= flagged_after
         header = f"{queued:,} of {queued:,} flagged samples left to review"
         main.get_by_text(header).wait_for()
@@ -207,7 +208,7 @@ def test_new_user_trains_reviews_restarts_and_exports(browser, runs_root, tmp_pa
         card = relabel_cards.first
         sample_id = card.locator('[data-testid="stCaptionContainer"]').last.inner_text().strip()
         # cards are keyed by their slot on the page; a card's last caption is its sample id
-        assert sample_id in an.review_inputs(run)["ids"], sample_id
+        assert sample_id in run_views.review_inputs(run)["ids"], sample_id
         button = card.get_by_role("button", name="Relabel to ")
         new_label = button.inner_text().split("Relabel to ", 1)[1].strip().splitlines()[0].strip()
         assert new_label in names, new_label

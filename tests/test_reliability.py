@@ -33,6 +33,7 @@ from helpers.cli import turn
 from helpers.reliability import write_decisions
 from helpers.server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for, wait_idle
 from turn_backend import analysis as an
+from turn_backend import run_views
 from turn_backend.cleansing import fit_clean_probability, floor_size, select_clean
 from turn_backend.config import RunConfig
 from turn_backend.export import ExportError, build_export, default_tau, to_bytes, write_export
@@ -447,7 +448,7 @@ def test_app_server_killed_during_review_loses_no_decision(tiny_run, runs_root, 
             acknowledged = store.current()
             assert acknowledged[sids[0]] == ("keep", None) and acknowledged[sids[1]] == ("remove", None)
             i2 = ids.index(sids[2])
-            inputs = an.review_inputs(folder)  # accept takes the card's suggested class
+            inputs = run_views.review_inputs(folder)  # accept takes the card's suggested class
             pred, given = int(inputs["suggested"][i2]), int(inputs["given"][i2])
             assert acknowledged[sids[2]] == (("relabel", pred) if pred != given else ("keep", None))
             # one more click, and the server dies while it is being handled

@@ -53,8 +53,8 @@ def test_turn_plus_ends_with_the_model_that_is_best_on_its_held_out_clean_sample
 
 
 def test_baseline_runs_flag_by_the_combined_score_and_turn_by_its_gmm(runs_root, tiny_config):
-    from turn_backend.analysis import clean_prob_source
     from turn_backend.io import read_json
+    from turn_backend.run_views import clean_prob_source
     from turn_backend.runner import run_turn
 
     for method, source in (("lp-gce", "combined"), ("turn", "GMM")):

@@ -31,6 +31,7 @@ import io
 import json
 import re
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -74,6 +75,24 @@ def new_run_path(root: str | Path, name: str, now: datetime | None = None) -> Pa
     while path.exists():
         path, k = root / f"{base}-{k}", k + 1
     return path
+
+
+def unique_run_name(name: str, existing: Iterable[str]) -> str:
+    """`name`, or `name-2`, `name-3`, ... where the name is taken."""
+    taken = set(existing)
+    if name not in taken:
+        return name
+    k = 2
+    while f"{name}-{k}" in taken:
+        k += 1
+    return f"{name}-{k}"
+
+
+def retrain_run_name(base: str, tau: float, existing: Iterable[str]) -> str:
+    """A new run folder name for retraining `base` at tau: base-tau0.45, then -2, -3, ..."""
+    # do not grow names like run-tau0.45-tau0.50
+    stem = re.sub(r"-tau\d+(\.\d+)?(-\d+)?$", "", base)
+    return unique_run_name(f"{stem}-tau{tau:.2f}", existing)
 
 
 class RunFolder:

@@ -1,0 +1,97 @@
+"""What the app reads from a run folder, assembled for a page: Review's per-sample inputs, what
+the run's clean probability is, and the reference run the Embeddings page compares with.
+(The pure helpers that work on these arrays are in `turn_backend.analysis`.)"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from turn_backend.analysis.review_queue import SIGNAL_LABELS
+from turn_backend.config import RunConfig
+from turn_backend.runfolder import list_runs
+
+
+def review_inputs(folder) -> dict:
+    """What Review shows per training sample, from a finished run folder.
+
+    names, ids, given, clean_prob (the final model's, as Threshold and Export use),
+    suggested / confidence / source (the detection layer's suggested label where the run
+    has one, else the final model's prediction), signals (name -> (n,) clean score, or
+    None) and audit (audit/train.parquet as a DataFrame, or None). Detection or audit
+    files written for another training set (a stale folder) are ignored.
+    """
+    final = folder.final()
+    if final is None:
+        raise ValueError(f"run {folder.name} has no final results yet")
+    samples = folder.samples()
+    train = samples[samples["split"] == "train"].reset_index(drop=True)
+    names = folder.class_names() or [str(c) for c in range(int(train["given_label"].max()) + 1)]
+    detection = folder.detection()
+    signals = None if detection is None else detection["signals"]
+    audit = folder.audit()
+    signals = signals if signals is not None and len(signals) == len(train) else None
+    out = {
+        "names": list(names),
+        "ids": train["sample_id"].astype(str).to_numpy(),
+        "given": train["given_label"].to_numpy(dtype=np.int64),
+        "clean_prob": np.asarray(final["clean_prob"], dtype=np.float64),
+        "suggested": np.asarray(final["pred"], dtype=np.int64),
+        "confidence": np.asarray(final["pred_prob"], dtype=np.float64),
+        "source": "final model",
+        "clean_source": clean_prob_source(folder),
+        "signals": None,
+        "audit": audit["train"] if audit is not None and len(audit["train"]) == len(train) else None,
+    }
+    if signals is not None:
+        out["suggested"] = signals["suggested_label"].to_numpy(dtype=np.int64)
+        out["confidence"] = signals["suggested_confidence"].to_numpy(dtype=np.float64)
+        out["source"] = str(signals["suggested_source"].iloc[0]) if len(signals) else "ensemble"
+        out["signals"] = {k: signals[k].to_numpy(dtype=np.float32) for k in SIGNAL_LABELS if k in signals}
+    return out
+
+
+def clean_prob_source(folder) -> str:
+    """What the run's final clean probability is: "combined" (the detection layer's) or "GMM"
+    (TURN's per-class GMM on the final model's losses), as the final stage recorded it; for
+    a run folder older than that record, "combined" only where TURN+ scoring chose it."""
+    recorded = folder.gmm_info().get("clean_prob_source")
+    if recorded in ("combined", "GMM"):
+        return recorded
+    try:
+        config = RunConfig.from_json(folder.config_path)
+    except (OSError, ValueError):
+        return "GMM"
+    return "combined" if config.turn_option("scoring") == "ensemble" else "GMM"
+
+
+def _same_data(a: Mapping, b: Mapping) -> bool:
+    def norm(spec):
+        return {k: v for k, v in (spec or {}).items() if v is not None}
+
+    return norm(a.get("dataset")) == norm(b.get("dataset")) and \
+        norm(a.get("noise") or {"kind": "none"}) == norm(b.get("noise") or {"kind": "none"})
+
+
+def find_reference_run(root: str | Path, config: Mapping, method: str = "fft-ce",
+                       exclude: str | Path | None = None):
+    """The newest finished run under `root` of `method` on the same data and noise, or None.
+
+    "Finished" means status done with final results; the same data means equal dataset and
+    noise dicts in config.json, and (for the projections to be comparable) the same
+    projection split.
+    """
+    exclude = Path(exclude).resolve() if exclude else None
+    for run in list_runs(root):
+        if exclude is not None and run.path.resolve() == exclude:
+            continue
+        cfg = run.config()
+        if cfg.get("method") != method or not _same_data(cfg, config):
+            continue
+        if cfg.get("projection_split", "test") != config.get("projection_split", "test"):
+            continue
+        if run.status().get("state") == "done":
+            return run
+    return None
