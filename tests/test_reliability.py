@@ -30,7 +30,8 @@ from hypothesis.extra.numpy import arrays
 from torch import nn
 
 from helpers.cli import turn
-from helpers.server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for, wait_idle
+from helpers.server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_idle
+from helpers.waiting import wait_for
 from helpers.reliability import write_decisions
 from turn_backend import analysis as an
 from turn_backend.cleansing import fit_clean_probability, floor_size, select_clean
