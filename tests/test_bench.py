@@ -210,6 +210,7 @@ def test_bench_grid_end_to_end(tmp_path, monkeypatch, turn_cache_dir):
     assert "8 of the 8 cells had been finished by an earlier call" in (out / "results.md").read_text()
 
 
+@pytest.mark.slow  # 8-11 s on 2 busy cores: in the full suite, not the fast tier
 def test_bench_runs_the_small_two_class_set_beside_the_grid(tmp_path, monkeypatch, turn_cache_dir):
     monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
     args = _args(tmp_path, methods=["lp-gce", "turn+"], settings=["sym20"], small=True)

@@ -35,10 +35,13 @@ COMMANDS: dict[str, list[str] | None] = {
     "export runs/mine --out cleaned.csv": [],
     "export runs/mine --out cleaned/ --format imagefolder": [],
     "retrain runs/mine --out runs/mine-2": ["--lp-epochs", "2", "--fft-epochs", "1", "--device", "cpu", "--quiet"],
+    "retrain runs/mine --out runs/mine-3 --ambiguous keep": ["--lp-epochs", "2", "--fft-epochs", "1", "--device",
+                                                            "cpu", "--quiet"],
     "methods": [],
     "bench --quick": None,
     "bench --scale": None,
     "bench --detection": None,
+    "bench --annotators": None,
 }
 
 
@@ -105,6 +108,7 @@ def test_a_missing_relative_path_says_what_was_tried(tmp_path):
 def test_every_readme_command_runs_as_typed_from_another_folder(workdir, tmp_path):
     cache = tmp_path / "cache"
     listed = readme_commands()
+    repo_runs = set((REPO / "runs").glob("*"))
     for command in (c for c in COMMANDS if c in listed):
         result = run_readme(command, workdir, cache)
         if command.startswith("bench"):
@@ -121,7 +125,9 @@ def test_every_readme_command_runs_as_typed_from_another_folder(workdir, tmp_pat
     assert len(pd.read_csv(workdir / "cleaned.csv")) == mine.metrics()["n_train"]
     assert {p.name for p in (workdir / "cleaned").iterdir()} >= {"cat", "dog"}
     assert RunFolder(workdir / "runs" / "mine-2").status()["state"] == "done"
-    assert not (REPO / "runs" / "mine").exists() or (REPO / "runs" / "mine") == workdir / "runs" / "mine"
+    mine3 = RunFolder(workdir / "runs" / "mine-3")
+    assert mine3.status()["state"] == "done" and mine3.config()["retrained_from"]["ambiguous_choice"] == "keep"
+    assert set((REPO / "runs").glob("*")) <= repo_runs  # nothing landed in the repository's runs/
 
 
 # Free-text arguments of the `turn` subcommands that are names or settings, not files.

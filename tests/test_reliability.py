@@ -31,7 +31,8 @@ from torch import nn
 
 from helpers.cli import turn
 from helpers.reliability import write_decisions
-from helpers.server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for, wait_idle
+from helpers.server import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_idle
+from helpers.waiting import wait_for
 from turn_backend import analysis as an
 from turn_backend import run_views
 from turn_backend.cleansing import fit_clean_probability, floor_size, select_clean
@@ -535,6 +536,7 @@ def test_nan_features_fail_clearly_and_are_not_cached(tmp_path, monkeypatch):
     assert all(np.isfinite(np.load(p)).all() for p in (cache / "features").glob("*.npy"))
 
 
+@pytest.mark.slow  # 8-11 s on 2 busy cores: in the full suite, not the fast tier
 @reliability(area="bad input", case="`turn run --model no_such_model_xyz` (a model id that does not exist)",
              outcome="`turn: error: run ... failed: ModelError: timm has no model named 'no_such_model_xyz'; see "
                      "timm.list_models() for names`, exit code 1, no traceback. (Every failure of the worker, such "

@@ -67,6 +67,7 @@ def test_baseline_runs_flag_by_the_combined_score_and_turn_by_its_gmm(runs_root,
         assert clean_prob_source(folder) == source
 
 
+@pytest.mark.slow  # 8-11 s on 2 busy cores: in the full suite, not the fast tier
 def test_cosine_lr_decay_sets_each_rounds_lr_and_turn_as_published_keeps_it_constant(
         tmp_path, monkeypatch, turn_cache_dir, tiny_config):
     from turn_backend.stages import rounds

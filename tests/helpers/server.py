@@ -17,8 +17,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-from helpers.waiting import wait_for  # noqa: F401 - re-exported for the server tests
-
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("TURN_E2E_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
