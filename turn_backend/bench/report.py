@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -180,13 +181,37 @@ def paired_time_ratio(df: pd.DataFrame, method: str, reference: str, col: str = 
     return [float(a[k] / b[k]) for k in both if b[k] > 0]
 
 
-def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict | None, image_prefix: str,
-                 plots: list[tuple[str, str]], started: str, finished: str, wall: float | None) -> str:
-    grid = df[df["group"] == "grid"]
-    settings = [s for s in plan.settings if s in set(grid["setting"])]
-    methods = [m for m in plan.methods if m in set(grid["method"])]
-    features_once = (throughput or {}).get("features_seconds")
-    L = []
+@dataclass
+class _Report:
+    """What the sections of the report read: the arguments of build_report, and the grid's rows,
+    settings and methods."""
+
+    df: pd.DataFrame
+    plan: Plan
+    machine: dict
+    throughput: dict | None
+    image_prefix: str
+    plots: list[tuple[str, str]]
+    started: str
+    finished: str
+    wall: float | None
+    grid: pd.DataFrame = field(init=False)
+    settings: list[str] = field(init=False)
+    methods: list[str] = field(init=False)
+    features_once: float | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.grid = self.df[self.df["group"] == "grid"]
+        self.settings = [s for s in self.plan.settings if s in set(self.grid["setting"])]
+        self.methods = [m for m in self.plan.methods if m in set(self.grid["method"])]
+        self.features_once = (self.throughput or {}).get("features_seconds")
+
+
+def _intro(r: _Report) -> list[str]:
+    """The title and how the numbers were made: command, machine, load, data, noise, caveats."""
+    df, plan, machine, grid, settings = r.df, r.plan, r.machine, r.grid, r.settings
+    started, finished, wall = r.started, r.finished, r.wall
+    L: list[str] = []
     w = L.append
     w("# TURN Studio benchmark")
     w("")
@@ -239,6 +264,14 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
           f"{len(names)} of the plan's {len(names) + len(df)} cells did not start, and the tables hold only the "
           f"cells that ran. Not run: {', '.join(names[:12])}" + (", ..." if len(names) > 12 else "") + ".")
     w("")
+    return L
+
+
+def _last_accuracy(r: _Report) -> list[str]:
+    """Last-round test accuracy: the table to judge methods by."""
+    grid, settings, methods = r.grid, r.settings, r.methods
+    L: list[str] = []
+    w = L.append
     w("## Last-round test accuracy (%), mean ± std over seeds")
     w("")
     w("The accuracy of the classifier each run ends with: the last round's model (or LP epoch's); for TURN+ the "
@@ -249,6 +282,14 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
     w("")
     w(last_accuracy_table(grid, methods, settings))
     w("")
+    return L
+
+
+def _best_accuracy(r: _Report) -> list[str]:
+    """Best-round test accuracy, for comparison with papers that pick the round on the test set."""
+    grid, settings, methods = r.grid, r.settings, r.methods
+    L: list[str] = []
+    w = L.append
     w("## Best-round test accuracy (%)")
     w("")
     w("The best of the rounds, which picks the round by looking at the test set: reported for comparison with "
@@ -256,6 +297,14 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
     w("")
     w(pivot_text(grid, "test_acc_best", methods, settings))
     w("")
+    return L
+
+
+def _small_set(r: _Report) -> list[str]:
+    """The small two-class set, where it ran."""
+    df, plan = r.df, r.plan
+    L: list[str] = []
+    w = L.append
     small = df[df["group"] == "small"]
     if len(small):
         s_settings = [s for s in SMALL_SETTINGS if s in set(small["setting"])]
@@ -274,6 +323,14 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
         w("")
         w(pivot_text(small, "test_acc_best", s_methods, s_settings))
         w("")
+    return L
+
+
+def _turn_plus(r: _Report) -> list[str]:
+    """TURN+'s relabelling and its final classifier, where TURN+ ran."""
+    df = r.df
+    L: list[str] = []
+    w = L.append
     plus = df[df["base_method"] == "turn+"]
     if len(plus) and "final_model" in plus.columns:
         w("## TURN+: relabelling, and the final classifier")
@@ -305,6 +362,14 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
                          f"{fmt_ms(probe) if probe else '–'} | {fmt_ms(g['test_acc_last'].tolist())} |")
         w("\n".join(lines))
         w("")
+    return L
+
+
+def _detection(r: _Report) -> list[str]:
+    """Detection by each method's final model against the true noise."""
+    grid, settings, methods = r.grid, r.settings, r.methods
+    L: list[str] = []
+    w = L.append
     w("## Noisy-label detection by the final model (%)")
     w("")
     w("Flagged = the final clean probability <= tau (0.6), what the app shows for each run, scored against the "
@@ -326,6 +391,14 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     w("\n".join(lines))
     w("")
+    return L
+
+
+def _clean_sets(r: _Report) -> list[str]:
+    """The clean sets of the selecting methods: size and purity."""
+    grid, settings, methods = r.grid, r.settings, r.methods
+    L: list[str] = []
+    w = L.append
     w("## The clean sets of the selecting methods")
     w("")
     w("Round 1 (TURN, TURN+) or the first selection (DivideMix / UNICON: first co-divided epoch, head 0's labeled "
@@ -345,6 +418,14 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
             lines.append(f"| {m} | {s} | {w_} | {fmt_ms(g['clean_purity'].tolist())} | {fmt_ms(last)} | {fmt_ms(f1)} |")
     w("\n".join(lines))
     w("")
+    return L
+
+
+def _wall_time(r: _Report) -> list[str]:
+    """Seconds per run by stage, and TURN+ against FFT-CE paired by setting and seed."""
+    grid, methods, features_once = r.grid, r.methods, r.features_once
+    L: list[str] = []
+    w = L.append
     w("## Wall time")
     w("")
     w("Seconds per run (mean over settings and seeds) by stage, as measured inside each run. The runs share one "
@@ -376,6 +457,14 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
         w(f"TURN+ / FFT-CE wall time, paired by setting and seed (same machine, minutes apart; features charged as "
           f"above): median **{np.median(pairs):.2f}x** (range {min(pairs):.2f}-{max(pairs):.2f}x, {len(pairs)} pairs).")
         w("")
+    return L
+
+
+def _ablation(r: _Report) -> list[str]:
+    """The ablation (Table 4) and the tau sensitivity (Figure 3b), where they ran."""
+    df, plan = r.df, r.plan
+    L: list[str] = []
+    w = L.append
     abl = df[df["setting"] == plan.ablation_setting] if plan.ablation_setting else df.iloc[0:0]
     abl = abl[abl["seed"].isin(plan.seeds[:1])]
     if len(abl):
@@ -405,6 +494,14 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
                              f"{_mean_of(g, 'n_clean'):.0f} | {fmt_ms(g['clean_purity'].tolist())} | {fmt_ms(f1)} |")
         w("\n".join(lines))
         w("")
+    return L
+
+
+def _development(r: _Report) -> list[str]:
+    """TURN+'s development variants beside TURN+, where they ran."""
+    df, plan = r.df, r.plan
+    L: list[str] = []
+    w = L.append
     dev = df[df["setting"].isin(plan.dev_settings)]
     if plan.dev_settings and len(dev):
         w("## TURN+ development: each change measured beside TURN as published")
@@ -434,6 +531,14 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
             w(f"Relabelling: {np.mean(counts):.0f} relabelled images per run over all rounds on average; "
               f"the predicted label was the true one for {np.mean(accs):.1%} of them (mean over rounds).")
         w("")
+    return L
+
+
+def _throughput(r: _Report) -> list[str]:
+    """Feature extraction against the bare forward, and per-stage speeds."""
+    plan, machine, throughput, grid = r.plan, r.machine, r.throughput, r.grid
+    L: list[str] = []
+    w = L.append
     if throughput:
         w("## Throughput")
         w("")
@@ -464,6 +569,14 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
               f"({plan.n_train / per_epoch.median():.0f} images/s, forward + backward + update, "
               "augmentation included).")
         w("")
+    return L
+
+
+def _where_turn_loses(r: _Report) -> list[str]:
+    """Where TURN does not win, computed from the tables."""
+    df, settings = r.df, r.settings
+    L: list[str] = []
+    w = L.append
     findings = where_turn_loses(df, settings)
     if findings:
         w("## Where TURN does not win, and why")
@@ -473,15 +586,41 @@ def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict |
         w("")
         L.extend(findings)
         w("")
+    return L
+
+
+def _plots(r: _Report) -> list[str]:
+    """The plots, where made."""
+    image_prefix, plots = r.image_prefix, r.plots
+    L: list[str] = []
+    w = L.append
     if plots:
         w("## Plots")
         w("")
         for name, title in plots:
             w(f"![{title}]({image_prefix}{name})")
             w("")
+    return L
+
+
+def _files(r: _Report) -> list[str]:
+    """What results.csv holds."""
+    L: list[str] = []
+    w = L.append
     w("## Files")
     w("")
     w("`results.csv` holds one row per method x setting x seed: accuracies (best, last, per epoch), detection "
       "precision / recall / F1 and clean-set purity per round (JSON lists) and of the final model, seconds per stage "
       "and in total, and the run folder of the cell.")
-    return "\n".join(L) + "\n"
+    return L
+
+
+SECTIONS = (_intro, _last_accuracy, _best_accuracy, _small_set, _turn_plus, _detection, _clean_sets, _wall_time,
+            _ablation, _development, _throughput, _where_turn_loses, _plots, _files)
+
+
+def build_report(df: pd.DataFrame, plan: Plan, machine: dict, throughput: dict | None, image_prefix: str,
+                 plots: list[tuple[str, str]], started: str, finished: str, wall: float | None) -> str:
+    """results.md: one function per section (SECTIONS, in order), each returning its lines."""
+    report = _Report(df, plan, machine, throughput, image_prefix, plots, started, finished, wall)
+    return "\n".join(line for section in SECTIONS for line in section(report)) + "\n"
