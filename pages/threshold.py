@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
+from app import threshold_view as tv
 from app import ui
 from app.state import runs_root, set_current_run
 from turn_backend import analysis as an
@@ -25,137 +24,6 @@ from turn_backend.detect import estimates as est
 from turn_backend.export import default_tau
 from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder, list_runs, retrain_run_name
-
-CLEAN_COLOUR = "#2e7d32"
-NOISY_COLOUR = "#c62828"
-TAU_COLOUR = "#1565c0"
-MAX_HISTOGRAMS = 12
-SWEEP_NAMES = {"precision": "Precision", "recall": "Recall", "f1": "F1", "purity": "Purity"}
-# how the suggested tau is chosen: a label -> the precision it must reach (None: the best estimated F1)
-SUGGESTION_TARGETS = {"best estimated F1": None, "precision ≥ 80%": 0.8, "precision ≥ 90%": 0.9,
-                      "precision ≥ 95%": 0.95}
-
-# Dashed lines at tau over the (unchanging) histogram and sweep charts: {container key:
-# [{xaxis, yaxis, x, color, label?}]}, placed with the chart's own axes and redrawn when
-# Plotly redraws (a resize), so a slider step changes a few divs instead of whole figures.
-TAU_LINES_JS = """
-export default function (component) {
-  const draw = (gd) => {
-    const fl = gd._fullLayout;
-    if (!fl || !gd.__tauLines) return;
-    let layer = gd.querySelector(":scope > .turn-tau-lines");
-    if (!layer) {
-      layer = document.createElement("div");
-      layer.className = "turn-tau-lines";
-      layer.style.cssText = "position:absolute;left:0;top:0;pointer-events:none;z-index:5";
-      gd.style.position = "relative";
-      gd.appendChild(layer);
-    }
-    layer.replaceChildren();
-    for (const line of gd.__tauLines) {
-      const xa = fl[line.xaxis], ya = fl[line.yaxis];
-      if (!xa || !ya || typeof xa.l2p !== "function") continue;
-      const px = xa._offset + xa.l2p(line.x);
-      const el = document.createElement("div");
-      el.className = "turn-tau-line";
-      el.dataset.x = String(line.x);
-      el.style.cssText = `position:absolute;left:${px - 1}px;top:${ya._offset}px;height:${ya._length}px;` +
-        `border-left:2px dashed ${line.color}`;
-      layer.appendChild(el);
-      if (line.label) {
-        const text = document.createElement("div");
-        text.textContent = line.label;
-        text.style.cssText = `position:absolute;left:${px + 4}px;top:${ya._offset + ya._length - 20}px;` +
-          "font:11px sans-serif;white-space:nowrap;background:rgba(255,255,255,.8);padding:0 2px";
-        layer.appendChild(text);
-      }
-    }
-  };
-  for (const [key, lines] of Object.entries(component.data || {})) {
-    const apply = () => {
-      const gd = document.querySelector(`.st-key-${key} .js-plotly-plot`);
-      if (!gd || !gd._fullLayout) return false;
-      gd.__tauLines = lines;
-      if (!gd.__tauHooked && typeof gd.on === "function") {
-        gd.__tauHooked = true;
-        gd.on("plotly_afterplot", () => draw(gd));
-      }
-      draw(gd);
-      return true;
-    };
-    if (!apply()) {  // the chart is still being drawn
-      let tries = 0;
-      const poll = setInterval(() => { if (apply() || ++tries > 100) clearInterval(poll); }, 100);
-    }
-  }
-}
-"""
-tau_lines = st.components.v2.component("turn_studio.tau_lines", js=TAU_LINES_JS)
-
-
-# ------------------------------------------------------------------------------- caching
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _threshold_data(run_dir: str, stamp: float) -> dict:
-    """Everything the page needs that does not depend on tau, computed once per run."""
-    folder = RunFolder(run_dir)
-    final = folder.final()
-    samples = folder.samples()
-    train = samples[samples["split"] == "train"].reset_index(drop=True)
-    names = ui.class_names(folder) or [str(c) for c in range(int(train["given_label"].max()) + 1)]
-    given = train["given_label"].to_numpy(dtype=np.int64)
-    true = train["true_label"].to_numpy(dtype=np.int64)
-    clean_prob = np.asarray(final["clean_prob"], dtype=np.float64)
-    losses = np.asarray(final["losses"], dtype=np.float64)
-    index = an.ThresholdIndex.build(clean_prob, given, len(names))
-    has_true = bool((true >= 0).any())
-    # expected wrong labels are counted with the combined clean probability (the calibrated one),
-    # also where the run flags by TURN's GMM
-    detection = folder.load_detection(folder.final_dir)
-    calibrated = None
-    if detection is not None and len(detection.clean_prob) == len(clean_prob):
-        calibrated = detection.clean_prob
-    reliability = detection.reliability if detection is not None else {}
-    trusted = reliability.get("reliable", True)  # no tau makes untrustworthy flags right: nothing to suggest
-    fits = final.get("fits") or []
-    hists = []
-    for c in range(len(names)):
-        fit = fits[c] if c < len(fits) else None
-        hists.append(an.histogram_with_fit(losses[given == c], fit))
-    return {
-        "names": names, "given": given, "true": true, "index": index, "fits": fits, "hists": hists,
-        "has_true": has_true,
-        "sweep": an.tau_sweep(clean_prob, given, true if has_true else None),
-        "true_noise": an.true_noise_rate(given, true) if has_true else None,
-        "estimated": est.estimated_flag_curves(clean_prob, an.default_tau_grid(), calibrated=calibrated),
-        "noise_estimate": est.estimate_noise_rate(clean_prob if calibrated is None else calibrated),
-        "suggested": {target: est.suggest_tau(clean_prob, target, calibrated=calibrated) if trusted else None
-                      for target in SUGGESTION_TARGETS.values()},
-        "reliability": reliability,
-    }
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _sweep_base(run_dir: str, stamp: float) -> go.Figure:
-    """Estimated precision / recall / F1 over the tau grid (dashed), and with ground truth the
-    true ones and the kept set's purity (solid): built once per run; tau only moves a line."""
-    data = _threshold_data(run_dir, stamp)
-    fig = go.Figure()
-    curves = (("precision", "#1565c0"), ("recall", "#ef6c00"), ("f1", "#6a1b9a"))
-    for col, colour in curves:
-        fig.add_scatter(x=data["estimated"]["tau"], y=data["estimated"][col], mode="lines",
-                        name=f"{SWEEP_NAMES[col]} (estimated)", line=dict(color=colour, width=2, dash="dash"),
-                        hovertemplate="τ %{x:.2f}: %{y:.1%} estimated<extra></extra>")
-    if data["has_true"]:
-        sweep = data["sweep"]
-        for col, colour in curves + (("purity", CLEAN_COLOUR),):
-            fig.add_scatter(x=sweep["tau"], y=sweep[col], mode="lines", name=f"{SWEEP_NAMES[col]} (true)",
-                            line=dict(color=colour, width=2), hovertemplate="τ %{x:.2f}: %{y:.1%} true<extra></extra>")
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="τ",
-                      yaxis=dict(tickformat=".0%", range=[0, 1.02]), legend=dict(orientation="h", y=1.15, x=0))
-    return fig
-
 
 # ---------------------------------------------------------------------------------- page
 
@@ -174,7 +42,7 @@ run = ui.require_finished_run("The threshold can be tuned")
 clean_source = run_views.clean_prob_source(run)  # read once: the tau panel reruns on every slider move
 
 try:
-    data = _threshold_data(str(run.path.resolve()), run.stamp())
+    data = tv.threshold_data(str(run.path.resolve()), run.stamp())
 except (ValueError, OSError, KeyError) as exc:
     ui.show_error(exc, "The run folder looks incomplete; open the Runs page and pick another run.")
     st.stop()
@@ -194,65 +62,14 @@ if method_kind(cfg.get("method", "turn")) != "turn":
     run_balance = None
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _histogram_base(run_dir: str, stamp: float, classes: tuple[int, ...]) -> go.Figure:
-    """The histograms and Gaussians (independent of tau), built once per run and class choice.
-
-    The figure never changes with tau, so the browser keeps it as drawn; the dashed lines at
-    tau are drawn over it (`tau_lines`). Redrawing a dozen subplots took most of a slider
-    step (0.5-1.5 s of the browser's time on 2 busy cores, measured).
-    """
-    cols = min(4, max(1, len(classes)))
-    rows = -(-len(classes) // cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[names[c] for c in classes],
-                        horizontal_spacing=0.05, vertical_spacing=0.22 / max(1, rows - 1) if rows > 1 else 0.1)
-    for k, c in enumerate(classes):
-        r, col = k // cols + 1, k % cols + 1
-        h = data["hists"][c]
-        fit = data["fits"][c] if c < len(data["fits"]) else None
-        if len(h["counts"]):
-            centres = (h["edges"][:-1] + h["edges"][1:]) / 2
-            fig.add_bar(x=centres, y=h["counts"], width=np.diff(h["edges"]), marker_color="#90a4ae",
-                        name="samples", row=r, col=col, hovertemplate="loss %{x:.2f}: %{y} samples<extra></extra>")
-            if an.fit_is_usable(fit):
-                fig.add_scatter(x=h["x"], y=h["clean"], mode="lines", line=dict(color=CLEAN_COLOUR, width=2),
-                                name="clean component", row=r, col=col, hoverinfo="skip")
-                fig.add_scatter(x=h["x"], y=h["noisy"], mode="lines", line=dict(color=NOISY_COLOUR, width=2),
-                                name="noisy component", row=r, col=col, hoverinfo="skip")
-    fig.update_layout(height=max(260, 230 * rows), margin=dict(l=10, r=10, t=30, b=10), bargap=0,
-                      showlegend=False)
-    fig.update_xaxes(title_text=None, tickfont=dict(size=10))
-    fig.update_yaxes(tickfont=dict(size=10))
-    return fig
-
-
-def crossing_lines(classes: list[int], tau: float) -> list[dict]:
-    """A dashed line per subplot at the loss where the clean posterior falls to tau (for `tau_lines`)."""
-    lines = []
-    for k, c in enumerate(classes):
-        h = data["hists"][c]
-        fit = data["fits"][c] if c < len(data["fits"]) else None
-        cross = an.posterior_crossing(fit, tau, h["lo"], h["hi"]) if len(h["counts"]) else None
-        if cross is not None:
-            axis = "" if k == 0 else str(k + 1)
-            lines.append({"xaxis": f"xaxis{axis}", "yaxis": f"yaxis{axis}", "x": cross, "color": TAU_COLOUR})
-    return lines
-
-
-def nearest_row(table, tau: float) -> dict:
-    """The row of a per-tau table (a DataFrame or a dict of arrays with a "tau" column) nearest `tau`."""
-    i = int(np.argmin(np.abs(np.asarray(table["tau"]) - tau)))
-    return {k: np.asarray(v)[i] for k, v in (table.items() if isinstance(table, dict) else table.items())}
-
-
 def suggestion_row(tau: float) -> None:
     """The suggested tau, how it is chosen, and a button that moves the slider there."""
     slider_key = f"tau_slider_{run.name}"
     cols = st.columns([1.4, 2.6, 1.2], vertical_alignment="bottom")
-    by = cols[0].selectbox("Suggest τ by", list(SUGGESTION_TARGETS), key="suggest_by",
+    by = cols[0].selectbox("Suggest τ by", list(tv.SUGGESTION_TARGETS), key="suggest_by",
                            help="The τ with the highest estimated F1, or the highest τ whose estimated precision "
                                 "still reaches the target (the most flags at that precision)")
-    suggested = data["suggested"][SUGGESTION_TARGETS[by]]
+    suggested = data["suggested"][tv.SUGGESTION_TARGETS[by]]
     if suggested is None:
         if not data["reliability"].get("reliable", True):
             why = "these flags cannot be trusted (above)."
@@ -262,7 +79,7 @@ def suggestion_row(tau: float) -> None:
             why = "no τ reaches that estimated precision."
         cols[1].caption("No suggestion: " + why)
     else:
-        row = nearest_row(data["estimated"], suggested)
+        row = tv.nearest_row(data["estimated"], suggested)
         cols[1].markdown(f"Suggested τ: **{suggested:.2f}** · estimated precision {ui.fmt_pct(row['precision'])}, "
                          f"recall {ui.fmt_pct(row['recall'])}, {ui.fmt_int(int(row['n_flagged']))} flagged")
 
@@ -306,7 +123,7 @@ def tau_panel() -> None:
     n_total = len(index.clean_prob)
     n_flagged = index.flagged_at(tau)
     noise = data["noise_estimate"]
-    at = nearest_row(data["estimated"], tau)
+    at = tv.nearest_row(data["estimated"], tau)
 
     m = st.columns(5)
     note = dict(delta_color="off", delta_arrow="off", border=True)
@@ -369,16 +186,16 @@ def tau_panel() -> None:
                 "Review shows both for each sample."))
 
     shown = list(range(len(names)))
-    if len(names) > MAX_HISTOGRAMS:
-        chosen = st.multiselect("Classes to show", names, default=names[:MAX_HISTOGRAMS], key="hist_classes",
+    if len(names) > tv.MAX_HISTOGRAMS:
+        chosen = st.multiselect("Classes to show", names, default=names[:tv.MAX_HISTOGRAMS], key="hist_classes",
                                 max_selections=24)
         shown = [names.index(c) for c in chosen]
 
     if shown:
         with st.container(key="hist_box"):
-            st.plotly_chart(_histogram_base(str(run.path.resolve()), run.stamp(), tuple(shown)), width="stretch",
+            st.plotly_chart(tv.histogram_base(str(run.path.resolve()), run.stamp(), tuple(shown)), width="stretch",
                             key="hist_chart")
-        lines["hist_box"] = crossing_lines(shown, tau)
+        lines["hist_box"] = tv.crossing_lines(data, shown, tau)
         unsplit = [names[c] for c in shown if c < len(data["fits"]) and data["fits"][c].get("status") not in ("fit",)]
         if unsplit:
             st.caption(":material/info: No separate noisy component for " + ", ".join(unsplit) +
@@ -387,7 +204,7 @@ def tau_panel() -> None:
     # ------------------------------------------------------------------- detection quality
 
     st.subheader(":material/insights: Detection quality at this τ", anchor=False)
-    sweep_at = nearest_row(data["sweep"], tau) if data["has_true"] else None
+    sweep_at = tv.nearest_row(data["sweep"], tau) if data["has_true"] else None
     st.caption("Estimated from the clean probabilities alone (no true label read): the flagged samples' expected "
                "wrong labels, over their number (precision) and over all expected wrong labels (recall). " +
                ("The true values, from this dataset's ground truth, are shown beside them and as solid curves."
@@ -405,11 +222,11 @@ def tau_panel() -> None:
                 delta_color="off", delta_arrow="off", border=True,
                 help="Wrong labels expected among the flagged samples: the sum of 1 − clean probability")
     with st.container(key="sweep_box"):
-        st.plotly_chart(_sweep_base(str(run.path.resolve()), run.stamp()), width="stretch", key="sweep_chart")
+        st.plotly_chart(tv.sweep_base(str(run.path.resolve()), run.stamp()), width="stretch", key="sweep_chart")
     lines["sweep_box"] = [{"xaxis": "xaxis", "yaxis": "yaxis", "x": tau, "color": "#424242",
                            "label": f"τ = {tau:.2f}"}]
 
-    tau_lines(data=lines, key="tau_lines", height=0)
+    tv.tau_lines(data=lines, key="tau_lines", height=0)
 
     # ----------------------------------------------------------------------------- retrain
 
