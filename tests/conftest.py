@@ -140,6 +140,14 @@ def shuffled_run_template(tmp_path_factory, turn_cache_dir):
 
 
 @pytest.fixture
+def audited_run(tiny_run) -> Path:
+    """The tiny run with planted detection and audit evidence (helpers.runs.write_audit_evidence)."""
+    from helpers.runs import write_audit_evidence
+
+    return write_audit_evidence(tiny_run)
+
+
+@pytest.fixture
 def browser():
     """A headless Chromium (Playwright, Debian's /usr/bin/chromium); skipped without them."""
     from helpers.server import CHROMIUM, CHROMIUM_ARGS

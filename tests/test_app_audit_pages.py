@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from helpers.apptest import app, card_ids, charts, metric, texts
+from helpers.apptest import app, card_ids, card_key, charts, first_page_rows, metric, texts
 from turn_backend import analysis as an
 from turn_backend import run_views
 from turn_backend.export import build_export, default_tau, to_bytes
@@ -29,21 +28,6 @@ from turn_backend.runfolder import RunFolder
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ROOT / "pages"
 TIMEOUT = 180
-
-
-def first_page_rows(run: Path) -> pd.DataFrame:
-    """The first review page as the page builds it (applied tau, no filters)."""
-    from turn_backend.export import default_tau
-
-    folder = RunFolder(run)
-    index = an.ReviewIndex.for_run(run_views.review_inputs(folder), default_tau(folder))
-    codes, labels = index.decision_arrays(ReviewStore(folder.review_db).current())
-    return index.rows(index.view()[:12], codes, labels)
-
-
-def card_key(at: AppTest, action: str, sample_id: str) -> str:
-    """The key of a card's widget (keep, remove, accept, relabel, similar) for this sample."""
-    return f"{action}_{card_ids(at).index(str(sample_id))}"
 
 
 def flagged_total(run: Path) -> int:

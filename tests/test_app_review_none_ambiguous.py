@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_app_audit_pages import app, card_ids, card_key, first_page_rows, metric, texts
-from test_app_review_classes import SIMILAR, audited_run, train_frame  # noqa: F401  (a fixture)
-
+from helpers.apptest import app, card_ids, card_key, first_page_rows, metric, texts
+from helpers.runs import SIMILAR, train_frame
 from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder
 

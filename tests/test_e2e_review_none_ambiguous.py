@@ -9,13 +9,14 @@ Playwright or Chromium.
 from __future__ import annotations
 
 import pytest
-from app_server import AppServer, save_failure, wait_idle
-from test_e2e_browser import ARTIFACTS, STEP_TIMEOUT_MS, browser, go_to, no_exception, screenshot  # noqa: F401
+
+from helpers.browser import ARTIFACTS, STEP_TIMEOUT_MS, go_to, no_exception, screenshot
+from helpers.server import AppServer, save_failure, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(10 * 60)]
 
 
-def test_none_button_ambiguous_shortcut_and_filter(browser, tiny_run, runs_root, turn_cache_dir):  # noqa: F811
+def test_none_button_ambiguous_shortcut_and_filter(browser, tiny_run, runs_root, turn_cache_dir):
     from turn_backend.review import ReviewStore
     from turn_backend.runfolder import RunFolder
 

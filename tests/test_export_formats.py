@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 
@@ -14,9 +13,9 @@ import pytest
 from PIL import Image
 
 from helpers.cli import turn as run_turn
+from helpers.exports import CLASSES, file_run, imagefolder_labels
 from turn_backend import export
 from turn_backend.export import (
-    MARKER,
     ExportError,
     build_decision_log,
     build_export,
@@ -24,49 +23,10 @@ from turn_backend.export import (
     export_imagefolder,
     write_export,
 )
-from turn_backend.io import atomic_write_json
 from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSES = ["cat", "dog/wolf"]  # a "/" in a class name: its folder gets a safe name
-
-
-def _file_run(tmp_path: Path) -> Path:
-    """A finished run over six image files, written by hand (no training needed)."""
-    run, images = tmp_path / "run", tmp_path / "images"
-    run.mkdir()
-    images.mkdir()
-    paths = []
-    for i in range(6):
-        p = images / f"img{i}.png"
-        Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(p)
-        paths.append(str(p))
-    atomic_write_json(run / "config.json", {"dataset": {"kind": "folder", "path": str(images)}, "tau": 0.5})
-    pd.DataFrame({"sample_id": [f"s{i}" for i in range(6)], "source": paths, "split": "train",
-                  "given_label": [0, 0, 0, 1, 1, 1], "true_label": -1}).to_parquet(run / "samples.parquet")
-    atomic_write_json(run / "classes.json", CLASSES)
-    (run / "final").mkdir()
-    np.save(run / "final" / "logits.npy", np.array([[2.0, 0]] * 3 + [[0, 2.0]] * 3, dtype=np.float32))
-    np.save(run / "final" / "clean_prob.npy", np.array([0.9, 0.1, 0.8, 0.9, 0.2, 0.7], dtype=np.float32))
-    np.save(run / "final" / "losses.npy", np.zeros(6, dtype=np.float32))
-    atomic_write_json(run / "final" / "gmm.json", {"fits": []})
-    store = ReviewStore(run / "review.sqlite")
-    store.record("s1", "relabel", 1)  # cat -> dog/wolf
-    store.record("s4", "remove")
-    store.record("s5", "keep")
-    return run
-
-
-def _imagefolder_labels(out: Path) -> dict[str, str]:
-    """sample file stem -> class name, as torchvision.datasets.ImageFolder reads the tree."""
-    from torchvision.datasets import ImageFolder
-
-    folders = json.loads((out / MARKER).read_text())["folders"]
-    ds = ImageFolder(str(out))
-    return {Path(p).stem: folders[ds.classes[c]] for p, c in ds.samples}
-
-
 def test_label_file_carries_the_audit_columns_in_every_format(tiny_run, tmp_path):
     folder = RunFolder(tiny_run)
     audit = folder.audit()["train"]
@@ -99,7 +59,7 @@ def test_imagefolder_export_of_array_data_loads_back_with_the_final_labels(tiny_
     out = tmp_path / "folder-export"
     info = export_imagefolder(tiny_run, out)
     assert info["rows"] == len(train) - 1
-    got = _imagefolder_labels(out)
+    got = imagefolder_labels(out)
     final = dict(zip(build_export(tiny_run)["sample_id"], build_export(tiny_run)["final_label"]))
     assert len(got) == len(train) - 1 and remove not in got
     assert got[relabel] == new
@@ -111,10 +71,10 @@ def test_imagefolder_export_of_array_data_loads_back_with_the_final_labels(tiny_
 
 @pytest.mark.parametrize("link", ["hardlink", "symlink", "copy"])
 def test_imagefolder_export_of_files_links_or_copies(tmp_path, link):
-    run = _file_run(tmp_path)
+    run = file_run(tmp_path)
     out = tmp_path / "tree"
     export_imagefolder(run, out, link=link)
-    assert _imagefolder_labels(out) == {"s0": "cat", "s1": "dog/wolf", "s2": "cat", "s3": "dog/wolf",
+    assert imagefolder_labels(out) == {"s0": "cat", "s1": "dog/wolf", "s2": "cat", "s3": "dog/wolf",
                                         "s5": "dog/wolf"}
     placed = out / "dog_wolf" / "s1.png"
     source = tmp_path / "images" / "img1.png"
@@ -126,7 +86,7 @@ def test_imagefolder_export_of_files_links_or_copies(tmp_path, link):
 def test_hf_export_loads_back_with_the_final_labels(tmp_path):
     import datasets
 
-    run = _file_run(tmp_path)
+    run = file_run(tmp_path)
     out = tmp_path / "hf"
     assert export_hf(run, out)["rows"] == 5
     ds = datasets.load_from_disk(str(out))["train"]
@@ -145,7 +105,7 @@ def test_hf_export_loads_back_with_the_final_labels(tmp_path):
 
 
 def test_decision_log_lists_each_decision_with_when_tau_and_signals(tmp_path, monkeypatch):
-    run = _file_run(tmp_path)
+    run = file_run(tmp_path)
     signals = pd.DataFrame({"combined": np.linspace(0, 1, 6), "knn": np.full(6, 0.5),
                             "suggested_label": [1, 1, 0, 0, 1, 0], "suggested_confidence": np.full(6, 0.75),
                             "suggested_source": "ensemble"})
@@ -166,7 +126,7 @@ def test_decision_log_lists_each_decision_with_when_tau_and_signals(tmp_path, mo
 
 
 def test_folder_exports_are_atomic_and_never_overwrite_a_users_folder(tmp_path, monkeypatch):
-    run = _file_run(tmp_path)
+    run = file_run(tmp_path)
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
@@ -201,14 +161,14 @@ def test_folder_exports_are_atomic_and_never_overwrite_a_users_folder(tmp_path, 
 
 
 def test_turn_export_folder_formats_and_decision_log(tmp_path):
-    run = _file_run(tmp_path)
+    run = file_run(tmp_path)
 
     def turn(*args):
         return run_turn("export", run, *args, timeout=300)
 
     proc = turn("--out", str(tmp_path / "tree"), "--format", "imagefolder", "--link", "copy")
     assert proc.returncode == 0, proc.stderr
-    assert "5 images" in proc.stdout and len(_imagefolder_labels(tmp_path / "tree")) == 5
+    assert "5 images" in proc.stdout and len(imagefolder_labels(tmp_path / "tree")) == 5
     proc = turn("--out", str(tmp_path / "log.csv"), "--format", "decisions")
     assert proc.returncode == 0, proc.stderr
     log = pd.read_csv(tmp_path / "log.csv")

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_export_formats import CLASSES, _file_run, _imagefolder_labels
 
+from helpers.exports import CLASSES, file_run, imagefolder_labels
 from turn_backend import analysis as an
 from turn_backend.export import build_decision_log, build_export, export_hf, export_imagefolder, summary
 from turn_backend.retrain import REVIEWED_LABELS, apply_reviewed_labels, create_retrain_run, reviewed_labels
@@ -237,7 +237,7 @@ def test_an_inherited_ambiguous_decision_follows_the_later_choice(tiny_run, runs
 def _run_with_none_and_ambiguous(tmp_path: Path) -> Path:
     """The six-image run of test_export_formats (s1 relabelled, s4 removed, s5 kept), with s0
     decided "none" and s3 "ambiguous"."""
-    run = _file_run(tmp_path)
+    run = file_run(tmp_path)
     store = ReviewStore(run / "review.sqlite")
     time.sleep(0.01)
     store.record("s0", "none")
@@ -270,7 +270,7 @@ def test_folder_exports_leave_none_out_and_keep_ambiguous_with_its_label(tmp_pat
 
     run = _run_with_none_and_ambiguous(tmp_path)
     assert export_imagefolder(run, tmp_path / "tree", link="copy")["rows"] == 4
-    assert _imagefolder_labels(tmp_path / "tree") == {"s1": "dog/wolf", "s2": "cat", "s3": "dog/wolf",
+    assert imagefolder_labels(tmp_path / "tree") == {"s1": "dog/wolf", "s2": "cat", "s3": "dog/wolf",
                                                       "s5": "dog/wolf"}
     assert export_hf(run, tmp_path / "hf")["rows"] == 4
     ds = datasets.load_from_disk(str(tmp_path / "hf"))["train"]
@@ -304,7 +304,7 @@ def test_turn_export_counts_none_and_ambiguous(tmp_path):
     assert dict(zip(back["sample_id"], back["decision"].fillna("")))["s0"] == "none"
     proc = _turn("export", str(run), "--out", str(tmp_path / "tree"), "--format", "imagefolder", "--link", "copy")
     assert proc.returncode == 0, proc.stderr
-    assert "4 images" in proc.stdout and "s0" not in _imagefolder_labels(tmp_path / "tree")
+    assert "4 images" in proc.stdout and "s0" not in imagefolder_labels(tmp_path / "tree")
     proc = _turn("export", str(run), "--out", str(tmp_path / "log.json"), "--format", "decisions")
     assert proc.returncode == 0, proc.stderr
     assert [r["decision"] for r in json.loads((tmp_path / "log.json").read_text())][-2:] == ["none", "ambiguous"]

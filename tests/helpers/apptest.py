@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 from streamlit.testing.v1 import AppTest
+
+from turn_backend import analysis as an
+from turn_backend import run_views
+from turn_backend.review import ReviewStore
+from turn_backend.runfolder import RunFolder
 
 PAGES = Path(__file__).resolve().parents[2] / "pages"
 TIMEOUT = 180  # one script run; the first import of torch and timm in a page is slow on a small CPU
@@ -49,3 +55,18 @@ def card_ids(at: AppTest) -> list[str]:
         except KeyError:
             return ids
         ids.append(card.caption[-1].value)
+
+
+def first_page_rows(run: Path) -> pd.DataFrame:
+    """The first review page as the page builds it (applied tau, no filters)."""
+    from turn_backend.export import default_tau  # export imports torch-free but heavy modules
+
+    folder = RunFolder(run)
+    index = an.ReviewIndex.for_run(run_views.review_inputs(folder), default_tau(folder))
+    codes, labels = index.decision_arrays(ReviewStore(folder.review_db).current())
+    return index.rows(index.view()[:12], codes, labels)
+
+
+def card_key(at: AppTest, action: str, sample_id: str) -> str:
+    """The key of a card's widget (keep, remove, accept, relabel, similar) for this sample."""
+    return f"{action}_{card_ids(at).index(str(sample_id))}"
