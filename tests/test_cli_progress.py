@@ -53,8 +53,10 @@ def test_a_run_into_a_pipe_prints_progress_lines_on_time(tmp_path):
     progress = [(t, line) for t, line in stamped if line.startswith("[progress] ")]
     assert len(progress) >= 3, text
     assert "\x1b" not in text and "\r" not in text  # no progress bars in a pipe
-    fine_tuning = [line for _, line in progress if "fine-tuning" in line]
-    assert any("/s, about" in line and line.endswith(" left") for line in fine_tuning), text
+    # every counted stage gets its lines; once the follower has seen a stage's count move, they
+    # carry its rate and the time left (on a fast machine a 1-s round may end before that)
+    assert any("fine-tuning" in line for _, line in progress), text
+    assert any("/s, about" in line and line.endswith(" left") for _, line in progress), text
     # from the first progress line to the end of the run, no silence much longer than the interval
     # (the follower polls twice a second; a busy 2-core machine adds its own delays)
     times = [t for t, _ in progress] + [stamped[-1][0]]
