@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.browser import ARTIFACTS, STEP_TIMEOUT_MS, go_to, no_exception, screenshot
-from helpers.server import AppServer, save_failure, wait_idle
+from helpers.browser import STEP_TIMEOUT_MS, app_session, go_to, no_exception, screenshot
+from helpers.server import wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(10 * 60)]
 
@@ -20,25 +20,14 @@ def test_none_button_ambiguous_shortcut_and_filter(browser, tiny_run, runs_root,
     from turn_backend.review import ReviewStore
     from turn_backend.runfolder import RunFolder
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     store = ReviewStore(RunFolder(tiny_run).review_db)
-    server = AppServer(runs_root, ARTIFACTS / "none-ambiguous-server.log", turn_cache_dir,
-                       extra_args=("--server.address", "127.0.0.1")).start()
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page_errors: list[str] = []
-    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-    main = page.locator('[data-testid="stMain"]')
-    cards = main.locator("[class*='st-key-card_']")
+    with app_session(browser, runs_root, turn_cache_dir, "none-ambiguous", height=1100) as (page, page_errors):
+        main = page.locator('[data-testid="stMain"]')
+        cards = main.locator("[class*='st-key-card_']")
 
-    def card_id(card) -> str:
-        return card.locator('[data-testid="stCaptionContainer"]').last.inner_text().strip()
+        def card_id(card) -> str:
+            return card.locator('[data-testid="stCaptionContainer"]').last.inner_text().strip()
 
-    try:
-        page.goto(server.url)
-        page.locator('[data-testid="stSidebarNav"]').wait_for(timeout=STEP_TIMEOUT_MS)
-        wait_idle(page)
         go_to(page, "Review", cards.first)
         assert "N none of these classes" in main.inner_text().replace("*", "")
 
@@ -71,9 +60,3 @@ def test_none_button_ambiguous_shortcut_and_filter(browser, tiny_run, runs_root,
         assert card_id(cards.first) == amb_id
         screenshot(page, "none-ambiguous-02-filter")
         assert not page_errors, page_errors
-    except BaseException:
-        save_failure(page, main, ARTIFACTS / "none-ambiguous-failure")
-        raise
-    finally:
-        context.close()
-        server.stop()

@@ -19,8 +19,8 @@ import json
 
 import pytest
 
-from helpers.browser import ARTIFACTS, STEP_TIMEOUT_MS, go_to, no_exception, screenshot
-from helpers.server import AppServer, save_failure, wait_idle
+from helpers.browser import STEP_TIMEOUT_MS, app_session, go_to, no_exception, screenshot
+from helpers.server import wait_idle
 
 TRAIN_TIMEOUT_S = 8 * 60
 
@@ -31,22 +31,11 @@ def test_review_evidence_retrain_and_compare(browser, tiny_run, runs_root, turn_
     from turn_backend.review import ReviewStore
     from turn_backend.runfolder import RunFolder, list_runs
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     source = RunFolder(tiny_run)
     names = json.loads((tiny_run / "classes.json").read_text())
-    server = AppServer(runs_root, ARTIFACTS / "review-server.log", turn_cache_dir,
-                       extra_args=("--server.address", "127.0.0.1")).start()
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page_errors: list[str] = []
-    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-    main = page.locator('[data-testid="stMain"]')
-    cards = main.locator("[class*='st-key-card_']")
-    try:
-        page.goto(server.url)
-        page.locator('[data-testid="stSidebarNav"]').wait_for(timeout=STEP_TIMEOUT_MS)
-        wait_idle(page)
+    with app_session(browser, runs_root, turn_cache_dir, "review") as (page, page_errors):
+        main = page.locator('[data-testid="stMain"]')
+        cards = main.locator("[class*='st-key-card_']")
 
         # ------------------------------------------------------------ Review: why flagged
         go_to(page, "Review", cards.first)
@@ -130,9 +119,3 @@ def test_review_evidence_retrain_and_compare(browser, tiny_run, runs_root, turn_
                                ".length >= 2", timeout=STEP_TIMEOUT_MS)
         screenshot(page, "review-04-compare")
         assert not page_errors, page_errors
-    except BaseException:
-        save_failure(page, main, ARTIFACTS / "review-failure")
-        raise
-    finally:
-        context.close()
-        server.stop()

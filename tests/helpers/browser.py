@@ -3,9 +3,11 @@ fixture itself is in tests/conftest.py. Screenshots go to test-artifacts/e2e/ (g
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from helpers.server import REPO, wait_idle
+from helpers.server import REPO, AppServer, save_failure, wait_idle
 
 ARTIFACTS = REPO / "test-artifacts" / "e2e"
 VIEWPORT = {"width": 1400, "height": 1000}
@@ -71,3 +73,28 @@ def set_number(page, label: str, value: int) -> None:
     box.press("Enter")
     wait_idle(page)
     assert box.input_value() == str(value), f"{label} did not take {value}"
+
+
+@contextmanager
+def app_session(browser, runs_root: Path, cache_dir: Path, name: str, height: int = VIEWPORT["height"]) -> Iterator:
+    """A `streamlit run` server on `runs_root` and a browser page open on its home, for one test:
+    yields (page, the page's JavaScript errors). A failure leaves ARTIFACTS/`name`-failure.png and
+    the page's text; the server log is ARTIFACTS/`name`-server.log. Both close at the end."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    server = AppServer(runs_root, ARTIFACTS / f"{name}-server.log", cache_dir, extra_args=LOOPBACK).start()
+    context = browser.new_context(viewport={"width": VIEWPORT["width"], "height": height})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(server.url)
+        page.locator('[data-testid="stSidebarNav"]').wait_for(timeout=STEP_TIMEOUT_MS)
+        wait_idle(page)
+        yield page, errors
+    except BaseException:
+        save_failure(page, page.locator('[data-testid="stMain"]'), ARTIFACTS / f"{name}-failure")
+        raise
+    finally:
+        context.close()
+        server.stop()
