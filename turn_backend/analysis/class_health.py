@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from turn_backend.detect.estimates import expected_wrong_per_class
+
 
 def noise_rates(counts: Sequence[Sequence[float]]) -> np.ndarray:
     """Row-normalised noise matrix: P(likely true class = j | given class = i); a row
@@ -63,7 +65,7 @@ def class_health(given: Sequence[int], clean_prob: Sequence[float], tau: float, 
         frame.loc[size == 0, "noise_rate"] = np.nan
         frame["confused_with"] = confused_partners(noise_counts, class_names)
     else:
-        frame["expected_wrong"] = np.bincount(y, weights=1.0 - p, minlength=k)
+        frame["expected_wrong"] = expected_wrong_per_class(p, y, k)
         frame["noise_rate"] = np.divide(flagged, size, out=np.full(k, np.nan), where=size > 0)
         frame["confused_with"] = ""
     frame["mean_clean_prob"] = mean_p
