@@ -1,7 +1,10 @@
 """`turn`: TURN from the command line.
 
     turn demo --out DIR            TURN+, TURN and two baselines on the embedded Fashion-MNIST demo
-    turn run --data PATH ...       start a run (folder, manifest, Hugging Face folder, ...)
+    turn run --data PATH ...       start a run (folder, manifest, Hugging Face folder, ...), after an
+                                   estimate of its time and memory
+    turn estimate --data PATH ...  that estimate alone (the same options as run)
+    turn finetune SCAN_DIR         fine-tune a finished scan (TURN+ from its probe on)
     turn resume RUN_DIR            continue a killed or stopped run
     turn export RUN_DIR --out F    write the cleaned label file (CSV, Parquet or JSON), an ImageFolder
                                    tree, a Hugging Face datasets folder or the decision log
@@ -39,6 +42,10 @@ from turn_backend.worker import launch, live_state, stop
 # Each command imports what only it runs when it runs (runner, retrain: torch; export, bench:
 # pandas and pyarrow), so `turn --help` and `turn status` start in a fraction of a second.
 
+# user-facing method names: "scan" is the LP-GCE run (the first stage of TURN+, with detection)
+METHOD_ALIASES = {"scan": "lp-gce"}
+DEFAULT_BATCH_SIZE = 128
+
 DATA_KINDS = ("auto", "demo", "folder", "manifest", "idx", "cifar10", "cifar100", "hf", "parquet",
               "clothing1m", "webvision")
 
@@ -47,7 +54,7 @@ DATA_KINDS = ("auto", "demo", "folder", "manifest", "idx", "cifar10", "cifar100"
 # absolute against the caller's working directory as soon as the command line is parsed, in
 # this one place: the worker process runs with another working directory (the repository),
 # and the run's config.json must name the same files from wherever it is read.
-PATH_ARGS = ("data", "root", "out", "run_dir", "checkpoint", "docs")
+PATH_ARGS = ("data", "root", "out", "run_dir", "scan_dir", "checkpoint", "docs")
 # What a path argument may also be: a name, not a file.
 NOT_A_PATH = {"data": ("demo",)}
 # Names or paths: made absolute only where such a file or folder exists here (a Hugging Face
@@ -262,21 +269,86 @@ def flag_summary_lines(metrics: dict) -> list[str]:
 
 # --- commands ---------------------------------------------------------------------------
 
-def cmd_run(args) -> int:
+def run_config(args) -> RunConfig:
+    """The RunConfig of `turn run` / `turn estimate`'s options (method and batch as given)."""
     noise = {"kind": args.noise, "rate": args.noise_rate, "seed": args.noise_seed}
-    config = RunConfig(
+    return RunConfig(
         dataset=dataset_spec(args.data, args.data_kind, args.n_train, args.n_test, args.root),
-        noise=noise, model=args.model, checkpoint=args.checkpoint, method=args.method,
-        image_size=args.image_size, batch_size=args.batch_size, lp_epochs=args.lp_epochs,
+        noise=noise, model=args.model, checkpoint=args.checkpoint,
+        method=METHOD_ALIASES.get(args.method, args.method or DEFAULT_METHOD),
+        image_size=args.image_size, batch_size=args.batch_size or DEFAULT_BATCH_SIZE, lp_epochs=args.lp_epochs,
         fft_epochs=args.fft_epochs, tau=args.tau, seed=args.seed, device=args.device,
         num_processes=args.processes, num_workers=args.workers, mixed_precision=args.precision,
         projection_methods=args.projections,
     )
-    out = (Path(args.out) if args.out else new_run_path("runs", args.method)).absolute()
-    metrics = start_and_follow(config, out, args.quiet)
+
+
+def cmd_run(args) -> int:
+    from turn_backend.runner import create_run
+
+    out = (Path(args.out) if args.out else None)
+    pre = _preflight(run_config(args), args, finetune_hint=f"turn finetune {out or 'RUN_FOLDER'}")
+    if not _confirm(args):
+        return 1
+    config = pre.config
+    out = (out or new_run_path("runs", config.method)).absolute()
+    create_run(config, out)
+    atomic_write_json(RunFolder(out).estimate_path, pre.estimate)
+    metrics = launch_and_follow(out, config.num_processes, args.quiet)
     _print_metrics(metrics)
     print(f"run folder: {out}")
+    if pre.fine_tuning_estimate is not None:  # the scan ran by default: say how to go on
+        from turn_backend.estimate import fmt_seconds
+
+        print(f"fine-tuning would take {fmt_seconds(pre.fine_tuning_estimate['groups']['fine-tuning'])} more: "
+              f"turn finetune {out}")
     return 0
+
+
+def cmd_estimate(args) -> int:
+    _preflight(run_config(args), args, finetune_hint="turn finetune RUN_FOLDER")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from turn_backend.finetune import REUSED_STAGES, create_finetune_run, default_out, finetune_config
+
+    overrides = {"fft_epochs": args.fft_epochs, "tau": args.tau, "batch_size": args.batch_size,
+                 "device": args.device}
+    config = finetune_config(args.scan_dir, METHOD_ALIASES.get(args.method, args.method), **overrides)
+    out = Path(args.out) if args.out else default_out(args.scan_dir, config.method)
+    pre = _preflight(config, args, reused=REUSED_STAGES)
+    if not _confirm(args):
+        return 1
+    folder = create_finetune_run(args.scan_dir, pre.config, out)
+    atomic_write_json(folder.estimate_path, pre.estimate)
+    print(f"fine-tuning the scan {args.scan_dir} with {pre.config.method}: its data, features and probe are reused")
+    _print_metrics(launch_and_follow(folder.path, pre.config.num_processes, args.quiet))
+    print(f"run folder: {out}")
+    return 0
+
+
+def _preflight(config: RunConfig, args, reused: tuple[str, ...] = (), finetune_hint: str = ""):
+    """Probe the run, settle its method and batch, print the estimate (turn_backend.preflight)."""
+    from turn_backend.preflight import estimate_lines, prepare
+
+    print("estimating the run's time and memory on a few of its images...", flush=True)
+    pre = prepare(config, method_given=getattr(args, "method", None) is not None,
+                  batch_given=args.batch_size is not None, reused=reused, finetune_hint=finetune_hint)
+    for line in estimate_lines(pre):
+        print(line, flush=True)
+    return pre
+
+
+def _confirm(args) -> bool:
+    """On a terminal, ask before a run starts (unless --yes); elsewhere (scripts, CI) go on."""
+    if args.yes or not sys.stdin.isatty():
+        return True
+    answer = input("start the run? [Y/n] ").strip().lower()
+    if answer in ("", "y", "yes"):
+        return True
+    print("not started")
+    return False
 
 
 def cmd_resume(args) -> int:
@@ -340,9 +412,14 @@ def cmd_status(args) -> int:
     folder = RunFolder(args.run_dir)
     if not folder.exists():
         raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
+    from turn_backend.estimate import progress, progress_lines
+
     metrics = folder.metrics()
-    print(json.dumps({"status": live_state(folder.path), "metrics": metrics}, indent=2, default=str))
-    for line in flag_summary_lines(metrics):  # after the JSON, on stderr: stdout stays one JSON document
+    view = progress(folder)
+    print(json.dumps({"status": live_state(folder.path), "metrics": metrics, "estimate": view}, indent=2,
+                     default=str))
+    # after the JSON, on stderr: stdout stays one JSON document
+    for line in (progress_lines(view) if view else []) + flag_summary_lines(metrics):
         print(line, file=sys.stderr)
     return 0
 
@@ -353,6 +430,9 @@ def cmd_methods(args) -> int:
         m = get_method(name)
         how = f"bench only: {m.bench_only}" if m.bench_only else "stages: " + " > ".join(m.stages)
         print(f"{name:13} {m.kind:4} rounds {m.default_rounds}  {m.description}\n{'':19}{how}")
+    for alias, name in METHOD_ALIASES.items():
+        print(f"{alias:13} = {name}: the scan (features, detection, audit, maps; no fine-tuning), the default "
+              "on a CPU at 128 px and more; `turn finetune` continues it")
     return 0
 
 
@@ -405,11 +485,8 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="turn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    r = sub.add_parser("run", help="start a run and follow it", description="Run TURN (or a baseline) on a dataset.")
+def add_run_arguments(r: argparse.ArgumentParser) -> None:
+    """The options of `turn run`, which `turn estimate` shares."""
     r.add_argument("--data", default="demo", help="'demo', or a folder / manifest / dataset path (default: demo)")
     r.add_argument("--data-kind", default="auto", choices=DATA_KINDS, help="how to read --data (default: guess)")
     r.add_argument("--root", help="root folder that manifest paths are relative to (default: the manifest's folder)")
@@ -421,10 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default="efficientnet_lite0",
                    help="efficientnet_lite0 (embedded), a timm name, or a Hugging Face id / folder")
     r.add_argument("--checkpoint", help="local weights for a timm model (.pth / .safetensors)")
-    r.add_argument("--method", default=DEFAULT_METHOD, choices=list_methods(),
-                   help=f"default {DEFAULT_METHOD} (recommended); 'turn' is TURN exactly as published")
+    r.add_argument("--method", choices=[*list_methods(), *METHOD_ALIASES],
+                   help=f"default {DEFAULT_METHOD} (recommended), or on a CPU at 128 px and more, where fine-tuning "
+                        "would take minutes, the scan (lp-gce); 'turn' is TURN exactly as published")
     r.add_argument("--image-size", type=int, help="input size (default: the model's own)")
-    r.add_argument("--batch-size", type=int, default=128)
+    r.add_argument("--batch-size", type=int,
+                   help=f"default {DEFAULT_BATCH_SIZE}, lowered on a CPU until the estimated peak memory fits half "
+                        "the available memory")
     r.add_argument("--lp-epochs", type=int, default=20)
     r.add_argument("--fft-epochs", type=int, help="FFT rounds (default: 4 for turn, 5 otherwise)")
     r.add_argument("--tau", type=float, default=0.6, help="GMM clean-probability threshold (default 0.6)")
@@ -437,7 +517,35 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--projections", nargs="*", default=["tsne"], choices=["tsne", "umap"])
     r.add_argument("--out", help="run folder (default runs/METHOD-TIME)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--yes", "-y", action="store_true", help="start without asking (asked on a terminal only)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="turn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="start a run and follow it", description="Run TURN (or a baseline) on a dataset.")
+    add_run_arguments(r)
     r.set_defaults(func=cmd_run)
+    es = sub.add_parser("estimate", help="estimate a run's time and memory, without running it",
+                        description="What `turn run` with these options would take: seconds per step and peak "
+                                    "memory, measured on a few of its images.")
+    add_run_arguments(es)
+    es.set_defaults(func=cmd_estimate)
+
+    ft = sub.add_parser("finetune", help="fine-tune a finished scan",
+                        description="A new run that fine-tunes a finished scan (turn run --method scan): its data, "
+                                    "features, audit and LP-GCE probe are reused, and TURN+'s rounds run from there.")
+    ft.add_argument("scan_dir", help="the scan's run folder")
+    ft.add_argument("--out", help="folder of the new run (default: SCAN_DIR-METHOD beside it)")
+    ft.add_argument("--method", default="turn+", choices=["turn+", "turn"], help="default turn+")
+    ft.add_argument("--fft-epochs", type=int, help="fine-tuning rounds (default: the method's)")
+    ft.add_argument("--tau", type=float, help="default: the scan's")
+    ft.add_argument("--batch-size", type=int, help="default: the largest that fits half the free memory (CPU)")
+    ft.add_argument("--device", help="default: the scan's")
+    ft.add_argument("--yes", "-y", action="store_true", help="start without asking")
+    ft.add_argument("--quiet", action="store_true")
+    ft.set_defaults(func=cmd_finetune)
 
     s = sub.add_parser("resume", help="continue a killed or stopped run")
     s.add_argument("run_dir")

@@ -10,6 +10,7 @@ Layout:
     lp/head.pt, lp/history.json
     classes.json         class names, in label order
     timings.json         seconds per stage
+    estimate.json        the time and memory estimated before the run (turn_backend.estimate)
     worker.log           the worker process's output
     rounds/rK/           logits.npy (round >= 2), clean_prob.npy, losses.npy, selected.npy, round.json,
                          train_index.npy, train_labels.npy, test_logits.npy, signals.parquet, noise_matrix.json
@@ -104,6 +105,7 @@ class RunFolder:
     SAMPLES = "samples.parquet"
     CLASSES = "classes.json"
     TIMINGS = "timings.json"
+    ESTIMATE = "estimate.json"
     METRICS = "metrics.json"
     WORKER_LOG = "worker.log"
     REVIEW_DB = "review.sqlite"
@@ -160,6 +162,10 @@ class RunFolder:
     @property
     def timings_path(self) -> Path:
         return self.path / self.TIMINGS
+
+    @property
+    def estimate_path(self) -> Path:
+        return self.path / self.ESTIMATE
 
     @property
     def worker_log_path(self) -> Path:
@@ -270,6 +276,13 @@ class RunFolder:
     def completed(self) -> list[str]:
         return read_json(self.path / self.PROGRESS, {"completed": []})["completed"]
 
+    def last_completed_time(self) -> float | None:
+        """When the run last finished a stage (None before the first)."""
+        try:
+            return (self.path / self.PROGRESS).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def mark_completed(self, stage: str) -> None:
         done = self.completed()
         if stage not in done:
@@ -293,6 +306,10 @@ class RunFolder:
     def choice(self) -> dict | None:
         """The choice stage's record of the final classifier, None where the run has none."""
         return read_json(self.choice_dir / self.CHOICE, None)
+
+    def estimate(self) -> dict | None:
+        """The estimate saved before the run started (turn_backend.estimate), None without one."""
+        return read_json(self.estimate_path, None)
 
     def timings(self) -> dict:
         return read_json(self.timings_path, {}) or {}

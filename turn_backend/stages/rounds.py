@@ -90,6 +90,7 @@ def fine_tune(ctx: RunContext) -> None:
     to_device(model, rt, ctx.pre.image_size)
     ddp_model, optimizer = rt.accelerator.prepare(model, optimizer)
     for r in range(start, cfg.rounds + 1):
+        round_t0 = time.time()
         info: dict = {"round": r}
         round_labels = labels
         decay = round_lr_factor(cfg.turn_option("lr_decay"), r, cfg.rounds)
@@ -155,6 +156,7 @@ def fine_tune(ctx: RunContext) -> None:
             info["test_acc"] = accuracy_from_logits(test_logits, test.labels)
             ctx.add_time("eval", t0)
         info["gpu"] = rt.gpu_memory()
+        info["seconds"] = round(time.time() - round_t0, 3)  # the whole round (turn status: estimate vs actual)
         if rt.is_main:
             atomic_write_json(folder.round_dir(r) / folder.ROUND, info)
             _save_checkpoint(ctx, r, ddp_model, optimizer, criterion)
