@@ -279,14 +279,14 @@ def extrapolate(config: RunConfig, m: Measurement, reused: tuple[str, ...] = ())
     seconds["projections"] = maps * _linear(TSNE_SECONDS, min(n, config.projection_max_samples))
     steps = []
     for key, title in plan_stages(config):
-        steps.append({"key": key, "title": title, "seconds": 0.0 if key in reused else round(seconds[key], 1)})
+        steps.append({"key": key, "title": title, "seconds": 0.0 if key in reused else round(seconds[key], 3)})
     groups = {"features": 0.0, "scan": 0.0, "fine-tuning": 0.0}
     for step in steps:
         groups[step_group(step["key"], trains)] += step["seconds"]
     return {
         "method": config.method, "batch_size": config.batch_size, "image_size": m.image_size, "device": m.device,
         "rounds": config.rounds if trains else 0, "steps": steps,
-        "total_seconds": round(sum(s["seconds"] for s in steps), 1),
+        "total_seconds": round(sum(s["seconds"] for s in steps), 3),
         "groups": {k: round(v, 1) for k, v in groups.items()},
         "peak_memory_bytes": round(peak_memory(m, config.batch_size, trains)),
         "memory_kind": m.memory_kind, "available_memory_bytes": round(m.available_memory),
