@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from app import ui
+from app import run_estimate, ui
 from app.training import accuracy_curve, related_runs, stage_details, stage_plan, start_run, worker_log_tail
 from turn_backend import worker
 from turn_backend.config import RunConfig, method_kind
@@ -26,6 +26,7 @@ def render_stages(folder: RunFolder, cfg: dict, status: dict) -> float:
     if folder.has_samples():
         completed.add("data")
     details = stage_details(folder)
+    estimated, _ = run_estimate.step_details(folder)
     state = status.get("state")
     current_found = False
     lines = []
@@ -42,9 +43,11 @@ def render_stages(folder: RunFolder, cfg: dict, status: dict) -> float:
             icon = {"failed": ":red[:material/cancel:]"}.get(state, ":orange[:material/pause_circle:]")
             detail = {"failed": "failed here", "stopped": "stopped here"}.get(state, "interrupted here")
         else:
-            lines.append(f":gray[:material/radio_button_unchecked: {title}]")
+            pending = f" — {estimated[key]}" if key in estimated else ""
+            lines.append(f":gray[:material/radio_button_unchecked: {title}{pending}]")
             continue
-        lines.append(f"{icon} **{title}**" + (f" — {detail}" if detail else ""))
+        timing = f" :gray[({estimated[key]})]" if key in estimated else ""
+        lines.append(f"{icon} **{title}**" + (f" — {detail}" if detail else "") + timing)
     st.markdown("  \n".join(lines))
     done = sum(1 for key, _ in plan if key in completed)
     return 1.0 if state == "done" else done / max(1, len(plan))
@@ -139,6 +142,7 @@ def render_actions(folder: RunFolder, cfg: dict, state: str) -> None:
             else:
                 folder.log("resume", "resumed from the app")
                 st.rerun()
+    run_estimate.finetune_action(folder, cfg, row)
     if method_kind(cfg.get("method", "")) != "fft" and state not in ("new",):
         if row.button("Run baseline for comparison", icon=":material/compare_arrows:",
                           key="tr_baseline", help="Run baseline for comparison: full fine-tuning with cross-entropy "
@@ -202,6 +206,9 @@ def progress_panel(folder: RunFolder) -> None:
                            f"(peak {gpu.get('peak_mb', 0):,.0f} MB)")
             if events:
                 st.caption(f"Running for {ui.fmt_seconds(time.time() - events[0].get('time', time.time()))}")
+            _, time_left = run_estimate.step_details(folder)
+            if time_left:
+                st.caption(f":material/timer: {time_left}")
         render_actions(folder, cfg, state)
         if state == "done":
             render_done(folder, cfg)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import training, ui
+from app import run_estimate, training, ui
 from app.state import current_run, user_path
 from app.train_progress import progress_panel
 from turn_backend.config import DEFAULT_METHOD, RunConfig, method_kind
@@ -144,35 +144,42 @@ def settings_form() -> None:
     for p in problems:
         st.warning(p, icon=":material/warning:")
 
+    hp = PAPER_HPARAMS[family]
+
+    def override(value, default):
+        return None if value == default else value
+
+    processes = len(training.gpu_devices()) if device == "all" else 1
+    try:
+        config = RunConfig(
+            dataset=spec, noise=noise, model=model, checkpoint=checkpoint, method=method,
+            image_size=int(image_size), batch_size=int(batch), lp_epochs=int(lp_epochs),
+            fft_epochs=int(fft_epochs), tau=float(tau), seed=int(seed),
+            lp_optimizer=override(st.session_state["tr_lp_opt"], hp.lp.optimizer),
+            lp_lr=override(float(st.session_state["tr_lp_lr"]), hp.lp.lr),
+            lp_weight_decay=override(float(st.session_state["tr_lp_wd"]), hp.lp.weight_decay),
+            fft_optimizer=override(st.session_state["tr_fft_opt"], hp.fft.optimizer),
+            fft_lr=override(float(st.session_state["tr_fft_lr"]), hp.fft.lr),
+            fft_weight_decay=override(float(st.session_state["tr_fft_wd"]), hp.fft.weight_decay),
+            freeze_bn_stats=bool(st.session_state["tr_freeze_bn"]),
+            device="cuda" if device == "all" else device, num_processes=processes,
+            projection_methods=list(st.session_state["tr_projections"]),
+            projection_split=st.session_state["tr_projection_split"],
+        )
+    except ValueError as exc:
+        config, config_error = None, exc
+    else:
+        config_error = None
+    estimate = run_estimate.estimate_panel(None if problems else config, BATCH_SIZES)
+
     if st.button("Start", icon=":material/play_arrow:", type="primary", width="stretch", key="tr_start",
                  disabled=bool(problems)):
-        hp = PAPER_HPARAMS[family]
-
-        def override(value, default):
-            return None if value == default else value
-
-        processes = len(training.gpu_devices()) if device == "all" else 1
-        try:
-            config = RunConfig(
-                dataset=spec, noise=noise, model=model, checkpoint=checkpoint, method=method,
-                image_size=int(image_size), batch_size=int(batch), lp_epochs=int(lp_epochs),
-                fft_epochs=int(fft_epochs), tau=float(tau), seed=int(seed),
-                lp_optimizer=override(st.session_state["tr_lp_opt"], hp.lp.optimizer),
-                lp_lr=override(float(st.session_state["tr_lp_lr"]), hp.lp.lr),
-                lp_weight_decay=override(float(st.session_state["tr_lp_wd"]), hp.lp.weight_decay),
-                fft_optimizer=override(st.session_state["tr_fft_opt"], hp.fft.optimizer),
-                fft_lr=override(float(st.session_state["tr_fft_lr"]), hp.fft.lr),
-                fft_weight_decay=override(float(st.session_state["tr_fft_wd"]), hp.fft.weight_decay),
-                freeze_bn_stats=bool(st.session_state["tr_freeze_bn"]),
-                device="cuda" if device == "all" else device, num_processes=processes,
-                projection_methods=list(st.session_state["tr_projections"]),
-                projection_split=st.session_state["tr_projection_split"],
-            )
-        except ValueError as exc:
-            ui.show_error(exc)
+        if config is None:
+            ui.show_error(config_error)
             return
         folder = training.start_run(config, processes)
         if folder is not None:
+            run_estimate.save_estimate(folder, estimate)
             st.toast(f"Started {folder.name}", icon=":material/rocket_launch:")
             st.rerun()
 
