@@ -27,7 +27,11 @@ TINY_DEMO = ["--n-train", "100", "--n-test", "50"]
 # None: the command is exercised through --help only (a benchmark runs for minutes to hours).
 COMMANDS: dict[str, list[str] | None] = {
     "demo --out runs/demo": [*TINY_DEMO, "--image-size", "32", "--methods", "lp-gce", "--device", "cpu", "--quiet"],
+    "estimate --data path/to/folder": [*TINY_RUN, "--device", "cpu"],
     "run --data path/to/folder --model efficientnet_lite0 --out runs/mine": [*TINY_RUN, "--device", "cpu"],
+    "run --data path/to/folder --method scan --out runs/scan": [*TINY_RUN, "--device", "cpu"],
+    "finetune runs/scan --out runs/scan-tuned": ["--fft-epochs", "1", "--batch-size", "32", "--device", "cpu",
+                                                 "--quiet"],
     "run --data labels.csv --root images/ --method turn --device cuda": [*TINY_RUN, "--device", "cpu"],
     "run --data demo --processes 2 --device cpu": [*TINY_DEMO, *TINY_RUN, "--out", "runs/two"],
     "status runs/mine": [],
@@ -122,6 +126,9 @@ def test_every_readme_command_runs_as_typed_from_another_folder(workdir, tmp_pat
     assert len(manifest_runs) == 1 and RunFolder(manifest_runs[0]).status()["state"] == "done"
     assert RunFolder(manifest_runs[0]).config()["dataset"]["root"] == str(workdir / "images")
     assert RunFolder(workdir / "runs" / "two").status()["processes"] == 2
+    tuned = RunFolder(workdir / "runs" / "scan-tuned")  # the scan's probe reused: no linear probing of its own
+    assert tuned.status()["state"] == "done" and not [e for e in tuned.events() if e["stage"] == "lp"]
+    assert tuned.estimate()["method"] == "turn+" and mine.estimate() is not None
     assert len(pd.read_csv(workdir / "cleaned.csv")) == mine.metrics()["n_train"]
     assert {p.name for p in (workdir / "cleaned").iterdir()} >= {"cat", "dog"}
     assert RunFolder(workdir / "runs" / "mine-2").status()["state"] == "done"
