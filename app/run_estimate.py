@@ -106,12 +106,7 @@ def step_details(folder: RunFolder) -> tuple[dict[str, str], str | None]:
     view = est.progress(folder)
     if view is None:
         return {}, None
-    details = {}
-    for row in view["steps"]:
-        text = f"estimated {est.fmt_seconds(row['estimated'])}"
-        if row["actual"] is not None:
-            text += f", took {est.fmt_seconds(row['actual']).lstrip('~')}"
-        details[row["key"]] = text
+    details = {row["key"]: est.step_text(row).removesuffix(", not yet") for row in view["steps"]}
     left = view["time_left_seconds"]
     return details, (None if left is None else f"About {est.fmt_seconds(left).lstrip('~')} left for the whole run "
                      f"(the estimate × {view['ratio']:.2f}, as the finished steps ran)")

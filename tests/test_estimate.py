@@ -50,7 +50,8 @@ def test_the_estimate_has_every_planned_step_with_a_positive_time(measurement):
     line = estimate.summary_line(est)
     assert line.startswith("features ~") and "fine-tuning ~" in line and "(2 rounds)" in line and "GB" in line
     # a reused step costs nothing; a linear probe has no fine-tuning to estimate
-    assert estimate.extrapolate(config, measurement, reused=("lp",))["steps"][2]["seconds"] == 0
+    assert estimate.extrapolate(config, measurement, reused=("lp",))["steps"][2] == {
+        "key": "lp", "title": "Linear probing (3 epochs)", "seconds": 0.0, "reused": True}
     assert "fine-tuning" not in estimate.summary_line(estimate.extrapolate(make_tiny_config(method="lp-gce"),
                                                                            measurement))
 

@@ -279,7 +279,8 @@ def extrapolate(config: RunConfig, m: Measurement, reused: tuple[str, ...] = ())
     seconds["projections"] = maps * _linear(TSNE_SECONDS, min(n, config.projection_max_samples))
     steps = []
     for key, title in plan_stages(config):
-        steps.append({"key": key, "title": title, "seconds": 0.0 if key in reused else round(seconds[key], 3)})
+        step = {"key": key, "title": title, "seconds": 0.0 if key in reused else round(seconds[key], 3)}
+        steps.append({**step, "reused": True} if key in reused else step)
     groups = {"features": 0.0, "scan": 0.0, "fine-tuning": 0.0}
     for step in steps:
         groups[step_group(step["key"], trains)] += step["seconds"]
@@ -368,7 +369,7 @@ def progress(folder: RunFolder, now: float | None = None) -> dict | None:
     for step in estimate["steps"]:
         actual = actual_seconds(folder, step["key"], timings) if step["key"] in done or finished_run else None
         rows.append({"key": step["key"], "title": step["title"], "estimated": step["seconds"],
-                     "actual": None if actual is None else round(actual, 1)})
+                     "actual": None if actual is None else round(actual, 1), "reused": step.get("reused", False)})
         if actual is not None and step["seconds"] > 0:
             spent, planned = spent + actual, planned + step["seconds"]
     ratio = spent / planned if planned >= 1.0 else 1.0
@@ -384,12 +385,19 @@ def progress(folder: RunFolder, now: float | None = None) -> dict | None:
             "total_estimated": estimate["total_seconds"], "summary": summary_line(estimate)}
 
 
+def step_text(row: dict) -> str:
+    """'estimated ~2 min, took 67 s', 'estimated ~2 min, not yet', or 'reused from the scan'."""
+    if row.get("reused"):
+        return "reused from the scan"
+    took = "not yet" if row["actual"] is None else f"took {fmt_seconds(row['actual']).lstrip('~')}"
+    return f"estimated {fmt_seconds(row['estimated'])}, {took}"
+
+
 def progress_lines(view: dict) -> list[str]:
     """`progress`'s view in words, for `turn status`."""
     lines = [f"estimate before the run: {view['summary']}"]
     for row in view["steps"]:
-        took = "not yet" if row["actual"] is None else f"took {fmt_seconds(row['actual']).lstrip('~')}"
-        lines.append(f"  {row['title']}: estimated {fmt_seconds(row['estimated'])}, {took}")
+        lines.append(f"  {row['title']}: {step_text(row)}")
     if view["time_left_seconds"] is not None:
         lines.append(f"time left for the whole run: {fmt_seconds(view['time_left_seconds'])} "
                      f"(the estimate x {view['ratio']:.2f}, as the finished steps ran)")
