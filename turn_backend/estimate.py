@@ -99,6 +99,42 @@ class PeakSampler:
         self.peak = max(self.peak, self._process.memory_info().rss)
 
 
+class PeakMemory:
+    """The peak memory of a block: the GPU allocator's statistics on a GPU, else the
+    process's sampled resident set (PeakSampler)."""
+
+    def __init__(self, device) -> None:
+        self.device = device
+        self.on_gpu = device.type == "cuda"
+        self.peak = 0.0
+
+    def now(self) -> float:
+        import psutil
+        import torch
+
+        return torch.cuda.memory_allocated(self.device) if self.on_gpu else psutil.Process().memory_info().rss
+
+    def __enter__(self) -> PeakMemory:
+        import torch
+
+        if self.on_gpu:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._sampler = PeakSampler().__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        if self.on_gpu:
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._sampler.__exit__(*exc)
+            self.peak = self._sampler.peak
+
+
 def probe_batches(image_size: int, batch_size: int) -> tuple[int, int]:
     """The probe's warm-up and measured training batches (the second also sizes the feature
     batches): 8 and 16 images at 224 px, more for small images, at most the run's batch."""
@@ -132,37 +168,17 @@ def _measure(config: RunConfig) -> Measurement:
     cached = all(feature_cache_path(s, loaded.name, config.checkpoint, config.pretrained, pre, split).exists()
                  for s, split in ((train, "train"), (test, "test")) if s is not None)
 
-    def memory_now() -> float:
-        return torch.cuda.memory_allocated(rt.device) if on_gpu else psutil.Process().memory_info().rss
-
-    class Peak:  # the peak memory of a block: GPU allocator statistics or the sampled resident set
-        def __enter__(self):
-            if on_gpu:
-                torch.cuda.synchronize(rt.device)
-                torch.cuda.reset_peak_memory_stats(rt.device)
-            else:
-                self.sampler = PeakSampler().__enter__()
-            return self
-
-        def __exit__(self, *exc):
-            if on_gpu:
-                torch.cuda.synchronize(rt.device)
-                self.peak = torch.cuda.max_memory_allocated(rt.device)
-            else:
-                self.sampler.__exit__(*exc)
-                self.peak = self.sampler.peak
-
     small, large = probe_batches(pre.image_size, config.batch_size)
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(train), min(len(train), 3 * large), replace=False))
     model = Classifier(loaded.extractor, train.num_classes)
     to_device(model, rt, pre.image_size)
-    base = memory_now()
+    base = PeakMemory(rt.device).now()
     with tempfile.TemporaryDirectory() as tmp:
         # inference: a warm-up batch, then two timed ones
         extract_features(model.extractor, train.subset(pick[:large]), pre, Path(tmp) / "warm.npy", rt, large)
         timed = pick[large:3 * large] if len(pick) > large else pick
-        with Peak() as eval_peak:
+        with PeakMemory(rt.device) as eval_peak:
             start = time.perf_counter()
             extract_features(model.extractor, train.subset(timed), pre, Path(tmp) / "timed.npy", rt, large)
             eval_seconds = time.perf_counter() - start
@@ -174,7 +190,7 @@ def _measure(config: RunConfig) -> Measurement:
     optimizer = make_optimizer(model.parameters(), fft_hp)
     criterion = make_loss("ce", len(train), train.num_classes, config.gce_q)
     for size in (small, large):
-        with Peak() as train_peak:
+        with PeakMemory(rt.device) as train_peak:
             start = time.perf_counter()
             fft_epoch(model, optimizer, train, pick[:size], train.labels, pre, rt, criterion, size, 0, 0,
                       config.freeze_bn_stats)
