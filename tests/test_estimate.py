@@ -111,7 +111,8 @@ def test_time_left_scales_the_remaining_estimate_by_how_the_finished_steps_ran(t
         folder.mark_completed(stage)
     now = folder.last_completed_time() + 30.0  # round 1 has run for 30 s
     view = estimate.progress(folder, now=now)
-    ratio = (1.0 + 20.0 + 2.0) / (1.0 + 10.0 + 1.0)  # data, features (its audit included), lp
+    # data, features (its audit included), lp: 23 s for 12 estimated, shrunk towards 1
+    ratio = (23.0 + estimate.RATIO_PRIOR_SECONDS) / (12.0 + estimate.RATIO_PRIOR_SECONDS)
     assert view["ratio"] == pytest.approx(ratio, abs=1e-3)
     assert view["time_left_seconds"] == pytest.approx(ratio * 110.0 - 30.0, abs=0.2)
     actual = {row["key"]: row["actual"] for row in view["steps"]}

@@ -47,6 +47,9 @@ PROBE_BATCH_AT_224 = 16
 LONG_FINE_TUNING_SECONDS = 5 * 60
 # an automatic batch keeps the estimated peak under this share of the available memory
 MEMORY_SHARE = 0.5
+# time left scales the remaining estimate by (actual + this) / (estimate + this) of the
+# finished steps: seconds-long steps (data, cached features) move it little, minutes do
+RATIO_PRIOR_SECONDS = 30.0
 SCAN_METHOD = "lp-gce"  # what "the scan" is: features, the LP-GCE probe, detection, audit, maps
 
 
@@ -388,7 +391,8 @@ def progress(folder: RunFolder, now: float | None = None) -> dict | None:
                      "actual": None if actual is None else round(actual, 1), "reused": step.get("reused", False)})
         if actual is not None and step["seconds"] > 0:
             spent, planned = spent + actual, planned + step["seconds"]
-    ratio = spent / planned if planned >= 1.0 else 1.0
+    # a few seconds of finished steps say little about the machine: shrink the ratio towards 1
+    ratio = (spent + RATIO_PRIOR_SECONDS) / (planned + RATIO_PRIOR_SECONDS)
     left = None
     if status.get("state") in ACTIVE_STATES:
         remaining = [r for r in rows if r["key"] not in done]
