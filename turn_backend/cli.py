@@ -286,7 +286,7 @@ def run_config(args) -> RunConfig:
 def cmd_run(args) -> int:
     from turn_backend.runner import create_run
 
-    out = (Path(args.out) if args.out else None)
+    out = Path(args.out) if args.out else None
     pre = _preflight(run_config(args), args, finetune_hint=f"turn finetune {out or 'RUN_FOLDER'}")
     if not _confirm(args):
         return 1
@@ -306,7 +306,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    _preflight(run_config(args), args, finetune_hint="turn finetune RUN_FOLDER")
+    _preflight(run_config(args), args, finetune_hint=f"turn finetune {args.out or 'RUN_FOLDER'}")
     return 0
 
 
