@@ -156,6 +156,7 @@ def _measure(config: RunConfig) -> Measurement:
     from turn_backend.losses import make_loss
     from turn_backend.models.core import Classifier
     from turn_backend.models.registry import load_model
+    from turn_backend.pipeline import default_workers
     from turn_backend.rundata import load_run_data
     from turn_backend.stages.data import resolve_hparams, resolve_preprocess
 
@@ -171,6 +172,7 @@ def _measure(config: RunConfig) -> Measurement:
     cached = all(feature_cache_path(s, loaded.name, config.checkpoint, config.pretrained, pre, split).exists()
                  for s, split in ((train, "train"), (test, "test")) if s is not None)
 
+    workers = default_workers(train) if config.num_workers is None else config.num_workers  # as the run's
     small, large = probe_batches(pre.image_size, config.batch_size)
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(train), min(len(train), 3 * large), replace=False))
@@ -179,11 +181,13 @@ def _measure(config: RunConfig) -> Measurement:
     base = PeakMemory(rt.device).now()
     with tempfile.TemporaryDirectory() as tmp:
         # inference: a warm-up batch, then two timed ones
-        extract_features(model.extractor, train.subset(pick[:large]), pre, Path(tmp) / "warm.npy", rt, large)
+        extract_features(model.extractor, train.subset(pick[:large]), pre, Path(tmp) / "warm.npy", rt, large,
+                         workers)
         timed = pick[large:3 * large] if len(pick) > large else pick
         with PeakMemory(rt.device) as eval_peak:
             start = time.perf_counter()
-            extract_features(model.extractor, train.subset(timed), pre, Path(tmp) / "timed.npy", rt, large)
+            extract_features(model.extractor, train.subset(timed), pre, Path(tmp) / "timed.npy", rt, large,
+                             workers)
             eval_seconds = time.perf_counter() - start
     # fine-tuning: a warm-up step of `small` images (first-step allocations, optimiser state),
     # then a measured one of `large`. Memory per sample is measured from the loaded model up,
@@ -195,7 +199,7 @@ def _measure(config: RunConfig) -> Measurement:
     for size in (small, large):
         with PeakMemory(rt.device) as train_peak:
             start = time.perf_counter()
-            fft_epoch(model, optimizer, train, pick[:size], train.labels, pre, rt, criterion, size, 0, 0,
+            fft_epoch(model, optimizer, train, pick[:size], train.labels, pre, rt, criterion, size, 0, workers,
                       config.freeze_bn_stats)
             train_seconds = time.perf_counter() - start
     # the linear probe: one epoch on random features of the run's width, as many as the run has (up to 2,048)
