@@ -26,7 +26,6 @@ from collections.abc import Sequence
 import numpy as np
 
 Z_95 = 1.959964  # two-sided 95% normal quantile
-TAU_GRID = np.round(np.arange(0.01, 0.995, 0.01), 6)  # the taus the suggestion searches
 MIN_EXPECTED_WRONG = 0.5  # below this many expected wrong labels there is nothing to suggest a tau for
 
 # The reliability check's bars. Chance-corrected agreement between the out-of-fold probe's and
@@ -46,6 +45,11 @@ MAX_IMPLAUSIBLE_CLASS_SHARE = 0.4
 # that diverged to one class falls below it.
 MIN_MODEL_LIFT = 0.1
 
+
+
+def default_tau_grid(step: float = 0.01) -> np.ndarray:
+    """0.01, 0.02, ..., 0.99: the taus the curves and the suggestion use."""
+    return np.round(np.arange(step, 1.0 - step / 2, step), 6)
 
 def _as_probs(clean_prob: Sequence[float]) -> np.ndarray:
     p = np.asarray(clean_prob, dtype=np.float64).ravel()
@@ -80,7 +84,7 @@ def estimated_flag_curves(clean_prob: Sequence[float], taus: Sequence[float] | N
     q = p if calibrated is None else _as_probs(calibrated)
     if len(q) != len(p):
         raise ValueError(f"{len(q)} calibrated probabilities for {len(p)} clean probabilities")
-    taus = TAU_GRID if taus is None else np.asarray(taus, dtype=np.float64).ravel()
+    taus = default_tau_grid() if taus is None else np.asarray(taus, dtype=np.float64).ravel()
     order = np.argsort(p, kind="stable")
     cum_wrong = np.concatenate([[0.0], np.cumsum(1.0 - q[order])])
     k = np.searchsorted(p[order], taus, side="right")
