@@ -257,6 +257,8 @@ def flag_summary_lines(metrics: dict) -> list[str]:
         info = metrics.get("flags_reliability", {})
         lines.append("WARNING: these flags cannot be trusted: " + "; ".join(info.get("reasons", []))
                      + (". Likely fixes: " + "; ".join(info["fixes"]) + "." if info.get("fixes") else "."))
+    else:
+        lines += [f"NOTE: {caution}." for caution in metrics.get("flags_reliability", {}).get("cautions", [])]
     return lines
 
 
