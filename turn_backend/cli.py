@@ -7,12 +7,15 @@
                                    tree, a Hugging Face datasets folder or the decision log
     turn retrain RUN_DIR --out D   a new run on RUN_DIR's reviewed labels
     turn status RUN_DIR            where a run stands
+    turn join RUN_DIR --nodes N --node-rank R --master HOST:PORT
+                                   this machine's processes of a run over several machines
     turn bench [--quick]           the benchmark of TURN against its baselines
     turn bench --scale             the app at 60,000 images, timed in headless Chromium
     turn bench --detection         how well each detection signal finds the wrong labels
     turn bench --annotators        consensus of several annotators per image, and their quality
 
-Runs execute in a worker process (several with --processes N, through torchrun); this
+Runs execute in a worker process (several with --processes N, through torchrun; over several
+machines with --nodes N --master HOST:PORT, each other machine running `turn join`); this
 command follows the run folder and draws progress bars, exactly as the app does.
 """
 
@@ -34,7 +37,7 @@ from turn_backend.io import atomic_write_json
 from turn_backend.methods import get_method, list_methods
 from turn_backend.noise import NOISE_TYPES
 from turn_backend.runfolder import TERMINAL_STATES, RunFolder, RunState, new_run_path
-from turn_backend.worker import launch, live_state, stop
+from turn_backend.worker import Nodes, launch, live_state, stop, worker_command, worker_environment
 
 # Each command imports what only it runs when it runs (runner, retrain: torch; export, bench:
 # pandas and pyarrow), so `turn --help` and `turn status` start in a fraction of a second.
@@ -209,16 +212,20 @@ def follow(run_dir: Path, quiet: bool = False) -> dict:
         time.sleep(min(0.5, lines.interval / 2) if lines is not None else 0.5)
 
 
-def start_and_follow(config: RunConfig, run_dir: Path, quiet: bool = False) -> dict:
+def start_and_follow(config: RunConfig, run_dir: Path, quiet: bool = False, nodes: Nodes | None = None) -> dict:
     from turn_backend.runner import create_run
 
     create_run(config, run_dir)
-    return launch_and_follow(run_dir, config.num_processes, quiet)
+    return launch_and_follow(run_dir, config.num_processes, quiet, nodes)
 
 
-def launch_and_follow(run_dir: Path, processes: int, quiet: bool = False) -> dict:
+def launch_and_follow(run_dir: Path, processes: int, quiet: bool = False, nodes: Nodes | None = None) -> dict:
     """Start the worker on a run folder and follow it to the end; Ctrl-C stops it (resumable)."""
-    launch(run_dir, processes)
+    if nodes is not None:
+        print(f"node 0 of {nodes.count}: waiting for the other nodes to join with\n"
+              f"  turn join {run_dir} --nodes {nodes.count} --node-rank R --master {nodes.master} "
+              f"--processes {processes}", flush=True)
+    launch(run_dir, processes, nodes=nodes)
     try:
         status = follow(run_dir, quiet)
     except KeyboardInterrupt:
@@ -275,7 +282,7 @@ def cmd_run(args) -> int:
         projection_methods=args.projections,
     )
     out = (Path(args.out) if args.out else new_run_path("runs", args.method)).absolute()
-    metrics = start_and_follow(config, out, args.quiet)
+    metrics = start_and_follow(config, out, args.quiet, main_node(args))
     _print_metrics(metrics)
     print(f"run folder: {out}")
     return 0
@@ -290,8 +297,34 @@ def cmd_resume(args) -> int:
         _print_metrics(folder.metrics())
         return 0
     _print_metrics(launch_and_follow(folder.path, args.processes or folder.config().get("num_processes", 1),
-                                     args.quiet))
+                                     args.quiet, main_node(args)))
     return 0
+
+
+def main_node(args) -> Nodes | None:
+    """The node that owns the run folder and follows the run (`turn run` / `turn resume`)."""
+    return Nodes.parse(args.nodes, 0, args.master)
+
+
+def cmd_join(args) -> int:
+    """Run this machine's share of a run that node 0 started with --nodes: torchrun in the
+    foreground, on the run folder node 0 made (a path every node sees: shared storage)."""
+    nodes = Nodes.parse(args.nodes, args.node_rank, args.master)
+    if nodes is None or nodes.rank == 0:
+        raise CLIError("turn join is for the other nodes of a run over several machines: give --nodes N (2 or "
+                       "more) and --node-rank 1 to N-1; node 0 starts the run with turn run --nodes N")
+    folder = RunFolder(args.run_dir)
+    deadline = time.time() + args.wait
+    while not folder.exists():  # node 0 may not have written config.json yet
+        if time.time() > deadline:
+            raise CLIError(f"{args.run_dir} is not a run folder after {args.wait:.0f} s: start node 0 first "
+                           f"(turn run --nodes {nodes.count} --master {nodes.master} --out {args.run_dir}), and "
+                           "give a path on storage both machines share")
+        time.sleep(0.5)
+    env, repo_root = worker_environment()
+    import subprocess
+
+    return subprocess.run(worker_command(folder.path, args.processes, nodes), env=env, cwd=repo_root).returncode
 
 
 def cmd_export(args) -> int:
@@ -407,6 +440,16 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
+def add_node_arguments(parser: argparse.ArgumentParser, joining: bool = False) -> None:
+    """Several machines: torchrun's --nnodes / --node_rank / --master_addr:--master_port."""
+    parser.add_argument("--nodes", type=int, default=2 if joining else 1,
+                        help="machines in the run (default %(default)s); the others run `turn join`")
+    if joining:
+        parser.add_argument("--node-rank", type=int, required=True, help="this machine's place, 1 to N-1")
+    parser.add_argument("--master", required=joining,
+                        help="HOST:PORT of node 0, reachable from every node, the same on each")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="turn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -433,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--processes", type=int, default=1, help="processes (one per GPU) via torchrun (default 1)")
+    add_node_arguments(r)
     r.add_argument("--workers", type=int, help="data-loader workers (default: by data kind)")
     r.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
                    help="mixed precision on CUDA (default auto: bf16 where supported, else fp16; none on CPU)")
@@ -444,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("resume", help="continue a killed or stopped run")
     s.add_argument("run_dir")
     s.add_argument("--processes", type=int)
+    add_node_arguments(s)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_resume)
 
@@ -478,6 +523,15 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--device")
     rt.add_argument("--quiet", action="store_true")
     rt.set_defaults(func=cmd_retrain)
+
+    j = sub.add_parser("join", help="this machine's processes of a run over several machines",
+                       description="Join a run that node 0 started with `turn run --nodes N --master HOST:PORT`. "
+                                   "The run folder (and TURN_CACHE_DIR) must be on storage every node sees.")
+    j.add_argument("run_dir")
+    add_node_arguments(j, joining=True)
+    j.add_argument("--processes", type=int, default=1, help="processes on this machine, one per GPU (default 1)")
+    j.add_argument("--wait", type=float, default=600, help="seconds to wait for node 0's run folder (default 600)")
+    j.set_defaults(func=cmd_join)
 
     st = sub.add_parser("status", help="where a run stands")
     st.add_argument("run_dir")
