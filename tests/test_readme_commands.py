@@ -132,7 +132,7 @@ def test_every_readme_command_runs_as_typed_from_another_folder(workdir, tmp_pat
 
 # Free-text arguments of the `turn` subcommands that are names or settings, not files.
 NOT_PATH_ARGS = {"data_kind", "noise", "method", "device", "precision", "projections", "format", "scope", "link",
-                 "methods", "settings", "dev_settings", "ablation_setting", "docs_section", "ambiguous"}
+                 "split", "methods", "settings", "dev_settings", "ablation_setting", "docs_section", "ambiguous"}
 
 
 def test_every_path_argument_is_made_absolute_in_one_place(tmp_path):
