@@ -146,3 +146,37 @@ def load_pred_probs(path: str | Path, images: ImageSet, split: str = "train") ->
             "Logits? Apply a softmax first: scipy.special.softmax(logits, axis=1)")
     return values / sums[:, None]
 
+
+
+def load_feature_pair(features: str | Path, test_features: str | Path | None, train: ImageSet,
+                      test: ImageSet | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The training features and, where given, the test split's, checked to come from one model."""
+    train_feats = load_features(features, train, "train")
+    if not test_features:
+        return train_feats, None
+    if test is None:
+        raise GivenInputError(f"test features were given ({Path(test_features).name}), but the dataset has no "
+                              "test split")
+    test_feats = load_features(test_features, test, "test")
+    if test_feats.shape[1] != train_feats.shape[1]:
+        raise GivenInputError(f"the test features have {test_feats.shape[1]} dims, the training features "
+                              f"{train_feats.shape[1]}: give both from the same model")
+    return train_feats, test_feats
+
+
+def check_files(train: ImageSet, test: ImageSet | None, features: str | None = None,
+                test_features: str | None = None, pred_probs: str | None = None) -> list[str]:
+    """Check given files against a loaded dataset before a run starts (the app's Dataset page);
+    what each holds, in words. GivenInputError names the first file that does not fit."""
+    if test_features and not features:
+        raise GivenInputError("test features go with the training set's features: give those too")
+    found = []
+    if features:
+        train_feats, test_feats = load_feature_pair(features, test_features, train, test)
+        found.append(f"features of {len(train):,} training images, {train_feats.shape[1]:,} dims")
+        if test_feats is not None:
+            found.append(f"features of {len(test_feats):,} test images")
+    if pred_probs:
+        load_pred_probs(pred_probs, train)
+        found.append(f"class probabilities of {len(train):,} training images")
+    return found

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from turn_backend.data.core import DatasetBundle, ImageSet
-from turn_backend.given_inputs import GivenInputError, load_features, load_pred_probs
+from turn_backend.given_inputs import GivenInputError, load_feature_pair, load_pred_probs
 from turn_backend.io import atomic_save_npy
 from turn_backend.stages.context import RunContext
 
@@ -55,14 +55,11 @@ def read_features(ctx: RunContext) -> None:
     paths = {"train": folder.given_features_path("train"), "test": folder.given_features_path("test")}
     if not ctx.stage_done("features") and ctx.rt.is_main:
         ctx.status(stage="features", stage_label="Reading the given features")
-        train = _run_rows(ctx, load_features(cfg.features, _full_train(ctx), "train"))
+        train, test = load_feature_pair(cfg.features, cfg.test_features, _full_train(ctx), ctx.test)
+        train = _run_rows(ctx, train)
         folder.given_dir.mkdir(parents=True, exist_ok=True)
         atomic_save_npy(paths["train"], train)
-        if cfg.test_features:
-            test = load_features(cfg.test_features, ctx.test, "test")
-            if test.shape[1] != train.shape[1]:
-                raise GivenInputError(f"the test features have {test.shape[1]} dims, the training features "
-                                      f"{train.shape[1]}: give both from the same model")
+        if test is not None:
             atomic_save_npy(paths["test"], test)
         ctx.log("features", f"features given: {train.shape[0]} train x {train.shape[1]} dims from {cfg.features}"
                 + (f", test from {cfg.test_features}" if cfg.test_features else ""), summary=True,
