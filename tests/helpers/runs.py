@@ -1,7 +1,9 @@
-"""A finished run with planted evidence, for the pages that show detection and audit results."""
+"""Runs for tests: one trained in the test's own process, and a finished run with planted
+evidence, for the pages that show detection and audit results."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,18 @@ import pandas as pd
 from turn_backend.detect.result import DetectionResult
 from turn_backend.io import atomic_write_json
 from turn_backend.runfolder import RunFolder
+
+
+def run_here(config, path: Path) -> dict:
+    """Train `config` into run folder `path` in this process (TURN_CACHE_DIR as the test set it);
+    its metrics. The SIGTERM handler the runner installs is put back afterwards."""
+    from turn_backend.runner import run_turn
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        return run_turn(config, path)
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def train_frame(run: Path) -> pd.DataFrame:
