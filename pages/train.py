@@ -46,7 +46,8 @@ def settings_form() -> None:
         if given:
             st.markdown(":material/scatter_plot: Your own " + " and ".join(
                 "probabilities" if f == "pred_probs" else "features" for f in given if f != "test_features")
-                + ": the image model is not loaded (its family sets the probe's settings); lp-* methods only")
+                + ": the image model is not loaded (its family below sets the probe's settings); linear "
+                "probing only")
         ui.page_link("dataset", label="Change the dataset or the noise", icon=":material/edit:")
 
     # --- model
@@ -104,6 +105,7 @@ def settings_form() -> None:
         st.session_state["tr_image_size"] = 64 if spec.get("kind") == "demo" else 224
     c1, c2 = st.columns(2)
     image_size = c1.number_input("Image size (px)", min_value=16, max_value=1024, step=16, key="tr_image_size",
+                                 disabled="features" in given,  # no image is read for given features
                                  help="Images are resized to this square size. 64 px is plenty for the "
                                       "28 px demo images; pre-trained ViTs expect 224.")
     if family == "efficientnet" and image_size < 64:
