@@ -10,13 +10,15 @@ import pytest
 
 from helpers.apptest import app, texts
 from helpers.cli import turn
-from helpers.runs import run_here
+from helpers.runs import execute_here, run_here
 from helpers.waiting import wait_for
 from turn_backend import worker
 from turn_backend.cli import main as turn_main
 from turn_backend.config import RunConfig
 from turn_backend.data.core import ImageSet
 from turn_backend.given_inputs import GivenInputError, load_features, load_pred_probs
+from turn_backend.retrain import create_retrain_run
+from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder, list_runs
 
 
@@ -94,6 +96,19 @@ def test_given_probabilities_are_the_classifier_of_detection(lp_run, runs_root, 
     # they take the out-of-fold probe's place; that probe on these features alone reaches F1 0.68 here
     assert metrics["final_detection"]["f1"] > 0.85 and flagged[wrong].mean() > 0.8
     assert metrics["given_inputs"]["test_accuracy"] == "not measured: the given probabilities are the classifier"
+
+
+def test_retraining_a_run_on_given_features_keeps_the_rows_of_the_kept_images(lp_run, runs_root, tiny_config):
+    _, files = lp_run
+    source = runs_root / "given"
+    run_here(_lp_config(tiny_config, features=str(files["train.npy"])), source)
+    ids = RunFolder(source).samples()["sample_id"].tolist()
+    ReviewStore(RunFolder(source).review_db).record(ids[3], "remove")
+    out = create_retrain_run(source, runs_root / "retrained")
+    execute_here(out.path)  # as its worker would
+    kept = np.delete(np.load(files["train.npy"]), 3, axis=0)
+    np.testing.assert_array_equal(np.load(out.given_features_path("train")), kept)
+    assert out.metrics()["n_train"] == 199 and ids[3] not in out.samples()["sample_id"].tolist()
 
 
 def test_fine_tuning_methods_refuse_given_features_and_the_cli_says_why(tmp_path):

@@ -16,12 +16,24 @@ from turn_backend.runfolder import RunFolder
 
 def run_here(config, path: Path) -> dict:
     """Train `config` into run folder `path` in this process (TURN_CACHE_DIR as the test set it);
-    its metrics. The SIGTERM handler the runner installs is put back afterwards."""
+    its metrics."""
     from turn_backend.runner import run_turn
 
+    return _keeping_sigterm(run_turn, config, path)
+
+
+def execute_here(path: Path) -> dict:
+    """Run the queued run folder `path` (made by create_run, say) in this process; its metrics."""
+    from turn_backend.runner import execute_run
+
+    return _keeping_sigterm(execute_run, path)
+
+
+def _keeping_sigterm(fn, *args):
+    """fn(*args), with the SIGTERM handler the runner installs put back afterwards."""
     old = signal.getsignal(signal.SIGTERM)
     try:
-        return run_turn(config, path)
+        return fn(*args)
     finally:
         signal.signal(signal.SIGTERM, old)
 
