@@ -79,6 +79,27 @@ def test_random_embeddings_are_flagged_as_unreliable(runs_root, tiny_config):
     assert metrics["flags_reliable"] is False and metrics["suggested_tau"] is None
 
 
+def _no_image_model(*args, **kwargs):
+    raise AssertionError("a run on given features loaded the image model")
+
+
+def test_review_and_export_of_a_run_on_given_features_never_load_the_image_model(lp_run, runs_root, tiny_config,
+                                                                                 monkeypatch):
+    _, files = lp_run
+    monkeypatch.setattr("turn_backend.stages.data.load_model", _no_image_model)
+    monkeypatch.setattr("turn_backend.models.load_model", _no_image_model)
+    path = runs_root / "given"
+    run_here(_lp_config(tiny_config, features=str(files["train.npy"])), path)
+    at = app("review", path)
+    at.session_state["review_similar"] = 5  # More like this: a search of the given features
+    at.run()
+    assert not at.exception and not at.error
+    picks = [c for c in at.checkbox if c.key and c.key.startswith("similar_pick_5_")]
+    assert len(picks) == 12 and picks[0].label == RunFolder(path).samples()["sample_id"][5]
+    assert turn_main(["export", str(path), "--out", str(runs_root / "cleaned.csv")]) == 0
+    assert len(pd.read_csv(runs_root / "cleaned.csv")) == 200
+
+
 def test_given_probabilities_are_the_classifier_of_detection(lp_run, runs_root, tiny_config):
     source, files = lp_run
     samples = RunFolder(source).samples()

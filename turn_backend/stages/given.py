@@ -4,9 +4,10 @@ features, probe, final and metrics stages do instead of loading and running the 
 - `features` given: no image model is loaded; the lp-* methods probe the given features
   (config.py refuses the fine-tuning methods). Without `test_features` the dataset's test
   split is left out of the run, so no test accuracy is measured.
-- `pred_probs` given: they are the classifier. No probe is trained; the final stage scores
-  the labels with them (their cross-entropy, TURN's per-class GMM, and the detection
-  layer's `model_probs`), and no test accuracy is measured (there is no classifier to test).
+- `pred_probs` given: they are the classifier, out-of-sample. No probe is trained; the final
+  stage scores the labels with them (their cross-entropy and TURN's per-class GMM on it, and
+  in the detection layer both the robust classifier's probabilities and the out-of-fold
+  probe's), and no test accuracy is measured (there is no classifier to test).
 
 The files are checked against the dataset and copied into the run folder (`given/`), in the
 training set's order, so a run survives the originals moving, and its records say where
@@ -34,7 +35,7 @@ def without_unfeatured_test(ctx: RunContext, bundle: DatasetBundle) -> DatasetBu
     if not cfg.features or cfg.test_features or bundle.test is None:
         return bundle
     ctx.log("data", f"the test split ({len(bundle.test):,} images) is left out: features were given for the "
-            "training set only (--test-features), so test accuracy is not measured")
+            "training set only (no --test-features), so test accuracy is not measured")
     return DatasetBundle(name=bundle.name, train=bundle.train, test=None, skipped=bundle.skipped, info=bundle.info)
 
 
