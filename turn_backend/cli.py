@@ -4,7 +4,8 @@
     turn run --data PATH ...       start a run (folder, manifest, Hugging Face folder, ...)
     turn resume RUN_DIR            continue a killed or stopped run
     turn export RUN_DIR --out F    write the cleaned label file (CSV, Parquet or JSON), an ImageFolder
-                                   tree, a Hugging Face datasets folder or the decision log
+                                   tree, a Hugging Face datasets folder, the decision log or the
+                                   run's features (for turn run --features: your own embeddings)
     turn retrain RUN_DIR --out D   a new run on RUN_DIR's reviewed labels
     turn status RUN_DIR            where a run stands
     turn bench [--quick]           the benchmark of TURN against its baselines
