@@ -4,7 +4,8 @@
     turn run --data PATH ...       start a run (folder, manifest, Hugging Face folder, ...)
     turn resume RUN_DIR            continue a killed or stopped run
     turn export RUN_DIR --out F    write the cleaned label file (CSV, Parquet or JSON), an ImageFolder
-                                   tree, a Hugging Face datasets folder or the decision log
+                                   tree, a Hugging Face datasets folder, the decision log or the
+                                   run's features (for turn run --features: your own embeddings)
     turn retrain RUN_DIR --out D   a new run on RUN_DIR's reviewed labels
     turn status RUN_DIR            where a run stands
     turn join RUN_DIR --nodes N --node-rank R --master HOST:PORT
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from turn_backend.config import DEFAULT_METHOD, RunConfig
+from turn_backend.config import DEFAULT_METHOD, GIVEN_INPUTS_METHOD, RunConfig
 from turn_backend.demo import DEMO_METHODS, demo_config
 from turn_backend.errors import DatasetError, ModelError
 from turn_backend.io import atomic_write_json
@@ -50,7 +51,7 @@ DATA_KINDS = ("auto", "demo", "folder", "manifest", "idx", "cifar10", "cifar100"
 # absolute against the caller's working directory as soon as the command line is parsed, in
 # this one place: the worker process runs with another working directory (the repository),
 # and the run's config.json must name the same files from wherever it is read.
-PATH_ARGS = ("data", "root", "out", "run_dir", "checkpoint", "docs")
+PATH_ARGS = ("data", "root", "out", "run_dir", "checkpoint", "docs", "features", "test_features", "pred_probs")
 # What a path argument may also be: a name, not a file.
 NOT_A_PATH = {"data": ("demo",)}
 # Names or paths: made absolute only where such a file or folder exists here (a Hugging Face
@@ -273,13 +274,20 @@ def flag_summary_lines(metrics: dict) -> list[str]:
 
 def cmd_run(args) -> int:
     noise = {"kind": args.noise, "rate": args.noise_rate, "seed": args.noise_seed}
+    for option in ("features", "test_features", "pred_probs"):
+        path = getattr(args, option)
+        if path and not Path(path).is_file():
+            raise CLIError(f"--{option.replace('_', '-')} {path}: no such file")
+    # given features or probabilities take a linear probe (fine-tuning needs the image model)
+    args.method = args.method or (GIVEN_INPUTS_METHOD if args.features or args.pred_probs else DEFAULT_METHOD)
     config = RunConfig(
         dataset=dataset_spec(args.data, args.data_kind, args.n_train, args.n_test, args.root),
         noise=noise, model=args.model, checkpoint=args.checkpoint, method=args.method,
         image_size=args.image_size, batch_size=args.batch_size, lp_epochs=args.lp_epochs,
         fft_epochs=args.fft_epochs, tau=args.tau, seed=args.seed, device=args.device,
         num_processes=args.processes, num_workers=args.workers, mixed_precision=args.precision,
-        projection_methods=args.projections,
+        projection_methods=args.projections, features=args.features, test_features=args.test_features,
+        pred_probs=args.pred_probs,
     )
     out = (Path(args.out) if args.out else new_run_path("runs", args.method)).absolute()
     metrics = start_and_follow(config, out, args.quiet, main_node(args))
@@ -340,6 +348,13 @@ def cmd_export(args) -> int:
             info = export.export_hf(args.run_dir, args.out, args.tau, scope)
         print(f"wrote {args.out}: {info['rows']} images ({args.format}, removed and \"none of these\" samples "
               "left out)")
+        return 0
+    if args.format == "features":
+        from turn_backend.run_features import export_features
+
+        info = export_features(args.run_dir, args.out, args.split)
+        print(f"wrote {args.out}: {info['rows']} {args.split} images x {info['dims']} dims (the pre-trained "
+              f"features; `turn run --{'test-' if args.split == 'test' else ''}features` reads them back)")
         return 0
     if args.format == "decisions":
         log = export.build_decision_log(args.run_dir, args.tau)
@@ -466,8 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default="efficientnet_lite0",
                    help="efficientnet_lite0 (embedded), a timm name, or a Hugging Face id / folder")
     r.add_argument("--checkpoint", help="local weights for a timm model (.pth / .safetensors)")
-    r.add_argument("--method", default=DEFAULT_METHOD, choices=list_methods(),
-                   help=f"default {DEFAULT_METHOD} (recommended); 'turn' is TURN exactly as published")
+    r.add_argument("--method", choices=list_methods(),
+                   help=f"default {DEFAULT_METHOD} (recommended; {GIVEN_INPUTS_METHOD} with --features or "
+                        "--pred-probs); 'turn' is TURN exactly as published")
     r.add_argument("--image-size", type=int, help="input size (default: the model's own)")
     r.add_argument("--batch-size", type=int, default=128)
     r.add_argument("--lp-epochs", type=int, default=20)
@@ -481,6 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
                    help="mixed precision on CUDA (default auto: bf16 where supported, else fp16; none on CPU)")
     r.add_argument("--projections", nargs="*", default=["tsne"], choices=["tsne", "umap"])
+    r.add_argument("--features", help="the training images' features from your own model instead of --model: "
+                   ".npy (N, D) in the dataset's order, or .parquet / .csv keyed by a 'path' column; lp-* methods")
+    r.add_argument("--test-features", help="the test split's features, as --features (without them a run with "
+                   "--features leaves the test split out: no test accuracy)")
+    r.add_argument("--pred-probs", help="the training images' predicted class probabilities (N, C), as --features: "
+                   "they replace the probe's in detection; no test accuracy is measured")
     r.add_argument("--out", help="run folder (default runs/METHOD-TIME)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=cmd_run)
@@ -496,11 +518,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--out", required=True,
                    help="output file (.csv, .parquet or .json), or folder (--format imagefolder / hf)")
-    e.add_argument("--format", choices=["csv", "parquet", "json", "imagefolder", "hf", "decisions"],
+    e.add_argument("--format", choices=["csv", "parquet", "json", "imagefolder", "hf", "decisions", "features"],
                    help="default: the label file, in the format of the file name; imagefolder: one folder per "
                         "final label; hf: a Hugging Face datasets folder; decisions: the decision log "
-                        "(.csv, .parquet or .json)")
+                        "(.csv, .parquet or .json); features: the training images' pre-trained features "
+                        "(.npy, or .parquet / .csv keyed by path) for `turn run --features`")
     e.add_argument("--scope", default="all", choices=["all", "kept", "clean"])
+    e.add_argument("--split", default="train", choices=["train", "test"], help="--format features: which split's")
     e.add_argument("--tau", type=float, help="flagging threshold (default: the applied one, else the run's)")
     e.add_argument("--link", default="hardlink", choices=["hardlink", "symlink", "copy"],
                    help="imagefolder: how image files get there (default hardlink, copied where impossible)")
