@@ -7,14 +7,12 @@ from __future__ import annotations
 import html
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from app import audit_data
 from turn_backend import analysis as an
-from turn_backend.config import RunConfig
 from turn_backend.review import ReviewStore
-from turn_backend.rundata import load_run_data
+from turn_backend.run_features import pretrained_features
 from turn_backend.runfolder import RunFolder
 
 
@@ -27,33 +25,13 @@ def review_index(run_dir: str, stamp: float, tau: float) -> an.ReviewIndex:
 @st.cache_resource(show_spinner="Loading the run's features…", max_entries=2)
 def search_features(run_dir: str, stamp: float) -> np.ndarray:
     """The features "More like this" searches, one row per training sample: the fine-tuned
-    model's (final/features.npy, memory-mapped) or, for a run without them, the cached
-    pre-trained ones."""
+    model's (final/features.npy, memory-mapped) or, for a run without them, the pre-trained
+    ones (given, or from the feature cache)."""
     folder = RunFolder(run_dir)
     path = folder.final_dir / folder.FEATURES
     if path.exists():
         return np.load(path, mmap_mode="r")
-    # torch (the model and its features), only for a run without stored features
-    from turn_backend.features import feature_cache_path
-    from turn_backend.models import load_model
-    from turn_backend.models.core import Preprocess
-
-    cfg = RunConfig.from_json(folder.config_path)
-    loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
-    pre = loaded.preprocess
-    if cfg.image_size:  # as the runner sizes its inputs
-        pre = Preprocess(cfg.image_size, pre.mean, pre.std, pre.interpolation)
-    # the cache holds the whole training set (a retrained run reuses it without its removed samples)
-    full = load_run_data(cfg).train
-    path = feature_cache_path(full, loaded.name, cfg.checkpoint, cfg.pretrained, pre, "train")
-    if not path.exists():
-        raise FileNotFoundError("this run's features are no longer cached (the feature cache was cleared); "
-                                "retrain the run to search by similarity")
-    feats = np.load(path, mmap_mode="r")
-    ids = audit_data.review_inputs(folder)["ids"]
-    if len(ids) == len(full):
-        return feats
-    return np.asarray(feats[pd.Index(full.ids).get_indexer(ids)])
+    return pretrained_features(run_dir)
 
 
 def signal_chips(data: dict, tau: float, i: int) -> str:

@@ -181,8 +181,16 @@ UNTRUSTED_FLAGS = "These flags cannot be trusted."
 
 def unreliable_flags_warning(reliability: dict | None, container=None) -> None:
     """Where the run's reliability check found that its model cannot judge the labels
-    (`detect.estimates.judge_reliability`): say so plainly, why, and what to try. Nothing otherwise."""
-    if not reliability or reliability.get("reliable", True):
+    (`detect.estimates.judge_reliability`): say so plainly, why, and what to try. Where the
+    flags can be used but the estimates are rough (few images per class), a milder note says so.
+    Nothing otherwise."""
+    if not reliability:
+        return
+    if reliability.get("reliable", True):
+        cautions = reliability.get("cautions") or []
+        if cautions:
+            (container or st).warning("**Rough estimates.** " + " ".join(c[0].upper() + c[1:] + "." for c in cautions),
+                                      icon=":material/info:")
         return
     reasons = " ".join(r[0].upper() + r[1:] + "." for r in reliability.get("reasons", []))
     fixes = reliability.get("fixes") or []

@@ -14,6 +14,7 @@ import streamlit as st
 
 from app import ui
 from app.dataset_loading import save_upload, spec_key, thumbnail, try_load
+from app.given_inputs import given_inputs_panel
 from app.state import start_dir, user_path
 from turn_backend.data import DatasetError, apply_label_noise
 
@@ -200,6 +201,7 @@ with noise_col:
 
 train, test = noisy.train, noisy.test
 names = train.class_names
+given_inputs_panel(st.session_state["dataset_spec"], bundle)
 
 # ------------------------------------------------------------------------------ summary
 st.divider()

@@ -10,9 +10,10 @@ from __future__ import annotations
 import streamlit as st
 
 from app import run_estimate, training, ui
+from app.given_inputs import given_choice
 from app.state import current_run, user_path
 from app.train_progress import progress_panel
-from turn_backend.config import DEFAULT_METHOD, RunConfig, method_kind
+from turn_backend.config import DEFAULT_METHOD, GIVEN_INPUTS_METHOD, RunConfig, method_kind
 from turn_backend.methods import get_method, list_methods
 from turn_backend.models.hparams import PAPER_HPARAMS, family_of
 from turn_backend.models.registry import DEFAULT_MODEL
@@ -41,6 +42,12 @@ def settings_form() -> None:
     with st.container(border=True):
         st.markdown("**Data**")
         st.markdown(f":material/dataset: {ui.dataset_label(spec)} · {ui.noise_label(noise)}")
+        given = given_choice(spec)
+        if given:
+            st.markdown(":material/scatter_plot: Your own " + " and ".join(
+                "probabilities" if f == "pred_probs" else "features" for f in given if f != "test_features")
+                + ": the image model is not loaded (its family below sets the probe's settings); linear "
+                "probing only")
         ui.page_link("dataset", label="Change the dataset or the noise", icon=":material/edit:")
 
     # --- model
@@ -72,8 +79,10 @@ def settings_form() -> None:
                f"hyperparameters prefilled ({hp_source}).")
 
     # --- method
-    st.session_state.setdefault("tr_method", DEFAULT_METHOD)
-    method = st.selectbox("Method", list_methods(), key="tr_method",
+    methods = [m for m in list_methods() if not given or method_kind(m) == "lp"]  # given: no fine-tuning
+    if st.session_state.get("tr_method") not in methods:
+        st.session_state["tr_method"] = GIVEN_INPUTS_METHOD if given else DEFAULT_METHOD
+    method = st.selectbox("Method", methods, key="tr_method",
                           format_func=lambda m: f"{m} — {get_method(m).description.split(':')[0].split(',')[0]}",
                           help="turn+ is the recommended variant; turn is TURN exactly as published; "
                                "the others are the paper's baselines.")
@@ -96,6 +105,7 @@ def settings_form() -> None:
         st.session_state["tr_image_size"] = 64 if spec.get("kind") == "demo" else 224
     c1, c2 = st.columns(2)
     image_size = c1.number_input("Image size (px)", min_value=16, max_value=1024, step=16, key="tr_image_size",
+                                 disabled="features" in given,  # no image is read for given features
                                  help="Images are resized to this square size. 64 px is plenty for the "
                                       "28 px demo images; pre-trained ViTs expect 224.")
     if family == "efficientnet" and image_size < 64:
@@ -164,13 +174,14 @@ def settings_form() -> None:
             freeze_bn_stats=bool(st.session_state["tr_freeze_bn"]),
             device="cuda" if device == "all" else device, num_processes=processes,
             projection_methods=list(st.session_state["tr_projections"]),
-            projection_split=st.session_state["tr_projection_split"],
+            projection_split=st.session_state["tr_projection_split"], **given,
         )
     except ValueError as exc:
         config, config_error = None, exc
     else:
         config_error = None
-    estimate = run_estimate.estimate_panel(None if problems else config, BATCH_SIZES)
+    # given features or probabilities load no image model: a linear probe on them takes seconds
+    estimate = None if given else run_estimate.estimate_panel(None if problems else config, BATCH_SIZES)
 
     if st.button("Start", icon=":material/play_arrow:", type="primary", width="stretch", key="tr_start",
                  disabled=bool(problems)):

@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from app.ui import UNTRUSTED_FLAGS
 from helpers.apptest import app, metric
 from helpers.cli import turn
+from turn_backend.cli import flag_summary_lines
 from turn_backend.detect import estimates as est
 from turn_backend.runfolder import RunFolder
 
@@ -53,6 +54,9 @@ def test_threshold_estimates_stay_put_while_flagged_moves_and_the_suggestion_app
     at.run()
     assert not at.exception
     assert UNTRUSTED_FLAGS not in errors(at)
+    # a tiny run: usable flags, but the page says its estimates are rough
+    assert m["flags_reliability"]["images_per_class"] < est.MIN_IMAGES_PER_CLASS
+    assert any("Rough estimates" in w.value and "images per class" in w.value for w in at.warning)
     noise = metric(at, "Estimated noise rate")
     assert noise == f"{m['estimated_noise_rate']['rate']:.1%}"
     flagged_before = metric(at, "Flagged")
@@ -85,6 +89,12 @@ def test_classes_page_shows_expected_wrong_labels_per_class(tiny_run):
     table = next(d.value for d in at.dataframe if "expected_wrong" in d.value.columns)
     m = RunFolder(tiny_run).metrics()
     assert table["expected_wrong"].sum() == pytest.approx(m["estimated_noise_rate"]["rate"] * m["n_train"], rel=1e-3)
+
+
+def test_the_cli_notes_rough_estimates_on_a_run_with_few_images_per_class(tiny_run):
+    lines = flag_summary_lines(RunFolder(tiny_run).metrics())
+    assert not any(line.startswith("WARNING") for line in lines)
+    assert any(line.startswith("NOTE: with about") and "rough" in line for line in lines)
 
 
 def test_a_run_whose_labels_carry_no_information_says_so_in_the_cli(shuffled_run_template):

@@ -3,13 +3,16 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.cli import turn
+from helpers.cli import REPO, turn, turn_env
+from helpers.server import free_port
 from helpers.waiting import wait_for
 from turn_backend.runfolder import RunFolder
 from turn_backend.worker import launch, live_state
@@ -82,11 +85,44 @@ def test_two_process_gloo_run_selects_the_same_first_clean_set(reference_run, tm
     assert result.returncode == 0, result.stderr + (out / "worker.log").read_text()
     folder, ref = RunFolder(out), RunFolder(reference_run)
     assert folder.status()["processes"] == 2
+    # each process wrote a shard of the feature cache; they were joined into one file, then removed
+    assert not list((tmp_path / "cache").rglob("*.partial.npy"))
     np.testing.assert_array_equal(np.load(folder.round_dir(1) / "selected.npy"),
                                   np.load(ref.round_dir(1) / "selected.npy"))
     np.testing.assert_allclose(np.load(folder.round_dir(1) / "clean_prob.npy"),
                                np.load(ref.round_dir(1) / "clean_prob.npy"), atol=1e-4)
     assert folder.status()["state"] == "done"
+
+
+@pytest.mark.slow
+def test_a_run_over_two_nodes_selects_the_same_first_clean_set(reference_run, tmp_path):
+    # two "machines" on this one: node 0 starts the run, node 1 joins it through torchrun's
+    # static rendezvous at node 0's address; one process each, on a shared run folder and cache
+    out, master = tmp_path / "two-nodes", f"127.0.0.1:{free_port()}"
+    node0 = subprocess.Popen([sys.executable, "-m", "turn_backend.cli", "run", *TINY, "--nodes", "2", "--master",
+                              master, "--out", str(out)], env=turn_env(tmp_path / "cache"), cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        joined = turn("join", out, "--node-rank", "1", "--master", master, "--wait", "120", cache=tmp_path / "cache")
+        node0_output = node0.communicate(timeout=600)[0]
+    finally:
+        node0.kill()
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert node0.returncode == 0, node0_output + (out / "worker.log").read_text()
+    assert "turn join" in node0_output  # node 0 tells the user what to run on the others
+    folder, ref = RunFolder(out), RunFolder(reference_run)
+    assert folder.status()["processes"] == 2 and folder.status()["state"] == "done"
+    np.testing.assert_array_equal(np.load(folder.round_dir(1) / "selected.npy"),
+                                  np.load(ref.round_dir(1) / "selected.npy"))
+
+
+def test_join_refuses_what_torchrun_would_hang_on(tmp_path):
+    bad_master = turn("join", tmp_path, "--node-rank", "1", "--master", "node0", "--wait", "0")
+    assert bad_master.returncode == 1 and "HOST:PORT" in bad_master.stderr
+    rank_zero = turn("join", tmp_path, "--node-rank", "0", "--master", "127.0.0.1:1", "--wait", "0")
+    assert rank_zero.returncode == 1 and "node 0 starts the run" in rank_zero.stderr
+    no_run = turn("join", tmp_path / "missing", "--node-rank", "1", "--master", "127.0.0.1:1", "--wait", "0")
+    assert no_run.returncode == 1 and "start node 0 first" in no_run.stderr
 
 
 def test_export_writes_the_cleaned_label_file(reference_run, tmp_path):

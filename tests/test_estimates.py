@@ -97,6 +97,9 @@ def test_reliability_check_passes_on_separable_features_with_heavy_noise():
     result = detect_label_issues(x, labels, 5)
     assert result.reliability["reliable"], result.reliability
     assert result.reliability["signal_agreement"] > 0.8
+    # 60 images per class: usable flags, rough estimates, and the run says so
+    assert result.reliability["images_per_class"] == pytest.approx(60)
+    assert any("rough" in c for c in result.reliability["cautions"])
     # the estimated noise rate is near the true one on data this easy
     assert est.estimate_noise_rate(result.clean_prob)["rate"] == pytest.approx(flip.mean(), abs=0.05)
 
@@ -125,3 +128,9 @@ def test_reliability_check_fires_when_the_classifier_learnt_nothing():
     result = detect_label_issues(x, true, 4, model_probs=constant)
     assert not result.reliability["reliable"]
     assert any("hardly better than always guessing" in r for r in result.reliability["reasons"])
+
+
+def test_no_caution_from_enough_images_per_class():
+    x, true = _clusters(est.MIN_IMAGES_PER_CLASS, 3, 16, 6)
+    result = detect_label_issues(x, true, 3)
+    assert result.reliability["reliable"] and result.reliability["cautions"] == []

@@ -14,6 +14,7 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -41,6 +42,10 @@ COMMANDS: dict[str, list[str] | None] = {
     "retrain runs/mine --out runs/mine-2": ["--lp-epochs", "2", "--fft-epochs", "1", "--device", "cpu", "--quiet"],
     "retrain runs/mine --out runs/mine-3 --ambiguous keep": ["--lp-epochs", "2", "--fft-epochs", "1", "--device",
                                                             "cpu", "--quiet"],
+    "export runs/mine --format features --out features.npy": [],
+    "run --data path/to/folder --features features.npy --out runs/own": [*TINY_RUN, "--device", "cpu"],
+    "run --data path/to/folder --features features.npy --pred-probs probs.npy --out runs/own-probs": [
+        *TINY_RUN, "--device", "cpu"],
     "methods": [],
     "bench --quick": None,
     "bench --scale": None,
@@ -77,6 +82,8 @@ def workdir(tmp_path_factory) -> Path:
     write_image_folder(cwd / "path" / "to" / "folder", per_class=24)
     rows = write_image_folder(cwd / "images", per_class=24, seed=1)
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(cwd / "labels.csv", index=False)
+    # a classifier's class probabilities for the 48 images of path/to/folder ("Your own embeddings")
+    np.save(cwd / "probs.npy", np.random.default_rng(0).dirichlet(np.ones(2), size=48))
     return cwd
 
 
@@ -134,12 +141,17 @@ def test_every_readme_command_runs_as_typed_from_another_folder(workdir, tmp_pat
     assert RunFolder(workdir / "runs" / "mine-2").status()["state"] == "done"
     mine3 = RunFolder(workdir / "runs" / "mine-3")
     assert mine3.status()["state"] == "done" and mine3.config()["retrained_from"]["ambiguous_choice"] == "keep"
+    own = RunFolder(workdir / "runs" / "own")
+    assert own.status()["state"] == "done" and own.config()["features"] == str(workdir / "features.npy")
+    assert RunFolder(workdir / "runs" / "own-probs").metrics()["given_inputs"]["pred_probs"] == str(
+        workdir / "probs.npy")
     assert set((REPO / "runs").glob("*")) <= repo_runs  # nothing landed in the repository's runs/
 
 
 # Free-text arguments of the `turn` subcommands that are names or settings, not files.
 NOT_PATH_ARGS = {"data_kind", "noise", "method", "device", "precision", "projections", "format", "scope", "link",
-                 "methods", "settings", "dev_settings", "ablation_setting", "docs_section", "ambiguous"}
+                 "split", "methods", "settings", "dev_settings", "ablation_setting", "docs_section", "ambiguous",
+                 "master"}
 
 
 def test_every_path_argument_is_made_absolute_in_one_place(tmp_path):

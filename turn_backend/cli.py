@@ -7,15 +7,19 @@
     turn finetune SCAN_DIR         fine-tune a finished scan (TURN+ from its probe on)
     turn resume RUN_DIR            continue a killed or stopped run
     turn export RUN_DIR --out F    write the cleaned label file (CSV, Parquet or JSON), an ImageFolder
-                                   tree, a Hugging Face datasets folder or the decision log
+                                   tree, a Hugging Face datasets folder, the decision log or the
+                                   run's features (for turn run --features: your own embeddings)
     turn retrain RUN_DIR --out D   a new run on RUN_DIR's reviewed labels
     turn status RUN_DIR            where a run stands
+    turn join RUN_DIR --nodes N --node-rank R --master HOST:PORT
+                                   this machine's processes of a run over several machines
     turn bench [--quick]           the benchmark of TURN against its baselines
     turn bench --scale             the app at 60,000 images, timed in headless Chromium
     turn bench --detection         how well each detection signal finds the wrong labels
     turn bench --annotators        consensus of several annotators per image, and their quality
 
-Runs execute in a worker process (several with --processes N, through torchrun); this
+Runs execute in a worker process (several with --processes N, through torchrun; over several
+machines with --nodes N --master HOST:PORT, each other machine running `turn join`); this
 command follows the run folder and draws progress bars, exactly as the app does.
 """
 
@@ -30,14 +34,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from turn_backend.config import DEFAULT_METHOD, RunConfig
+from turn_backend.config import DEFAULT_METHOD, GIVEN_INPUTS_METHOD, RunConfig
 from turn_backend.demo import DEMO_METHODS, demo_config
 from turn_backend.errors import DatasetError, ModelError
 from turn_backend.io import atomic_write_json
 from turn_backend.methods import get_method, list_methods
 from turn_backend.noise import NOISE_TYPES
 from turn_backend.runfolder import TERMINAL_STATES, RunFolder, RunState, new_run_path
-from turn_backend.worker import launch, live_state, stop
+from turn_backend.worker import Nodes, launch, live_state, stop, worker_command, worker_environment
 
 # Each command imports what only it runs when it runs (runner, retrain: torch; export, bench:
 # pandas and pyarrow), so `turn --help` and `turn status` start in a fraction of a second.
@@ -54,7 +58,8 @@ DATA_KINDS = ("auto", "demo", "folder", "manifest", "idx", "cifar10", "cifar100"
 # absolute against the caller's working directory as soon as the command line is parsed, in
 # this one place: the worker process runs with another working directory (the repository),
 # and the run's config.json must name the same files from wherever it is read.
-PATH_ARGS = ("data", "root", "out", "run_dir", "scan_dir", "checkpoint", "docs")
+PATH_ARGS = ("data", "root", "out", "run_dir", "scan_dir", "checkpoint", "docs", "features", "test_features",
+             "pred_probs")
 # What a path argument may also be: a name, not a file.
 NOT_A_PATH = {"data": ("demo",)}
 # Names or paths: made absolute only where such a file or folder exists here (a Hugging Face
@@ -216,16 +221,20 @@ def follow(run_dir: Path, quiet: bool = False) -> dict:
         time.sleep(min(0.5, lines.interval / 2) if lines is not None else 0.5)
 
 
-def start_and_follow(config: RunConfig, run_dir: Path, quiet: bool = False) -> dict:
+def start_and_follow(config: RunConfig, run_dir: Path, quiet: bool = False, nodes: Nodes | None = None) -> dict:
     from turn_backend.runner import create_run
 
     create_run(config, run_dir)
-    return launch_and_follow(run_dir, config.num_processes, quiet)
+    return launch_and_follow(run_dir, config.num_processes, quiet, nodes)
 
 
-def launch_and_follow(run_dir: Path, processes: int, quiet: bool = False) -> dict:
+def launch_and_follow(run_dir: Path, processes: int, quiet: bool = False, nodes: Nodes | None = None) -> dict:
     """Start the worker on a run folder and follow it to the end; Ctrl-C stops it (resumable)."""
-    launch(run_dir, processes)
+    if nodes is not None:
+        print(f"node 0 of {nodes.count}: waiting for the other nodes to join with\n"
+              f"  turn join {run_dir} --nodes {nodes.count} --node-rank R --master {nodes.master} "
+              f"--processes {processes}", flush=True)
+    launch(run_dir, processes, nodes=nodes)
     try:
         status = follow(run_dir, quiet)
     except KeyboardInterrupt:
@@ -264,6 +273,8 @@ def flag_summary_lines(metrics: dict) -> list[str]:
         info = metrics.get("flags_reliability", {})
         lines.append("WARNING: these flags cannot be trusted: " + "; ".join(info.get("reasons", []))
                      + (". Likely fixes: " + "; ".join(info["fixes"]) + "." if info.get("fixes") else "."))
+    else:
+        lines += [f"NOTE: {caution}." for caution in metrics.get("flags_reliability", {}).get("cautions", [])]
     return lines
 
 
@@ -272,32 +283,48 @@ def flag_summary_lines(metrics: dict) -> list[str]:
 def run_config(args) -> RunConfig:
     """The RunConfig of `turn run` / `turn estimate`'s options (method and batch as given)."""
     noise = {"kind": args.noise, "rate": args.noise_rate, "seed": args.noise_seed}
+    for option in ("features", "test_features", "pred_probs"):
+        path = getattr(args, option)
+        if path and not Path(path).is_file():
+            raise CLIError(f"--{option.replace('_', '-')} {path}: no such file")
+    # given features or probabilities take a linear probe (fine-tuning needs the image model)
+    default_method = GIVEN_INPUTS_METHOD if given_inputs(args) else DEFAULT_METHOD
     return RunConfig(
         dataset=dataset_spec(args.data, args.data_kind, args.n_train, args.n_test, args.root),
         noise=noise, model=args.model, checkpoint=args.checkpoint,
-        method=METHOD_ALIASES.get(args.method, args.method or DEFAULT_METHOD),
+        method=METHOD_ALIASES.get(args.method, args.method or default_method),
         image_size=args.image_size, batch_size=args.batch_size or DEFAULT_BATCH_SIZE, lp_epochs=args.lp_epochs,
         fft_epochs=args.fft_epochs, tau=args.tau, seed=args.seed, device=args.device,
         num_processes=args.processes, num_workers=args.workers, mixed_precision=args.precision,
-        projection_methods=args.projections,
+        projection_methods=args.projections, features=args.features, test_features=args.test_features,
+        pred_probs=args.pred_probs,
     )
+
+
+def given_inputs(args) -> bool:
+    """A run on the user's own features or probabilities: no image model to load or to probe."""
+    return bool(args.features or args.pred_probs)
 
 
 def cmd_run(args) -> int:
     from turn_backend.runner import create_run
 
+    config = run_config(args)
     out = Path(args.out) if args.out else None
-    pre = _preflight(run_config(args), args, finetune_hint=f"turn finetune {out or 'RUN_FOLDER'}")
-    if not _confirm(args):
-        return 1
-    config = pre.config
+    pre = None
+    if not given_inputs(args):  # a linear probe on given features takes seconds: nothing to estimate
+        pre = _preflight(config, args, finetune_hint=f"turn finetune {out or 'RUN_FOLDER'}")
+        if not _confirm(args):
+            return 1
+        config = pre.config
     out = (out or new_run_path("runs", config.method)).absolute()
     create_run(config, out)
-    atomic_write_json(RunFolder(out).estimate_path, pre.estimate)
-    metrics = launch_and_follow(out, config.num_processes, args.quiet)
+    if pre is not None:
+        atomic_write_json(RunFolder(out).estimate_path, pre.estimate)
+    metrics = launch_and_follow(out, config.num_processes, args.quiet, main_node(args))
     _print_metrics(metrics)
     print(f"run folder: {out}")
-    if pre.fine_tuning_estimate is not None:  # the scan ran by default: say how to go on
+    if pre is not None and pre.fine_tuning_estimate is not None:  # the scan ran by default: say how to go on
         from turn_backend.estimate import fmt_seconds
 
         print(f"fine-tuning would take {fmt_seconds(pre.fine_tuning_estimate['groups']['fine-tuning'])} more: "
@@ -306,6 +333,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_estimate(args) -> int:
+    if given_inputs(args):
+        raise CLIError("a run on given features or probabilities loads no image model: a linear probe on them "
+                       "takes seconds, there is nothing to estimate")
     _preflight(run_config(args), args, finetune_hint=f"turn finetune {args.out or 'RUN_FOLDER'}")
     return 0
 
@@ -333,8 +363,8 @@ def _preflight(config: RunConfig, args, reused: tuple[str, ...] = (), finetune_h
     from turn_backend.preflight import estimate_lines, prepare
 
     print("estimating the run's time and memory on a few of its images...", flush=True)
-    pre = prepare(config, method_given=getattr(args, "method", None) is not None,
-                  batch_given=args.batch_size is not None, reused=reused, finetune_hint=finetune_hint)
+    pre = prepare(config, method_given=args.method is not None, batch_given=args.batch_size is not None,
+                  reused=reused, finetune_hint=finetune_hint)
     for line in estimate_lines(pre):
         print(line, flush=True)
     return pre
@@ -360,8 +390,34 @@ def cmd_resume(args) -> int:
         _print_metrics(folder.metrics())
         return 0
     _print_metrics(launch_and_follow(folder.path, args.processes or folder.config().get("num_processes", 1),
-                                     args.quiet))
+                                     args.quiet, main_node(args)))
     return 0
+
+
+def main_node(args) -> Nodes | None:
+    """The node that owns the run folder and follows the run (`turn run` / `turn resume`)."""
+    return Nodes.parse(args.nodes, 0, args.master)
+
+
+def cmd_join(args) -> int:
+    """Run this machine's share of a run that node 0 started with --nodes: torchrun in the
+    foreground, on the run folder node 0 made (a path every node sees: shared storage)."""
+    nodes = Nodes.parse(args.nodes, args.node_rank, args.master)
+    if nodes is None or nodes.rank == 0:
+        raise CLIError("turn join is for the other nodes of a run over several machines: give --nodes N (2 or "
+                       "more) and --node-rank 1 to N-1; node 0 starts the run with turn run --nodes N")
+    folder = RunFolder(args.run_dir)
+    deadline = time.time() + args.wait
+    while not folder.exists():  # node 0 may not have written config.json yet
+        if time.time() > deadline:
+            raise CLIError(f"{args.run_dir} is not a run folder after {args.wait:.0f} s: start node 0 first "
+                           f"(turn run --nodes {nodes.count} --master {nodes.master} --out {args.run_dir}), and "
+                           "give a path on storage both machines share")
+        time.sleep(0.5)
+    env, repo_root = worker_environment()
+    import subprocess
+
+    return subprocess.run(worker_command(folder.path, args.processes, nodes), env=env, cwd=repo_root).returncode
 
 
 def cmd_export(args) -> int:
@@ -377,6 +433,13 @@ def cmd_export(args) -> int:
             info = export.export_hf(args.run_dir, args.out, args.tau, scope)
         print(f"wrote {args.out}: {info['rows']} images ({args.format}, removed and \"none of these\" samples "
               "left out)")
+        return 0
+    if args.format == "features":
+        from turn_backend.run_features import export_features
+
+        info = export_features(args.run_dir, args.out, args.split)
+        print(f"wrote {args.out}: {info['rows']} {args.split} images x {info['dims']} dims (the pre-trained "
+              f"features; `turn run --{'test-' if args.split == 'test' else ''}features` reads them back)")
         return 0
     if args.format == "decisions":
         log = export.build_decision_log(args.run_dir, args.tau)
@@ -485,8 +548,21 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
-def add_run_arguments(r: argparse.ArgumentParser) -> None:
-    """The options of `turn run`, which `turn estimate` shares."""
+def add_node_arguments(parser: argparse.ArgumentParser, joining: bool = False) -> None:
+    """Several machines: torchrun's --nnodes / --node_rank / --master_addr:--master_port."""
+    parser.add_argument("--nodes", type=int, default=2 if joining else 1,
+                        help="machines in the run (default %(default)s); the others run `turn join`")
+    if joining:
+        parser.add_argument("--node-rank", type=int, required=True, help="this machine's place, 1 to N-1")
+    parser.add_argument("--master", required=joining,
+                        help="HOST:PORT of node 0, reachable from every node, the same on each")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="turn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="start a run and follow it", description="Run TURN (or a baseline) on a dataset.")
     r.add_argument("--data", default="demo", help="'demo', or a folder / manifest / dataset path (default: demo)")
     r.add_argument("--data-kind", default="auto", choices=DATA_KINDS, help="how to read --data (default: guess)")
     r.add_argument("--root", help="root folder that manifest paths are relative to (default: the manifest's folder)")
@@ -499,8 +575,9 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
                    help="efficientnet_lite0 (embedded), a timm name, or a Hugging Face id / folder")
     r.add_argument("--checkpoint", help="local weights for a timm model (.pth / .safetensors)")
     r.add_argument("--method", choices=[*list_methods(), *METHOD_ALIASES],
-                   help=f"default {DEFAULT_METHOD} (recommended), or on a CPU at 128 px and more, where fine-tuning "
-                        "would take minutes, the scan (lp-gce); 'turn' is TURN exactly as published")
+                   help=f"default {DEFAULT_METHOD} (recommended; on a CPU at 128 px and more, where fine-tuning "
+                        f"would take minutes, the scan: lp-gce; {GIVEN_INPUTS_METHOD} with --features or "
+                        "--pred-probs); 'turn' is TURN exactly as published")
     r.add_argument("--image-size", type=int, help="input size (default: the model's own)")
     r.add_argument("--batch-size", type=int,
                    help=f"default {DEFAULT_BATCH_SIZE}, lowered on a CPU until the estimated peak memory fits half "
@@ -511,26 +588,27 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--processes", type=int, default=1, help="processes (one per GPU) via torchrun (default 1)")
+    add_node_arguments(r)
     r.add_argument("--workers", type=int, help="data-loader workers (default: by data kind)")
     r.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
                    help="mixed precision on CUDA (default auto: bf16 where supported, else fp16; none on CPU)")
     r.add_argument("--projections", nargs="*", default=["tsne"], choices=["tsne", "umap"])
+    r.add_argument("--features", help="the training images' features from your own model instead of --model: "
+                   ".npy (N, D) in the dataset's order, or .parquet / .csv keyed by a 'path' column; lp-* methods")
+    r.add_argument("--test-features", help="the test split's features, as --features (without them a run with "
+                   "--features leaves the test split out: no test accuracy)")
+    r.add_argument("--pred-probs", help="the training images' predicted class probabilities (N, C), as --features: "
+                   "they replace the probe's in detection; no test accuracy is measured")
     r.add_argument("--out", help="run folder (default runs/METHOD-TIME)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--yes", "-y", action="store_true", help="start without asking (asked on a terminal only)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="turn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    r = sub.add_parser("run", help="start a run and follow it", description="Run TURN (or a baseline) on a dataset.")
-    add_run_arguments(r)
     r.set_defaults(func=cmd_run)
-    es = sub.add_parser("estimate", help="estimate a run's time and memory, without running it",
+
+    # `turn estimate` takes run's options (argparse copies them, and run's defaults, from the parent)
+    es = sub.add_parser("estimate", parents=[r], conflict_handler="resolve",
+                        help="estimate a run's time and memory, without running it",
                         description="What `turn run` with these options would take: seconds per step and peak "
                                     "memory, measured on a few of its images.")
-    add_run_arguments(es)
     es.set_defaults(func=cmd_estimate)
 
     ft = sub.add_parser("finetune", help="fine-tune a finished scan",
@@ -550,6 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("resume", help="continue a killed or stopped run")
     s.add_argument("run_dir")
     s.add_argument("--processes", type=int)
+    add_node_arguments(s)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_resume)
 
@@ -557,11 +636,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--out", required=True,
                    help="output file (.csv, .parquet or .json), or folder (--format imagefolder / hf)")
-    e.add_argument("--format", choices=["csv", "parquet", "json", "imagefolder", "hf", "decisions"],
+    e.add_argument("--format", choices=["csv", "parquet", "json", "imagefolder", "hf", "decisions", "features"],
                    help="default: the label file, in the format of the file name; imagefolder: one folder per "
                         "final label; hf: a Hugging Face datasets folder; decisions: the decision log "
-                        "(.csv, .parquet or .json)")
+                        "(.csv, .parquet or .json); features: the training images' pre-trained features "
+                        "(.npy, or .parquet / .csv keyed by path) for `turn run --features`")
     e.add_argument("--scope", default="all", choices=["all", "kept", "clean"])
+    e.add_argument("--split", default="train", choices=["train", "test"], help="--format features: which split's")
     e.add_argument("--tau", type=float, help="flagging threshold (default: the applied one, else the run's)")
     e.add_argument("--link", default="hardlink", choices=["hardlink", "symlink", "copy"],
                    help="imagefolder: how image files get there (default hardlink, copied where impossible)")
@@ -584,6 +665,15 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--device")
     rt.add_argument("--quiet", action="store_true")
     rt.set_defaults(func=cmd_retrain)
+
+    j = sub.add_parser("join", help="this machine's processes of a run over several machines",
+                       description="Join a run that node 0 started with `turn run --nodes N --master HOST:PORT`. "
+                                   "The run folder (and TURN_CACHE_DIR) must be on storage every node sees.")
+    j.add_argument("run_dir")
+    add_node_arguments(j, joining=True)
+    j.add_argument("--processes", type=int, default=1, help="processes on this machine, one per GPU (default 1)")
+    j.add_argument("--wait", type=float, default=600, help="seconds to wait for node 0's run folder (default 600)")
+    j.set_defaults(func=cmd_join)
 
     st = sub.add_parser("status", help="where a run stands")
     st.add_argument("run_dir")

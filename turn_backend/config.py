@@ -12,6 +12,8 @@ from turn_backend.methods.turn import CLEANSING_MODES, LR_DECAYS, SCORING_MODES
 # Methods are registered by name in turn_backend.methods (the registry); "turn+" is the
 # product's recommended variant (see docs/benchmarks.md), "turn" is TURN exactly as published.
 DEFAULT_METHOD = "turn+"
+# the method of a run on given features or probabilities where none is named (turn_backend.given_inputs)
+GIVEN_INPUTS_METHOD = "lp-gce"
 
 
 # The default run: the embedded demo with 40% symmetric noise (the app starts from it too).
@@ -90,6 +92,11 @@ class RunConfig:
     # set by turn_backend.retrain: {"run": source run path, "decisions": n, ...}; the run then
     # trains on the labels in its reviewed_labels.parquet
     retrained_from: dict | None = None
+    # files a person brings instead of the image model (turn_backend.given_inputs): the
+    # training set's features, the test set's, the training set's predicted class probabilities
+    features: str | None = None
+    test_features: str | None = None
+    pred_probs: str | None = None
 
     def __post_init__(self) -> None:
         self._method()  # a registered name, else ValueError naming the choices
@@ -118,6 +125,11 @@ class RunConfig:
                              "averages them: set one of them, not both")
         if self.relabel_confidence is not None and not 0.0 < self.relabel_confidence <= 1.0:
             raise ValueError(f"relabel_confidence must be in (0, 1], got {self.relabel_confidence}")
+        if (self.features or self.pred_probs) and self.kind != "lp":
+            raise ValueError(f"given features and probabilities (--features, --pred-probs) work with the lp-* "
+                             f"methods (e.g. lp-gce), not {self.method}: fine-tuning needs the image model")
+        if self.test_features and not self.features:
+            raise ValueError("test features (--test-features) go with the training set's (--features)")
 
     def _method(self) -> Method:
         return get_method(self.method)

@@ -183,8 +183,8 @@ class Runtime:
         return self.accelerator.autocast() if self.mixed_precision != "no" else contextlib.nullcontext()
 
     def shard(self, n: int) -> np.ndarray:
-        """This process's share of sample indices 0..n-1 (strided, so shares are balanced)."""
-        return np.arange(self.rank, n, self.world)
+        """This process's share of sample indices 0..n-1."""
+        return shard_indices(n, self.rank, self.world)
 
     def gpu_memory(self) -> dict | None:
         if self.device.type != "cuda":
@@ -193,6 +193,11 @@ class Runtime:
             "allocated_mb": torch.cuda.memory_allocated(self.device) / 2**20,
             "peak_mb": torch.cuda.max_memory_allocated(self.device) / 2**20,
         }
+
+
+def shard_indices(n: int, rank: int, world: int) -> np.ndarray:
+    """Process `rank`'s share of sample indices 0..n-1 (strided, so shares are balanced)."""
+    return np.arange(rank, n, world)
 
 
 def _sharded_inference(
@@ -209,36 +214,50 @@ def _sharded_inference(
 ) -> np.ndarray:
     """Run `fn` on every image (eval transform) and store rows in `out_path` (.npy, float32).
 
-    Written to a `.partial` file first and renamed when every process is done, so an
-    interrupted run never leaves a file that looks complete. When the GPU runs out of
-    memory, the batch is split in halves (and later batches stay at the smaller size);
-    each halving is logged and reported through `notify`.
+    Each process writes its share to a shard file of its own; the main process joins them
+    into a `.partial` file and renames it when all are done, so an interrupted run never
+    leaves a file that looks complete. Separate shards keep processes on different machines
+    off each other's pages of a shared file system (one file written in strided rows from
+    two NFS clients can lose rows). When the GPU runs out of memory, the batch is split in
+    halves (and later batches stay at the smaller size); each halving is logged and reported
+    through `notify`.
     """
     out_path = Path(out_path)
     partial = out_path.with_suffix(".partial.npy")
     n = len(images)
     if rt.is_main:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, width)).flush()
     rt.barrier()
-    rows = np.lib.format.open_memmap(partial, mode="r+")
     shard = rt.shard(n)
+    shard_path = _shard_path(out_path, rt.rank, rt.world)
+    rows = np.lib.format.open_memmap(shard_path, mode="w+", dtype=np.float32, shape=(len(shard), width))
     loader = make_loader(ImageTensorDataset(images, pre, train=False, index=shard), batch_size, False, 0, num_workers)
     prep = batch_preprocess(images, pre, False)
     done = 0
     chunk = [batch_size]
     with torch.inference_mode():
         for x, _, idx in loader:
-            rows[idx.numpy()] = _forward_in_chunks(fn, x, prep, rt, chunk, notify)
+            rows[np.searchsorted(shard, idx.numpy())] = _forward_in_chunks(fn, x, prep, rt, chunk, notify)
             done += len(idx)
             progress(done * rt.world, n)
     rows.flush()
     del rows
     rt.barrier()
     if rt.is_main:
+        joined = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, width))
+        for rank in range(rt.world):
+            path = _shard_path(out_path, rank, rt.world)
+            joined[shard_indices(n, rank, rt.world)] = np.load(path, mmap_mode="r")
+            path.unlink()
+        joined.flush()
+        del joined
         os.replace(partial, out_path)
     rt.barrier()
     return np.load(out_path, mmap_mode="r")
+
+
+def _shard_path(out_path: Path, rank: int, world: int) -> Path:
+    return out_path.with_suffix(f".shard{rank}-of-{world}.partial.npy")
 
 
 def _forward_in_chunks(fn, x: torch.Tensor, prep: BatchPreprocess, rt: Runtime, chunk: list[int],

@@ -41,6 +41,9 @@ def finetune_config(scan_dir: str | Path, method: str = FINETUNE_DEFAULT_METHOD,
     if not scan.exists():
         raise ValueError(f"{scan_dir} is not a run folder (no config.json)")
     settings = scan.config()
+    if settings.get("features") or settings.get("pred_probs"):
+        raise ValueError(f"{scan_dir} ran on given features or probabilities: fine-tuning needs the image model; "
+                         "scan the images themselves first (turn run --method scan)")
     source = get_method(settings["method"])
     target = get_method(method)
     if target.kind != "turn":

@@ -16,7 +16,7 @@ def plan_stages(config: RunConfig) -> list[tuple[str, str]]:
     "lp", "round-1" ... "round-R", "choice", "final", "projections"."""
     method = config.method_spec
     steps = [("data", "Dataset"), ("features", "Features")]
-    if "probe" in method.stages:
+    if "probe" in method.stages and not config.pred_probs:  # given probabilities: no probe
         steps.append(("lp", f"Linear probing ({config.lp_epochs} epochs)"))
     if "rounds" in method.stages:
         for r in range(1, config.rounds + 1):

@@ -138,6 +138,8 @@ class RunFolder:
     AUDIT_META = "meta.json"
     # a benchmark-only method's folder (turn_backend.stages.standalone)
     TRAIN_LOGITS = "train_logits.npy"
+    # given/: what a person brought instead of the image model (turn_backend.given_inputs)
+    GIVEN_PRED_PROBS = "pred_probs.npy"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -216,6 +218,14 @@ class RunFolder:
     @property
     def audit_dir(self) -> Path:
         return self.path / "audit"
+
+    @property
+    def given_dir(self) -> Path:
+        """Given features and probabilities, checked and in the training set's order."""
+        return self.path / "given"
+
+    def given_features_path(self, split: str) -> Path:
+        return self.given_dir / f"{split}_features.npy"
 
     @property
     def review_db(self) -> Path:

@@ -13,30 +13,65 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from turn_backend.runfolder import TERMINAL_STATES, WORKING_STATES, RunFolder, RunState
 
 
-def worker_command(run_dir: str | Path, processes: int = 1) -> list[str]:
+@dataclass(frozen=True)
+class Nodes:
+    """This machine's place in a run over several machines ("nodes"): torchrun's static
+    rendezvous, where every node names the same master (node 0's address and a free port)."""
+
+    count: int
+    rank: int
+    master: str  # "host:port"
+
+    @classmethod
+    def parse(cls, count: int, rank: int, master: str | None) -> Nodes | None:
+        """None for one machine; a clear ValueError for settings torchrun would hang on."""
+        if count <= 1:
+            return None
+        host, _, port = (master or "").rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--master {master!r}: give node 0's address and a free port as HOST:PORT "
+                             "(the same on every node)")
+        if not 0 <= rank < count:
+            raise ValueError(f"--node-rank {rank}: with --nodes {count} it is 0 to {count - 1}")
+        return cls(count, rank, master)
+
+
+def worker_command(run_dir: str | Path, processes: int = 1, nodes: Nodes | None = None) -> list[str]:
     target = ["-m", "turn_backend.worker", str(run_dir)]
+    if nodes is not None:
+        host, _, port = nodes.master.rpartition(":")
+        return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes.count}",
+                f"--node_rank={nodes.rank}", f"--master_addr={host}", f"--master_port={port}",
+                f"--nproc_per_node={processes}", *target]
     if processes <= 1:
         return [sys.executable, *target]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *target]
 
 
-def launch(run_dir: str | Path, processes: int = 1, env: dict | None = None) -> int:
+def worker_environment(env: dict | None = None) -> tuple[dict, Path]:
+    """The worker's environment and working directory: the repository root, importable."""
+    repo_root = Path(__file__).resolve().parents[1]
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), full_env.get("PYTHONPATH")]))
+    return full_env, repo_root
+
+
+def launch(run_dir: str | Path, processes: int = 1, env: dict | None = None, nodes: Nodes | None = None) -> int:
     """Start the worker detached from this process (own session); returns its pid.
 
     The worker runs in the repository root, so it gets the run folder as an absolute path
     (a relative one is taken from this process's working directory)."""
     folder = RunFolder(Path(run_dir).absolute())
     log = open(folder.worker_log_path, "ab")
-    repo_root = Path(__file__).resolve().parents[1]
-    full_env = {**os.environ, **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), full_env.get("PYTHONPATH")]))
+    full_env, repo_root = worker_environment(env)
     proc = subprocess.Popen(
-        worker_command(folder.path, processes), stdout=log, stderr=subprocess.STDOUT,
+        worker_command(folder.path, processes, nodes), stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True, env=full_env, cwd=repo_root,
     )
     folder.set_status(state=RunState.STARTING.value, pid=proc.pid, stage_label="Starting the worker")
@@ -103,4 +138,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["TERMINAL_STATES", "launch", "live_state", "main", "stop", "worker_command"]
+__all__ = ["TERMINAL_STATES", "Nodes", "launch", "live_state", "main", "stop", "worker_command"]

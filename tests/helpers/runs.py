@@ -1,7 +1,9 @@
-"""A finished run with planted evidence, for the pages that show detection and audit results."""
+"""Runs for tests: one trained in the test's own process, and a finished run with planted
+evidence, for the pages that show detection and audit results."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,30 @@ import pandas as pd
 from turn_backend.detect.result import DetectionResult
 from turn_backend.io import atomic_write_json
 from turn_backend.runfolder import RunFolder
+
+
+def run_here(config, path: Path) -> dict:
+    """Train `config` into run folder `path` in this process (TURN_CACHE_DIR as the test set it);
+    its metrics."""
+    from turn_backend.runner import run_turn
+
+    return _keeping_sigterm(run_turn, config, path)
+
+
+def execute_here(path: Path) -> dict:
+    """Run the queued run folder `path` (made by create_run, say) in this process; its metrics."""
+    from turn_backend.runner import execute_run
+
+    return _keeping_sigterm(execute_run, path)
+
+
+def _keeping_sigterm(fn, *args):
+    """fn(*args), with the SIGTERM handler the runner installs put back afterwards."""
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        return fn(*args)
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def train_frame(run: Path) -> pd.DataFrame:

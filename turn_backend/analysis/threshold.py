@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from turn_backend.detect.estimates import default_tau_grid
+
 # turn_backend.cleansing is imported where it is used: it imports scikit-learn (about 1 s),
 # which no audit page needs on its first render.
 
@@ -89,11 +91,6 @@ def selection_sizes(counts: Sequence[int], class_sizes: Sequence[int]) -> dict:
         "floored": floored,
         "counts": counts,
     }
-
-
-def default_tau_grid(step: float = 0.01) -> np.ndarray:
-    """0.01, 0.02, ..., 0.99."""
-    return np.round(np.arange(step, 1.0 - step / 2, step), 6)
 
 
 def tau_sweep(clean_prob: Sequence[float], given: Sequence[int], true: Sequence[int] | None = None,

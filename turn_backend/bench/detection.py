@@ -121,7 +121,7 @@ def calibration_row(result, lp_signal: np.ndarray, signals: dict, noisy: np.ndar
     row = {"true_noise": float(noisy.mean()), "est_noise": estimate["rate"], "est_low": estimate["low"],
            "est_high": estimate["high"], "ece": expected_calibration_error(p, ~noisy),
            "ece_gmm": expected_calibration_error(lp_signal, ~noisy), "suggested_tau": suggested,
-           "reliable": bool(result.reliability["reliable"]),
+           "reliable": bool(result.reliability["reliable"]), "rough": bool(result.reliability["cautions"]),
            "signal_agreement": result.reliability["signal_agreement"],
            "implausible_class_share": result.reliability["implausible_class_share"],
            "best_single_f1": max(metrics(f, score, noisy)["f1"] for name, (f, score) in signals.items()
@@ -222,6 +222,8 @@ def calibration_section(cal: pd.DataFrame, tau: float) -> str:
     """The calibration table: per dataset and setting, means over seeds, each marked against its bar
     (noise within 2 points; precision and recall at the suggested tau within 5 points from 1,000
     images up, 10 below; ECE <= 0.05; F1 at the suggested tau >= the best single signal's)."""
+    from turn_backend.detect import estimates
+
     out = [CALIBRATION_TITLE, "",
            "The same runs as the detection tables (and the extra sets below), scored on what a user sees without "
            "ground truth (`turn_backend.detect.estimates`): the estimated noise rate (mean of 1 − the combined "
@@ -230,7 +232,9 @@ def calibration_section(cal: pd.DataFrame, tau: float) -> str:
            "Means over seeds, in %. ECE: 10 equal-width bins of the clean probability against the truly-clean "
            "indicator. Marks: |estimated − true noise| ≤ 2; precision and recall at the suggested tau within 5 "
            "points (1,000 images and up) or 10 (fewer); ECE ≤ 0.05; F1 at the suggested tau ≥ the best single "
-           "signal's F1 at its own default. 'Check' counts the seeds on which the reliability check passed.", "",
+           "signal's F1 at its own default. 'Check' counts the seeds on which the reliability check passed, and "
+           "'rough' those on which the run called its estimates rough (fewer than "
+           f"{estimates.MIN_IMAGES_PER_CLASS} images per class).", "",
            f"| set | setting | true noise | estimated (95% interval) | ECE | ECE, TURN's GMM | precision at {tau} "
            "true / est. | recall at " + f"{tau} true / est. | suggested tau | precision there true / est. | "
            "recall there true / est. | F1 there | best single F1 | check |",
@@ -254,7 +258,8 @@ def calibration_section(cal: pd.DataFrame, tau: float) -> str:
                f"{pct(m.true_recall_s)} / {pct(m.est_recall_s)}{_mark(ok_r)} | "
                f"{pct(m.f1_s)}{_mark(m.f1_s >= m.best_single_f1 - 1e-12)} | {pct(m.best_single_f1)} | "
                if noisy else "– | – | – | – | ")
-            + f"{int(g['reliable'].sum())}/{len(g)} |")
+            + f"{int(g['reliable'].sum())}/{len(g)}"
+            + (f", rough {int(g['rough'].sum())}/{len(g)}" if g["rough"].any() else "") + " |")
     return "\n".join(out) + "\n"
 
 

@@ -96,6 +96,7 @@ def detect_label_issues(
     *,
     model_probs: np.ndarray | None = None,
     gmm_clean: np.ndarray | None = None,
+    oof_probs: np.ndarray | None = None,
     k: int = 20,
     folds: int = 5,
     dims: int = 256,
@@ -111,6 +112,9 @@ def detect_label_issues(
         signal ("gmm_lp") and joins the estimate of P(true | x).
     gmm_clean: (N,) the caller's own fit of that GMM signal on the same model_probs, so that
         the stored "gmm_lp" is the very fit it selects with (fitted here when not given).
+    oof_probs: (N, C) optional out-of-sample probabilities of the caller's own classifier
+        (cross-validated, or from a model that never saw these labels; cleanlab's
+        `pred_probs`): they take the place of the out-of-fold linear probe's.
     k: neighbours per sample for the k-NN votes (capped below N).
     folds: folds of the out-of-fold linear probes.
     dims: PCA dimensions the probes and the neighbour search work in.
@@ -127,6 +131,8 @@ def detect_label_issues(
         raise DetectionInputError(f"detection needs at least 2 samples per class on average; got {n} for {c} classes")
     if model_probs is not None and np.shape(model_probs) != (n, c):
         raise DetectionInputError(f"model_probs must have shape ({n}, {c}), got {np.shape(model_probs)}")
+    if oof_probs is not None and np.shape(oof_probs) != (n, c):
+        raise DetectionInputError(f"oof_probs must have shape ({n}, {c}), got {np.shape(oof_probs)}")
     if gmm_clean is not None and (model_probs is None or np.shape(gmm_clean) != (n,)):
         raise DetectionInputError(f"gmm_clean needs model_probs and shape ({n},), got {np.shape(gmm_clean)}")
     notes: list[str] = []
@@ -142,7 +148,8 @@ def detect_label_issues(
                      "be unanimous, so that signal is weaker for them")
 
     reduced = reduce_features(features, dims, seed)
-    p_oof = out_of_fold_probabilities(reduced, labels, c, folds=folds, seed=seed, device=device)
+    p_oof = (np.asarray(oof_probs, dtype=np.float64) if oof_probs is not None
+             else out_of_fold_probabilities(reduced, labels, c, folds=folds, seed=seed, device=device))
     neighbours, _ = nearest_neighbours(reduced, k_eff, device=device, seed=seed)
     p_knn = knn_label_distribution(neighbours, labels, c)
 

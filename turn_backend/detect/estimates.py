@@ -26,7 +26,6 @@ from collections.abc import Sequence
 import numpy as np
 
 Z_95 = 1.959964  # two-sided 95% normal quantile
-TAU_GRID = np.round(np.arange(0.01, 0.995, 0.01), 6)  # the taus the suggestion searches
 MIN_EXPECTED_WRONG = 0.5  # below this many expected wrong labels there is nothing to suggest a tau for
 
 # The reliability check's bars. Chance-corrected agreement between the out-of-fold probe's and
@@ -45,6 +44,16 @@ MAX_IMPLAUSIBLE_CLASS_SHARE = 0.4
 # probe at 60% symmetric noise, 0.37 on the two look-alike classes at 40%); a fine-tuning run
 # that diverged to one class falls below it.
 MIN_MODEL_LIFT = 0.1
+# Below this many images per class the flags can still be the best there is, but the estimates
+# are rough: the model behind them has few examples of each class to learn from, and the
+# interval above covers sampling only. On the benchmark's 100-image sets (10 and 50 per class)
+# the estimated noise rate was off by 5-13 points; from 100 per class up, by 0-3 (docs/benchmarks.md).
+MIN_IMAGES_PER_CLASS = 100
+
+
+def default_tau_grid(step: float = 0.01) -> np.ndarray:
+    """0.01, 0.02, ..., 0.99: the taus the curves and the suggestion use."""
+    return np.round(np.arange(step, 1.0 - step / 2, step), 6)
 
 
 def _as_probs(clean_prob: Sequence[float]) -> np.ndarray:
@@ -80,7 +89,7 @@ def estimated_flag_curves(clean_prob: Sequence[float], taus: Sequence[float] | N
     q = p if calibrated is None else _as_probs(calibrated)
     if len(q) != len(p):
         raise ValueError(f"{len(q)} calibrated probabilities for {len(p)} clean probabilities")
-    taus = TAU_GRID if taus is None else np.asarray(taus, dtype=np.float64).ravel()
+    taus = default_tau_grid() if taus is None else np.asarray(taus, dtype=np.float64).ravel()
     order = np.argsort(p, kind="stable")
     cum_wrong = np.concatenate([[0.0], np.cumsum(1.0 - q[order])])
     k = np.searchsorted(p[order], taus, side="right")
@@ -138,7 +147,9 @@ def judge_reliability(probe_probs: np.ndarray, knn_probs: np.ndarray, labels: np
     the given labels), "majority_share" (the largest class's share, the accuracy of always
     guessing it), "implausible_class_share" (samples whose given class the noise model calls
     mostly wrong), "implausible_classes" (those classes), "model_accuracy" (the classifier's
-    agreement with the given labels; None without one)}.
+    agreement with the given labels; None without one), "images_per_class" (mean over the
+    classes present) and "cautions": [str], what makes the estimates rough without making the
+    flags untrustworthy}.
     """
     from sklearn.metrics import cohen_kappa_score
 
@@ -168,7 +179,15 @@ def judge_reliability(probe_probs: np.ndarray, knn_probs: np.ndarray, labels: np
                        "of the samples: it confuses whole classes, so it cannot tell its own errors from "
                        "wrong labels")
         fixes += ["fine-tuning (TURN+) or a stronger model", "more images per class"]
-    return {"reliable": not reasons, "reasons": reasons, "fixes": list(dict.fromkeys(fixes)),
+    per_class = len(y) / max(int((rows > 0).sum()), 1)
+    cautions = []
+    if per_class < MIN_IMAGES_PER_CLASS:
+        cautions.append(f"with about {per_class:.0f} images per class the model has few examples to learn each "
+                        "class from, so the estimated noise rate, precision and recall are rough (on the "
+                        "benchmark's 100-image sets they were off by 5-13 points): review beyond the flagged "
+                        "samples, and add images where you can")
+    return {"reliable": not reasons, "reasons": reasons, "fixes": list(dict.fromkeys(fixes)), "cautions": cautions,
+            "images_per_class": per_class,
             "signal_agreement": agreement, "probe_accuracy": float((probe_pred == y).mean()),
             "majority_share": majority, "model_accuracy": model_accuracy,
             "implausible_class_share": implausible_share, "implausible_classes": implausible}

@@ -106,6 +106,9 @@ class RunContext:
             atomic_write_json(self.folder.timings_path, self.timings)
 
     def feature_path(self, images: ImageSet, split: str) -> Path:
-        """The feature-cache file of `images` under this run's model and preprocessing."""
+        """The feature-cache file of `images` under this run's model and preprocessing; the
+        run's own copy of given features (stages/given.py)."""
+        if self.config.features:
+            return self.folder.given_features_path(split)
         return feature_cache_path(images, self.loaded.name, self.config.checkpoint, self.config.pretrained,
                                   self.pre, split)

@@ -12,20 +12,22 @@ import pandas as pd
 
 from turn_backend.data.core import DatasetBundle
 from turn_backend.io import atomic_write_json
-from turn_backend.models.core import LoadedModel, Preprocess, StageHParams
+from turn_backend.models.core import HParams, LoadedModel, Preprocess, StageHParams
+from turn_backend.models.hparams import PAPER_HPARAMS, family_of
 from turn_backend.models.registry import load_model
 from turn_backend.pipeline import default_workers
 from turn_backend.reviewed import apply_reviewed_labels
 from turn_backend.rundata import load_run_data
 from turn_backend.stages.context import RunContext
+from turn_backend.stages.given import store_pred_probs, without_unfeatured_test
 
 if TYPE_CHECKING:  # a type only: config imports the methods registry, whose methods run these stages
     from turn_backend.config import RunConfig
 
 
-def resolve_hparams(config: RunConfig, loaded: LoadedModel) -> tuple[StageHParams, StageHParams]:
-    """The paper's settings for the model family, overridden by anything the config sets."""
-    lp, fft = loaded.hparams.lp, loaded.hparams.fft
+def resolve_hparams(config: RunConfig, hparams: HParams) -> tuple[StageHParams, StageHParams]:
+    """The model family's settings (`LoadedModel.hparams`), overridden by anything the config sets."""
+    lp, fft = hparams.lp, hparams.fft
     lp = StageHParams(config.lp_optimizer or lp.optimizer, config.lp_lr or lp.lr,
                       lp.weight_decay if config.lp_weight_decay is None else config.lp_weight_decay)
     fft = StageHParams(config.fft_optimizer or fft.optimizer, config.fft_lr or fft.lr,
@@ -49,15 +51,19 @@ def load_data(ctx: RunContext) -> None:
     if ctx.reviewed is not None:
         bundle = ctx.reviewed.bundle
         ctx.held_clean = ctx.reviewed.held_clean
-    ctx.bundle = bundle
+    ctx.bundle = bundle = without_unfeatured_test(ctx, bundle)
+    store_pred_probs(ctx)
     if ctx.rt.is_main and not folder.has_samples():
         _write_samples(ctx, bundle)
     if bundle.skipped:
         ctx.log("data", f"skipped {len(bundle.skipped)} unreadable item(s)",
                 skipped=[s.__dict__ for s in bundle.skipped[:50]], summary=True, n_skipped=len(bundle.skipped))
-    ctx.loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
-    ctx.pre = resolve_preprocess(cfg, ctx.loaded)
-    ctx.lp_hp, ctx.fft_hp = resolve_hparams(cfg, ctx.loaded)
+    if cfg.features:  # given features: no image model to load; the probe takes its family's settings
+        ctx.lp_hp, ctx.fft_hp = resolve_hparams(cfg, PAPER_HPARAMS[family_of(cfg.model)])
+    else:
+        ctx.loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
+        ctx.pre = resolve_preprocess(cfg, ctx.loaded)
+        ctx.lp_hp, ctx.fft_hp = resolve_hparams(cfg, ctx.loaded.hparams)
     ctx.workers = default_workers(bundle.train) if cfg.num_workers is None else cfg.num_workers
     ctx.add_time("data", t0)
 

@@ -9,9 +9,12 @@ import numpy as np
 
 from turn_backend.engine import extract_features
 from turn_backend.stages.context import RunContext
+from turn_backend.stages.given import read_features
 
 
 def extract(ctx: RunContext) -> None:
+    if ctx.config.features:
+        return read_features(ctx)
     train, test = ctx.train, ctx.test
     if ctx.reviewed is not None:  # the reduced set's features are a slice of the full set's
         ctx.reviewed.reuse_cached_features(ctx.feature_path)

@@ -16,6 +16,7 @@ from turn_backend.io import atomic_save_npy, atomic_write_json
 from turn_backend.losses import per_sample_ce
 from turn_backend.runfolder import RunFolder
 from turn_backend.stages.context import RunContext, stage_seed
+from turn_backend.stages.given import given_logits
 from turn_backend.stages.scoring import detect, tuned_features_and_logits
 
 
@@ -26,7 +27,7 @@ def score_final_model(ctx: RunContext) -> None:
     t0 = time.time()
     d = folder.final_dir
     if ctx.model is None:
-        logits = head_logits(ctx.head, ctx.feats).astype(np.float32)
+        logits = (given_logits(ctx) if cfg.pred_probs else head_logits(ctx.head, ctx.feats)).astype(np.float32)
         if ctx.rt.is_main:
             d.mkdir(parents=True, exist_ok=True)
             atomic_save_npy(d / RunFolder.LOGITS, logits)

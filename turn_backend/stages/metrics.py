@@ -7,6 +7,7 @@ from turn_backend.detect.estimates import summarise_flags
 from turn_backend.io import atomic_write_json
 from turn_backend.stages.choice import final_test_accuracy
 from turn_backend.stages.context import RunContext
+from turn_backend.stages.given import given_summary
 
 
 def summarise(ctx: RunContext) -> None:
@@ -50,6 +51,7 @@ def summarise(ctx: RunContext) -> None:
                                                        train.true_labels)
     if train.true_labels is not None:
         metrics["noise_rate"] = float((train.labels != train.true_labels).mean())
+    metrics.update(given_summary(ctx))
     metrics["seconds"] = {k: round(v, 3) for k, v in ctx.timings.items()}
     metrics["seconds_total"] = round(sum(ctx.timings.values()), 3)
     if ctx.rt.is_main:

@@ -15,6 +15,8 @@ from turn_backend.stages.context import RunContext, stage_seed
 
 def linear_probe(ctx: RunContext) -> None:
     cfg, folder, train, test = ctx.config, ctx.folder, ctx.train, ctx.test
+    if cfg.pred_probs:  # the given probabilities are the classifier (stages/given.py)
+        return
     head_path = folder.lp_dir / folder.LP_HEAD
     if ctx.stage_done("lp") and head_path.exists():
         ctx.head = torch.load(head_path, weights_only=True)

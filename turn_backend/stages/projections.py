@@ -41,14 +41,15 @@ def project(ctx: RunContext) -> None:
             else:
                 features["after"] = _model_features(ctx, model, images.subset(subset))
         # the "before" maps are the same for every run on these features (turn demo's four)
-        shared = shared_maps_dir(ctx.feature_path(images, split), subset, cfg.seed)
+        # (given features live in the run folder: no cache key to share their maps by)
+        shared = None if cfg.features else shared_maps_dir(ctx.feature_path(images, split), subset, cfg.seed)
         before = before_map_files(split, cfg.projection_methods)
-        reused = copy_files(before, shared, folder.projections_dir)
+        reused = shared is not None and copy_files(before, shared, folder.projections_dir)
         if reused:
             del features["before"]
         compute_projections(folder.projections_dir, split, subset, features, cfg.projection_methods,
                             seed=cfg.seed, progress=ctx.progress("projection", "Embedding projections"))
-        if not reused:
+        if shared is not None and not reused:
             copy_files(before, folder.projections_dir, shared)
         folder.mark_completed("projections")
         ctx.log("projection", f"projections of {len(subset)} {split} samples ready"

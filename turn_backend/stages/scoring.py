@@ -19,15 +19,19 @@ def detect(ctx: RunContext, features, logits: np.ndarray, out_dir: Path, stage: 
            gmm_clean: np.ndarray) -> DetectionResult:
     """Every detection signal and the combined clean probability on `features` of the
     training set and the model's `logits`, saved in `out_dir`; `gmm_clean` is the stage's own
-    per-class GMM fit on those logits' losses, stored as the "gmm_lp" signal. Computed by the
-    main process; the others read it back, so all select the same samples."""
+    per-class GMM fit on those logits' losses, stored as the "gmm_lp" signal. Given predicted
+    probabilities (stages/given.py; the logits are their log) also take the out-of-fold
+    probe's place: they are out-of-sample already. Computed by the main process; the others
+    read it back, so all select the same samples."""
     train = ctx.train
     t0 = time.time()
     if ctx.rt.is_main:
         ctx.status(stage=stage, stage_label="Scoring the labels (probes, neighbours, noise model)",
                    stage_done=0, stage_total=1)
-        result = detect_label_issues(features, train.labels, train.num_classes, model_probs=softmax(logits),
-                                     gmm_clean=gmm_clean, device=str(ctx.rt.device),
+        probs = softmax(logits)
+        result = detect_label_issues(features, train.labels, train.num_classes, model_probs=probs,
+                                     gmm_clean=gmm_clean, oof_probs=probs if ctx.config.pred_probs else None,
+                                     device=str(ctx.rt.device),
                                      seed=stage_seed(ctx.config, "detect", stage))
         ctx.folder.save_detection(out_dir, result)
         for note in result.notes:

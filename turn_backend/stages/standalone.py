@@ -42,7 +42,7 @@ class StandaloneRun:
         self.bundle = load_run_data(config)
         self.loaded = load_model(config.model, config.checkpoint, pretrained=config.pretrained)
         self.pre = resolve_preprocess(config, self.loaded)
-        self.lp_hp, self.fft_hp = resolve_hparams(config, self.loaded)
+        self.lp_hp, self.fft_hp = resolve_hparams(config, self.loaded.hparams)
         self.train, self.test = self.bundle.train, self.bundle.test
         self.workers = default_workers(self.train) if config.num_workers is None else config.num_workers
         self.tick("data", t0)
