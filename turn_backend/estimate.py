@@ -167,7 +167,7 @@ def _measure(config: RunConfig) -> Measurement:
     train, test = bundle.train, bundle.test
     loaded = load_model(config.model, config.checkpoint, pretrained=config.pretrained)
     pre = resolve_preprocess(config, loaded)
-    _, fft_hp = resolve_hparams(config, loaded)
+    _, fft_hp = resolve_hparams(config, loaded.hparams)
     data_seconds = time.time() - t0
     cached = all(feature_cache_path(s, loaded.name, config.checkpoint, config.pretrained, pre, split).exists()
                  for s, split in ((train, "train"), (test, "test")) if s is not None)
@@ -205,7 +205,7 @@ def _measure(config: RunConfig) -> Measurement:
     # the linear probe: one epoch on random features of the run's width, as many as the run has (up to 2,048)
     n_lp = min(len(train), 2048)
     feats = np.random.default_rng(1).normal(size=(n_lp, loaded.extractor.feature_dim)).astype(np.float32)
-    lp_hp, _ = resolve_hparams(config, loaded)
+    lp_hp, _ = resolve_hparams(config, loaded.hparams)
     start = time.perf_counter()
     train_linear_probe(feats, train.labels[:n_lp], train.num_classes, lp_hp, "gce", 1, config.batch_size, 0)
     lp_seconds = (time.perf_counter() - start) / n_lp
@@ -227,6 +227,11 @@ def _measure(config: RunConfig) -> Measurement:
 
 
 def _measure_in_child(config_dict: dict) -> dict:
+    import multiprocessing
+
+    # a spawned child inherits "spawn" as its start method; the run's worker process has the
+    # platform's default (fork on Linux), and its data-loader workers start that way: as here
+    multiprocessing.set_start_method(None, force=True)
     return asdict(_measure(RunConfig.from_dict(config_dict)))
 
 
