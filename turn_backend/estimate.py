@@ -145,6 +145,18 @@ def probe_batches(image_size: int, batch_size: int) -> tuple[int, int]:
     return max(1, large // 2), large
 
 
+def marginal_rate(n1: int, seconds1: float, n2: int, seconds2: float) -> float:
+    """Images per second of what grows with the images, (n2 - n1) / (seconds2 - seconds1): free
+    of a pass's fixed cost (a loader worker's start, the first batch's latency), which a run
+    pays once per pass over thousands of images. On 2 cores at 224 px the plain rate of the
+    probe's few images was about half the run's. Where the difference says nothing (too few
+    images, noise), the plain rate n2 / seconds2; at most 4x that."""
+    plain = n2 / max(seconds2, 1e-6)
+    if n2 <= n1 or seconds2 <= seconds1:
+        return plain
+    return min((n2 - n1) / (seconds2 - seconds1), 4 * plain)
+
+
 def _measure(config: RunConfig) -> Measurement:
     """The probe itself, in this process (`probe` runs it in a fresh one)."""
     import numpy as np
@@ -175,33 +187,38 @@ def _measure(config: RunConfig) -> Measurement:
     workers = default_workers(train) if config.num_workers is None else config.num_workers  # as the run's
     small, large = probe_batches(pre.image_size, config.batch_size)
     rng = np.random.default_rng(0)
-    pick = np.sort(rng.choice(len(train), min(len(train), 3 * large), replace=False))
+    pick = np.sort(rng.choice(len(train), min(len(train), 5 * large), replace=False))
     model = Classifier(loaded.extractor, train.num_classes)
     to_device(model, rt, pre.image_size)
     base = PeakMemory(rt.device).now()
     with tempfile.TemporaryDirectory() as tmp:
-        # inference: a warm-up batch, then two timed ones
-        extract_features(model.extractor, train.subset(pick[:large]), pre, Path(tmp) / "warm.npy", rt, large,
-                         workers)
-        timed = pick[large:3 * large] if len(pick) > large else pick
-        with PeakMemory(rt.device) as eval_peak:
+
+        def extract(index: np.ndarray, name: str) -> float:
             start = time.perf_counter()
-            extract_features(model.extractor, train.subset(timed), pre, Path(tmp) / "timed.npy", rt, large,
-                             workers)
-            eval_seconds = time.perf_counter() - start
+            extract_features(model.extractor, train.subset(index), pre, Path(tmp) / name, rt, large, workers)
+            return time.perf_counter() - start
+
+        # inference: a warm-up batch, then passes over one batch and three (their difference is the rate)
+        extract(pick[:large], "warm.npy")
+        one, three = pick[large:2 * large], pick[2 * large:]
+        one_seconds = extract(one, "one.npy")
+        with PeakMemory(rt.device) as eval_peak:
+            three_seconds = extract(three, "three.npy")
     # fine-tuning: a warm-up step of `small` images (first-step allocations, optimiser state),
-    # then a measured one of `large`. Memory per sample is measured from the loaded model up,
-    # so it carries the gradients and optimiser state too (conservative): on 2 CPU cores at
-    # 224 px the peak grew by 85 MB per sample between batches 16, 32 and 64 (6.4 GB at 64)
-    # and this gave 90 MB; the warm-up step alone is not linear (8 -> 16 images: 113 MB each).
+    # then a timed one of `small` and a timed and measured one of `large`. Memory per sample is
+    # measured from the loaded model up, so it carries the gradients and optimiser state too
+    # (conservative): on 2 CPU cores at 224 px the peak grew by 85 MB per sample between
+    # batches 16, 32 and 64 (6.4 GB at 64) and this gave 90 MB; the warm-up step alone is not
+    # linear (8 -> 16 images: 113 MB each).
     optimizer = make_optimizer(model.parameters(), fft_hp)
     criterion = make_loss("ce", len(train), train.num_classes, config.gce_q)
-    for size in (small, large):
+    step_seconds = []
+    for size in (small, small, large):
         with PeakMemory(rt.device) as train_peak:
             start = time.perf_counter()
             fft_epoch(model, optimizer, train, pick[:size], train.labels, pre, rt, criterion, size, 0, workers,
                       config.freeze_bn_stats)
-            train_seconds = time.perf_counter() - start
+            step_seconds.append(time.perf_counter() - start)
     # the linear probe: one epoch on random features of the run's width, as many as the run has (up to 2,048)
     n_lp = min(len(train), 2048)
     feats = np.random.default_rng(1).normal(size=(n_lp, loaded.extractor.feature_dim)).astype(np.float32)
@@ -217,8 +234,8 @@ def _measure(config: RunConfig) -> Measurement:
     return Measurement(
         device=str(rt.device), image_size=pre.image_size, n_train=len(train), n_test=len(test) if test else 0,
         num_classes=train.num_classes, feature_dim=loaded.extractor.feature_dim, features_cached=cached,
-        data_seconds=data_seconds, eval_rate=len(timed) / max(eval_seconds, 1e-6),
-        train_rate=large / max(train_seconds, 1e-6),
+        data_seconds=data_seconds, eval_rate=marginal_rate(len(one), one_seconds, len(three), three_seconds),
+        train_rate=marginal_rate(small, step_seconds[1], large, step_seconds[2]),
         lp_seconds_per_sample=lp_seconds, base_memory=float(base),
         train_memory_per_sample=float(max(0.0, train_peak.peak - base) / large),
         eval_memory_per_sample=float(max(0.0, eval_peak.peak - base) / large),
