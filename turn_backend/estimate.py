@@ -1,9 +1,10 @@
 """A run's time and memory, known before they are spent.
 
 `probe(config)` loads the run's data and model in a fresh process and times the real code
-paths on a few of the run's own images: a couple of batches of frozen feature extraction
-(`engine.extract_features`) and two fine-tuning steps (`engine.fft_epoch`: forward, backward,
-optimiser) at the run's image size, one linear-probe epoch on features of the run's size,
+paths on a few of the run's own images: passes of one and of three batches of frozen feature
+extraction (`engine.extract_features`) and fine-tuning steps of two sizes (`engine.fft_epoch`:
+forward, backward, optimiser) at the run's image size, whose differences give the rates without
+each pass's fixed cost; one linear-probe epoch on features of the run's size;
 and the peak memory of each (the process's resident set on a CPU, sampled with psutil;
 `torch.cuda.max_memory_allocated` on a GPU). `extrapolate(config, measurement)` turns that
 into seconds per step of the run's plan (`plan.plan_stages`) and a peak memory; `summary_line`
@@ -33,10 +34,10 @@ from turn_backend.runfolder import ACTIVE_STATES, RunFolder
 # The feature-space work (no images read), as (fixed seconds, seconds per training sample),
 # measured on 2 CPU cores on 2026-12-05 with random 1,280-d features of 600 and 2,400 samples:
 # detect_label_issues 0.4 s at 2,400 (once warm), a t-SNE map 1.3 s at 600 and 4.6 s at 2,400.
-# The audit hashes every image file and searches neighbours: a guess of the same order.
+# The audit (content hashes, neighbours on the features) took 0.03 s on 400 JPEGs: a small guess.
 DETECT_SECONDS = (1.0, 2e-4)
 TSNE_SECONDS = (0.5, 1.7e-3)  # per map; runs that fine-tune draw two (before and after)
-AUDIT_SECONDS = (0.5, 1e-3)
+AUDIT_SECONDS = (0.1, 2e-4)
 # the share of the training set a fine-tuning round trains on: TURN+ keeps every clean
 # candidate and adds the relabelled ones (about all of it); TURN as published draws
 # min_c |D_c| per class (60% measured on the demo at 40% noise); plain fine-tuning all
@@ -273,6 +274,7 @@ def _linear(cost: tuple[float, float], n: int) -> float:
 
 
 def fine_tunes(config: RunConfig) -> bool:
+    """Whether `config`'s method fine-tunes the extractor (a scan or linear probe does not)."""
     return "rounds" in config.method_spec.stages and config.rounds > 0
 
 
@@ -283,10 +285,10 @@ def peak_memory(m: Measurement, batch_size: int, trains: bool) -> float:
     return m.base_memory + per_sample * batch_size
 
 
-def fitting_batch(m: Measurement, config: RunConfig, limit: int | None = None) -> int:
-    """The largest batch (at most `limit`, default the config's) whose estimated peak stays
-    under MEMORY_SHARE of the available memory; 1 at least."""
-    limit = limit or config.batch_size
+def fitting_batch(m: Measurement, config: RunConfig) -> int:
+    """The largest batch (at most the config's) whose estimated peak stays under MEMORY_SHARE
+    of the available memory; 1 at least."""
+    limit = config.batch_size
     budget = MEMORY_SHARE * m.available_memory
     per_sample = max(m.train_memory_per_sample if fine_tunes(config) else 0.0, m.eval_memory_per_sample)
     if per_sample <= 0 or peak_memory(m, limit, fine_tunes(config)) <= budget:
