@@ -127,7 +127,7 @@ def _turn(*args, cwd, cache, stdin=subprocess.DEVNULL, timeout=300):
                           text=True, env=turn_env(cache), cwd=cwd, stdin=stdin, timeout=timeout)
 
 
-@pytest.mark.slow  # a whole tiny run through the CLI: about 40 s on 2 busy cores
+@pytest.mark.slow  # a whole tiny run through the CLI: 14-40 s on 2 busy cores
 def test_run_without_a_terminal_prints_the_estimate_and_starts_and_status_compares(tmp_path, turn_cache_dir):
     result = _turn("run", *TINY_CLI, "--method", "turn+", "--out", "run", cwd=tmp_path, cache=turn_cache_dir)
     assert result.returncode == 0, result.stderr
@@ -142,7 +142,7 @@ def test_run_without_a_terminal_prints_the_estimate_and_starts_and_status_compar
     assert "Round 1: cleanse + fine-tune: estimated ~" in status.stderr
 
 
-@pytest.mark.slow  # the probe alone: about 15 s on 2 busy cores
+@pytest.mark.slow  # the probe alone: 9-20 s on 2 busy cores
 def test_run_on_a_terminal_asks_before_it_starts(tmp_path, turn_cache_dir):
     leader, follower = pty.openpty()
     try:
