@@ -27,7 +27,8 @@ def detect(ctx: RunContext, features, logits: np.ndarray, out_dir: Path, stage: 
         ctx.status(stage=stage, stage_label="Scoring the labels (probes, neighbours, noise model)",
                    stage_done=0, stage_total=1)
         result = detect_label_issues(features, train.labels, train.num_classes, model_probs=softmax(logits),
-                                     gmm_clean=gmm_clean, device=str(ctx.rt.device),
+                                     gmm_clean=gmm_clean, annotator_probs=ctx.annotator_probs,
+                                     device=str(ctx.rt.device),
                                      seed=stage_seed(ctx.config, "detect", stage))
         ctx.folder.save_detection(out_dir, result)
         for note in result.notes:
