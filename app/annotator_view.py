@@ -49,3 +49,14 @@ def card_line(data: dict, i: int, html_names: list[str]) -> str:
         text = f"**{html_names[label]}**"
         parts.append(f"{html.escape(name, quote=False)} " + (text if label == consensus else f":orange[{text}]"))
     return ":material/groups: " + " · ".join(parts)
+
+
+def dataset_note(annotated) -> str:
+    """The Dataset page's line on a dataset with several annotators per image
+    (turn_backend.annotators.AnnotatedLabels)."""
+    c = annotated.consensus
+    method = {"dawid-skene": "Dawid-Skene", "majority": "majority-vote"}.get(c.method, c.method.upper())
+    return (f"**{len(annotated.names)} annotators** ({html.escape(', '.join(annotated.names))}), "
+            f"{annotated.n_labels.mean():.1f} labels per image, {float((c.agreement >= 1).mean()):.0%} of the images "
+            f"unanimous. The given labels are their {method} consensus; after training, the Annotators page ranks "
+            "the annotators and opens their disagreements in Review.")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.annotators import annotated_images, wide_form
+from helpers.annotators import annotated_images, wide_form, write_annotated_manifest
 from helpers.apptest import app, card_ids, charts, texts
 from helpers.cli import turn
 from turn_backend.annotators import disagreements
@@ -82,6 +82,19 @@ def test_bad_annotator_manifests_get_clear_errors(long_frame, case, message):
     bad.to_csv(root / "bad.csv", index=False)
     with pytest.raises(DatasetError, match=message):
         load(root / "bad.csv", classes=sorted(set(long.true_label)))
+
+
+def test_dataset_page_loads_an_annotator_manifest_and_says_whose_consensus_it_is(runs_root, tmp_path):
+    manifest = write_annotated_manifest(tmp_path, n_train=20, n_test=10, layout="wide")
+    at = app("dataset")
+    at.run()
+    at.radio(key="ds_source").set_value("manifest").run()
+    at.text_input(key="ds_manifest_path").input(str(manifest)).run()
+    at.button(key="ds_load").click().run()
+    assert not at.exception and not at.error
+    note = next(i.value for i in at.info if "annotators" in i.value)
+    assert note.startswith("**4 annotators** (careful, careless, confuser, half)")
+    assert "Dawid-Skene consensus" in note
 
 
 def test_agreement_lowers_the_clean_probability_of_disputed_labels():

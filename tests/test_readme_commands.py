@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers.annotators import write_annotated_manifest
 from helpers.cli import REPO, turn, write_image_folder
 from turn_backend.runfolder import RunFolder
 
@@ -42,6 +43,9 @@ COMMANDS: dict[str, list[str] | None] = {
     "bench --scale": None,
     "bench --detection": None,
     "bench --annotators": None,
+    "run --data crowd/labels.csv --out runs/crowd": [*TINY_RUN, "--device", "cpu"],
+    "export runs/crowd --out crowd.csv": [],
+    "export runs/crowd --format annotators --out annotators.csv": [],
 }
 
 
@@ -73,6 +77,7 @@ def workdir(tmp_path_factory) -> Path:
     write_image_folder(cwd / "path" / "to" / "folder", per_class=24)
     rows = write_image_folder(cwd / "images", per_class=24, seed=1)
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(cwd / "labels.csv", index=False)
+    write_annotated_manifest(cwd / "crowd", n_train=40, n_test=10)
     return cwd
 
 
@@ -127,12 +132,18 @@ def test_every_readme_command_runs_as_typed_from_another_folder(workdir, tmp_pat
     assert RunFolder(workdir / "runs" / "mine-2").status()["state"] == "done"
     mine3 = RunFolder(workdir / "runs" / "mine-3")
     assert mine3.status()["state"] == "done" and mine3.config()["retrained_from"]["ambiguous_choice"] == "keep"
+    crowd = RunFolder(workdir / "runs" / "crowd")
+    assert crowd.status()["state"] == "done"
+    assert crowd.config()["dataset"]["path"] == str(workdir / "crowd" / "labels.csv")
+    assert {"consensus_label", "annotator_agreement"} <= set(pd.read_csv(workdir / "crowd.csv").columns)
+    assert pd.read_csv(workdir / "annotators.csv").equals(pd.read_csv(workdir / "crowd_annotators.csv"))
     assert set((REPO / "runs").glob("*")) <= repo_runs  # nothing landed in the repository's runs/
 
 
 # Free-text arguments of the `turn` subcommands that are names or settings, not files.
 NOT_PATH_ARGS = {"data_kind", "noise", "method", "device", "precision", "projections", "format", "scope", "link",
-                 "methods", "settings", "dev_settings", "ablation_setting", "docs_section", "ambiguous"}
+                 "methods", "settings", "dev_settings", "ablation_setting", "docs_section", "ambiguous",
+                 "annotator_columns", "aggregator"}
 
 
 def test_every_path_argument_is_made_absolute_in_one_place(tmp_path):
