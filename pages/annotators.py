@@ -58,12 +58,13 @@ disagreeing = {name: int(annotator_view.disagreement_mask(run_dir, audit_data.st
 
 m = st.columns(4)
 m[0].metric("Annotators", ui.fmt_int(len(quality)), border=True)
-m[1].metric("Images", ui.fmt_int(len(consensus)), border=True,
-            help=f"{consensus['n_labels'].mean():.1f} labels per image on average")
+m[1].metric("Images", ui.fmt_int(len(consensus)), border=True)
 m[2].metric("Unanimous images", ui.fmt_pct(float((consensus["agreement"] >= 1).mean())), border=True,
             help="Share of images whose annotators all gave the consensus label")
-m[3].metric("Consensus by", AGGREGATOR_NAMES.get(data["method"], data["method"]), border=True,
-            help="How the annotators' labels became one: the run's given labels are this consensus")
+m[3].metric("Labels per image", f"{consensus['n_labels'].mean():.1f}", border=True,
+            help="Annotators per image, on average")
+st.caption(f"The run's given labels are the annotators' **{AGGREGATOR_NAMES.get(data['method'], data['method'])}** "
+           "consensus; their agreement is one of the detection signals on Review.")
 
 st.subheader("Ranked by estimated quality", anchor=False)
 table = quality.assign(rank=np.arange(1, len(quality) + 1), disagreements=quality["annotator"].map(disagreeing))
@@ -85,10 +86,12 @@ st.dataframe(
 
 st.subheader("One annotator", anchor=False)
 pick = st.columns([2, 2, 3], vertical_alignment="bottom")
-chosen = pick[0].selectbox("Annotator", list(quality["annotator"]), key="annotator_choice",
+# the lowest-ranked annotator first: the one most worth a look
+chosen = pick[0].selectbox("Annotator", list(quality["annotator"]), index=len(quality) - 1, key="annotator_choice",
                            help="Ranked best first")
 n_disagree = disagreeing[chosen]
-pick[1].button(f"Review their {ui.fmt_int(n_disagree)} disagreements", icon=":material/rate_review:",
+plural = "" if n_disagree == 1 else "s"
+pick[1].button(f"Review their {ui.fmt_int(n_disagree)} disagreement{plural}", icon=":material/rate_review:",
                key="annotator_open_review", type="primary", on_click=annotator_view.open_review, args=(chosen,),
                disabled=n_disagree == 0, width="stretch",
                help="Open Review on the images where their label differs from the consensus")
