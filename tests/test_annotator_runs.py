@@ -185,3 +185,16 @@ def test_annotators_page_ranks_and_opens_review_on_a_disagreement_subset(annotat
     # each card lists every annotator's label, the careless one's marked where it is not the consensus
     assert page.count(":material/groups: careful **") == len(shown)
     assert "careless :orange[**" in page
+
+
+def test_export_page_offers_and_writes_the_annotators_table(annotated_run, tmp_path):
+    at = app("export", annotated_run)
+    at.run()
+    assert "Download the annotators table" in [b.label for b in at.get("download_button")]
+    at.text_input(key=f"export_folder_{annotated_run.name}").input(str(tmp_path)).run()
+    at.button(key="export_write").click().run()
+    assert not at.exception and not at.error
+    labels = pd.read_csv(tmp_path / f"{annotated_run.name}-labels-all.csv")
+    assert {"consensus_label", "annotator_agreement"} <= set(labels.columns)
+    table = pd.read_csv(tmp_path / f"{annotated_run.name}-labels-all_annotators.csv")
+    assert list(table["annotator"]) == list(RunFolder(annotated_run).annotators()["quality"]["annotator"])
