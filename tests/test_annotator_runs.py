@@ -198,3 +198,18 @@ def test_export_page_offers_and_writes_the_annotators_table(annotated_run, tmp_p
     assert {"consensus_label", "annotator_agreement"} <= set(labels.columns)
     table = pd.read_csv(tmp_path / f"{annotated_run.name}-labels-all_annotators.csv")
     assert list(table["annotator"]) == list(RunFolder(annotated_run).annotators()["quality"]["annotator"])
+
+
+def test_bench_scores_detection_with_and_without_agreement():
+    from turn_backend.annotators import aggregate
+    from turn_backend.bench.annotators import detection_with_and_without_agreement, simulate_annotators
+
+    rng = np.random.default_rng(1)
+    true = rng.integers(0, 4, 400)
+    features = rng.normal(size=(400, 16)) + 1.5 * np.eye(16)[true]
+    consensus = aggregate(simulate_annotators(true, 4, {0: 1, 1: 0}, seed=1), 400, 4)
+    rows = pd.DataFrame(detection_with_and_without_agreement(features, consensus, true, 4, seed=0)).set_index(
+        "detection")
+    assert list(rows.index) == ["features only", "with agreement", "agreement only"]
+    assert (rows["true_rate"] == (consensus.label != true).mean()).all()
+    assert rows.loc["with agreement", "ap"] > rows.loc["features only", "ap"]

@@ -17,7 +17,8 @@ the majority vote.
 
 Agreement as a detection signal: with the Dawid-Skene consensus as the given labels (as `turn
 run` does), turn_backend.detect flags the wrong consensus labels once from the features alone
-and once with the annotators' posterior joined in (`annotator_probs`); both are scored against
+and once with the annotators' posterior joined in (`annotator_probs`), beside that posterior
+alone as the clean probability; each is scored against
 the true labels (F1 at tau 0.6, average precision, and the estimated beside the true rate of
 wrong consensus labels). Writes OUT/annotators.csv, OUT/annotator_detection.csv and the
 "Several annotators" section of docs/benchmarks.md.
@@ -67,7 +68,8 @@ DETECTION_TAU = 0.6  # the default tau
 def detection_with_and_without_agreement(features: np.ndarray, consensus, true: np.ndarray, num_classes: int,
                                          seed: int) -> list[dict]:
     """Detection of the wrong consensus labels, from the features alone and with the annotators'
-    posterior: one row each (F1, precision, recall, AP at DETECTION_TAU; estimated and true rate)."""
+    posterior, and by that posterior alone: one row each (F1, precision, recall, AP at DETECTION_TAU;
+    estimated and true rate)."""
     from turn_backend.bench.detection import metrics
     from turn_backend.detect import detect_label_issues
 
@@ -79,6 +81,10 @@ def detection_with_and_without_agreement(features: np.ndarray, consensus, true: 
         rows.append({"seed": seed, "detection": signal, **metrics(result.flagged(DETECTION_TAU), result.clean_prob,
                                                                    wrong),
                      "estimated_rate": result.noise_rate, "true_rate": float(wrong.mean())})
+    # the annotators alone: their posterior probability of the consensus as the clean probability
+    alone = consensus.probs[np.arange(len(true)), consensus.label]
+    rows.append({"seed": seed, "detection": "agreement only", **metrics(alone <= DETECTION_TAU, alone, wrong),
+                 "estimated_rate": float(1 - alone.mean()), "true_rate": float(wrong.mean())})
     return rows
 
 
@@ -134,7 +140,8 @@ def section(df: pd.DataFrame, detection: pd.DataFrame, n_items: int, command: st
     out += ["", f"True order of the annotators: {df.true_order.iloc[0]}.", "",
             "Their agreement as a detection signal: the Dawid-Skene consensus as the given labels (as `turn run` "
             "takes them), its wrong labels flagged by turn_backend.detect from the pre-trained features alone "
-            "(out-of-fold probe and k-NN votes, no fine-tuned model) and with the annotators' posterior joined in. "
+            "(out-of-fold probe and k-NN votes, no fine-tuned model), with the annotators' posterior joined in, and "
+            "by the annotators' posterior alone. "
             f"F1, precision and recall at tau {DETECTION_TAU}, average precision of the clean probability, and "
             "the estimated rate of wrong consensus labels beside the true one (calibration).", "",
             "| detection | F1 | precision | recall | AP | estimated wrong | true wrong |",
