@@ -56,6 +56,16 @@ def test_long_and_wide_manifests_give_the_same_label_matrix_and_consensus(long_f
     c = load(root / "listed.csv", annotator_columns=["careful", "careless", "confuser", "half"])
     np.testing.assert_array_equal(c.info["annotators"].matrix, la.matrix)
     assert load(root / "long.csv", aggregator="majority").info["annotators"].consensus.method == "majority"
+    # a label column beside annotator columns is not read, and the loader says so
+    wide_form(long).assign(label="Bag").to_csv(root / "both.csv", index=False)
+    both = load(root / "both.csv")
+    np.testing.assert_array_equal(both.train.labels, a.train.labels)
+    assert any("'label' is not read" in w for w in both.info["warnings"])
+
+
+def test_annotator_options_apply_to_manifests_only(tmp_path):
+    result = turn("run", "--data", "demo", "--aggregator", "majority", "--quiet", cwd=tmp_path)
+    assert result.returncode == 1 and "--annotator-columns and --aggregator apply to a manifest" in result.stderr
 
 
 @pytest.mark.parametrize("case, message", [

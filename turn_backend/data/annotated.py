@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from turn_backend.annotators import AGGREGATORS, AnnotatedLabels, AnnotationError, aggregate, label_matrix
-from turn_backend.data.common import LabelMapper, label_text
+from turn_backend.data.common import LabelMapper, label_text, warn
 from turn_backend.data.core import DatasetError, ImageSet
 
 LONG_COLUMNS = ("annotator", "rater", "worker")
@@ -59,10 +59,10 @@ def annotator_name(column: str, spec: dict) -> str:
     return column
 
 
-def collapse_annotations(table, ci: dict, spec: dict, where: str):
+def collapse_annotations(table, ci: dict, spec: dict, where: str, info: dict):
     """(one row per image with the columns STANDARD, the annotations: DataFrame of id, annotator,
     label text, line) for a manifest with annotators; None for one with one label per image.
-    `table` is the manifest's Table, `ci` its column index per role. Raises DatasetError on a
+    `table` is the manifest's Table, `ci` its column index per role; warnings go to `info`. Raises DatasetError on a
     row without a label or an annotator, an image without any label, or a label given twice."""
     layout = annotator_columns(table.columns, spec)
     if layout is None or ci["path"] is None:
@@ -71,6 +71,9 @@ def collapse_annotations(table, ci: dict, spec: dict, where: str):
     if kind == "long" and ci["label"] is None:
         raise DatasetError(f"a manifest with an annotator column needs a label column (each annotator's label); "
                            f"its columns are {table.columns}")
+    if kind == "wide" and ci["label"] is not None:
+        warn(info, f"the column {table.columns[ci['label']]!r} is not read: the consensus of the annotator columns "
+                   "is each image's given label")
     width = len(table.columns)
     images: dict[str, tuple[int, list[str]]] = {}  # id -> (its first line, its row of STANDARD columns)
     notes: list[tuple[str, str, str, int]] = []  # (id, annotator, label text, line)
@@ -85,7 +88,8 @@ def collapse_annotations(table, ci: dict, spec: dict, where: str):
             raise DatasetError(f"{where} line {line}: {len(row)} fields where the header has {width}; "
                                "quote fields that contain the delimiter")
         row = list(row) + [None] * (width - len(row))
-        path = "" if row[ci["path"]] is None else str(row[ci["path"]])
+        value = row[ci["path"]]
+        path = "" if value is None else value.decode() if isinstance(value, bytes) else str(value)
         sid = cell(row, "id") or path.strip() or f"{where}:{line}"
         standard = [path, "", cell(row, "split"), cell(row, "true_label"), cell(row, "id")]
         if kind == "long":

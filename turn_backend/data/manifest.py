@@ -200,7 +200,7 @@ def load_manifest(spec: dict, opts: LoadOptions) -> DatasetBundle:
     ci = {role: _find_column(cols, role, spec.get(f"{role}_column")) for role in COLUMN_ALIASES}
     where = mpath.name
     # several annotators per image: one row per image from here on, their labels aside
-    annotated = collapse_annotations(table, ci, spec, where)
+    annotated = collapse_annotations(table, ci, spec, where, info)
     annotations = None
     if annotated is not None:
         table, annotations = annotated
