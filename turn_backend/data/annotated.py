@@ -62,8 +62,9 @@ def annotator_name(column: str, spec: dict) -> str:
 def collapse_annotations(table, ci: dict, spec: dict, where: str, info: dict):
     """(one row per image with the columns STANDARD, the annotations: DataFrame of id, annotator,
     label text, line) for a manifest with annotators; None for one with one label per image.
-    `table` is the manifest's Table, `ci` its column index per role; warnings go to `info`. Raises DatasetError on a
-    row without a label or an annotator, an image without any label, or a label given twice."""
+    `table` is the manifest's Table, `ci` its column index per role; warnings go to `info`.
+    Raises DatasetError on a row without a label or an annotator, an image without any label,
+    or a label given twice."""
     layout = annotator_columns(table.columns, spec)
     if layout is None or ci["path"] is None:
         return None
