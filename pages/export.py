@@ -10,6 +10,7 @@ import streamlit as st
 from app import ui
 from app.retrain import retrain_panel
 from app.state import user_path
+from turn_backend.annotator_export import annotator_table, beside
 from turn_backend.export import (
     FOLDER_FORMATS,
     FORMATS,
@@ -109,16 +110,24 @@ with out[0]:
     st.caption(f"`{file_name}` · {ui.fmt_int(len(df))} rows · {FORMAT_LABELS[fmt]}")
     st.download_button("Download the label file", data=payload, file_name=file_name, mime=MIME.get(fmt),
                        icon=":material/download:", type="primary", key="export_download", on_click="ignore")
+    if run.has_annotators():  # several annotators per image: their quality table too
+        st.download_button("Download the annotators table", data=lambda: to_bytes(annotator_table(run.path), fmt),
+                           file_name=f"{run.name}-annotators.{fmt}", mime=MIME.get(fmt), icon=":material/groups:",
+                           key="export_annotators_download", on_click="ignore",
+                           help="One row per annotator: annotator, quality, n_labels, agreement_with_consensus")
 
 with out[1]:
     st.subheader(":material/save: Write to a folder", anchor=False)
     folder = st.text_input("Folder", value=str(run.exports_dir), key=f"export_folder_{run.name}",
                            help="Written atomically: a failure leaves any earlier file there as it was.")
-    st.caption(f"Writes `{file_name}` there (an existing file of that name is replaced).")
+    st.caption(f"Writes `{file_name}` there (an existing file of that name is replaced)"
+               + (f", and the annotators table `{beside(file_name).name}` beside it." if run.has_annotators() else "."))
     if st.button("Write the file", icon=":material/save:", key="export_write"):
         target = Path(user_path(folder) or run.exports_dir) / file_name  # relative: from start_dir()
         try:
             written = write_export(df, target, fmt)
+            if run.has_annotators():  # the annotators table beside the label file, as `turn export` writes it
+                write_export(annotator_table(run.path), beside(written), "csv")
         except (ExportError, OSError, ValueError) as exc:
             st.session_state.pop("export_written", None)
             msg = str(exc)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers.annotators import write_annotated_manifest
 from helpers.cli import REPO, turn, write_image_folder
 from turn_backend.runfolder import RunFolder
 
@@ -47,6 +48,9 @@ COMMANDS: dict[str, list[str] | None] = {
     "bench --scale": None,
     "bench --detection": None,
     "bench --annotators": None,
+    "run --data crowd/labels.csv --out runs/crowd": [*TINY_RUN, "--device", "cpu"],
+    "export runs/crowd --out crowd.csv": [],
+    "export runs/crowd --format annotators --out annotators.csv": [],
 }
 
 
@@ -80,6 +84,7 @@ def workdir(tmp_path_factory) -> Path:
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(cwd / "labels.csv", index=False)
     # a classifier's class probabilities for the 48 images of path/to/folder ("Your own embeddings")
     np.save(cwd / "probs.npy", np.random.default_rng(0).dirichlet(np.ones(2), size=48))
+    write_annotated_manifest(cwd / "crowd", n_train=40, n_test=10)
     return cwd
 
 
@@ -138,13 +143,18 @@ def test_every_readme_command_runs_as_typed_from_another_folder(workdir, tmp_pat
     assert own.status()["state"] == "done" and own.config()["features"] == str(workdir / "features.npy")
     assert RunFolder(workdir / "runs" / "own-probs").metrics()["given_inputs"]["pred_probs"] == str(
         workdir / "probs.npy")
+    crowd = RunFolder(workdir / "runs" / "crowd")
+    assert crowd.status()["state"] == "done"
+    assert crowd.config()["dataset"]["path"] == str(workdir / "crowd" / "labels.csv")
+    assert {"consensus_label", "annotator_agreement"} <= set(pd.read_csv(workdir / "crowd.csv").columns)
+    assert pd.read_csv(workdir / "annotators.csv").equals(pd.read_csv(workdir / "crowd_annotators.csv"))
     assert set((REPO / "runs").glob("*")) <= repo_runs  # nothing landed in the repository's runs/
 
 
 # Free-text arguments of the `turn` subcommands that are names or settings, not files.
 NOT_PATH_ARGS = {"data_kind", "noise", "method", "device", "precision", "projections", "format", "scope", "link",
                  "split", "methods", "settings", "dev_settings", "ablation_setting", "docs_section", "ambiguous",
-                 "master"}
+                 "master", "annotator_columns", "aggregator"}
 
 
 def test_every_path_argument_is_made_absolute_in_one_place(tmp_path):

@@ -272,6 +272,25 @@ def flag_summary_lines(metrics: dict) -> list[str]:
 
 # --- commands ---------------------------------------------------------------------------
 
+def annotator_options(args, spec: dict) -> dict:
+    """The dataset spec's keys for several annotators per image (--annotator-columns, --aggregator)."""
+    if not (args.annotator_columns or args.aggregator):
+        return {}
+    if spec["kind"] != "manifest":
+        raise CLIError("--annotator-columns and --aggregator apply to a manifest (CSV / Parquet with a path column); "
+                       f"--data {args.data} is read as {spec['kind']}")
+    out = {}
+    if args.annotator_columns:
+        out["annotator_columns"] = [c.strip() for c in args.annotator_columns.split(",") if c.strip()]
+    if args.aggregator:
+        from turn_backend.data.annotated import MANIFEST_AGGREGATORS  # pandas: only when asked for
+
+        if args.aggregator not in MANIFEST_AGGREGATORS:
+            raise CLIError(f"--aggregator {args.aggregator}: choose one of {', '.join(MANIFEST_AGGREGATORS)}")
+        out["aggregator"] = args.aggregator
+    return out
+
+
 def cmd_run(args) -> int:
     noise = {"kind": args.noise, "rate": args.noise_rate, "seed": args.noise_seed}
     for option in ("features", "test_features", "pred_probs"):
@@ -280,8 +299,9 @@ def cmd_run(args) -> int:
             raise CLIError(f"--{option.replace('_', '-')} {path}: no such file")
     # given features or probabilities take a linear probe (fine-tuning needs the image model)
     args.method = args.method or (GIVEN_INPUTS_METHOD if args.features or args.pred_probs else DEFAULT_METHOD)
+    dataset = dataset_spec(args.data, args.data_kind, args.n_train, args.n_test, args.root)
     config = RunConfig(
-        dataset=dataset_spec(args.data, args.data_kind, args.n_train, args.n_test, args.root),
+        dataset={**dataset, **annotator_options(args, dataset)},
         noise=noise, model=args.model, checkpoint=args.checkpoint, method=args.method,
         image_size=args.image_size, batch_size=args.batch_size, lp_epochs=args.lp_epochs,
         fft_epochs=args.fft_epochs, tau=args.tau, seed=args.seed, device=args.device,
@@ -337,6 +357,7 @@ def cmd_join(args) -> int:
 
 def cmd_export(args) -> int:
     from turn_backend import export
+    from turn_backend.annotator_export import annotator_table, beside
 
     if not RunFolder(args.run_dir).exists():
         raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
@@ -356,6 +377,11 @@ def cmd_export(args) -> int:
         print(f"wrote {args.out}: {info['rows']} {args.split} images x {info['dims']} dims (the pre-trained "
               f"features; `turn run --{'test-' if args.split == 'test' else ''}features` reads them back)")
         return 0
+    if args.format == "annotators":
+        table = annotator_table(args.run_dir)
+        path = export.write_export(table, args.out)
+        print(f"wrote {path}: {len(table)} annotator(s), best estimated quality first")
+        return 0
     if args.format == "decisions":
         log = export.build_decision_log(args.run_dir, args.tau)
         path = export.write_export(log, args.out)
@@ -367,6 +393,10 @@ def cmd_export(args) -> int:
     print(f"wrote {path}: {s['rows']} rows ({s['relabelled']} relabelled, {s['removed']} removed, "
           f"{s['none']} none of these, {s['ambiguous']} ambiguous, "
           f"{s['flagged']} flagged, {s['flagged_unreviewed']} flagged and not reviewed)")
+    if RunFolder(args.run_dir).has_annotators():
+        table = annotator_table(args.run_dir)
+        table_path = export.write_export(table, beside(path), "csv")
+        print(f"wrote {table_path}: {len(table)} annotators' estimated quality")
     return 0
 
 
@@ -473,6 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", default="demo", help="'demo', or a folder / manifest / dataset path (default: demo)")
     r.add_argument("--data-kind", default="auto", choices=DATA_KINDS, help="how to read --data (default: guess)")
     r.add_argument("--root", help="root folder that manifest paths are relative to (default: the manifest's folder)")
+    r.add_argument("--annotator-columns",
+                   help="manifest: its columns holding one annotator's label each, comma-separated (default: the "
+                        "columns annotator_NAME, or one row per image and annotator with an annotator column)")
+    r.add_argument("--aggregator", help="several annotators: how their labels become one (dawid-skene (default), "
+                                        "majority, glad, mace)")
     r.add_argument("--n-train", type=int, default=3000, help="demo: training images (default 3000)")
     r.add_argument("--n-test", type=int, default=1000, help="demo: test images (default 1000)")
     r.add_argument("--noise", default="none", choices=NOISE_TYPES, help="synthetic label noise to add (default none)")
@@ -518,11 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--out", required=True,
                    help="output file (.csv, .parquet or .json), or folder (--format imagefolder / hf)")
-    e.add_argument("--format", choices=["csv", "parquet", "json", "imagefolder", "hf", "decisions", "features"],
+    e.add_argument("--format", choices=["csv", "parquet", "json", "imagefolder", "hf", "decisions", "features",
+                                        "annotators"],
                    help="default: the label file, in the format of the file name; imagefolder: one folder per "
                         "final label; hf: a Hugging Face datasets folder; decisions: the decision log "
                         "(.csv, .parquet or .json); features: the training images' pre-trained features "
-                        "(.npy, or .parquet / .csv keyed by path) for `turn run --features`")
+                        "(.npy, or .parquet / .csv keyed by path) for `turn run --features`; annotators: each "
+                        "annotator's estimated quality (runs with several annotators per image; .csv, .parquet "
+                        "or .json)")
     e.add_argument("--scope", default="all", choices=["all", "kept", "clean"])
     e.add_argument("--split", default="train", choices=["train", "test"], help="--format features: which split's")
     e.add_argument("--tau", type=float, help="flagging threshold (default: the applied one, else the run's)")

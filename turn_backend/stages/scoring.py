@@ -31,6 +31,7 @@ def detect(ctx: RunContext, features, logits: np.ndarray, out_dir: Path, stage: 
         probs = softmax(logits)
         result = detect_label_issues(features, train.labels, train.num_classes, model_probs=probs,
                                      gmm_clean=gmm_clean, oof_probs=probs if ctx.config.pred_probs else None,
+                                     annotator_probs=ctx.annotator_probs,
                                      device=str(ctx.rt.device),
                                      seed=stage_seed(ctx.config, "detect", stage))
         ctx.folder.save_detection(out_dir, result)
