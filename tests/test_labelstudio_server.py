@@ -50,7 +50,8 @@ def test_round_trip_through_a_real_label_studio_server(tiny_run, runs_root, tmp_
     with server:
         server.start()
         driven = subprocess.run([str(python), str(DRIVER), server.url, server.token, str(export), json.dumps(choices),
-                                 str(answers)], capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ""})
+                                 str(answers)], capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "PYTHONPATH": ""})
         assert driven.returncode == 0, (f"the Label Studio driver failed:\n{driven.stdout}\n{driven.stderr[-4000:]}\n"
                                         f"server log:\n{log_tail(server.log)}")
 
