@@ -58,12 +58,15 @@ def import_panel(run: RunFolder, actions: Decisions) -> None:
             counts = ", ".join(f"{summary.recorded[a]} {a}" for a in ("keep", "relabel", "none", "ambiguous"))
             st.caption(f"`{upload.name}`: {counts}; {summary.unchanged} already so; "
                        f"{summary.n_skipped} task(s) to skip.")
-            st.button(f"Apply {ui.fmt_int(len(decisions))} decision(s)", key="labelstudio_apply", type="primary",
-                      icon=":material/done_all:", disabled=not decisions, on_click=_apply,
-                      args=(actions, decisions, summary.lines()))
+            if decisions:
+                st.button(f"Apply {ui.fmt_int(len(decisions))} decision(s)", key="labelstudio_apply",
+                          type="primary", icon=":material/done_all:", on_click=_apply,
+                          args=(actions, decisions, summary.lines()))
+            else:
+                st.caption("Nothing new to apply.")
     lines = st.session_state.get(SUMMARY_KEY)
     if lines:
-        st.success(lines[0], icon=":material/check_circle:")
+        st.success(lines[0][:1].upper() + lines[0][1:], icon=":material/check_circle:")
         if len(lines) > 1:
             st.caption("\n\n".join(line.strip() for line in lines[1:]))
 

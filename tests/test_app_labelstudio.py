@@ -48,7 +48,8 @@ def test_review_sends_the_flagged_samples_and_imports_the_answers(tiny_run):
     at.button(key="labelstudio_apply").click().run()
     assert not at.exception
     assert store.current() == {first["sample_id"]: ("keep", None), second["sample_id"]: ("none", None)}
-    assert "recorded 2 decision(s)" in texts(at) and "image not in this run" in texts(at)
+    assert "Recorded 2 decision(s)" in texts(at) and "image not in this run" in texts(at)
+    assert "Nothing new to apply" in texts(at)  # the same file again
     at.button(key="undo").click().run()  # one Undo reverts the whole import
     assert not at.exception and store.current() == {}
 
