@@ -18,7 +18,8 @@ from turn_backend.labelstudio import AMBIGUOUS, NONE, SESSION
 from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder
 
-pytestmark = [pytest.mark.slow, pytest.mark.labelstudio]
+# the first run makes the venv (under a minute from the registries here) before the server's own minute
+pytestmark = [pytest.mark.slow, pytest.mark.labelstudio, pytest.mark.timeout(20 * 60)]
 
 
 def _train_labels(run) -> dict[str, int]:
