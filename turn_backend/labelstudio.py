@@ -228,8 +228,10 @@ def _latest_choice(task: dict) -> str | None:
         return None
     latest = max(annotations, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
     for result in latest.get("result") or []:
-        choices = (result.get("value") or {}).get("choices") if isinstance(result, dict) else None
-        if result.get("from_name", FROM_NAME) == FROM_NAME and choices:
+        if not isinstance(result, dict) or result.get("from_name", FROM_NAME) != FROM_NAME:
+            continue
+        choices = (result.get("value") or {}).get("choices")
+        if choices:
             return str(choices[0])
     return None
 
