@@ -485,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     il = sub.add_parser("import-labels", help="apply a Label Studio JSON export as review decisions",
                         description="Label Studio's \"JSON\" export of a project made from `turn export --format "
                                     "label-studio`: the given label is a keep, another class a relabel, \"None of "
-                                    "these classes\" and \"Ambiguous\" those decisions (undoable on Review).")
+                                    "these classes\" and \"Ambiguous\" those decisions. Each is a new decision in the "
+                                    "run's review history, which keeps the one it replaces.")
     il.add_argument("run_dir")
     il.add_argument("file", help="the Label Studio JSON export")
     il.set_defaults(func=cmd_import_labels)
