@@ -71,6 +71,7 @@ def test_export_inline_images_and_scope(tmp_path):
     assert head == "data:image/png;base64"
     assert base64.b64decode(data) == (tmp_path / "images" / "img1.png").read_bytes()
     assert not (tmp_path / "inline" / "images").exists()
+    assert "LOCAL_FILES" not in (tmp_path / "inline" / "LABEL_STUDIO.md").read_text()
 
 
 def test_export_refuses_a_users_folder_and_a_clashing_class_name(tmp_path):

@@ -102,24 +102,23 @@ def _task(row, image_url: str, model_version: str) -> dict:
     }
 
 
-def _howto(name: str, n: int) -> str:
-    return f"""# Label Studio import: {n} flagged sample(s)
-
-1. Start Label Studio with local file serving, the folder that holds this one as its root:
-
-       LOCAL_FILES_SERVING_ENABLED=true LOCAL_FILES_DOCUMENT_ROOT="$(cd .. && pwd)" label-studio start
-
-2. Create a project; under *Settings > Labeling Interface > Code* paste {CONFIG}.
-3. *Settings > Cloud Storage > Add Source Storage*: type *Local files*, absolute local path
-   `<this folder>/{IMAGES}` (do not sync it: tasks.json names the images).
-4. *Import* {TASKS}. Each task shows TURN's suggestion pre-selected (its score: the clean
-   probability of the given label).
-5. Annotate, then *Export* as "JSON" and apply the decisions to the run:
-
-       turn import-labels RUN_FOLDER project-export.json
-
-Keep this folder's name ({name}) and place: the image URLs in {TASKS} name it.
-"""
+def _howto(name: str, n: int, inline: bool) -> str:
+    """LABEL_STUDIO.md: the steps from this folder to decisions on the run."""
+    steps = ["Start Label Studio: `label-studio start`." if inline else
+             "Start Label Studio with local file serving, the folder that holds this one as its root:\n\n"
+             "       LOCAL_FILES_SERVING_ENABLED=true LOCAL_FILES_DOCUMENT_ROOT=\"$(cd .. && pwd)\" label-studio start",
+             f"Create a project; under *Settings > Labeling Interface > Code* paste {CONFIG}."]
+    if not inline:
+        steps.append(f"*Settings > Cloud Storage > Add Source Storage*: type *Local files*, absolute local path\n"
+                     f"   `<this folder>/{IMAGES}` (do not sync it: {TASKS} names the images).")
+    steps += [f"*Import* {TASKS}. Each task shows TURN's suggestion pre-selected (its score: the clean\n"
+              "   probability of the given label).",
+              "Annotate, then *Export* as \"JSON\" and apply the decisions to the run:\n\n"
+              "       turn import-labels RUN_FOLDER project-export.json"]
+    where = (f"The images are inside {TASKS}." if inline else
+             f"Keep this folder's name ({name}) and place: the image URLs in {TASKS} name it.")
+    return (f"# Label Studio import: {n} flagged sample(s)\n\n"
+            + "\n\n".join(f"{k}. {step}" for k, step in enumerate(steps, 1)) + f"\n\n{where}\n")
 
 
 @dataclass
@@ -160,8 +159,7 @@ def export_labelstudio(run_dir: str | Path, out_dir: str | Path, tau: float | No
             tasks.append(_task(row, url, model_version))
         (tmp / TASKS).write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
         (tmp / CONFIG).write_text(config, encoding="utf-8")
-        if not inline:
-            (tmp / HOWTO).write_text(_howto(out.name, len(tasks)), encoding="utf-8")
+        (tmp / HOWTO).write_text(_howto(out.name, len(tasks), inline), encoding="utf-8")
 
     _write_folder(out, fill, {"run": str(folder.path), "format": "label-studio", "rows": int(len(rows)),
                               "tau": tau, "scope": scope, "images": "inline" if inline else "local-files"})
