@@ -81,6 +81,8 @@ def test_export_refuses_a_users_folder_and_a_clashing_class_name(tmp_path):
     (mine / "notes.txt").write_text("keep me")
     with pytest.raises(ExportError, match="not an earlier TURN export"):
         export_labelstudio(run, mine)
+    with pytest.raises(ExportError, match="unknown link mode"):
+        export_labelstudio(run, tmp_path / "new", link="move")
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     export_labelstudio(run, tmp_path / "again")
     export_labelstudio(run, tmp_path / "again", tau=0.85)  # an earlier export is replaced

@@ -40,7 +40,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from turn_backend.export import SCOPES, ExportError, _Images, _write_folder, build_export, default_tau
+from turn_backend.export import LINK_MODES, SCOPES, ExportError, _Images, _write_folder, build_export, default_tau
 from turn_backend.review import ReviewStore
 from turn_backend.run_views import review_inputs
 from turn_backend.runfolder import RunFolder
@@ -136,6 +136,8 @@ def export_labelstudio(run_dir: str | Path, out_dir: str | Path, tau: float | No
     an earlier TURN export or empty."""
     if scope not in SCOPES:
         raise ExportError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    if link not in LINK_MODES:
+        raise ExportError(f"unknown link mode {link!r}; choose one of {', '.join(LINK_MODES)}")
     folder = RunFolder(run_dir)
     tau = default_tau(folder) if tau is None else float(tau)
     config = labeling_config(folder.class_names())
