@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import ui
+from app import labelstudio, ui
 from app.retrain import retrain_panel
 from app.state import user_path
 from turn_backend.annotator_export import annotator_table, beside
@@ -26,6 +26,7 @@ from turn_backend.export import (
     to_bytes,
     write_export,
 )
+from turn_backend.labelstudio import export_labelstudio
 
 PREVIEW_ROWS = 200
 MIME = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet", "json": "application/json"}
@@ -143,14 +144,20 @@ with out[1]:
 # ---------------------------------------------------------------------- folder exports
 
 st.subheader(":material/folder_zip: Datasets other tools load", anchor=False)
-FOLDER_LABELS = {"imagefolder": "ImageFolder tree", "hf": "Hugging Face datasets folder"}
+FOLDER_LABELS = {"imagefolder": "ImageFolder tree", "hf": "Hugging Face datasets folder",
+                 labelstudio.FORMAT: "Label Studio import"}
+LOADERS = {"imagefolder": "load it with `torchvision.datasets.ImageFolder`", "hf": "load it with "
+           "`datasets.load_from_disk`", labelstudio.FORMAT: "its LABEL_STUDIO.md says how to import it"}
 fx = st.columns([2.4, 1, 2], vertical_alignment="bottom")
-folder_fmt = fx[0].segmented_control("Folder format", list(FOLDER_FORMATS), default=FOLDER_FORMATS[0],
+folder_fmt = fx[0].segmented_control("Folder format", [*FOLDER_FORMATS, labelstudio.FORMAT], default=FOLDER_FORMATS[0],
                                      format_func=lambda f: FOLDER_LABELS.get(f, f), key="export_folder_format",
                                      help="ImageFolder: one folder per final label (torchvision.datasets.ImageFolder). "
                                           "Hugging Face: datasets.load_from_disk, with the final labels and the "
-                                          "review columns. Removed samples are left out of both.")
-link = fx[1].selectbox("Image files", LINK_MODES, key="export_link", disabled=folder_fmt != "imagefolder",
+                                          "review columns. Removed samples are left out of both. Label Studio: "
+                                          "the flagged samples as tasks to label there (tasks.json, "
+                                          "labeling_config.xml, images/); Review imports the answers.")
+link = fx[1].selectbox("Image files", LINK_MODES, key="export_link",
+                       disabled=folder_fmt not in ("imagefolder", labelstudio.FORMAT),
                        help="Hard links cost no space (copies where the file system cannot link); array datasets "
                             "are written as PNG")
 folder_scope = "clean" if scope == "clean" else "kept"
@@ -158,7 +165,8 @@ default_out = run.exports_dir / f"{run.name}-{folder_fmt or 'imagefolder'}"
 out_dir = fx[2].text_input("Output folder", value=str(default_out), key=f"export_out_{run.name}_{folder_fmt}",
                            help="Created, or replaced if it holds an earlier TURN export; any other folder is left "
                                 "alone")
-st.caption(f"Writes the {SCOPE_LABELS[folder_scope].lower()} samples ({SCOPES[folder_scope]}).")
+st.caption(("Writes the samples flagged at τ among the " if folder_fmt == labelstudio.FORMAT else "Writes the ")
+           + f"{SCOPE_LABELS[folder_scope].lower()} samples ({SCOPES[folder_scope]}).")
 if st.button("Write the dataset folder", icon=":material/create_new_folder:", key="export_folder_write",
              disabled=folder_fmt is None):
     target = Path(user_path(out_dir) or default_out)
@@ -166,6 +174,8 @@ if st.button("Write the dataset folder", icon=":material/create_new_folder:", ke
         with st.spinner("Writing the images…"):
             if folder_fmt == "hf":
                 info = export_hf(run.path, target, tau=tau, scope=folder_scope)
+            elif folder_fmt == labelstudio.FORMAT:
+                info = {"rows": export_labelstudio(run.path, target, tau=tau, scope=folder_scope, link=link).rows}
             else:
                 info = export_imagefolder(run.path, target, tau=tau, scope=folder_scope, link=link)
     except (ExportError, OSError, ValueError, ImportError) as exc:
@@ -175,9 +185,8 @@ if st.button("Write the dataset folder", icon=":material/create_new_folder:", ke
         st.session_state["export_folder_written"] = (str(target), int(info["rows"]), folder_fmt)
 written_folder = st.session_state.get("export_folder_written")
 if written_folder and Path(written_folder[0]).exists():
-    loader = ("datasets.load_from_disk" if written_folder[2] == "hf" else "torchvision.datasets.ImageFolder")
-    st.success(f"Written: `{written_folder[0]}` ({ui.fmt_int(written_folder[1])} images); load it with "
-               f"`{loader}`.", icon=":material/check_circle:")
+    st.success(f"Written: `{written_folder[0]}` ({ui.fmt_int(written_folder[1])} images); "
+               f"{LOADERS[written_folder[2]]}.", icon=":material/check_circle:")
 
 st.subheader(":material/history: Decision log", anchor=False)
 st.caption("One row per reviewed sample: given and final label, the decision and when, τ, the clean probability, "

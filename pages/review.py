@@ -16,7 +16,7 @@ import uuid
 import numpy as np
 import streamlit as st
 
-from app import annotator_view, audit_data, review_data, ui
+from app import annotator_view, audit_data, labelstudio, review_data, ui
 from app.annotator_view import REVIEW_ANNOTATOR_KEY
 from app.retrain import retrain_panel
 from app.review_data import Decisions
@@ -243,6 +243,7 @@ def review_grid() -> None:
     st.caption(f"Decisions are saved in `{run.review_db.name}` inside the run folder the moment you make them; "
                "Export applies them.")
     retrain_panel(run, len(decisions), key="review_retrain")
+    labelstudio.review_panel(run, tau, index.kind_counts()["label"], actions)
 
 
 def cards(codes: np.ndarray, labels: np.ndarray) -> None:

@@ -4,8 +4,10 @@
     turn run --data PATH ...       start a run (folder, manifest, Hugging Face folder, ...)
     turn resume RUN_DIR            continue a killed or stopped run
     turn export RUN_DIR --out F    write the cleaned label file (CSV, Parquet or JSON), an ImageFolder
-                                   tree, a Hugging Face datasets folder, the decision log or the
+                                   tree, a Hugging Face datasets folder, the decision log, the
                                    run's features (for turn run --features: your own embeddings)
+                                   or a Label Studio import
+    turn import-labels RUN_DIR F   apply a Label Studio JSON export as review decisions
     turn retrain RUN_DIR --out D   a new run on RUN_DIR's reviewed labels
     turn status RUN_DIR            where a run stands
     turn join RUN_DIR --nodes N --node-rank R --master HOST:PORT
@@ -51,7 +53,8 @@ DATA_KINDS = ("auto", "demo", "folder", "manifest", "idx", "cifar10", "cifar100"
 # absolute against the caller's working directory as soon as the command line is parsed, in
 # this one place: the worker process runs with another working directory (the repository),
 # and the run's config.json must name the same files from wherever it is read.
-PATH_ARGS = ("data", "root", "out", "run_dir", "checkpoint", "docs", "features", "test_features", "pred_probs")
+PATH_ARGS = ("data", "root", "out", "run_dir", "checkpoint", "docs", "features", "test_features", "pred_probs",
+             "file")
 # What a path argument may also be: a name, not a file.
 NOT_A_PATH = {"data": ("demo",)}
 # Names or paths: made absolute only where such a file or folder exists here (a Hugging Face
@@ -382,6 +385,13 @@ def cmd_export(args) -> int:
         path = export.write_export(table, args.out)
         print(f"wrote {path}: {len(table)} annotator(s), best estimated quality first")
         return 0
+    if args.format == "label-studio":
+        from turn_backend.labelstudio import export_labelstudio
+
+        done = export_labelstudio(args.run_dir, args.out, args.tau, args.scope, args.inline_images, args.link)
+        print(f"wrote {done.out}: {done.rows} flagged sample(s) as Label Studio tasks ({done.images} images); "
+              + ("import its tasks.json" if args.inline_images else f"see {done.out}/LABEL_STUDIO.md"))
+        return 0
     if args.format == "decisions":
         log = export.build_decision_log(args.run_dir, args.tau)
         path = export.write_export(log, args.out)
@@ -397,6 +407,16 @@ def cmd_export(args) -> int:
         table = annotator_table(args.run_dir)
         table_path = export.write_export(table, beside(path), "csv")
         print(f"wrote {table_path}: {len(table)} annotators' estimated quality")
+    return 0
+
+
+def cmd_import_labels(args) -> int:
+    from turn_backend.labelstudio import import_labels, read_tasks
+
+    if not RunFolder(args.run_dir).exists():
+        raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
+    summary = import_labels(args.run_dir, read_tasks(Path(args.file).read_bytes(), args.file))
+    print("\n".join(summary.lines()))
     return 0
 
 
@@ -554,19 +574,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True,
                    help="output file (.csv, .parquet or .json), or folder (--format imagefolder / hf)")
     e.add_argument("--format", choices=["csv", "parquet", "json", "imagefolder", "hf", "decisions", "features",
-                                        "annotators"],
+                                        "annotators", "label-studio"],
                    help="default: the label file, in the format of the file name; imagefolder: one folder per "
                         "final label; hf: a Hugging Face datasets folder; decisions: the decision log "
                         "(.csv, .parquet or .json); features: the training images' pre-trained features "
                         "(.npy, or .parquet / .csv keyed by path) for `turn run --features`; annotators: each "
                         "annotator's estimated quality (runs with several annotators per image; .csv, .parquet "
-                        "or .json)")
+                        "or .json); label-studio: the flagged samples as a Label Studio import (tasks.json, "
+                        "labeling_config.xml, images/)")
     e.add_argument("--scope", default="all", choices=["all", "kept", "clean"])
     e.add_argument("--split", default="train", choices=["train", "test"], help="--format features: which split's")
     e.add_argument("--tau", type=float, help="flagging threshold (default: the applied one, else the run's)")
     e.add_argument("--link", default="hardlink", choices=["hardlink", "symlink", "copy"],
-                   help="imagefolder: how image files get there (default hardlink, copied where impossible)")
+                   help="imagefolder, label-studio: how image files get there (default hardlink, copied where "
+                        "impossible)")
+    e.add_argument("--inline-images", action="store_true",
+                   help="label-studio: the images inside tasks.json as data: URIs (small sets; Label Studio then "
+                        "needs no local file serving)")
     e.set_defaults(func=cmd_export)
+
+    il = sub.add_parser("import-labels", help="apply a Label Studio JSON export as review decisions",
+                        description="Label Studio's \"JSON\" export of a project made from `turn export --format "
+                                    "label-studio`: the given label is a keep, another class a relabel, \"None of "
+                                    "these classes\" and \"Ambiguous\" those decisions. Each is a new decision in the "
+                                    "run's review history, which keeps the one it replaces.")
+    il.add_argument("run_dir")
+    il.add_argument("file", help="the Label Studio JSON export")
+    il.set_defaults(func=cmd_import_labels)
 
     rt = sub.add_parser("retrain", help="start a new run on a run's reviewed labels",
                         description="Retrain with my decisions: relabelled samples train with their new label, "
