@@ -362,3 +362,35 @@ def test_default_workers_decode_files_in_parallel_only_beside_a_gpu(tmp_path, mo
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     assert default_workers(files, torch.device("cuda", 0)) == 3
     assert make_loader(ImageTensorDataset(files, Preprocess(8, MEAN, STD), False), 2, False, 0, 2).persistent_workers
+
+
+def test_the_feature_cache_follows_file_contents_not_their_folder(tmp_path, monkeypatch):
+    """A folder renamed or copied elsewhere keeps its features; new bytes in one file do not."""
+    import shutil
+
+    from turn_backend.data import digests
+    from turn_backend.data.loaders import load_dataset
+    from turn_backend.features import feature_cache_path
+
+    monkeypatch.setenv("TURN_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        (tmp_path / "a" / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "a" / f"c{k % 2}" / f"{k}.png")
+    pre = Preprocess(48, MEAN, STD)
+
+    def cache_file(folder: str) -> Path:
+        images = load_dataset({"kind": "folder", "path": str(tmp_path / folder)}).train
+        return feature_cache_path(images, "efficientnet_lite0", None, True, pre, "train")
+
+    first = cache_file("a")
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")
+    (tmp_path / "a").rename(tmp_path / "renamed")
+    assert cache_file("copy") == cache_file("renamed") == first
+    # a second look at the same files reads none of them again: the index answers by path, size, mtime
+    monkeypatch.setattr(digests, "file_digest", lambda path: pytest.fail(f"{path} was read again"))
+    assert cache_file("renamed") == first
+    monkeypatch.undo()
+    monkeypatch.setenv("TURN_CACHE_DIR", str(tmp_path / "cache"))
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "copy" / "c1" / "3.png")
+    assert cache_file("copy") != first
