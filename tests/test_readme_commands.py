@@ -42,6 +42,8 @@ COMMANDS: dict[str, list[str] | None] = {
     "bench --scale": None,
     "bench --detection": None,
     "bench --annotators": None,
+    "bench --photos": None,
+    "bench --throughput": None,
 }
 
 
