@@ -38,7 +38,6 @@ SECTION_TITLE = "## Real photos: JPEG files with label noise"
 DEFAULT_DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 FILE_PX = 256  # the generated JPEGs' size
 DEFAULT_SETTING = "sym40"
-STAGES = ["data", "features", "lp", "detection", "gmm", "fft", "scoring", "final", "projection"]
 
 
 def variants(image_size: int) -> list[tuple[str, str, int]]:
@@ -76,7 +75,7 @@ def photos_section(df: pd.DataFrame, info: dict) -> str:
       f"{info['fft_epochs'] or 'the default number of'} fine-tuning rounds. Machine: {info['machine']}. Command: "
       f"`{info['command']}`; {info['when']}.")
     w("")
-    stages = [s for s in STAGES if f"seconds_{s}" in df]
+    stages = [c.removeprefix("seconds_") for c in df.columns if c.startswith("seconds_")]  # in the runs' order
     w("| run | input px | flag F1 | precision | recall | noise rate: estimated (95% interval) / true | "
       "test acc. best / last | " + " | ".join(f"{s} s" for s in stages) + " | wall s |")
     w("|" + "---|" * (7 + len(stages)))
@@ -89,7 +88,8 @@ def photos_section(df: pd.DataFrame, info: dict) -> str:
           f"{times} | {r['wall_seconds']:.0f} |")
     w("")
     w("F1, precision and recall (%) of the flagged samples against the true labels; the estimated noise rate is "
-      "what metrics.json tells a user who has no true labels. Fine-tuning only the last blocks is not a run option "
+      "what metrics.json tells a user who has no true labels. Stage times in seconds (timings.json); a run at the "
+      "scan's input size reads the features the scan cached. Fine-tuning only the last blocks is not a run option "
       "yet, so it is not in the table.")
     return "\n".join(L) + "\n"
 
