@@ -86,12 +86,17 @@ def measure_throughput(plan: Plan, log) -> dict:
 
 def measure_file_throughput(manifest, model: str, image_size: int, batch_size: int, device: str,
                             n_images: int, workers: list[int], repeats: int, log) -> dict:
-    """Feature extraction from image files (the engine's `extract_features`: decode, resize in
-    the loader, device-side normalisation, forward, write) with each loader worker count in
-    `workers`, against the bare forward on the same images already preprocessed and on the
-    device. The measurements alternate `repeats` times and each keeps its fastest, so that a
-    machine whose load changes meanwhile treats them alike. Also the decode + resize cost per
-    image in this process, the share of a forward pass the loader has to hide."""
+    """Feature extraction from image files against the bare forward on the same images, in two
+    ways that hold up on a machine whose load changes while they run:
+
+    - the cost split: batch after batch, the loader's work in this process (decode + resize,
+      what 0 workers add), the device-side preprocessing and the forward, each timed right
+      after the other, so that they see the same load;
+    - whole passes: the engine's `extract_features` (loader, preprocessing, forward, write)
+      with each worker count in `workers`, each right after a bare forward pass over the same
+      batches already preprocessed and on the device; `repeats` such pairs, and the median
+      of their ratios.
+    """
     import tempfile
 
     import torch
@@ -99,7 +104,7 @@ def measure_file_throughput(manifest, model: str, image_size: int, batch_size: i
     from turn_backend.engine import Runtime, extract_features, to_device
     from turn_backend.models.core import Preprocess
     from turn_backend.models.registry import load_model
-    from turn_backend.pipeline import ImageTensorDataset, preprocessed_batches
+    from turn_backend.pipeline import ImageTensorDataset, batch_preprocess
 
     rt = Runtime(device)
     images = load_dataset({"kind": "manifest", "path": str(manifest)}).train
@@ -109,44 +114,67 @@ def measure_file_throughput(manifest, model: str, image_size: int, batch_size: i
     p = loaded.preprocess
     pre = Preprocess(image_size, p.mean, p.std, p.interpolation)
     ext = to_device(loaded.extractor, rt, image_size).eval()
+    dataset, prep = ImageTensorDataset(images, pre, train=False), batch_preprocess(images, pre, False)
 
-    def sync() -> None:
+    def timed(fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
+        return out, time.perf_counter() - t0
 
-    dataset = ImageTensorDataset(images, pre, train=False)
-    t0 = time.perf_counter()
-    dataset.__getitems__(list(range(n)))
-    decode_ms = (time.perf_counter() - t0) / n * 1000
-    batches = [x for x, _ in preprocessed_batches(images, pre, batch_size, rt.device)]
-    best = {"bare": float("inf"), **{w: float("inf") for w in workers}}
+    def forward(x):
+        with rt.autocast():
+            return ext(x)
+
+    spent = {"load": 0.0, "preprocess": 0.0, "forward": 0.0}
+    batches = []
+    with torch.inference_mode():
+        forward(prep(dataset.__getitems__(list(range(min(n, batch_size))))[0].to(rt.device)))  # warm-up
+        for start in range(0, n, batch_size):
+            (x, _, _), t_load = timed(dataset.__getitems__, list(range(start, min(n, start + batch_size))))
+            x, t_prep = timed(lambda b: prep(b.to(rt.device)), x)
+            _, t_fwd = timed(forward, x)
+            spent["load"] += t_load
+            spent["preprocess"] += t_prep
+            spent["forward"] += t_fwd
+            batches.append(x)
+
+    def bare_pass() -> float:
+        with torch.inference_mode():
+            return sum(timed(forward, x)[1] for x in batches)
+
+    ratios: dict[int, list[float]] = {w: [] for w in workers}
+    rates: dict[int, list[float]] = {w: [] for w in workers}
+    bare_rates = []
     with tempfile.TemporaryDirectory() as tmp:
-        with torch.inference_mode(), rt.autocast():
-            ext(batches[0])  # warm-up (allocations, kernel choice), shared by every measurement
         for _ in range(repeats):
-            with torch.inference_mode():
-                sync()
-                t0 = time.perf_counter()
-                for x in batches:
-                    with rt.autocast():
-                        ext(x)
-                sync()
-                best["bare"] = min(best["bare"], time.perf_counter() - t0)
             for w in workers:
+                bare = bare_pass()
                 path = Path(tmp) / f"w{w}.npy"
                 path.unlink(missing_ok=True)
-                t0 = time.perf_counter()
-                extract_features(ext, images, pre, path, rt, batch_size, w)
-                best[w] = min(best[w], time.perf_counter() - t0)
+                _, seconds = timed(extract_features, ext, images, pre, path, rt, batch_size, w)
+                ratios[w].append(bare / seconds)
+                rates[w].append(n / seconds)
+                bare_rates.append(n / bare)
+    ms = {k: v / n * 1000 for k, v in spent.items()}
     out = {"device": str(rt.device), "image_size": image_size, "batch_size": batch_size, "images": n,
-           "torch_threads": torch.get_num_threads(), "repeats": repeats, "decode_ms_per_image": decode_ms,
-           "bare_images_per_s": n / best["bare"], "bare_ms_per_image": best["bare"] / n * 1000,
-           "workers": {str(w): {"images_per_s": n / best[w], "share_of_bare": best["bare"] / best[w]}
-                       for w in workers}}
+           "torch_threads": torch.get_num_threads(), "repeats": repeats,
+           "load_ms_per_image": ms["load"], "preprocess_ms_per_image": ms["preprocess"],
+           "forward_ms_per_image": ms["forward"],
+           "zero_worker_bound": ms["forward"] / sum(ms.values()),
+           "bare_images_per_s": float(np.median(bare_rates)),
+           "workers": {str(w): {"images_per_s": float(np.median(rates[w])),
+                                "share_of_bare": float(np.median(ratios[w])),
+                                "share_range": [float(min(ratios[w])), float(max(ratios[w]))]} for w in workers}}
+    log(f"per image, timed batch after batch: decode + resize {ms['load']:.2f} ms, preprocessing "
+        f"{ms['preprocess']:.2f} ms, forward {ms['forward']:.1f} ms: 0 workers can reach "
+        f"{out['zero_worker_bound']:.0%} of the bare forward")
     for w in workers:
-        log(f"throughput from JPEG files, {w} loader worker(s): {n / best[w]:.1f} img/s = "
-            f"{best['bare'] / best[w]:.0%} of the bare forward ({n / best['bare']:.1f} img/s)")
-    log(f"decode + resize {decode_ms:.2f} ms per image in one process; forward {out['bare_ms_per_image']:.1f} ms")
+        r = out["workers"][str(w)]
+        log(f"features from JPEG files, {w} loader worker(s): {r['images_per_s']:.1f} img/s = "
+            f"{r['share_of_bare']:.0%} of the bare forward (median of {repeats} pairs, "
+            f"{r['share_range'][0]:.0%}-{r['share_range'][1]:.0%})")
     return out
 
 
@@ -161,15 +189,17 @@ def file_throughput_section(r: dict, model: str, machine: dict, command: str, wh
          f"`{model}` features at {r['image_size']} px of {r['images']} JPEGs of 256 px (colour, "
          f"`turn_backend/bench/photo_folder.py`), batch {r['batch_size']}, on `{r['device']}`{gpu}: "
          f"{machine['cpu']}, {machine['cores']} cores, {r['torch_threads']} torch thread(s); load average "
-         f"{load} at the start (other processes were running). Each measurement is the fastest of "
-         f"{r['repeats']}, taken in turn. Command: `{command}`; {when}.", "",
-         "| loader workers | images/s | share of the bare forward |", "|---|---|---|"]
+         f"{load} at the start (other processes were running). Each share is the median of "
+         f"{r['repeats']} ratios, each a bare forward pass timed right before the pipeline's. "
+         f"Command: `{command}`; {when}.", "",
+         "| loader workers | images/s | share of the bare forward: median (range) |", "|---|---|---|"]
     for w, v in r["workers"].items():
-        L.append(f"| {w} | {v['images_per_s']:.1f} | **{v['share_of_bare']:.0%}** |")
-    L += ["", f"- Bare forward (batches already decoded, resized and normalised, on the device): "
-          f"{r['bare_images_per_s']:.1f} images/s, {r['bare_ms_per_image']:.1f} ms an image.",
-          f"- Decoding and resizing in one process: {r['decode_ms_per_image']:.2f} ms an image, the cost the "
-          "loader adds to each forward when it runs in the main process (0 workers).",
+        lo, hi = v["share_range"]
+        L.append(f"| {w} | {v['images_per_s']:.1f} | **{v['share_of_bare']:.0%}** ({lo:.0%}–{hi:.0%}) |")
+    L += ["", f"- Per image, timed batch after batch in one process: decoding and resizing the JPEG "
+          f"{r['load_ms_per_image']:.2f} ms, preprocessing on the device {r['preprocess_ms_per_image']:.2f} ms, the "
+          f"forward {r['forward_ms_per_image']:.1f} ms. With 0 workers the loader's work adds to the forward's, so "
+          f"feature extraction can reach at most **{r['zero_worker_bound']:.0%} of the bare forward** here.",
           "- Loader workers default to none on a CPU (`pipeline.default_workers`): there the forward already uses "
           "every core, and a worker takes cores from it; beside a GPU, up to 8 decode in parallel.", ""]
     return "\n".join(L)
@@ -201,7 +231,7 @@ def main(args) -> int:
     manifest = write_photo_folder(out / "photos", -(-n // 10) * 10, 10, 256)  # the demo: 10 classes alike
     workers = sorted({0, 1, 2, min(8, (os.cpu_count() or 1) - 1)})
     result = measure_file_throughput(manifest, args.model, args.image_size or 224, args.batch_size, args.device, n,
-                                     workers, 2, log)
+                                     workers, 3, log)
     (out / "throughput.json").write_text(json.dumps({"machine": machine, **result}, indent=2))
     command = "turn bench --throughput" + (f" --n-train {n}" if args.n_train else "")
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
