@@ -145,6 +145,8 @@ def main(args) -> int:
                        + f", {threads} torch thread(s) ({why}), load average at the end "
                        + ", ".join(f"{x:.1f}" for x in os.getloadavg()),
             "command": "turn bench --photos" + (f" --n-train {n_train}" if args.n_train else "")
+                       + (f" --n-test {n_test}" if args.n_test else "")
+                       + (f" --settings {setting}" if args.settings else "")
                        + (f" --fft-epochs {args.fft_epochs}" if args.fft_epochs else ""),
             "when": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
     section = photos_section(df, info)
