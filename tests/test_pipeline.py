@@ -361,7 +361,6 @@ def test_default_workers_decode_files_in_parallel_only_beside_a_gpu(tmp_path, mo
     assert default_workers(arrays, "cuda") == 0
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     assert default_workers(files, torch.device("cuda", 0)) == 3
-    assert make_loader(ImageTensorDataset(files, Preprocess(8, MEAN, STD), False), 2, False, 0, 2).persistent_workers
 
 
 def test_the_feature_cache_follows_file_contents_not_their_folder(tmp_path, monkeypatch):
