@@ -393,3 +393,13 @@ def test_the_feature_cache_follows_file_contents_not_their_folder(tmp_path, monk
     monkeypatch.setenv("TURN_CACHE_DIR", str(tmp_path / "cache"))
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "copy" / "c1" / "3.png")
     assert cache_file("copy") != first
+
+
+def test_file_batches_are_scaled_and_normalised_in_one_pass_and_the_input_is_left_alone():
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    kept = x.clone()
+    pre = Preprocess(8, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    got = BatchPreprocess(pre, train=True, geometry=False)(x)
+    want = (x.float() / 255 - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-5)
+    assert torch.equal(x, kept)
