@@ -13,6 +13,7 @@ import hashlib
 import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 from turn_backend.io import cache_root
@@ -51,7 +52,8 @@ def file_digests(paths: list[str], workers: int | None = None) -> list[str]:
     """
     absolute = [os.path.abspath(p) for p in paths]
     stats = [os.stat(p) for p in absolute]
-    with _connect() as con:
+    con = _connect()
+    with closing(con), con:  # commits on success, closes either way
         known = {}
         for start in range(0, len(absolute), 900):  # SQLite's limit on parameters per statement
             part = absolute[start:start + 900]
@@ -75,5 +77,4 @@ def file_digests(paths: list[str], workers: int | None = None) -> list[str]:
                 out[i] = digest
             con.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)",
                             [(absolute[i], stats[i].st_size, stats[i].st_mtime_ns, out[i]) for i in missing])
-    con.close()
     return out
