@@ -247,11 +247,12 @@ def default_workers(images: ImageSet, device: torch.device | str = "cpu") -> int
     """Loader worker processes: none for in-memory arrays; for files, none on a CPU and up to
     8 (one core left to the main process) on a GPU.
 
-    On a CPU the forward pass already uses every core and a worker only takes cores from it:
-    measured on 2 cores, EfficientNet-Lite0 features of 256-px JPEGs at 224 px ran at 92% of
-    the bare forward with 0 workers, 86-87% with 1 or 2 (decode + resize 0.4 ms an image
-    against a 15 ms forward; docs/benchmarks.md). On a GPU the forward is fast and decoding
-    must keep up in parallel. `--workers` overrides this (large photos on a many-core CPU).
+    On a CPU the forward pass already uses every core and a worker takes cores from it, to
+    win back little: EfficientNet-Lite0 features of 256-px JPEGs at 224 px on 2 cores spent
+    0.5 ms an image decoding and resizing and 0.3 ms normalising, against 15-40 ms in the
+    forward, so 0 workers reach at least 95% of the bare forward (`turn bench --throughput`,
+    docs/benchmarks.md). On a GPU the forward is fast and decoding must keep up in parallel.
+    `--workers` overrides this (large photos on a many-core CPU).
     """
     if images.arrays is not None or torch.device(device).type == "cpu":
         return 0

@@ -200,8 +200,11 @@ def file_throughput_section(r: dict, model: str, machine: dict, command: str, wh
           f"{r['load_ms_per_image']:.2f} ms, preprocessing on the device {r['preprocess_ms_per_image']:.2f} ms, the "
           f"forward {r['forward_ms_per_image']:.1f} ms. With 0 workers the loader's work adds to the forward's, so "
           f"feature extraction can reach at most **{r['zero_worker_bound']:.0%} of the bare forward** here.",
+          "- Whole passes are timed seconds apart; where other processes come and go, their ratios spread (the "
+          "range column), while the cost split, timed batch after batch, sees the same load in each part.",
           "- Loader workers default to none on a CPU (`pipeline.default_workers`): there the forward already uses "
-          "every core, and a worker takes cores from it; beside a GPU, up to 8 decode in parallel.", ""]
+          "every core, a worker takes cores from it, and it can win back at most the loader's share above; beside a "
+          "GPU, up to 8 decode in parallel.", ""]
     return "\n".join(L)
 
 
