@@ -358,7 +358,7 @@ def test_throughput_bench_measures_jpeg_files_with_each_worker_count(tmp_path, m
     assert throughput_main(args) == 0
     result = json.loads((tmp_path / "bench" / "throughput.json").read_text())
     assert result["images"] == 16 and set(result["workers"]) == {"0", "1", "2"}
-    assert all(0 < w["share_of_bare"] for w in result["workers"].values())
+    assert all(0 < w["share_of_bare"] and 0 < w["forward_busy"] <= 1 for w in result["workers"].values())
     assert 0 < result["zero_worker_bound"] < 1 and result["load_ms_per_image"] > 0
     docs = (tmp_path / "benchmarks.md").read_text()
     assert docs.startswith(FILE_SECTION) and "| 2 |" in docs

@@ -93,9 +93,10 @@ def measure_file_throughput(manifest, model: str, image_size: int, batch_size: i
       what 0 workers add), the device-side preprocessing and the forward, each timed right
       after the other, so that they see the same load;
     - whole passes: the engine's `extract_features` (loader, preprocessing, forward, write)
-      with each worker count in `workers`, each right after a bare forward pass over the same
-      batches already preprocessed and on the device; `repeats` such pairs, and the median
-      of their ratios.
+      with each worker count in `workers`, each beside a bare forward pass over the same
+      batches already preprocessed and on the device (before it, then after it, in turn);
+      the median of `repeats` ratios, and of the share of each pass its forward calls took
+      (busy: the same pass, so the same load; but a forward that workers slow down counts).
     """
     import tempfile
 
@@ -144,17 +145,36 @@ def measure_file_throughput(manifest, model: str, image_size: int, batch_size: i
         with torch.inference_mode():
             return sum(timed(forward, x)[1] for x in batches)
 
+    class TimedExtractor(torch.nn.Module):
+        """The extractor, adding the seconds its forward takes to `busy`."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner, self.feature_dim, self.busy = ext, ext.feature_dim, 0.0
+
+        def forward(self, x):
+            y, seconds = timed(self.inner, x)
+            self.busy += seconds
+            return y
+
+    timed_ext = TimedExtractor()
     ratios: dict[int, list[float]] = {w: [] for w in workers}
+    busy: dict[int, list[float]] = {w: [] for w in workers}
     rates: dict[int, list[float]] = {w: [] for w in workers}
     bare_rates = []
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(repeats):
+        for k in range(repeats):
             for w in workers:
-                bare = bare_pass()
                 path = Path(tmp) / f"w{w}.npy"
                 path.unlink(missing_ok=True)
-                _, seconds = timed(extract_features, ext, images, pre, path, rt, batch_size, w)
+                timed_ext.busy = 0.0
+                # alternate which of the two goes first, so that a load that rises or falls
+                # over the measurement favours neither
+                bare = bare_pass() if k % 2 == 0 else None
+                _, seconds = timed(extract_features, timed_ext, images, pre, path, rt, batch_size, w)
+                bare = bare if bare is not None else bare_pass()
                 ratios[w].append(bare / seconds)
+                busy[w].append(timed_ext.busy / seconds)
                 rates[w].append(n / seconds)
                 bare_rates.append(n / bare)
     ms = {k: v / n * 1000 for k, v in spent.items()}
@@ -166,7 +186,8 @@ def measure_file_throughput(manifest, model: str, image_size: int, batch_size: i
            "bare_images_per_s": float(np.median(bare_rates)),
            "workers": {str(w): {"images_per_s": float(np.median(rates[w])),
                                 "share_of_bare": float(np.median(ratios[w])),
-                                "share_range": [float(min(ratios[w])), float(max(ratios[w]))]} for w in workers}}
+                                "share_range": [float(min(ratios[w])), float(max(ratios[w]))],
+                                "forward_busy": float(np.median(busy[w]))} for w in workers}}
     log(f"per image, timed batch after batch: decode + resize {ms['load']:.2f} ms, preprocessing "
         f"{ms['preprocess']:.2f} ms, forward {ms['forward']:.1f} ms: 0 workers can reach "
         f"{out['zero_worker_bound']:.0%} of the bare forward")
@@ -174,7 +195,8 @@ def measure_file_throughput(manifest, model: str, image_size: int, batch_size: i
         r = out["workers"][str(w)]
         log(f"features from JPEG files, {w} loader worker(s): {r['images_per_s']:.1f} img/s = "
             f"{r['share_of_bare']:.0%} of the bare forward (median of {repeats} pairs, "
-            f"{r['share_range'][0]:.0%}-{r['share_range'][1]:.0%})")
+            f"{r['share_range'][0]:.0%}-{r['share_range'][1]:.0%}); the forward ran {r['forward_busy']:.0%} "
+            "of the pass")
     return out
 
 
@@ -189,13 +211,15 @@ def file_throughput_section(r: dict, model: str, machine: dict, command: str, wh
          f"`{model}` features at {r['image_size']} px of {r['images']} JPEGs of 256 px (colour, "
          f"`turn_backend/bench/photo_folder.py`), batch {r['batch_size']}, on `{r['device']}`{gpu}: "
          f"{machine['cpu']}, {machine['cores']} cores, {r['torch_threads']} torch thread(s); load average "
-         f"{load} at the start (other processes were running). Each share is the median of "
-         f"{r['repeats']} ratios, each a bare forward pass timed right before the pipeline's. "
+         f"{load} at the start (other processes were running). Each figure is the median of "
+         f"{r['repeats']} passes, each timed beside a bare forward pass (before it, then after it, in turn). "
          f"Command: `{command}`; {when}.", "",
-         "| loader workers | images/s | share of the bare forward: median (range) |", "|---|---|---|"]
+         "| loader workers | images/s | against the bare forward: median (range) | forward's share of the pass |",
+         "|---|---|---|---|"]
     for w, v in r["workers"].items():
         lo, hi = v["share_range"]
-        L.append(f"| {w} | {v['images_per_s']:.1f} | **{v['share_of_bare']:.0%}** ({lo:.0%}–{hi:.0%}) |")
+        L.append(f"| {w} | {v['images_per_s']:.1f} | **{v['share_of_bare']:.0%}** ({lo:.0%}–{hi:.0%}) | "
+                 f"{v['forward_busy']:.0%} |")
     L += ["", f"- Per image, timed batch after batch in one process: decoding and resizing the JPEG "
           f"{r['load_ms_per_image']:.2f} ms, preprocessing on the device {r['preprocess_ms_per_image']:.2f} ms, the "
           f"forward {r['forward_ms_per_image']:.1f} ms. With 0 workers the loader's work adds to the forward's, so "
