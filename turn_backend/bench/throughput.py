@@ -260,7 +260,8 @@ def main(args) -> int:
     result = measure_file_throughput(manifest, args.model, args.image_size or 224, args.batch_size, args.device, n,
                                      workers, 3, log)
     (out / "throughput.json").write_text(json.dumps({"machine": machine, **result}, indent=2))
-    command = "turn bench --throughput" + (f" --n-train {n}" if args.n_train else "")
+    command = "turn bench --throughput" + (f" --n-train {n}" if args.n_train else "") + (
+        f" --threads {args.threads}" if getattr(args, "threads", None) else "")
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     section = file_throughput_section(result, args.model, machine, command, when)
     (out / "throughput.md").write_text(section)
