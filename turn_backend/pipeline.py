@@ -61,8 +61,8 @@ def decode_file(path: str, size: int) -> torch.Tensor:
     """The image file at `path` as an RGB uint8 tensor (3 x H x W), decoded for a model input
     of `size` pixels: what `ImageSet.load_image` gives, except that a JPEG whose shorter side
     is at least twice `size` is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling via
-    PIL's `draft`), never below `size`. A 4,000 x 3,000 photo then decodes 2-3x faster and
-    the resize that follows has less to do.
+    PIL's `draft`), never below `size`. A 4,000 x 3,000 photo (3.9 MB) then reaches a 224-px
+    input in 23-48 ms instead of 142-249 ms (2 busy CPU cores), within 1.6 grey levels on average.
 
     PIL, not torchvision's decoder: as fast on small JPEGs here (0.16 against 0.18 ms for
     256 px), with draft mode, every format and mode, and torchvision 0.29 deprecates its own.
