@@ -17,6 +17,7 @@ from app.dataset_loading import save_upload, spec_key, thumbnail, try_load
 from app.given_inputs import given_inputs_panel
 from app.state import start_dir, user_path
 from turn_backend.data import DatasetError, apply_label_noise
+from turn_backend.thumbnails import preview_image
 
 MAX_UPLOAD_MB = 50
 SAMPLES_PER_CLASS = 6
@@ -292,7 +293,7 @@ for pair in pairs_of_classes:
                 true = None if train.true_labels is None else int(train.true_labels[i])
                 wrong = true is not None and true != c
                 try:
-                    img = thumbnail(train.load_image(int(i)), wrong)
+                    img = thumbnail(preview_image(train, int(i)), wrong)
                 except Exception as exc:  # noqa: BLE001 - an image that broke after loading
                     cell.caption(f":red[unreadable: {exc}]")
                     continue

@@ -54,6 +54,8 @@ COMMANDS: dict[str, list[str] | None] = {
     "run --data crowd/labels.csv --out runs/crowd": [*TINY_RUN, "--device", "cpu"],
     "export runs/crowd --out crowd.csv": [],
     "export runs/crowd --format annotators --out annotators.csv": [],
+    "bench --photos": None,
+    "bench --throughput": None,
 }
 
 

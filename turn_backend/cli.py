@@ -16,6 +16,8 @@
     turn bench --scale             the app at 60,000 images, timed in headless Chromium
     turn bench --detection         how well each detection signal finds the wrong labels
     turn bench --annotators        consensus of several annotators per image, and their quality
+    turn bench --photos            the scan and TURN+ on a folder of JPEGs with label noise
+    turn bench --throughput        features from JPEG files: the data pipeline against the bare forward
 
 Runs execute in a worker process (several with --processes N, through torchrun; over several
 machines with --nodes N --master HOST:PORT, each other machine running `turn join`); this
@@ -500,6 +502,14 @@ def cmd_bench(args) -> int:
         from turn_backend.bench.annotators import main as annotators_main
 
         return annotators_main(args)
+    if args.photos:
+        from turn_backend.bench.photos import main as photos_main
+
+        return photos_main(args)
+    if args.throughput:
+        from turn_backend.bench.throughput import main as throughput_main
+
+        return throughput_main(args)
     from turn_backend.bench import main as bench_main
 
     return bench_main(args)
@@ -659,6 +669,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: four simulated annotators per image; consensus accuracy of each aggregator "
                         "and how it ranks the annotators (default 10,000 images, 3 seeds); uses --n-train, "
                         "--seeds, --out, --docs")
+    b.add_argument("--photos", action="store_true",
+                   help="instead: the scan and TURN+ (also at 128 px) on a folder of 256-px JPEGs with label noise: "
+                        "flag F1, estimated vs true noise rate, time per stage (default 2,000 images, sym40); uses "
+                        "--n-train, --n-test, --settings, --image-size, --lp-epochs, --fft-epochs, --out, --docs")
+    b.add_argument("--throughput", action="store_true",
+                   help="instead: feature extraction from 256-px JPEG files through the data pipeline against the "
+                        "bare forward, with 0, 1 and 2 loader workers (default 512 images at 224 px); uses "
+                        "--n-train, --image-size, --batch-size, --device, --out, --docs")
     b.set_defaults(func=cmd_bench)
     return p
 

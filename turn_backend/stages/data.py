@@ -72,7 +72,7 @@ def load_data(ctx: RunContext) -> None:
         ctx.loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
         ctx.pre = resolve_preprocess(cfg, ctx.loaded)
         ctx.lp_hp, ctx.fft_hp = resolve_hparams(cfg, ctx.loaded.hparams)
-    ctx.workers = default_workers(bundle.train) if cfg.num_workers is None else cfg.num_workers
+    ctx.workers = default_workers(bundle.train, ctx.rt.device) if cfg.num_workers is None else cfg.num_workers
     ctx.add_time("data", t0)
 
 
