@@ -18,6 +18,7 @@ from PIL import Image
 from app import ui
 from turn_backend import run_views
 from turn_backend.runfolder import RunFolder
+from turn_backend.thumbnails import preview_image
 
 
 def stamp(folder: RunFolder) -> float:
@@ -70,7 +71,7 @@ def samples(folder: RunFolder):
 def _thumbnail(run_dir: str, stamp: float, split: str, i: int, size: int) -> bytes | None:
     try:
         bundle = ui.run_bundle(RunFolder(run_dir))
-        img = (bundle.train if split == "train" else bundle.test).load_image(int(i))
+        img = preview_image(bundle.train if split == "train" else bundle.test, int(i))
     except Exception:  # noqa: BLE001 - a file that vanished since training: the card still works
         return None
     scale = size / max(img.size)
@@ -94,7 +95,7 @@ TINY_PX = 64  # images this small (Fashion-MNIST, CIFAR) are sent as they are an
 def _thumbnail_uri(run_dir: str, stamp: float, split: str, i: int, size: int) -> tuple[str, int, int, bool] | None:
     try:
         bundle = ui.run_bundle(RunFolder(run_dir))
-        img = (bundle.train if split == "train" else bundle.test).load_image(int(i))
+        img = preview_image(bundle.train if split == "train" else bundle.test, int(i))
     except Exception:  # noqa: BLE001 - a file that vanished since training: the card still works
         return None
     w, h = img.size

@@ -43,6 +43,8 @@ def build_navigation():
     for section, names in ui.SECTIONS.items():
         pages = []
         for name in names:
+            if not ui.page_relevant(name):
+                continue
             file, title, icon = ui.PAGES[name]
             target = str(file) if file.is_file() else _missing_page(title)
             pages.append(st.Page(target, title=title, icon=icon, url_path=name, default=name == "runs"))

@@ -9,7 +9,7 @@ import html
 import numpy as np
 import streamlit as st
 
-from app import audit_data
+from app import annotator_view, audit_data
 from turn_backend import analysis as an
 from turn_backend.review import ReviewStore
 from turn_backend.run_features import pretrained_features
@@ -17,9 +17,11 @@ from turn_backend.runfolder import RunFolder
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def review_index(run_dir: str, stamp: float, tau: float) -> an.ReviewIndex:
-    """The queue, sorted once per run and tau (then every click is array slicing)."""
-    return an.ReviewIndex.for_run(audit_data.review_inputs(RunFolder(run_dir)), tau)
+def review_index(run_dir: str, stamp: float, tau: float, annotator: str | None = None) -> an.ReviewIndex:
+    """The queue, sorted once per run and tau (then every click is array slicing); with
+    `annotator`, that annotator's disagreements with the consensus join it."""
+    disagrees = None if annotator is None else annotator_view.disagreement_mask(run_dir, stamp, annotator)
+    return an.ReviewIndex.for_run(audit_data.review_inputs(RunFolder(run_dir)), tau, disagrees)
 
 
 @st.cache_resource(show_spinner="Loading the run's features…", max_entries=2)

@@ -74,11 +74,21 @@ PAGES: dict[str, tuple[Path, str, str]] = {
     "classes": (ROOT / "pages" / "classes.py", "Classes", ":material/category:"),
     "noise": (ROOT / "pages" / "noise.py", "Noise matrix", ":material/grid_on:"),
     "compare": (ROOT / "pages" / "compare.py", "Compare runs", ":material/compare_arrows:"),
+    "annotators": (ROOT / "pages" / "annotators.py", "Annotators", ":material/groups:"),
 }
 SECTIONS: dict[str, list[str]] = {
     "Project": ["runs", "dataset", "train", "compare"],
-    "Audit": ["embeddings", "threshold", "classes", "noise", "review", "export"],
+    "Audit": ["embeddings", "threshold", "classes", "noise", "annotators", "review", "export"],
 }
+
+
+def page_relevant(name: str) -> bool:
+    """Whether the navigation lists page `name` for the current run: Annotators only for a run
+    whose data has several annotators per image."""
+    if name == "annotators":
+        run = current_run()
+        return run is not None and run.has_annotators()
+    return True
 
 
 # The Material Symbols "label" glyph (viewBox 0 -960 960 960), as the app's logo.

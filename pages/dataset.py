@@ -12,11 +12,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import ui
+from app import annotator_view, ui
 from app.dataset_loading import save_upload, spec_key, thumbnail, try_load
 from app.given_inputs import given_inputs_panel
 from app.state import start_dir, user_path
 from turn_backend.data import DatasetError, apply_label_noise
+from turn_backend.thumbnails import preview_image
 
 MAX_UPLOAD_MB = 50
 SAMPLES_PER_CLASS = 6
@@ -104,7 +105,9 @@ with source_col:
         if mode == "Path on disk":
             path = st.text_input("Manifest file", key="ds_manifest_path", placeholder="/data/labels.csv",
                                  help="CSV, TSV or Parquet with columns path and label "
-                                      "(optional: split, true_label, id).")
+                                      "(optional: split, true_label, id). Several annotators per image: one row "
+                                      "per image and annotator with an annotator column, or one column "
+                                      "annotator_NAME per annotator; their consensus becomes the label.")
         else:
             upload = st.file_uploader("Manifest file (CSV, TSV or Parquet)", type=["csv", "tsv", "parquet"],
                                       key="ds_manifest_upload", max_upload_size=MAX_UPLOAD_MB,
@@ -222,6 +225,8 @@ if test is None:
     st.caption(":material/info: No test split: test accuracy will not be reported.")
 for warning in noisy.info.get("warnings", []) or []:
     st.warning(warning, icon=":material/warning:")
+if noisy.info.get("annotators") is not None:  # a manifest with several annotators per image
+    st.info(annotator_view.dataset_note(noisy.info["annotators"]), icon=":material/groups:")
 
 counts_col, skipped_col = st.columns([3, 2], gap="large")
 with counts_col:
@@ -288,7 +293,7 @@ for pair in pairs_of_classes:
                 true = None if train.true_labels is None else int(train.true_labels[i])
                 wrong = true is not None and true != c
                 try:
-                    img = thumbnail(train.load_image(int(i)), wrong)
+                    img = thumbnail(preview_image(train, int(i)), wrong)
                 except Exception as exc:  # noqa: BLE001 - an image that broke after loading
                     cell.caption(f":red[unreadable: {exc}]")
                     continue

@@ -33,6 +33,7 @@ from turn_backend import run_views
 from turn_backend.config import method_kind
 from turn_backend.export import default_tau
 from turn_backend.projection import PROJECTION_METHODS
+from turn_backend.thumbnails import preview_image
 
 MAX_SELECTED_IMAGES = 48
 IMAGES_PER_ROW = 6
@@ -189,7 +190,7 @@ def selection_gallery(selected_idx: list[int]) -> None:
             with col:
                 if images is not None:
                     try:
-                        st.image(thumb(images.load_image(int(idx)), 112), width=112)
+                        st.image(thumb(preview_image(images, int(idx)), 112), width=112)
                     except Exception:  # noqa: BLE001
                         st.caption(":material/hide_image:")
                 st.caption("  \n".join(lines))
@@ -208,7 +209,7 @@ def hover_thumbnail() -> None:
         images = load_images(run, split) if k < len(positions) and positions[k] == int(row) else None
         if images is not None:
             data = {"row": int(row), "run": run_dir + split, "size": HOVER_THUMB_PX, "caption": describe(frame.iloc[k]),
-                    "src": data_uri(thumb(images.load_image(int(row)), HOVER_THUMB_PX))}
+                    "src": data_uri(thumb(preview_image(images, int(row)), HOVER_THUMB_PX))}
             st.session_state["emb_hover_data"] = data
     hover_bridge(key="emb_hover", data={**(data or {}), "run": run_dir + split},
                  on_hover_change=lambda: None, height=0)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import ui
+from app import labelstudio, ui
 from app.retrain import retrain_panel
 from app.state import user_path
+from turn_backend.annotator_export import annotator_table, beside
 from turn_backend.export import (
     FOLDER_FORMATS,
     FORMATS,
@@ -25,6 +26,7 @@ from turn_backend.export import (
     to_bytes,
     write_export,
 )
+from turn_backend.labelstudio import export_labelstudio
 
 PREVIEW_ROWS = 200
 MIME = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet", "json": "application/json"}
@@ -109,16 +111,24 @@ with out[0]:
     st.caption(f"`{file_name}` · {ui.fmt_int(len(df))} rows · {FORMAT_LABELS[fmt]}")
     st.download_button("Download the label file", data=payload, file_name=file_name, mime=MIME.get(fmt),
                        icon=":material/download:", type="primary", key="export_download", on_click="ignore")
+    if run.has_annotators():  # several annotators per image: their quality table too
+        st.download_button("Download the annotators table", data=lambda: to_bytes(annotator_table(run.path), fmt),
+                           file_name=f"{run.name}-annotators.{fmt}", mime=MIME.get(fmt), icon=":material/groups:",
+                           key="export_annotators_download", on_click="ignore",
+                           help="One row per annotator: annotator, quality, n_labels, agreement_with_consensus")
 
 with out[1]:
     st.subheader(":material/save: Write to a folder", anchor=False)
     folder = st.text_input("Folder", value=str(run.exports_dir), key=f"export_folder_{run.name}",
                            help="Written atomically: a failure leaves any earlier file there as it was.")
-    st.caption(f"Writes `{file_name}` there (an existing file of that name is replaced).")
+    st.caption(f"Writes `{file_name}` there (an existing file of that name is replaced)"
+               + (f", and the annotators table `{beside(file_name).name}` beside it." if run.has_annotators() else "."))
     if st.button("Write the file", icon=":material/save:", key="export_write"):
         target = Path(user_path(folder) or run.exports_dir) / file_name  # relative: from start_dir()
         try:
             written = write_export(df, target, fmt)
+            if run.has_annotators():  # the annotators table beside the label file, as `turn export` writes it
+                write_export(annotator_table(run.path), beside(written), "csv")
         except (ExportError, OSError, ValueError) as exc:
             st.session_state.pop("export_written", None)
             msg = str(exc)
@@ -134,14 +144,20 @@ with out[1]:
 # ---------------------------------------------------------------------- folder exports
 
 st.subheader(":material/folder_zip: Datasets other tools load", anchor=False)
-FOLDER_LABELS = {"imagefolder": "ImageFolder tree", "hf": "Hugging Face datasets folder"}
+FOLDER_LABELS = {"imagefolder": "ImageFolder tree", "hf": "Hugging Face datasets folder",
+                 labelstudio.FORMAT: "Label Studio import"}
+LOADERS = {"imagefolder": "load it with `torchvision.datasets.ImageFolder`", "hf": "load it with "
+           "`datasets.load_from_disk`", labelstudio.FORMAT: "its LABEL_STUDIO.md says how to import it"}
 fx = st.columns([2.4, 1, 2], vertical_alignment="bottom")
-folder_fmt = fx[0].segmented_control("Folder format", list(FOLDER_FORMATS), default=FOLDER_FORMATS[0],
+folder_fmt = fx[0].segmented_control("Folder format", [*FOLDER_FORMATS, labelstudio.FORMAT], default=FOLDER_FORMATS[0],
                                      format_func=lambda f: FOLDER_LABELS.get(f, f), key="export_folder_format",
                                      help="ImageFolder: one folder per final label (torchvision.datasets.ImageFolder). "
                                           "Hugging Face: datasets.load_from_disk, with the final labels and the "
-                                          "review columns. Removed samples are left out of both.")
-link = fx[1].selectbox("Image files", LINK_MODES, key="export_link", disabled=folder_fmt != "imagefolder",
+                                          "review columns. Removed samples are left out of both. Label Studio: "
+                                          "the flagged samples as tasks to label there (tasks.json, "
+                                          "labeling_config.xml, images/); Review imports the answers.")
+link = fx[1].selectbox("Image files", LINK_MODES, key="export_link",
+                       disabled=folder_fmt not in ("imagefolder", labelstudio.FORMAT),
                        help="Hard links cost no space (copies where the file system cannot link); array datasets "
                             "are written as PNG")
 folder_scope = "clean" if scope == "clean" else "kept"
@@ -149,7 +165,8 @@ default_out = run.exports_dir / f"{run.name}-{folder_fmt or 'imagefolder'}"
 out_dir = fx[2].text_input("Output folder", value=str(default_out), key=f"export_out_{run.name}_{folder_fmt}",
                            help="Created, or replaced if it holds an earlier TURN export; any other folder is left "
                                 "alone")
-st.caption(f"Writes the {SCOPE_LABELS[folder_scope].lower()} samples ({SCOPES[folder_scope]}).")
+st.caption(("Writes the samples flagged at τ among the " if folder_fmt == labelstudio.FORMAT else "Writes the ")
+           + f"{SCOPE_LABELS[folder_scope].lower()} samples ({SCOPES[folder_scope]}).")
 if st.button("Write the dataset folder", icon=":material/create_new_folder:", key="export_folder_write",
              disabled=folder_fmt is None):
     target = Path(user_path(out_dir) or default_out)
@@ -157,6 +174,8 @@ if st.button("Write the dataset folder", icon=":material/create_new_folder:", ke
         with st.spinner("Writing the images…"):
             if folder_fmt == "hf":
                 info = export_hf(run.path, target, tau=tau, scope=folder_scope)
+            elif folder_fmt == labelstudio.FORMAT:
+                info = {"rows": export_labelstudio(run.path, target, tau=tau, scope=folder_scope, link=link).rows}
             else:
                 info = export_imagefolder(run.path, target, tau=tau, scope=folder_scope, link=link)
     except (ExportError, OSError, ValueError, ImportError) as exc:
@@ -166,9 +185,8 @@ if st.button("Write the dataset folder", icon=":material/create_new_folder:", ke
         st.session_state["export_folder_written"] = (str(target), int(info["rows"]), folder_fmt)
 written_folder = st.session_state.get("export_folder_written")
 if written_folder and Path(written_folder[0]).exists():
-    loader = ("datasets.load_from_disk" if written_folder[2] == "hf" else "torchvision.datasets.ImageFolder")
-    st.success(f"Written: `{written_folder[0]}` ({ui.fmt_int(written_folder[1])} images); load it with "
-               f"`{loader}`.", icon=":material/check_circle:")
+    st.success(f"Written: `{written_folder[0]}` ({ui.fmt_int(written_folder[1])} images); "
+               f"{LOADERS[written_folder[2]]}.", icon=":material/check_circle:")
 
 st.subheader(":material/history: Decision log", anchor=False)
 st.caption("One row per reviewed sample: given and final label, the decision and when, τ, the clean probability, "

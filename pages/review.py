@@ -16,7 +16,8 @@ import uuid
 import numpy as np
 import streamlit as st
 
-from app import audit_data, review_data, ui
+from app import annotator_view, audit_data, labelstudio, review_data, ui
+from app.annotator_view import REVIEW_ANNOTATOR_KEY
 from app.retrain import retrain_panel
 from app.review_data import Decisions
 from turn_backend import analysis as an
@@ -62,9 +63,13 @@ st.html("<style>[class*='st-key-actions_'] > div { flex: 1 1 0 !important; min-w
 run_dir = str(run.path.resolve())
 stamp = audit_data.stamp(run)
 tau = default_tau(run)
+annotators = annotator_view.annotators(run_dir, stamp)  # None: one label per image
+annotator = st.session_state.get(REVIEW_ANNOTATOR_KEY)
+if annotators is None or annotator not in annotators["names"]:  # another run's annotator: show all
+    annotator = None
 try:
     data = audit_data.review_inputs(run)
-    index = review_data.review_index(run_dir, stamp, round(tau, 6))
+    index = review_data.review_index(run_dir, stamp, round(tau, 6), annotator)
 except (ValueError, OSError, KeyError) as exc:
     ui.show_error(exc, "The run folder looks incomplete; open the Runs page and pick another run.")
     st.stop()
@@ -95,6 +100,11 @@ def clear_pair() -> None:
 
 def show_similar(position: int) -> None:
     st.session_state["review_similar"] = int(position)
+
+
+def clear_annotator() -> None:
+    st.session_state.pop(REVIEW_ANNOTATOR_KEY, None)
+    first_page()
 
 
 def close_similar() -> None:
@@ -137,6 +147,12 @@ if pair is not None:
 
 view = index.view([names.index(n) for n in given_filter], [names.index(n) for n in pred_filter],
                   kind_filter or (), None if pair is None else tuple(pair))
+if annotator is not None:  # opened from the Annotators page: only that annotator's disagreements
+    view = view[(index.kinds[view] & an.KIND_BITS["annotator"]) > 0]
+    a = st.columns([5, 1], vertical_alignment="center")
+    a[0].info(f"Showing the images where annotator **{html.escape(annotator)}**'s label differs from the consensus.",
+              icon=":material/groups:")
+    a[1].button("Show all", icon=":material/filter_alt_off:", key="clear_annotator", on_click=clear_annotator)
 
 # --------------------------------------------------------------------------- why-flagged
 
@@ -227,6 +243,7 @@ def review_grid() -> None:
     st.caption(f"Decisions are saved in `{run.review_db.name}` inside the run folder the moment you make them; "
                "Export applies them.")
     retrain_panel(run, len(decisions), key="review_retrain")
+    labelstudio.review_panel(run, tau, index.kind_counts()["label"], actions)
 
 
 def cards(codes: np.ndarray, labels: np.ndarray) -> None:
@@ -299,7 +316,9 @@ def card(r, focused: bool, slot: int) -> None:
                 f"Suggested **{html_names[pred]}** ({r['pred_prob']:.0%}, {html.escape(data['source'])})" +
                 (" · agrees" if same else "") +
                 f"  \nClean probability **{'< 0.01' if cp < 0.005 else f'{cp:.2f}'}** ({data['clean_source']})" +
-                (f"\n\n{why}" if why else ""), unsafe_allow_html=True,
+                (f"\n\n{why}" if why else "") +
+                (f"\n\n{annotator_view.card_line(annotators, i, html_names)}" if annotators is not None else ""),
+                unsafe_allow_html=True,
                 help="Why this sample is here. Each detection signal's clean score (0 = surely wrong, 1 = surely "
                      "right; red at or below τ) and what the audit found: a near-duplicate (violet where its label "
                      "differs), the same image in the test set, an outlier far from every class." if why else None)

@@ -139,6 +139,33 @@ def shuffled_run_template(tmp_path_factory, turn_cache_dir):
     return out, result
 
 
+# the tiny run's settings for the four-annotator set (helpers.annotators), from its own folder
+ANNOTATED_RUN_ARGS = ["--data", "labels.csv", "--image-size", "64", "--batch-size", "64", "--lp-epochs", "3",
+                      "--fft-epochs", "1", "--device", "cpu", "--method", "turn", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def annotated_run_template(tmp_path_factory, turn_cache_dir):
+    """A finished run on 60 demo images labelled by four simulated annotators (a long-form
+    manifest), made by `turn run` with relative paths: (its folder, the `turn run` process)."""
+    from helpers.annotators import write_annotated_manifest
+    from helpers.cli import turn
+
+    data = tmp_path_factory.mktemp("annotated")
+    write_annotated_manifest(data)
+    result = turn("run", *ANNOTATED_RUN_ARGS, "--out", "runs/crowd", cwd=data, cache=turn_cache_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return data / "runs" / "crowd", result
+
+
+@pytest.fixture
+def annotated_run(runs_root, annotated_run_template) -> Path:
+    """That run (a fresh copy per test) inside `runs_root`."""
+    dest = runs_root / "crowd"
+    shutil.copytree(annotated_run_template[0], dest)
+    return dest
+
+
 @pytest.fixture
 def audited_run(tiny_run) -> Path:
     """The tiny run with planted detection and audit evidence (helpers.runs.write_audit_evidence)."""

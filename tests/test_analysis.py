@@ -319,7 +319,7 @@ def test_review_index_audit_flags_join_the_queue():
     assert rows.index.tolist() == ["s7", "s0", "s1", "s2", "s3", "s4", "s5"]
     assert rows.loc["s1", "kinds"] == ["label", "duplicate"]
     assert rows.loc["s4", "kinds"] == ["duplicate"] and rows.loc["s3", "kinds"] == ["leak"]
-    assert idx.kind_counts() == {"label": 4, "duplicate": 2, "outlier": 1, "leak": 1}
+    assert idx.kind_counts() == {"label": 4, "duplicate": 2, "outlier": 1, "leak": 1, "annotator": 0}
     assert idx.ids[idx.order[idx.view(kinds=["duplicate", "outlier"])]].tolist() == ["s1", "s4", "s5"]
 
 

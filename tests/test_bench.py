@@ -314,3 +314,51 @@ def test_detection_grid_end_to_end_writes_its_table_as_a_docs_section(tmp_path, 
     calibration = text.split("## Calibration: the numbers a user sees without ground truth (Detection at full scale)\n",
                              1)[1]
     assert "| asym40 |" in calibration and "| 1/1 |" in calibration  # the reliability check passed
+
+
+def _bench_args(tmp_path, *extra):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    parser.add_argument("--photos", action="store_true")
+    parser.add_argument("--throughput", action="store_true")
+    return parser.parse_args(["--out", str(tmp_path / "bench"), "--device", "cpu", "--quiet",
+                              "--docs", str(tmp_path / "benchmarks.md"), *extra])
+
+
+@pytest.mark.slow  # three tiny runs on 80 JPEGs
+def test_photos_bench_scores_the_flags_of_each_run_against_the_true_labels(tmp_path, monkeypatch, turn_cache_dir):
+    from turn_backend.bench.photos import SECTION_TITLE
+    from turn_backend.bench.photos import main as photos_main
+
+    monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
+    args = _bench_args(tmp_path, "--photos", "--n-train", "80", "--n-test", "20", "--image-size", "48",
+                       "--lp-epochs", "2", "--fft-epochs", "1", "--batch-size", "32", "--settings", "sym40")
+    assert photos_main(args) == 0
+    truth = pd.read_csv(tmp_path / "bench" / "photos" / "manifest.csv")
+    train = truth[truth["split"] == "train"]
+    assert len(train) == 80 and (train["label"] != train["true_label"]).mean() == pytest.approx(0.4, abs=0.1)
+    # the given label is the folder the file is in
+    assert all(p.split("/")[1] == label for p, label in zip(train["path"], train["label"]))
+    df = pd.read_csv(tmp_path / "bench" / "photos.csv")
+    assert list(df["run"]) == ["scan (lp-gce)", "turn+", "turn+ at 48 px"]
+    assert df["f1"].between(0, 1).all() and df["estimated_noise_rate"].between(0, 1).all()
+    assert (df["true_noise_rate"] == (train["label"] != train["true_label"]).mean()).all()
+    assert df["seconds_features"].gt(0).all() and df.loc[1:, "seconds_fft"].gt(0).all()
+    docs = (tmp_path / "benchmarks.md").read_text()
+    assert docs.startswith(SECTION_TITLE) and "| turn+ | 48 |" in docs
+
+
+def test_throughput_bench_measures_jpeg_files_with_each_worker_count(tmp_path, monkeypatch, turn_cache_dir):
+    from turn_backend.bench.throughput import FILE_SECTION
+    from turn_backend.bench.throughput import main as throughput_main
+
+    monkeypatch.setenv("TURN_CACHE_DIR", str(turn_cache_dir))
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    args = _bench_args(tmp_path, "--throughput", "--n-train", "16", "--image-size", "32", "--batch-size", "8")
+    assert throughput_main(args) == 0
+    result = json.loads((tmp_path / "bench" / "throughput.json").read_text())
+    assert result["images"] == 16 and set(result["workers"]) == {"0", "1", "2"}
+    assert all(0 < w["share_of_bare"] and 0 < w["forward_busy"] <= 1 for w in result["workers"].values())
+    assert 0 < result["zero_worker_bound"] < 1 and result["load_ms_per_image"] > 0
+    docs = (tmp_path / "benchmarks.md").read_text()
+    assert docs.startswith(FILE_SECTION) and "| 2 |" in docs

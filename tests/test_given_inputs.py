@@ -77,6 +77,10 @@ def test_random_embeddings_are_flagged_as_unreliable(runs_root, tiny_config):
     np.save(runs_root / "random.npy", noise)
     metrics = run_here(_lp_config(tiny_config, features=str(runs_root / "random.npy")), runs_root / "random")
     assert metrics["flags_reliable"] is False and metrics["suggested_tau"] is None
+    # the fixes name the user's own model, not image settings a run on given features has none of
+    fixes = metrics["flags_reliability"]["fixes"]
+    assert "features from another model, closer to this kind of image" in fixes
+    assert "a larger image size" not in fixes
 
 
 def _no_image_model(*args, **kwargs):

@@ -316,3 +316,90 @@ def test_every_process_takes_the_main_processs_layout(tmp_path):
     assert result.returncode == 0, result.stdout[-1000:] + result.stderr[:3000] + "\n...\n" + result.stderr[-1000:]
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert sorted(r["rank"] for r in rows) == [0, 1] and all(r["nchw"] for r in rows)
+
+
+def _jpeg(path: Path, size: tuple[int, int]) -> None:
+    """A smooth colour image saved as a JPEG at `path`."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), (xx + yy) * 255 // (w + h)], -1)
+    Image.fromarray(rgb.astype(np.uint8)).save(path, "JPEG", quality=95)
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_but_never_below_the_input_size(tmp_path):
+    from turn_backend.pipeline import decode_file
+
+    _jpeg(tmp_path / "big.jpg", (1600, 1200))
+    x = decode_file(str(tmp_path / "big.jpg"), 224)
+    # libjpeg scales by 1/2, 1/4 or 1/8: 1/4 keeps the shorter side >= 224, 1/8 would not
+    assert x.dtype == torch.uint8 and x.shape == (3, 300, 400)
+    full = np.array(Image.open(tmp_path / "big.jpg").convert("RGB").resize((400, 300)))
+    full = torch.from_numpy(full).permute(2, 0, 1)
+    assert (x.float() - full.float()).abs().mean() < 3
+
+
+@pytest.mark.parametrize("name, mode, fmt", [("grey.jpg", "L", "JPEG"), ("cmyk.jpg", "CMYK", "JPEG"),
+                                             ("alpha.png", "RGBA", "PNG")])
+def test_decode_file_gives_what_load_image_gives(tmp_path, name, mode, fmt):
+    from turn_backend.pipeline import decode_file
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 50, 4), dtype=np.uint8), "RGBA").convert(mode).save(tmp_path / name, fmt)
+    images = ImageSet(ids=["a"], labels=[0], class_names=["a"], paths=[str(tmp_path / name)])
+    want = torch.from_numpy(np.array(images.load_image(0))).permute(2, 0, 1)
+    assert torch.equal(decode_file(str(tmp_path / name), 224), want)
+
+
+def test_default_workers_decode_files_in_parallel_only_beside_a_gpu(tmp_path, monkeypatch):
+    from turn_backend.pipeline import default_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    files = ImageSet(ids=["a"], labels=[0], class_names=["a"], paths=[str(tmp_path / "a.jpg")])
+    arrays = _array_set(np.zeros((2, 4, 4), dtype=np.uint8))
+    assert default_workers(files, "cpu") == 0  # the forward needs the cores (docs/benchmarks.md)
+    assert default_workers(files, "cuda") == 8
+    assert default_workers(arrays, "cuda") == 0
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert default_workers(files, torch.device("cuda", 0)) == 3
+
+
+def test_the_feature_cache_follows_file_contents_not_their_folder(tmp_path, monkeypatch):
+    """A folder renamed or copied elsewhere keeps its features; new bytes in one file do not."""
+    import shutil
+
+    from turn_backend.data import digests
+    from turn_backend.data.loaders import load_dataset
+    from turn_backend.features import feature_cache_path
+
+    monkeypatch.setenv("TURN_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        (tmp_path / "a" / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "a" / f"c{k % 2}" / f"{k}.png")
+    pre = Preprocess(48, MEAN, STD)
+
+    def cache_file(folder: str) -> Path:
+        images = load_dataset({"kind": "folder", "path": str(tmp_path / folder)}).train
+        return feature_cache_path(images, "efficientnet_lite0", None, True, pre, "train")
+
+    first = cache_file("a")
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")
+    (tmp_path / "a").rename(tmp_path / "renamed")
+    assert cache_file("copy") == cache_file("renamed") == first
+    # a second look at the same files reads none of them again: the index answers by path, size, mtime
+    monkeypatch.setattr(digests, "file_digest", lambda path: pytest.fail(f"{path} was read again"))
+    assert cache_file("renamed") == first
+    monkeypatch.undo()
+    monkeypatch.setenv("TURN_CACHE_DIR", str(tmp_path / "cache"))
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "copy" / "c1" / "3.png")
+    assert cache_file("copy") != first
+
+
+def test_file_batches_are_scaled_and_normalised_in_one_pass_and_the_input_is_left_alone():
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    kept = x.clone()
+    pre = Preprocess(8, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    got = BatchPreprocess(pre, train=True, geometry=False)(x)
+    want = (x.float() / 255 - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-5)
+    assert torch.equal(x, kept)

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers.annotators import write_annotated_manifest
 from helpers.cli import REPO, turn, write_image_folder
+from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder
 
 TINY_RUN = ["--image-size", "32", "--batch-size", "32", "--lp-epochs", "2", "--fft-epochs", "1", "--quiet"]
@@ -39,6 +41,8 @@ COMMANDS: dict[str, list[str] | None] = {
     "resume runs/mine": ["--quiet"],
     "export runs/mine --out cleaned.csv": [],
     "export runs/mine --out cleaned/ --format imagefolder": [],
+    "export runs/mine --out to-label --format label-studio": [],
+    "import-labels runs/mine project-export.json": [],
     "retrain runs/mine --out runs/mine-2": ["--lp-epochs", "2", "--fft-epochs", "1", "--device", "cpu", "--quiet"],
     "retrain runs/mine --out runs/mine-3 --ambiguous keep": ["--lp-epochs", "2", "--fft-epochs", "1", "--device",
                                                             "cpu", "--quiet"],
@@ -51,7 +55,21 @@ COMMANDS: dict[str, list[str] | None] = {
     "bench --scale": None,
     "bench --detection": None,
     "bench --annotators": None,
+    "run --data crowd/labels.csv --out runs/crowd": [*TINY_RUN, "--device", "cpu"],
+    "export runs/crowd --out crowd.csv": [],
+    "export runs/crowd --format annotators --out annotators.csv": [],
+    "bench --photos": None,
+    "bench --throughput": None,
 }
+
+
+# A Label Studio "JSON" export of runs/mine's images (sample ids: paths in the class folders).
+LABEL_STUDIO_EXPORT = [
+    {"id": 1, "data": {"sample_id": "cat/000.png"}, "annotations": [
+        {"id": 1, "result": [{"from_name": "label", "type": "choices", "value": {"choices": ["dog"]}}]}]},
+    {"id": 2, "data": {"sample_id": "cat/001.png"}, "annotations": [
+        {"id": 2, "result": [{"from_name": "label", "type": "choices", "value": {"choices": ["Ambiguous"]}}]}]},
+]
 
 
 def readme_commands() -> list[str]:
@@ -84,6 +102,8 @@ def workdir(tmp_path_factory) -> Path:
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(cwd / "labels.csv", index=False)
     # a classifier's class probabilities for the 48 images of path/to/folder ("Your own embeddings")
     np.save(cwd / "probs.npy", np.random.default_rng(0).dirichlet(np.ones(2), size=48))
+    write_annotated_manifest(cwd / "crowd", n_train=40, n_test=10)
+    (cwd / "project-export.json").write_text(json.dumps(LABEL_STUDIO_EXPORT))
     return cwd
 
 
@@ -138,6 +158,8 @@ def test_every_readme_command_runs_as_typed_from_another_folder(workdir, tmp_pat
     assert tuned.estimate()["method"] == "turn+" and mine.estimate() is not None
     assert len(pd.read_csv(workdir / "cleaned.csv")) == mine.metrics()["n_train"]
     assert {p.name for p in (workdir / "cleaned").iterdir()} >= {"cat", "dog"}
+    assert (workdir / "to-label" / "tasks.json").exists() and (workdir / "to-label" / "labeling_config.xml").exists()
+    assert ReviewStore(mine.review_db).current() == {"cat/000.png": ("relabel", 1), "cat/001.png": ("ambiguous", None)}
     assert RunFolder(workdir / "runs" / "mine-2").status()["state"] == "done"
     mine3 = RunFolder(workdir / "runs" / "mine-3")
     assert mine3.status()["state"] == "done" and mine3.config()["retrained_from"]["ambiguous_choice"] == "keep"
@@ -145,13 +167,18 @@ def test_every_readme_command_runs_as_typed_from_another_folder(workdir, tmp_pat
     assert own.status()["state"] == "done" and own.config()["features"] == str(workdir / "features.npy")
     assert RunFolder(workdir / "runs" / "own-probs").metrics()["given_inputs"]["pred_probs"] == str(
         workdir / "probs.npy")
+    crowd = RunFolder(workdir / "runs" / "crowd")
+    assert crowd.status()["state"] == "done"
+    assert crowd.config()["dataset"]["path"] == str(workdir / "crowd" / "labels.csv")
+    assert {"consensus_label", "annotator_agreement"} <= set(pd.read_csv(workdir / "crowd.csv").columns)
+    assert pd.read_csv(workdir / "annotators.csv").equals(pd.read_csv(workdir / "crowd_annotators.csv"))
     assert set((REPO / "runs").glob("*")) <= repo_runs  # nothing landed in the repository's runs/
 
 
 # Free-text arguments of the `turn` subcommands that are names or settings, not files.
 NOT_PATH_ARGS = {"data_kind", "noise", "method", "device", "precision", "projections", "format", "scope", "link",
                  "split", "methods", "settings", "dev_settings", "ablation_setting", "docs_section", "ambiguous",
-                 "master"}
+                 "master", "annotator_columns", "aggregator"}
 
 
 def test_every_path_argument_is_made_absolute_in_one_place(tmp_path):
@@ -178,5 +205,7 @@ def test_every_path_argument_is_made_absolute_in_one_place(tmp_path):
     assert (args.data, args.model) == ("demo", "google/vit-base-patch16-224")  # names stay names
     args = absolute_paths(parser.parse_args(["export", "../r", "--out", "a/b.csv"]), cwd=tmp_path / "w")
     assert (args.run_dir, args.out) == (str(tmp_path / "r"), str(tmp_path / "w" / "a" / "b.csv"))
+    args = absolute_paths(parser.parse_args(["import-labels", "r", "../export.json"]), cwd=tmp_path / "w")
+    assert (args.run_dir, args.file) == (str(tmp_path / "w" / "r"), str(tmp_path / "export.json"))
     args = absolute_paths(parser.parse_args(["bench", "--out", "o", "--docs", "d.md"]), cwd=tmp_path)
     assert (args.out, args.docs) == (str(tmp_path / "o"), str(tmp_path / "d.md"))

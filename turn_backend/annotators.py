@@ -40,6 +40,47 @@ class Consensus:
     confusion: dict[str, np.ndarray]
 
 
+@dataclass
+class AnnotatedLabels:
+    """A split's labels from several annotators and their consensus: names (A,) in column order;
+    matrix (N, A) each annotator's label of each item, -1 where they gave none; consensus."""
+
+    names: list[str]
+    matrix: np.ndarray
+    consensus: Consensus
+
+    @property
+    def n_labels(self) -> np.ndarray:
+        """(N,) how many annotators labelled each item."""
+        return (self.matrix >= 0).sum(1)
+
+    def subset(self, index: np.ndarray) -> AnnotatedLabels:
+        """The same annotators on the items `index` (the aggregation is not redone)."""
+        c = self.consensus
+        sub = Consensus(method=c.method, label=c.label[index], probs=c.probs[index], agreement=c.agreement[index],
+                        annotators=c.annotators, confusion=c.confusion)
+        return AnnotatedLabels(self.names, self.matrix[index], sub)
+
+
+def disagreements(labels: np.ndarray, names: list[str], consensus: np.ndarray, annotator: str) -> np.ndarray:
+    """(N,) bool: the items `annotator` labelled otherwise than the consensus. `labels`: (N, A)
+    with -1 where missing, columns in the order of `names`."""
+    if annotator not in names:
+        raise AnnotationError(f"no annotator {annotator!r}; the annotators are {', '.join(names)}")
+    theirs = labels[:, names.index(annotator)]
+    return (theirs >= 0) & (theirs != consensus)
+
+
+def label_matrix(long: pd.DataFrame, num_items: int) -> tuple[list[str], np.ndarray]:
+    """Long-form annotations -> (annotator names, sorted; (N, A) labels, -1 where missing)."""
+    names = sorted(long["annotator"].astype(str).unique())
+    matrix = np.full((num_items, len(names)), -1, dtype=np.int64)
+    column = {name: k for k, name in enumerate(names)}
+    matrix[long["item"].to_numpy(dtype=np.int64), long["annotator"].astype(str).map(column).to_numpy()] = \
+        long["label"].to_numpy(dtype=np.int64)
+    return names, matrix
+
+
 def wide_to_long(frame: pd.DataFrame, annotator_columns: list[str]) -> pd.DataFrame:
     """One label column per annotator (missing: NaN or empty) -> long form (item, annotator, label)."""
     long = frame[annotator_columns].reset_index(drop=True).rename_axis("item").reset_index().melt(

@@ -7,8 +7,10 @@
     turn finetune SCAN_DIR         fine-tune a finished scan (TURN+ from its probe on)
     turn resume RUN_DIR            continue a killed or stopped run
     turn export RUN_DIR --out F    write the cleaned label file (CSV, Parquet or JSON), an ImageFolder
-                                   tree, a Hugging Face datasets folder, the decision log or the
+                                   tree, a Hugging Face datasets folder, the decision log, the
                                    run's features (for turn run --features: your own embeddings)
+                                   or a Label Studio import
+    turn import-labels RUN_DIR F   apply a Label Studio JSON export as review decisions
     turn retrain RUN_DIR --out D   a new run on RUN_DIR's reviewed labels
     turn status RUN_DIR            where a run stands
     turn join RUN_DIR --nodes N --node-rank R --master HOST:PORT
@@ -17,6 +19,8 @@
     turn bench --scale             the app at 60,000 images, timed in headless Chromium
     turn bench --detection         how well each detection signal finds the wrong labels
     turn bench --annotators        consensus of several annotators per image, and their quality
+    turn bench --photos            the scan and TURN+ on a folder of JPEGs with label noise
+    turn bench --throughput        features from JPEG files: the data pipeline against the bare forward
 
 Runs execute in a worker process (several with --processes N, through torchrun; over several
 machines with --nodes N --master HOST:PORT, each other machine running `turn join`); this
@@ -59,7 +63,7 @@ DATA_KINDS = ("auto", "demo", "folder", "manifest", "idx", "cifar10", "cifar100"
 # this one place: the worker process runs with another working directory (the repository),
 # and the run's config.json must name the same files from wherever it is read.
 PATH_ARGS = ("data", "root", "out", "run_dir", "scan_dir", "checkpoint", "docs", "features", "test_features",
-             "pred_probs")
+             "pred_probs", "file")
 # What a path argument may also be: a name, not a file.
 NOT_A_PATH = {"data": ("demo",)}
 # Names or paths: made absolute only where such a file or folder exists here (a Hugging Face
@@ -280,6 +284,25 @@ def flag_summary_lines(metrics: dict) -> list[str]:
 
 # --- commands ---------------------------------------------------------------------------
 
+def annotator_options(args, spec: dict) -> dict:
+    """The dataset spec's keys for several annotators per image (--annotator-columns, --aggregator)."""
+    if not (args.annotator_columns or args.aggregator):
+        return {}
+    if spec["kind"] != "manifest":
+        raise CLIError("--annotator-columns and --aggregator apply to a manifest (CSV / Parquet with a path column); "
+                       f"--data {args.data} is read as {spec['kind']}")
+    out = {}
+    if args.annotator_columns:
+        out["annotator_columns"] = [c.strip() for c in args.annotator_columns.split(",") if c.strip()]
+    if args.aggregator:
+        from turn_backend.data.annotated import MANIFEST_AGGREGATORS  # pandas: only when asked for
+
+        if args.aggregator not in MANIFEST_AGGREGATORS:
+            raise CLIError(f"--aggregator {args.aggregator}: choose one of {', '.join(MANIFEST_AGGREGATORS)}")
+        out["aggregator"] = args.aggregator
+    return out
+
+
 def run_config(args) -> RunConfig:
     """The RunConfig of `turn run` / `turn estimate`'s options (method and batch as given)."""
     noise = {"kind": args.noise, "rate": args.noise_rate, "seed": args.noise_seed}
@@ -289,8 +312,9 @@ def run_config(args) -> RunConfig:
             raise CLIError(f"--{option.replace('_', '-')} {path}: no such file")
     # given features or probabilities take a linear probe (fine-tuning needs the image model)
     default_method = GIVEN_INPUTS_METHOD if given_inputs(args) else DEFAULT_METHOD
+    dataset = dataset_spec(args.data, args.data_kind, args.n_train, args.n_test, args.root)
     return RunConfig(
-        dataset=dataset_spec(args.data, args.data_kind, args.n_train, args.n_test, args.root),
+        dataset={**dataset, **annotator_options(args, dataset)},
         noise=noise, model=args.model, checkpoint=args.checkpoint,
         method=METHOD_ALIASES.get(args.method, args.method or default_method),
         image_size=args.image_size, batch_size=args.batch_size or DEFAULT_BATCH_SIZE, lp_epochs=args.lp_epochs,
@@ -422,6 +446,7 @@ def cmd_join(args) -> int:
 
 def cmd_export(args) -> int:
     from turn_backend import export
+    from turn_backend.annotator_export import annotator_table, beside
 
     if not RunFolder(args.run_dir).exists():
         raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
@@ -441,6 +466,18 @@ def cmd_export(args) -> int:
         print(f"wrote {args.out}: {info['rows']} {args.split} images x {info['dims']} dims (the pre-trained "
               f"features; `turn run --{'test-' if args.split == 'test' else ''}features` reads them back)")
         return 0
+    if args.format == "annotators":
+        table = annotator_table(args.run_dir)
+        path = export.write_export(table, args.out)
+        print(f"wrote {path}: {len(table)} annotator(s), best estimated quality first")
+        return 0
+    if args.format == "label-studio":
+        from turn_backend.labelstudio import export_labelstudio
+
+        done = export_labelstudio(args.run_dir, args.out, args.tau, args.scope, args.inline_images, args.link)
+        print(f"wrote {done.out}: {done.rows} flagged sample(s) as Label Studio tasks ({done.images} images); "
+              + ("import its tasks.json" if args.inline_images else f"see {done.out}/LABEL_STUDIO.md"))
+        return 0
     if args.format == "decisions":
         log = export.build_decision_log(args.run_dir, args.tau)
         path = export.write_export(log, args.out)
@@ -452,6 +489,20 @@ def cmd_export(args) -> int:
     print(f"wrote {path}: {s['rows']} rows ({s['relabelled']} relabelled, {s['removed']} removed, "
           f"{s['none']} none of these, {s['ambiguous']} ambiguous, "
           f"{s['flagged']} flagged, {s['flagged_unreviewed']} flagged and not reviewed)")
+    if RunFolder(args.run_dir).has_annotators():
+        table = annotator_table(args.run_dir)
+        table_path = export.write_export(table, beside(path), "csv")
+        print(f"wrote {table_path}: {len(table)} annotators' estimated quality")
+    return 0
+
+
+def cmd_import_labels(args) -> int:
+    from turn_backend.labelstudio import import_labels, read_tasks
+
+    if not RunFolder(args.run_dir).exists():
+        raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
+    summary = import_labels(args.run_dir, read_tasks(Path(args.file).read_bytes(), args.file))
+    print("\n".join(summary.lines()))
     return 0
 
 
@@ -543,6 +594,14 @@ def cmd_bench(args) -> int:
         from turn_backend.bench.annotators import main as annotators_main
 
         return annotators_main(args)
+    if args.photos:
+        from turn_backend.bench.photos import main as photos_main
+
+        return photos_main(args)
+    if args.throughput:
+        from turn_backend.bench.throughput import main as throughput_main
+
+        return throughput_main(args)
     from turn_backend.bench import main as bench_main
 
     return bench_main(args)
@@ -566,6 +625,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", default="demo", help="'demo', or a folder / manifest / dataset path (default: demo)")
     r.add_argument("--data-kind", default="auto", choices=DATA_KINDS, help="how to read --data (default: guess)")
     r.add_argument("--root", help="root folder that manifest paths are relative to (default: the manifest's folder)")
+    r.add_argument("--annotator-columns",
+                   help="manifest: its columns holding one annotator's label each, comma-separated (default: the "
+                        "columns annotator_NAME, or one row per image and annotator with an annotator column)")
+    r.add_argument("--aggregator", help="several annotators: how their labels become one (dawid-skene (default), "
+                                        "majority, glad, mace)")
     r.add_argument("--n-train", type=int, default=3000, help="demo: training images (default 3000)")
     r.add_argument("--n-test", type=int, default=1000, help="demo: test images (default 1000)")
     r.add_argument("--noise", default="none", choices=NOISE_TYPES, help="synthetic label noise to add (default none)")
@@ -636,17 +700,34 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--out", required=True,
                    help="output file (.csv, .parquet or .json), or folder (--format imagefolder / hf)")
-    e.add_argument("--format", choices=["csv", "parquet", "json", "imagefolder", "hf", "decisions", "features"],
+    e.add_argument("--format", choices=["csv", "parquet", "json", "imagefolder", "hf", "decisions", "features",
+                                        "annotators", "label-studio"],
                    help="default: the label file, in the format of the file name; imagefolder: one folder per "
                         "final label; hf: a Hugging Face datasets folder; decisions: the decision log "
                         "(.csv, .parquet or .json); features: the training images' pre-trained features "
-                        "(.npy, or .parquet / .csv keyed by path) for `turn run --features`")
+                        "(.npy, or .parquet / .csv keyed by path) for `turn run --features`; annotators: each "
+                        "annotator's estimated quality (runs with several annotators per image; .csv, .parquet "
+                        "or .json); label-studio: the flagged samples as a Label Studio import (tasks.json, "
+                        "labeling_config.xml, images/)")
     e.add_argument("--scope", default="all", choices=["all", "kept", "clean"])
     e.add_argument("--split", default="train", choices=["train", "test"], help="--format features: which split's")
     e.add_argument("--tau", type=float, help="flagging threshold (default: the applied one, else the run's)")
     e.add_argument("--link", default="hardlink", choices=["hardlink", "symlink", "copy"],
-                   help="imagefolder: how image files get there (default hardlink, copied where impossible)")
+                   help="imagefolder, label-studio: how image files get there (default hardlink, copied where "
+                        "impossible)")
+    e.add_argument("--inline-images", action="store_true",
+                   help="label-studio: the images inside tasks.json as data: URIs (small sets; Label Studio then "
+                        "needs no local file serving)")
     e.set_defaults(func=cmd_export)
+
+    il = sub.add_parser("import-labels", help="apply a Label Studio JSON export as review decisions",
+                        description="Label Studio's \"JSON\" export of a project made from `turn export --format "
+                                    "label-studio`: the given label is a keep, another class a relabel, \"None of "
+                                    "these classes\" and \"Ambiguous\" those decisions. Each is a new decision in the "
+                                    "run's review history, which keeps the one it replaces.")
+    il.add_argument("run_dir")
+    il.add_argument("file", help="the Label Studio JSON export")
+    il.set_defaults(func=cmd_import_labels)
 
     rt = sub.add_parser("retrain", help="start a new run on a run's reviewed labels",
                         description="Retrain with my decisions: relabelled samples train with their new label, "
@@ -705,6 +786,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: four simulated annotators per image; consensus accuracy of each aggregator "
                         "and how it ranks the annotators (default 10,000 images, 3 seeds); uses --n-train, "
                         "--seeds, --out, --docs")
+    b.add_argument("--photos", action="store_true",
+                   help="instead: the scan and TURN+ (also at 128 px) on a folder of 256-px JPEGs with label noise: "
+                        "flag F1, estimated vs true noise rate, time per stage (default 2,000 images, sym40); uses "
+                        "--n-train, --n-test, --settings, --image-size, --lp-epochs, --fft-epochs, --out, --docs")
+    b.add_argument("--throughput", action="store_true",
+                   help="instead: feature extraction from 256-px JPEG files through the data pipeline against the "
+                        "bare forward, with 0, 1 and 2 loader workers (default 512 images at 224 px); uses "
+                        "--n-train, --image-size, --batch-size, --device, --out, --docs")
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from turn_backend.annotator_export import consensus_columns
 from turn_backend.audit.stage import replace_dir
 from turn_backend.config import RunConfig
 from turn_backend.io import atomic_write_bytes
@@ -96,6 +97,7 @@ def build_export(run_dir: str | Path, tau: float | None = None, scope: str = "al
         "decision": pd.Series(action, dtype=object).fillna(""),
         "final_label": final_label,
         **audit_columns(folder, len(train)),
+        **consensus_columns(folder, classes, len(train)),  # runs with several annotators per image
     })
     left_out = df["decision"].isin(["remove", "none"])
     if scope == "kept":

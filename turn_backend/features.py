@@ -1,7 +1,8 @@
 """Where a model's frozen features of an image set are cached, shared by every run and method.
 
 Two runs that read the same images with the same extractor and preprocessing share one
-file, whatever their method, noise or seed: the key leaves the labels out. The 2-D maps of
+file, whatever their method, noise or seed: the key leaves the labels out, and for files it
+hashes their bytes, not their paths, so a renamed or copied folder keeps its features. The 2-D maps of
 those features ("before" tuning) are shared the same way (`shared_maps_dir`).
 """
 
@@ -28,7 +29,7 @@ def feature_cache_path(images: ImageSet, model_name: str, checkpoint: str | None
     `pretrained` as in the run's config; `split` ("train" / "test") only names the file.
     """
     key = hashlib.sha256(
-        f"{images.fingerprint(include_labels=False)}|{model_name}|{checkpoint}|{pretrained}|{preprocess.key()}".encode()
+        f"{images.content_key()}|{model_name}|{checkpoint}|{pretrained}|{preprocess.key()}".encode()
     ).hexdigest()[:20]
     return cache_root() / "features" / f"{split}-{key}.npy"
 

@@ -19,6 +19,8 @@ Layout:
     final/               logits.npy, clean_prob.npy, losses.npy, gmm.json, features.npy, signals.parquet,
                          noise_matrix.json (the final model's view)
     audit/               train.parquet, pairs.parquet, meta.json: duplicates, leaks, outliers
+    annotators/          several annotators per image: labels.npy (N, A; -1: none), consensus.parquet
+                         (per training sample), posterior.npy (N, C), quality.parquet, meta.json
     reviewed_labels.parquet  the review decisions a retrained run trains on (turn_backend.retrain)
     projections/         {split}_{stage}_{method}.npy and {split}_subset.npy
     metrics.json         test accuracy, clean-set size, detection metrics, seconds per stage
@@ -36,11 +38,15 @@ from collections.abc import Iterable
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from turn_backend.detect.result import DetectionResult
 from turn_backend.io import atomic_write_bytes, atomic_write_json, json_default, read_json
+
+if TYPE_CHECKING:  # a type only: the module imports pandas, which `turn status` need not load
+    from turn_backend.annotators import AnnotatedLabels
 
 
 class RunState(str, Enum):
@@ -136,6 +142,12 @@ class RunFolder:
     AUDIT_TRAIN = "train.parquet"
     AUDIT_PAIRS = "pairs.parquet"
     AUDIT_META = "meta.json"
+    # annotators/ (turn_backend.annotators)
+    ANNOTATOR_LABELS = "labels.npy"
+    ANNOTATOR_CONSENSUS = "consensus.parquet"
+    ANNOTATOR_POSTERIOR = "posterior.npy"
+    ANNOTATOR_QUALITY = "quality.parquet"
+    ANNOTATOR_META = "meta.json"
     # a benchmark-only method's folder (turn_backend.stages.standalone)
     TRAIN_LOGITS = "train_logits.npy"
     # given/: what a person brought instead of the image model (turn_backend.given_inputs)
@@ -228,6 +240,10 @@ class RunFolder:
         return self.given_dir / f"{split}_features.npy"
 
     @property
+    def annotators_dir(self) -> Path:
+        return self.path / "annotators"
+
+    @property
     def review_db(self) -> Path:
         return self.path / self.REVIEW_DB
 
@@ -239,7 +255,8 @@ class RunFolder:
         detection or audit): a cache key for what the app reads from them. `extra`: further
         files the caller's view depends on (a projection, say)."""
         paths = [self.samples_path, self.final_dir / self.CLEAN_PROB, self.final_dir / self.SIGNALS,
-                 self.final_dir / self.NOISE_MATRIX, self.audit_dir / self.AUDIT_META, *extra]
+                 self.final_dir / self.NOISE_MATRIX, self.audit_dir / self.AUDIT_META,
+                 self.annotators_dir / self.ANNOTATOR_META, *extra]
         total = 0.0
         for p in paths:
             try:
@@ -414,6 +431,52 @@ class RunFolder:
             return None
         return {"train": pd.read_parquet(d / self.AUDIT_TRAIN), "pairs": pd.read_parquet(d / self.AUDIT_PAIRS),
                 "meta": read_json(d / self.AUDIT_META, {})}
+
+    def save_annotators(self, annotated: AnnotatedLabels) -> None:
+        """Write the training set's annotator labels and their aggregation into annotators/
+        (atomically, file by file; meta.json last, as the mark that the set is complete)."""
+        import pandas as pd
+
+        d = self.annotators_dir
+        d.mkdir(parents=True, exist_ok=True)
+        c = annotated.consensus
+        for name, array in ((self.ANNOTATOR_LABELS, annotated.matrix), (self.ANNOTATOR_POSTERIOR, c.probs)):
+            buf = io.BytesIO()
+            np.save(buf, array)
+            atomic_write_bytes(d / name, buf.getvalue())
+        consensus = pd.DataFrame({"consensus_label": c.label.astype(np.int64), "agreement": c.agreement,
+                                  "n_labels": annotated.n_labels,
+                                  "consensus_prob": c.probs[np.arange(len(c.label)), c.label]})
+        quality = c.annotators.rename(columns={"agreement": "agreement_with_consensus"})
+        for name, frame in ((self.ANNOTATOR_CONSENSUS, consensus), (self.ANNOTATOR_QUALITY, quality)):
+            buf = io.BytesIO()
+            frame.to_parquet(buf, index=False)
+            atomic_write_bytes(d / name, buf.getvalue())
+        atomic_write_json(d / self.ANNOTATOR_META, {"method": c.method, "annotators": annotated.names,
+                                                    "confusion": {k: v.tolist() for k, v in c.confusion.items()}})
+
+    def has_annotators(self) -> bool:
+        return (self.annotators_dir / self.ANNOTATOR_META).exists()
+
+    def annotators(self) -> dict | None:
+        """Several annotators per image, or None for a run with one label per image:
+        {"method": the aggregator, "names": (A,) in the columns' order, "labels": (N, A) each
+        annotator's label of each training sample (-1: none), "consensus": DataFrame (one row per
+        training sample: consensus_label, agreement, n_labels, consensus_prob), "posterior":
+        (N, C) the annotators' posterior over the true class, "quality": DataFrame (annotator,
+        quality, n_labels, agreement_with_consensus; best first), "confusion": annotator ->
+        (C, C) counts of (consensus label, their label)}."""
+        import pandas as pd
+
+        d = self.annotators_dir
+        if not self.has_annotators():
+            return None
+        meta = read_json(d / self.ANNOTATOR_META, {})
+        return {"method": meta["method"], "names": meta["annotators"], "labels": np.load(d / self.ANNOTATOR_LABELS),
+                "consensus": pd.read_parquet(d / self.ANNOTATOR_CONSENSUS),
+                "posterior": np.load(d / self.ANNOTATOR_POSTERIOR),
+                "quality": pd.read_parquet(d / self.ANNOTATOR_QUALITY),
+                "confusion": {k: np.asarray(v, dtype=np.int64) for k, v in meta["confusion"].items()}}
 
     def projection(self, split: str, stage: str, method: str) -> np.ndarray | None:
         p = self.projection_path(split, stage, method)

@@ -12,9 +12,10 @@ import pandas as pd
 # Why a sample is in the review queue. A sample can be flagged for several reasons; the
 # queue keeps one bit per reason. "label": clean probability <= tau; "duplicate": a
 # training duplicate with another given label; "outlier": far from every class; "leak": the
-# same image is in the test set (audit/train.parquet).
+# same image is in the test set (audit/train.parquet); "annotator": one annotator's label
+# differs from the consensus (queued only when Review is opened on that annotator).
 FLAG_KINDS = {"label": "Label error", "duplicate": "Duplicate, other label", "outlier": "Outlier",
-              "leak": "Test leak"}
+              "leak": "Test leak", "annotator": "Annotator disagrees"}
 KIND_BITS = {kind: 1 << i for i, kind in enumerate(FLAG_KINDS)}
 ACTION_CODES = {"": 0, "keep": 1, "relabel": 2, "remove": 3, "none": 4, "ambiguous": 5}
 ACTIONS_BY_CODE = {code: action for action, code in ACTION_CODES.items()}
@@ -44,13 +45,13 @@ class ReviewIndex:
     def build(cls, sample_ids: Sequence[str], clean_prob: Sequence[float], given: Sequence[int],
               suggested: Sequence[int], confidence: Sequence[float], tau: float, *,
               duplicate_conflict: Sequence[bool] | None = None, outlier: Sequence[bool] | None = None,
-              leak: Sequence[bool] | None = None) -> ReviewIndex:
+              leak: Sequence[bool] | None = None, annotator: Sequence[bool] | None = None) -> ReviewIndex:
         ids = np.asarray(list(sample_ids), dtype=object).astype(str)
         p = np.asarray(clean_prob, dtype=np.float64).ravel()
         given = np.asarray(given, dtype=np.int64).ravel()
         suggested = np.asarray(suggested, dtype=np.int64).ravel()
         confidence = np.asarray(confidence, dtype=np.float64).ravel()
-        extra = {"duplicate": duplicate_conflict, "outlier": outlier, "leak": leak}
+        extra = {"duplicate": duplicate_conflict, "outlier": outlier, "leak": leak, "annotator": annotator}
         lengths = {len(ids), len(p), len(given), len(suggested), len(confidence)}
         lengths |= {len(v) for v in extra.values() if v is not None}
         if len(lengths) != 1:
@@ -65,13 +66,14 @@ class ReviewIndex:
         return cls(ids, given, suggested, confidence, p, queued, bits[queued], pd.Index(ids))
 
     @classmethod
-    def for_run(cls, inputs: Mapping, tau: float) -> ReviewIndex:
+    def for_run(cls, inputs: Mapping, tau: float, annotator_disagrees: Sequence[bool] | None = None) -> ReviewIndex:
         """The queue of a run from `review_inputs(folder)`: label errors at tau, and the audit's
-        duplicates with another label, test leaks and outliers where the run has an audit."""
+        duplicates with another label, test leaks and outliers where the run has an audit;
+        `annotator_disagrees` (one bool per training sample) queues those samples too."""
         audit = inputs["audit"]
-        flags = {}
+        flags = {} if annotator_disagrees is None else {"annotator": annotator_disagrees}
         if audit is not None:
-            flags = {"duplicate_conflict": audit["duplicate_label_conflict"].fillna(False).to_numpy(dtype=bool),
+            flags |= {"duplicate_conflict": audit["duplicate_label_conflict"].fillna(False).to_numpy(dtype=bool),
                      "outlier": audit["outlier"].fillna(False).to_numpy(dtype=bool),
                      "leak": audit["test_duplicate"].fillna("").astype(str).to_numpy() != ""}
         return cls.build(inputs["ids"], inputs["clean_prob"], inputs["given"], inputs["suggested"],
@@ -165,7 +167,7 @@ class ReviewIndex:
 
 # Each detection signal's short name on a Review card (turn_backend.detect.result.SIGNAL_DESCRIPTIONS).
 SIGNAL_LABELS = {"combined": "combined", "gmm_lp": "GMM", "oof_probe": "OOF probe", "oof_gmm": "OOF GMM",
-                 "knn": "kNN"}
+                 "knn": "kNN", "annotators": "annotators"}
 
 
 def paginate(n: int, page: int, per_page: int = 12) -> tuple[int, int, int, int]:

@@ -202,10 +202,22 @@ def cell_dir(plan: Plan, method: str, setting: str, seed: int, group: str = "gri
     return runs / setting / f"{_safe(method)}-s{seed}"
 
 
-def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "grid") -> tuple[dict, bool]:
-    """The metrics of one cell, and whether they were reused from an earlier run."""
+def run_config(config: RunConfig, run_dir: Path) -> dict:
+    """Run `config` in this process (a standalone method's own way, else the staged run) into
+    `run_dir`; returns its metrics."""
     from turn_backend.runner import run_turn  # torch
 
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        if get_method(config.method).run_standalone is not None:
+            return run_standalone(config.method, config, run_dir)
+        return run_turn(config, run_dir)
+    finally:
+        signal.signal(signal.SIGTERM, old)  # run_turn installs a stop handler
+
+
+def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "grid") -> tuple[dict, bool]:
+    """The metrics of one cell, and whether they were reused from an earlier run."""
     run_dir = cell_dir(plan, method, setting, seed, group)
     done = RunFolder(run_dir).metrics_path
     if done.exists():
@@ -213,14 +225,7 @@ def run_cell(plan: Plan, method: str, setting: str, seed: int, group: str = "gri
     if run_dir.exists():
         shutil.rmtree(run_dir)
     base, overrides = parse_method(method)
-    config = cell_config(plan, base, overrides, setting, seed, group)
-    old = signal.getsignal(signal.SIGTERM)
-    try:
-        if get_method(base).run_standalone is not None:
-            return run_standalone(base, config, run_dir), False
-        metrics = run_turn(config, run_dir)
-    finally:
-        signal.signal(signal.SIGTERM, old)  # run_turn installs a stop handler
+    metrics = run_config(cell_config(plan, base, overrides, setting, seed, group), run_dir)
     # only a resume reads the checkpoint, and a finished cell is never resumed: about 25 MB a
     # fine-tuned cell, 11 GB over the full grid
     RunFolder(run_dir).checkpoint_path.unlink(missing_ok=True)

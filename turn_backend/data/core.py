@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from turn_backend.data.digests import file_digests
 from turn_backend.errors import DatasetError
 
 
@@ -109,17 +110,12 @@ class ImageSet:
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=self.num_classes)
 
-    def fingerprint(self, include_labels: bool = True) -> str:
-        """A content hash: images (bytes or file path + size + mtime), ids and labels.
-
-        Without labels it identifies the images alone: the key of the feature cache, which
-        relabelling or synthetic noise must not invalidate.
-        """
+    def fingerprint(self) -> str:
+        """A hash of the images (bytes, or file path + size + mtime), ids and labels."""
         h = hashlib.sha256()
         h.update("\x1f".join(self.ids).encode())
-        if include_labels:
-            h.update("\x1f".join(self.class_names).encode())
-            h.update(self.labels.tobytes())
+        h.update("\x1f".join(self.class_names).encode())
+        h.update(self.labels.tobytes())
         if self.arrays is not None:
             h.update(str(self.arrays.shape).encode())
             h.update(np.ascontiguousarray(self.arrays).tobytes())
@@ -127,6 +123,19 @@ class ImageSet:
             for p in self.paths:
                 st = Path(p).stat()
                 h.update(f"{p}\x1f{st.st_size}\x1f{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+
+    def content_key(self) -> str:
+        """A hash of the pixels' sources in row order, labels, ids and locations left out:
+        the key of the feature cache. For files, the digests of their bytes
+        (`data.digests`), so a dataset renamed, moved or copied keeps its features and a
+        file whose bytes change gets new ones."""
+        h = hashlib.sha256()
+        if self.arrays is not None:
+            h.update(str(self.arrays.shape).encode())
+            h.update(np.ascontiguousarray(self.arrays).tobytes())
+        else:
+            h.update("\n".join(file_digests(self.paths)).encode())
         return h.hexdigest()[:16]
 
     def source(self, i: int) -> str:

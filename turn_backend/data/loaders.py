@@ -9,7 +9,9 @@ demo           n_train (3000), n_test (1000): the embedded Fashion-MNIST subset
 folder         path: one subfolder per class, optionally under train/ and test/ (or val/)
 manifest       path (CSV / TSV / Parquet: path, label [, split, true_label, id]); root (default:
                the manifest's folder); classes; path_column, label_column, split_column,
-               true_label_column, id_column; delimiter; header (True / False / "auto")
+               true_label_column, id_column; delimiter; header (True / False / "auto");
+               several annotators per image (turn_backend.data.annotated): annotator_columns,
+               aggregator ("dawid-skene"); info["annotators"] holds their labels and consensus
 idx            path (MNIST-format files); variant ("mnist", "fashion-mnist", "kmnist"); classes
 cifar10        path (holding cifar-10-batches-py/ or its .tar.gz); download (False)
 cifar100       path (holding cifar-100-python/); download. info["coarse_of_fine"] gives the
@@ -56,7 +58,7 @@ KIND_KEYS: dict[str, set[str]] = {
     "demo": {"n_train", "n_test", "classes"},
     "folder": {"path"},
     "manifest": {"path", "root", "classes", "path_column", "label_column", "split_column",
-                 "true_label_column", "id_column", "delimiter", "header"},
+                 "true_label_column", "id_column", "delimiter", "header", "annotator_columns", "aggregator"},
     "idx": {"path", "variant", "classes"},
     "cifar10": {"path", "download"},
     "cifar100": {"path", "download"},

@@ -18,6 +18,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from turn_backend.data.annotated import (
+    DEFAULT_AGGREGATOR,
+    aggregate_split,
+    annotator_columns,
+    collapse_annotations,
+    standard_column_index,
+)
 from turn_backend.data.common import (
     Candidate,
     LabelMapper,
@@ -118,7 +125,8 @@ def read_csv(path: Path, spec: dict, info: dict) -> Table:
                 has_path = _find_column(cols, "path", path_col) is not None
             except DatasetError:
                 has_path = False
-            if has_path and _find_column(cols, "label", spec.get("label_column")) is not None:
+            has_labels = _find_column(cols, "label", spec.get("label_column")) is not None
+            if has_path and (has_labels or annotator_columns(cols, spec) is not None):
                 rows = [(ln, r) for ln, r in _records(text, d)]
                 start = next(i for i, (_, r) in enumerate(rows) if not _blank(r))
                 return Table(columns=[c.strip() for c in cols], rows=rows[start + 1:])
@@ -190,11 +198,17 @@ def load_manifest(spec: dict, opts: LoadOptions) -> DatasetBundle:
     table = read_manifest(mpath, spec, info)
     cols = table.columns
     ci = {role: _find_column(cols, role, spec.get(f"{role}_column")) for role in COLUMN_ALIASES}
+    where = mpath.name
+    # several annotators per image: one row per image from here on, their labels aside
+    annotated = collapse_annotations(table, ci, spec, where, info)
+    annotations = None
+    if annotated is not None:
+        table, annotations = annotated
+        cols, ci = table.columns, standard_column_index()
     if ci["path"] is None or ci["label"] is None:
         raise DatasetError(f"the manifest needs the columns path and label; its columns are {cols}")
     width = len(cols)
     skipped: list[SkippedItem] = []
-    where = mpath.name
 
     # Pass 1: parse the rows (no file access).
     parsed = []  # (line, raw_path, id, label_text, true_text, split)
@@ -242,7 +256,8 @@ def load_manifest(spec: dict, opts: LoadOptions) -> DatasetBundle:
     if spec.get("classes") is not None:
         class_names = [str(c) for c in spec["classes"]]
     else:
-        class_names = classes_from_labels([p[3] for p in parsed] + [p[4] for p in parsed])
+        annotated_labels = [] if annotations is None else list(annotations["label"])
+        class_names = classes_from_labels([p[3] for p in parsed] + [p[4] for p in parsed] + annotated_labels)
     if not class_names:
         raise DatasetError(f"the manifest {str(mpath)!r} has no usable rows ({len(skipped)} skipped, {blank} blank)")
     mapper = LabelMapper(class_names)
@@ -271,6 +286,9 @@ def load_manifest(spec: dict, opts: LoadOptions) -> DatasetBundle:
             skipped.append(SkippedItem(src, f"{exc} ({where} line {line})"))
             continue
         by_split[split].append(Candidate(id=sid, path=path, label=k, true_label=t, source=src))
+    if bad_true and annotations is not None:  # the ground truth the annotators are measured against
+        raise DatasetError(f"{bad_true} true label(s) of {where} are not among the classes {class_names}; "
+                           "fix them or leave the cells empty")
     if bad_true:
         warn(info, f"{bad_true} true labels are not among the classes; those samples have no known true label")
 
@@ -283,5 +301,10 @@ def load_manifest(spec: dict, opts: LoadOptions) -> DatasetBundle:
     test = build_split(test_rows, class_names, skipped, opts, split="test", info=info) if test_rows else None
     if test_rows and test is None:
         warn(info, "no test row has a usable image; the dataset has no test split")
+    if annotations is not None and train is not None:
+        method, seed = spec.get("aggregator") or DEFAULT_AGGREGATOR, int(spec.get("subset_seed", 0))
+        train, info["annotators"] = aggregate_split(train, annotations, mapper, method, where, seed)
+        if test is not None:
+            test, _ = aggregate_split(test, annotations, mapper, method, where, seed)
     name = spec.get("name") or mpath.stem
     return finish_bundle(name, train, test, skipped, info, what=f"the manifest {str(mpath)!r}")

@@ -24,6 +24,14 @@ a real probability, so tau keeps its meaning (flag where it is <= tau). The step
    is the true class with the highest posterior, and the expected (given, true) counts are
    the estimated noise matrix.
 
+Several annotators per image (`annotator_probs`, their aggregator's posterior q over the true
+class, the given label their consensus): the annotations and the image are two views of the
+same true class, independent given it, so the posterior is P(true = j | x, annotations)
+proportional to p*_j(x) q_j / pi_j (pi: the annotators' class prior, the mean of q). This
+replaces T, which only summarises how often a consensus is wrong: the annotations themselves
+say how far to trust this one. An image its annotators disagree on gets a lower q for its
+consensus and so a lower clean probability.
+
 No step reads true labels.
 """
 
@@ -76,6 +84,18 @@ def true_class_posterior(noise_matrix: np.ndarray, labels: np.ndarray, p_true: n
     return r / total
 
 
+def annotator_posterior(p_true: np.ndarray, annotator_probs: np.ndarray) -> np.ndarray:
+    """(N, C) P(true = j | x, annotations) proportional to p*_j(x) q_j / pi_j: the image's and the
+    annotators' evidence combined (q: the annotators' posterior, pi: its mean, their class prior)."""
+    prior = np.clip(annotator_probs.mean(axis=0, keepdims=True), 1e-12, None)
+    r = p_true * annotator_probs / prior
+    total = r.sum(axis=1, keepdims=True)
+    # where the image rules out every class the annotators allow, the annotators decide
+    empty = total[:, 0] <= 1e-300
+    r[empty] = annotator_probs[empty]
+    return r / r.sum(axis=1, keepdims=True)
+
+
 def refine_noise_matrix(noise_matrix: np.ndarray, labels: np.ndarray, p_true: np.ndarray,
                         iterations: int = EM_ITERATIONS) -> np.ndarray:
     """EM for T with p* fixed: expected (given, true) counts from the posterior, columns normalised."""
@@ -97,6 +117,7 @@ def detect_label_issues(
     model_probs: np.ndarray | None = None,
     gmm_clean: np.ndarray | None = None,
     oof_probs: np.ndarray | None = None,
+    annotator_probs: np.ndarray | None = None,
     k: int = 20,
     folds: int = 5,
     dims: int = 256,
@@ -115,6 +136,9 @@ def detect_label_issues(
     oof_probs: (N, C) optional out-of-sample probabilities of the caller's own classifier
         (cross-validated, or from a model that never saw these labels; cleanlab's
         `pred_probs`): they take the place of the out-of-fold linear probe's.
+    annotator_probs: (N, C) optional posterior over the true class from several annotators per
+        sample (turn_backend.annotators), the labels being their consensus: joins the posterior
+        (see the module docstring) and adds the "annotators" signal.
     k: neighbours per sample for the k-NN votes (capped below N).
     folds: folds of the out-of-fold linear probes.
     dims: PCA dimensions the probes and the neighbour search work in.
@@ -133,6 +157,8 @@ def detect_label_issues(
         raise DetectionInputError(f"model_probs must have shape ({n}, {c}), got {np.shape(model_probs)}")
     if oof_probs is not None and np.shape(oof_probs) != (n, c):
         raise DetectionInputError(f"oof_probs must have shape ({n}, {c}), got {np.shape(oof_probs)}")
+    if annotator_probs is not None and np.shape(annotator_probs) != (n, c):
+        raise DetectionInputError(f"annotator_probs must have shape ({n}, {c}), got {np.shape(annotator_probs)}")
     if gmm_clean is not None and (model_probs is None or np.shape(gmm_clean) != (n,)):
         raise DetectionInputError(f"gmm_clean needs model_probs and shape ({n},), got {np.shape(gmm_clean)}")
     notes: list[str] = []
@@ -164,8 +190,11 @@ def detect_label_issues(
     # 3. p* = the probe pooled with the robust classifier where there is one; T refined against it
     p_true = p_clean if model_probs is None else log_linear_pool(
         [p_clean, np.asarray(model_probs, dtype=np.float64)], [PROBE_WEIGHT, 1.0])
-    t = refine_noise_matrix(t0, labels, p_true)
-    posterior = true_class_posterior(t, labels, p_true)
+    if annotator_probs is None:
+        t = refine_noise_matrix(t0, labels, p_true)
+        posterior = true_class_posterior(t, labels, p_true)
+    else:
+        posterior = annotator_posterior(p_true, np.asarray(annotator_probs, dtype=np.float64))
     clean = posterior[np.arange(n), labels]
     clean[np.isin(labels, tiny)] = 1.0
 
@@ -177,6 +206,8 @@ def detect_label_issues(
     if model_probs is not None:
         signals["gmm_lp"] = (np.asarray(gmm_clean, dtype=np.float64) if gmm_clean is not None
                              else gmm_clean_probability(np.asarray(model_probs), labels, c, seed))
+    if annotator_probs is not None:
+        signals["annotators"] = given_label_probability(annotator_probs, labels)
     expected = np.zeros((c, c))
     np.add.at(expected, labels, posterior)
     return DetectionResult(

@@ -14,6 +14,7 @@ SIGNAL_DESCRIPTIONS = {
     "oof_probe": "cleanlab label quality of out-of-fold linear-probe probabilities",
     "oof_gmm": "per-class GMM on out-of-fold linear-probe losses",
     "knn": "share of the k nearest neighbours (feature space) that carry the same label",
+    "annotators": "several annotators' posterior probability of the consensus label (their agreement)",
     "combined": "combined clean probability (noise-model posterior of the ensemble)",
 }
 

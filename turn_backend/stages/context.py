@@ -41,6 +41,7 @@ class RunContext:
         self.bundle: DatasetBundle | None = None
         self.reviewed = None  # turn_backend.retrain.ReviewedData of a "retrain with my decisions" run
         self.held_clean: np.ndarray | None = None  # samples a person vouched for: never flagged or dropped
+        self.annotator_probs: np.ndarray | None = None  # (N, C) several annotators' posterior, where the data has them
         self.loaded: LoadedModel | None = None
         self.pre: Preprocess | None = None
         self.lp_hp: StageHParams | None = None

@@ -53,6 +53,14 @@ def load_data(ctx: RunContext) -> None:
         ctx.held_clean = ctx.reviewed.held_clean
     ctx.bundle = bundle = without_unfeatured_test(ctx, bundle)
     store_pred_probs(ctx)
+    annotated = bundle.info.get("annotators")  # several annotators per image (turn_backend.data.annotated)
+    if annotated is not None:
+        if ctx.reviewed is not None:  # the samples trained on: removed ones left out
+            annotated = annotated.subset(ctx.reviewed.kept)
+        if ctx.rt.is_main and not folder.has_annotators():
+            folder.save_annotators(annotated)
+        # their posterior joins detection (turn_backend.detect.combine)
+        ctx.annotator_probs = annotated.consensus.probs
     if ctx.rt.is_main and not folder.has_samples():
         _write_samples(ctx, bundle)
     if bundle.skipped:
@@ -64,7 +72,7 @@ def load_data(ctx: RunContext) -> None:
         ctx.loaded = load_model(cfg.model, cfg.checkpoint, pretrained=cfg.pretrained)
         ctx.pre = resolve_preprocess(cfg, ctx.loaded)
         ctx.lp_hp, ctx.fft_hp = resolve_hparams(cfg, ctx.loaded.hparams)
-    ctx.workers = default_workers(bundle.train) if cfg.num_workers is None else cfg.num_workers
+    ctx.workers = default_workers(bundle.train, ctx.rt.device) if cfg.num_workers is None else cfg.num_workers
     ctx.add_time("data", t0)
 
 

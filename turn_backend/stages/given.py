@@ -106,3 +106,19 @@ def given_summary(ctx: RunContext) -> dict:
         given["test_accuracy"] = ("not measured: the given probabilities are the classifier" if cfg.pred_probs
                                   else "not measured: no test features given")
     return {"given_inputs": given}
+
+
+# The reliability check's fixes speak of the image model; with given features the user's own
+# model made them, so the fixes are about that model.
+GIVEN_FEATURE_FIXES = {
+    "a larger image size": "features from another model, closer to this kind of image",
+    "another pre-trained model, closer to this kind of image": "features from another model, closer to this kind "
+                                                               "of image",
+    "fine-tuning (TURN+) or a stronger model": "features from a stronger model (or TURN+ on the images themselves)",
+}
+
+
+def reliability_for_given_features(reliability: dict) -> dict:
+    """`reliability` (detect.estimates.judge_reliability) with fixes a run on given features can act on."""
+    fixes = [GIVEN_FEATURE_FIXES.get(fix, fix) for fix in reliability.get("fixes", [])]
+    return {**reliability, "fixes": list(dict.fromkeys(fixes))}

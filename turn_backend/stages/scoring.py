@@ -13,6 +13,7 @@ from turn_backend.detect.signals import softmax
 from turn_backend.engine import extract_features, head_logits
 from turn_backend.models.core import Classifier
 from turn_backend.stages.context import RunContext, stage_seed
+from turn_backend.stages.given import reliability_for_given_features
 
 
 def detect(ctx: RunContext, features, logits: np.ndarray, out_dir: Path, stage: str,
@@ -31,8 +32,11 @@ def detect(ctx: RunContext, features, logits: np.ndarray, out_dir: Path, stage: 
         probs = softmax(logits)
         result = detect_label_issues(features, train.labels, train.num_classes, model_probs=probs,
                                      gmm_clean=gmm_clean, oof_probs=probs if ctx.config.pred_probs else None,
+                                     annotator_probs=ctx.annotator_probs,
                                      device=str(ctx.rt.device),
                                      seed=stage_seed(ctx.config, "detect", stage))
+        if ctx.config.features:
+            result.reliability = reliability_for_given_features(result.reliability)
         ctx.folder.save_detection(out_dir, result)
         for note in result.notes:
             ctx.log("detect", f"{stage}: {note}")

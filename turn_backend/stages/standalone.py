@@ -44,7 +44,7 @@ class StandaloneRun:
         self.pre = resolve_preprocess(config, self.loaded)
         self.lp_hp, self.fft_hp = resolve_hparams(config, self.loaded.hparams)
         self.train, self.test = self.bundle.train, self.bundle.test
-        self.workers = default_workers(self.train) if config.num_workers is None else config.num_workers
+        self.workers = default_workers(self.train, self.rt.device) if config.num_workers is None else config.num_workers
         self.tick("data", t0)
         t0 = time.time()
         self.feats = np.asarray(self._extract(self.train, "train"))
