@@ -343,6 +343,12 @@ def test_photos_bench_scores_the_flags_of_each_run_against_the_true_labels(tmp_p
     assert list(df["run"]) == ["scan (lp-gce)", "turn+", "turn+ at 48 px"]
     assert df["f1"].between(0, 1).all() and df["estimated_noise_rate"].between(0, 1).all()
     assert (df["true_noise_rate"] == (train["label"] != train["true_label"]).mean()).all()
+    # each run trains on the manifest's own labels, with no synthetic noise on top
+    samples = pd.read_parquet(tmp_path / "bench" / "runs" / "scan-lp-gce" / "samples.parquet")
+    samples = samples[samples["split"] == "train"]
+    classes = json.loads((tmp_path / "bench" / "runs" / "scan-lp-gce" / "classes.json").read_text())
+    given = dict(zip(train["path"], train["label"]))
+    assert [classes[y] for y in samples["given_label"]] == [given[p] for p in samples["sample_id"]]
     assert df["seconds_features"].gt(0).all() and df.loc[1:, "seconds_fft"].gt(0).all()
     docs = (tmp_path / "benchmarks.md").read_text()
     assert docs.startswith(SECTION_TITLE) and "| turn+ | 48 |" in docs

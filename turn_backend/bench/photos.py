@@ -127,7 +127,9 @@ def main(args) -> int:
             metrics = json.loads(done.read_text())
             wall = float(metrics.get("seconds_total") or 0.0)
         else:
-            config = RunConfig(dataset={"kind": "manifest", "path": str(manifest)}, model=args.model, method=method,
+            # the manifest's labels carry the noise: no synthetic noise on top (RunConfig's default adds 40%)
+            config = RunConfig(dataset={"kind": "manifest", "path": str(manifest)}, noise={"kind": "none"},
+                               model=args.model, method=method,
                                image_size=size, batch_size=args.batch_size, lp_epochs=args.lp_epochs,
                                fft_epochs=args.fft_epochs, device=args.device, projection_methods=[])
             metrics = run_config(config, run_dir)
