@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from helpers.cli import turn
-from helpers.labelstudio import DRIVER, LabelStudioServer, labelstudio_python, log_tail
+from helpers.labelstudio import DRIVER, LabelStudioServer, labelstudio_python
 from turn_backend.export import build_decision_log
 from turn_backend.labelstudio import AMBIGUOUS, NONE, SESSION
 from turn_backend.review import ReviewStore
@@ -54,7 +54,7 @@ def test_round_trip_through_a_real_label_studio_server(tiny_run, runs_root, tmp_
                                  str(answers)], capture_output=True, text=True, timeout=300,
                                 env={**os.environ, "PYTHONPATH": ""})
         assert driven.returncode == 0, (f"the Label Studio driver failed:\n{driven.stdout}\n{driven.stderr[-4000:]}\n"
-                                        f"server log:\n{log_tail(server.log)}")
+                                        f"server log:\n{server.log_tail()}")
 
     proc = turn("import-labels", tiny_run, answers)
     assert proc.returncode == 0, proc.stderr

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,10 +25,6 @@ def labelstudio_python() -> Path:
         pytest.fail(f"scripts/labelstudio_env.sh failed ({setup.returncode}):\n{setup.stdout[-3000:]}\n"
                     f"{setup.stderr[-3000:]}")
     return VENV / "bin" / "python"
-
-
-def log_tail(log: Path, chars: int = 4000) -> str:
-    return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
 
 
 class LabelStudioServer(AppServer):
@@ -53,18 +47,5 @@ class LabelStudioServer(AppServer):
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, cwd=self.data_dir, env=env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
-        end = time.time() + timeout  # a fresh database migrates first: about a minute on 2 cores
-        while time.time() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"label-studio exited with {self.proc.returncode}; its log ends:\n"
-                                   f"{log_tail(self.log)}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(1)
-        self.stop()
-        raise TimeoutError(f"label-studio did not answer {self.url}/health in {timeout:.0f} s; its log ends:\n"
-                           f"{log_tail(self.log)}")
+        # a fresh database migrates first: about a minute on 2 cores
+        return self.wait_healthy("label-studio", "/health", timeout, poll=1)

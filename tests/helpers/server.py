@@ -52,19 +52,28 @@ class AppServer:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        return self.wait_healthy("streamlit", "/_stcore/health", timeout, poll=0.25)
+
+    def wait_healthy(self, name: str, health_path: str, timeout: float, poll: float) -> AppServer:
+        """Until the server answers 200 on `health_path`; a clear error with its log's end when
+        it exits first or does not answer in `timeout` seconds (then it is stopped)."""
         end = time.time() + timeout
         while time.time() < end:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {self.proc.returncode}:\n{self.log.read_text()}")
+                raise RuntimeError(f"{name} exited with {self.proc.returncode}; its log ends:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                with urllib.request.urlopen(f"{self.url}{health_path}", timeout=2) as r:
                     if r.status == 200:
                         return self
             except OSError:
                 pass
-            time.sleep(0.25)
+            time.sleep(poll)
         self.stop()
-        raise TimeoutError(f"streamlit did not answer on port {self.port}:\n{self.log.read_text()}")
+        raise TimeoutError(f"{name} did not answer {self.url}{health_path} in {timeout:.0f} s; its log ends:\n"
+                           f"{self.log_tail()}")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no log)"
 
     def stop(self, timeout: float = 30) -> None:
         """Terminate the server (SIGTERM, then SIGKILL) and wait until it is gone."""
