@@ -87,6 +87,14 @@ def photos_section(df: pd.DataFrame, info: dict) -> str:
           f"{est} / {_pct(r['true_noise_rate'])} | {_pct(r['test_acc_best'])} / {_pct(r['test_acc_last'])} | "
           f"{times} | {r['wall_seconds']:.0f} |")
     w("")
+    scan = df.iloc[0]
+    for _, r in df.iloc[1:].iterrows():
+        # fine-tuning runs on the scan's cached features: their own features stage is the cache read
+        cost = (r["wall_seconds"] + scan.get("seconds_features", 0.0)) / scan["wall_seconds"]
+        w(f"- **{r['run']}** against the scan: {cost:.1f}x the time from the same empty cache, flag F1 "
+          f"{100 * (r['f1'] - scan['f1']):+.1f} points, last-round test accuracy "
+          f"{100 * (r['test_acc_last'] - scan['test_acc_last']):+.1f} points.")
+    w("")
     w("F1, precision and recall (%) of the flagged samples against the true labels; the estimated noise rate is "
       "what metrics.json tells a user who has no true labels. Stage times in seconds (timings.json); a run at the "
       "scan's input size reads the features the scan cached. Fine-tuning only the last blocks is not a run option "
