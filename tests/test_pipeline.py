@@ -403,3 +403,33 @@ def test_file_batches_are_scaled_and_normalised_in_one_pass_and_the_input_is_lef
     want = (x.float() / 255 - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
     assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-5)
     assert torch.equal(x, kept)
+
+
+class _PieceRecorder(torch.nn.Module):
+    """A stand-in extractor: each image's per-channel mean, and the size of every forward."""
+
+    feature_dim = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pieces: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.pieces.append(len(x))
+        return x.mean(dim=(2, 3))
+
+
+@pytest.mark.parametrize("image_size, piece", [(224, 16), (112, 64), (48, 100)])
+def test_cpu_inference_runs_the_forward_in_pieces_that_fit_the_caches(tmp_path, image_size, piece):
+    from turn_backend.engine import Runtime, extract_features
+
+    rng = np.random.default_rng(0)
+    images = ImageSet(ids=[f"i{k}" for k in range(100)], labels=np.arange(100) % 2, class_names=["a", "b"],
+                      arrays=rng.integers(0, 256, (100, 8, 8), dtype=np.uint8))
+    pre = Preprocess(image_size, (0.5,) * 3, (0.5,) * 3)
+    model = _PieceRecorder()
+    feats = np.asarray(extract_features(model, images, pre, tmp_path / "f.npy", Runtime("cpu"), batch_size=128))
+    # the loader's one batch of 100 went through the forward in pieces of at most `piece` images
+    assert max(model.pieces) == piece and sum(model.pieces) == 100
+    one_pass = _PieceRecorder()(batch_preprocess(images, pre, False)(torch.from_numpy(images.arrays[:, None])))
+    np.testing.assert_allclose(feats, one_pass.numpy(), rtol=1e-5, atol=1e-5)

@@ -234,7 +234,7 @@ def _sharded_inference(
     loader = make_loader(ImageTensorDataset(images, pre, train=False, index=shard), batch_size, False, 0, num_workers)
     prep = batch_preprocess(images, pre, False)
     done = 0
-    chunk = [batch_size]
+    chunk = [inference_chunk(batch_size, pre.image_size, rt.device)]
     with torch.inference_mode():
         for x, _, idx in loader:
             rows[np.searchsorted(shard, idx.numpy())] = _forward_in_chunks(fn, x, prep, rt, chunk, notify)
@@ -254,6 +254,21 @@ def _sharded_inference(
         os.replace(partial, out_path)
     rt.barrier()
     return np.load(out_path, mmap_mode="r")
+
+
+# On a CPU the forward runs fastest in small pieces whose activations stay in the caches:
+# EfficientNet-Lite0 at 224 px on 2 cores made 95-118 images/s in pieces of 16, 72 in
+# pieces of 32 and 56 in one of 128. Pieces hold about this many pixels, so 48-px images
+# still go 128 at a time.
+CPU_INFERENCE_PIXELS = 16 * 224 * 224
+
+
+def inference_chunk(batch_size: int, image_size: int, device: torch.device) -> int:
+    """How many images one forward pass of inference takes: the loader's batch on a GPU, on a
+    CPU at most `CPU_INFERENCE_PIXELS` worth of them."""
+    if device.type != "cpu":
+        return batch_size
+    return max(1, min(batch_size, CPU_INFERENCE_PIXELS // (image_size * image_size)))
 
 
 def _shard_path(out_path: Path, rank: int, world: int) -> Path:
