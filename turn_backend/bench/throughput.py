@@ -16,12 +16,12 @@ from turn_backend.data.loaders import load_dataset
 def measure_throughput(plan: Plan, log) -> dict:
     """Feature extraction (the engine's `extract_features`: loader, device-side preprocessing,
     forward, write to the cache) against the bare forward pass on batches already preprocessed
-    and on the device, with the same mixed precision and memory layout; fills the feature
-    cache the runs then share."""
+    and on the device, in the pieces the engine forwards (`engine.inference_chunk`), with the
+    same mixed precision and memory layout; fills the feature cache the runs then share."""
     # torch and what imports it, on use: `turn bench --help` and the report stay light
     import torch
 
-    from turn_backend.engine import Runtime, extract_features, to_device
+    from turn_backend.engine import Runtime, extract_features, inference_chunk, to_device
     from turn_backend.features import feature_cache_path
     from turn_backend.models.core import Preprocess
     from turn_backend.models.registry import load_model
@@ -48,14 +48,16 @@ def measure_throughput(plan: Plan, log) -> dict:
     batches = [x for x, _ in preprocessed_batches(bundle.train, pre, plan.batch_size, rt.device, np.arange(n))]
     sync()
     pipeline_s = time.time() - t0
+    piece = inference_chunk(plan.batch_size, plan.image_size, rt.device)  # the engine's forward takes these
     with torch.inference_mode():
         with rt.autocast():
-            ext(batches[0])  # warm-up (allocations, kernel choice), shared by both measurements
+            ext(batches[0][:piece])  # warm-up (allocations, kernel choice), shared by both measurements
         sync()
         t0 = time.time()
         for x in batches:
             with rt.autocast():
-                ext(x)
+                for i in range(0, len(x), piece):
+                    ext(x[i:i + piece])
         sync()
         forward_s = time.time() - t0
     del batches
@@ -102,7 +104,7 @@ def measure_file_throughput(manifest, model: str, image_size: int, batch_size: i
 
     import torch
 
-    from turn_backend.engine import Runtime, extract_features, to_device
+    from turn_backend.engine import Runtime, extract_features, inference_chunk, to_device
     from turn_backend.models.core import Preprocess
     from turn_backend.models.registry import load_model
     from turn_backend.pipeline import ImageTensorDataset, batch_preprocess
@@ -124,9 +126,11 @@ def measure_file_throughput(manifest, model: str, image_size: int, batch_size: i
             torch.cuda.synchronize()
         return out, time.perf_counter() - t0
 
+    piece = inference_chunk(batch_size, image_size, rt.device)  # the engine's forward takes these
+
     def forward(x):
         with rt.autocast():
-            return ext(x)
+            return [ext(x[i:i + piece]) for i in range(0, len(x), piece)]
 
     spent = {"load": 0.0, "preprocess": 0.0, "forward": 0.0}
     batches = []
