@@ -313,7 +313,8 @@ def test_detection_grid_end_to_end_writes_its_table_as_a_docs_section(tmp_path, 
     assert cal["true_noise"].iloc[0] == pytest.approx(df["noise_rate"].iloc[0])
     calibration = text.split("## Calibration: the numbers a user sees without ground truth (Detection at full scale)\n",
                              1)[1]
-    assert "| asym40 |" in calibration and "| 1/1 |" in calibration  # the reliability check passed
+    # the reliability check passed; 300 images of 10 classes are too few for more than rough estimates
+    assert "| asym40 |" in calibration and "| 1/1, rough 1/1 |" in calibration
 
 
 def _bench_args(tmp_path, *extra):

@@ -538,17 +538,17 @@ def test_nan_features_fail_clearly_and_are_not_cached(tmp_path, monkeypatch):
 
 @pytest.mark.slow  # 8-11 s on 2 busy cores: in the full suite, not the fast tier
 @reliability(area="bad input", case="`turn run --model no_such_model_xyz` (a model id that does not exist)",
-             outcome="`turn: error: run ... failed: ModelError: timm has no model named 'no_such_model_xyz'; see "
-                     "timm.list_models() for names`, exit code 1, no traceback. (Every failure of the worker, such "
-                     "as a missing device, reaches the CLI this way.)")
+             outcome="`turn: error: timm has no model named 'no_such_model_xyz'; see timm.list_models() for "
+                     "names`, exit code 1, no traceback, and no run folder: the estimate before the run loads the "
+                     "model first, so nothing starts")
 def test_cli_unknown_model_is_a_message(tmp_path):
     result = _turn("run", "--n-train", "200", "--n-test", "100", "--image-size", "32", "--method", "lp-gce",
                    "--projections", "--quiet", "--device", "cpu", "--model", "no_such_model_xyz",
                    "--out", tmp_path / "run", env={"TURN_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
-    assert "ModelError: timm has no model named 'no_such_model_xyz'" in result.stderr
-    assert RunFolder(tmp_path / "run").status()["state"] == "failed"
+    assert "turn: error: timm has no model named 'no_such_model_xyz'" in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 @reliability(area="bad input", case="A device that is not there or not a device (`--device cuda` or `cuda:7` "
