@@ -155,7 +155,7 @@ def section(df: pd.DataFrame, detection: pd.DataFrame, n_items: int, command: st
 def main(args) -> int:
     import torch
 
-    from turn_backend.bench.machine import choose_threads
+    from turn_backend.bench.machine import choose_threads, progress_log
     from turn_backend.engine import Runtime
 
     t_start = time.time()
@@ -164,9 +164,7 @@ def main(args) -> int:
     threads, _ = choose_threads(getattr(args, "threads", None))
     torch.set_num_threads(threads)
 
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+    log = progress_log(args.quiet)
 
     rt = Runtime(getattr(args, "device", "cpu") or "cpu", "no")
     train, feats, _ = load_features(args.n_train or 10_000, args.image_size or 48, args.model, None, log, rt)

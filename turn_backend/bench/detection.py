@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from turn_backend.bench.grid import parse_setting
-from turn_backend.bench.machine import choose_threads, machine_info
+from turn_backend.bench.machine import choose_threads, machine_info, progress_log
 from turn_backend.data.demo import load_demo
 from turn_backend.noise import apply_noise
 
@@ -306,9 +306,7 @@ def main(args) -> int:
     threads, _ = choose_threads(getattr(args, "threads", None))
     torch.set_num_threads(threads)
 
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+    log = progress_log(args.quiet)
 
     n_train = args.n_train or 10_000
     seeds = list(range(args.seeds or 3))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -48,3 +50,13 @@ def choose_threads(requested: int | None) -> tuple[int, str]:
     if load > 0.5 * cores:
         return 1, f"the machine was busy at the start (load {load:.1f} on {cores} cores)"
     return torch.get_num_threads(), "torch's default"
+
+
+def progress_log(quiet: bool) -> Callable[[str], None]:
+    """A benchmark's progress lines, each stamped with the time of day; silent when `quiet`."""
+
+    def log(msg: str) -> None:
+        if not quiet:
+            print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    return log

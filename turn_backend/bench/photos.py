@@ -29,7 +29,7 @@ import pandas as pd
 
 from turn_backend.bench.detection import replace_section
 from turn_backend.bench.grid import parse_setting, run_config
-from turn_backend.bench.machine import choose_threads, machine_info
+from turn_backend.bench.machine import choose_threads, machine_info, progress_log
 from turn_backend.bench.photo_folder import write_photo_folder
 from turn_backend.config import RunConfig
 from turn_backend.runfolder import RunFolder
@@ -112,9 +112,7 @@ def main(args) -> int:
     threads, why = choose_threads(getattr(args, "threads", None))
     torch.set_num_threads(threads)
 
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+    log = progress_log(args.quiet)
 
     n_train, n_test = args.n_train or 2000, args.n_test or 500
     image_size = args.image_size or 224

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from turn_backend.bench.detection import replace_section
-from turn_backend.bench.machine import machine_info
+from turn_backend.bench.machine import machine_info, progress_log
 from turn_backend.runfolder import RunFolder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -302,9 +302,7 @@ def main(args) -> int:
     runs_root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+    log = progress_log(args.quiet)
 
     build_run(runs_root / f"lp-gce-{n_train}", n_train, n_test, args.image_size or 48, log)
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -244,7 +244,7 @@ def main(args) -> int:
     import torch
 
     from turn_backend.bench.detection import replace_section
-    from turn_backend.bench.machine import choose_threads, machine_info
+    from turn_backend.bench.machine import choose_threads, machine_info, progress_log
     from turn_backend.bench.photo_folder import write_photo_folder
 
     out = Path(args.out or "runs/bench-throughput")
@@ -254,9 +254,7 @@ def main(args) -> int:
     torch.set_num_threads(threads)
     machine = machine_info(args.device)
 
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+    log = progress_log(args.quiet)
 
     n = args.n_train or 512
     manifest = write_photo_folder(out / "photos", -(-n // 10) * 10, 10, 256)  # the demo: 10 classes alike
