@@ -38,6 +38,9 @@ class ImageSet:
     true_labels: np.ndarray | None = None
     paths: list[str] | None = None
     arrays: np.ndarray | None = None
+    # `content_key`, once computed: a run asks for it at every stage that names a cache file,
+    # and it hashes every pixel (arrays) or looks up every file's digest (files)
+    _content_key: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -129,14 +132,16 @@ class ImageSet:
         """A hash of the pixels' sources in row order, labels, ids and locations left out:
         the key of the feature cache. For files, the digests of their bytes
         (`data.digests`), so a dataset renamed, moved or copied keeps its features and a
-        file whose bytes change gets new ones."""
-        h = hashlib.sha256()
-        if self.arrays is not None:
-            h.update(str(self.arrays.shape).encode())
-            h.update(np.ascontiguousarray(self.arrays).tobytes())
-        else:
-            h.update("\n".join(file_digests(self.paths)).encode())
-        return h.hexdigest()[:16]
+        file whose bytes change gets new ones. Computed once per ImageSet."""
+        if self._content_key is None:
+            h = hashlib.sha256()
+            if self.arrays is not None:
+                h.update(str(self.arrays.shape).encode())
+                h.update(np.ascontiguousarray(self.arrays).tobytes())
+            else:
+                h.update("\n".join(file_digests(self.paths)).encode())
+            self._content_key = h.hexdigest()[:16]
+        return self._content_key
 
     def source(self, i: int) -> str:
         """Where sample `i` comes from, for exports: its path, or its id for array data."""
