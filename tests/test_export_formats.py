@@ -145,8 +145,8 @@ def test_folder_exports_are_atomic_and_never_overwrite_a_users_folder(tmp_path, 
             raise OSError(28, "No space left on device")
         return original(self, i, dest_stem, link)
 
-    original = export._Images.write
-    monkeypatch.setattr(export._Images, "write", fail_on_third)
+    original = export.ExportImages.write
+    monkeypatch.setattr(export.ExportImages, "write", fail_on_third)
     with pytest.raises(ExportError, match="No space left"):
         export_imagefolder(run, out, link="copy")
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # the earlier export, intact

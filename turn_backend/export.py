@@ -230,7 +230,7 @@ def folder_names(class_names: list[str]) -> dict[str, str]:
     return out
 
 
-class _Images:
+class ExportImages:
     """The images of a run's rows: their files, or the dataset's arrays where there are none."""
 
     def __init__(self, folder: RunFolder, rows: pd.DataFrame) -> None:
@@ -288,7 +288,7 @@ def _labelled_rows(run_dir: str | Path, tau: float | None, scope: str) -> pd.Dat
     return df[df["final_label"].notna()].reset_index(drop=True)
 
 
-def _write_folder(out_dir: str | Path, fill, info: dict) -> Path:
+def write_export_folder(out_dir: str | Path, fill, info: dict) -> Path:
     """Build a folder export in a temporary sibling, then rename it to `out_dir`.
 
     `fill(tmp)` writes the content. An existing `out_dir` is replaced only if it is an
@@ -332,7 +332,7 @@ def export_imagefolder(run_dir: str | Path, out_dir: str | Path, tau: float | No
     rows = _labelled_rows(run_dir, tau, scope)
     classes = folder.class_names()
     dirs = folder_names(classes)
-    images = _Images(folder, rows)
+    images = ExportImages(folder, rows)
     used: set[str] = set()
 
     def fill(tmp: Path) -> None:
@@ -347,7 +347,7 @@ def export_imagefolder(run_dir: str | Path, out_dir: str | Path, tau: float | No
 
     info = {"run": str(folder.path), "format": "imagefolder", "rows": int(len(rows)),
             "folders": {dirs[c]: c for c in classes if c in set(rows["final_label"])}, "scope": scope}
-    _write_folder(out_dir, fill, info)
+    write_export_folder(out_dir, fill, info)
     return info
 
 
@@ -365,7 +365,7 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, tau: float | None = None
     folder = RunFolder(run_dir)
     rows = _labelled_rows(run_dir, tau, scope)
     classes = list(folder.class_names())
-    images = _Images(folder, rows)
+    images = ExportImages(folder, rows)
     index = {c: i for i, c in enumerate(classes)}
     features = datasets.Features({
         "image": datasets.Image(), "label": datasets.ClassLabel(names=classes),
@@ -395,5 +395,5 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, tau: float | None = None
         (tmp / "data").rmdir()
 
     info = {"run": str(folder.path), "format": "hf", "rows": int(len(rows)), "scope": scope}
-    _write_folder(out_dir, fill, info)
+    write_export_folder(out_dir, fill, info)
     return info

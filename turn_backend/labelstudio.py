@@ -40,7 +40,15 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from turn_backend.export import LINK_MODES, SCOPES, ExportError, _Images, _write_folder, build_export, default_tau
+from turn_backend.export import (
+    LINK_MODES,
+    SCOPES,
+    ExportError,
+    ExportImages,
+    build_export,
+    default_tau,
+    write_export_folder,
+)
 from turn_backend.review import ReviewStore
 from turn_backend.run_views import review_inputs
 from turn_backend.runfolder import RunFolder
@@ -142,7 +150,7 @@ def export_labelstudio(run_dir: str | Path, out_dir: str | Path, tau: float | No
     tau = default_tau(folder) if tau is None else float(tau)
     config = labeling_config(folder.class_names())
     rows = _flagged_rows(run_dir, tau, scope)
-    images = _Images(folder, rows)
+    images = ExportImages(folder, rows)
     out = Path(out_dir)
     model_version = f"turn {folder.name} tau={tau:g}"
 
@@ -163,7 +171,7 @@ def export_labelstudio(run_dir: str | Path, out_dir: str | Path, tau: float | No
         (tmp / CONFIG).write_text(config, encoding="utf-8")
         (tmp / HOWTO).write_text(_howto(out.name, len(tasks), inline), encoding="utf-8")
 
-    _write_folder(out, fill, {"run": str(folder.path), "format": "label-studio", "rows": int(len(rows)),
+    write_export_folder(out, fill, {"run": str(folder.path), "format": "label-studio", "rows": int(len(rows)),
                               "tau": tau, "scope": scope, "images": "inline" if inline else "local-files"})
     return LabelStudioExport(int(len(rows)), out, "inline" if inline else "local-files")
 
