@@ -22,19 +22,29 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 def read_idx_gz(path: Path) -> np.ndarray:
-    """An IDX file (optionally gzipped) as a numpy array (the MNIST file format)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+    """An IDX file (the MNIST file format) as a numpy array. A gzipped file is inflated into
+    memory; an uncompressed one is memory-mapped, so a million images cost no memory until
+    they are read."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        with gzip.open(path, "rb") as fh:
+            data = fh.read()
+        header = data[:4 + 4 * 255]
+    else:
+        with open(path, "rb") as fh:
+            header = fh.read(4 + 4 * 255)
+    if len(header) < 4 or header[0] != 0 or header[1] != 0 or header[2] != 0x08:
         raise DatasetError(f"{path} is not an unsigned-byte IDX file")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim)]
+    ndim = header[3]
+    dims = [int.from_bytes(header[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim)]
     offset = 4 + 4 * ndim
     expected = int(np.prod(dims))
-    if len(data) - offset != expected:
-        raise DatasetError(f"{path} is truncated: expected {expected} bytes of data, found {len(data) - offset}")
-    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+    size = len(data) if path.suffix == ".gz" else path.stat().st_size
+    if size - offset != expected:
+        raise DatasetError(f"{path} is truncated: expected {expected} bytes of data, found {size - offset}")
+    if path.suffix == ".gz":
+        return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=tuple(dims))
 
 
 def read_debian_idx(name: str) -> np.ndarray:
