@@ -209,6 +209,12 @@ def test_planted_duplicates_leaks_and_outliers_are_all_found(tmp_path, monkeypat
 
     check_pair("copy_a", "copy_b", "exact")  # the same image under two labels
     check_pair("near_a", "near_b", "near")  # slightly darker, two labels
+    # the run keeps one neighbour graph, which detection and "More like this" read
+    graph, similarity = folder.neighbour_graph()
+    a, b = row[planted["copy_a"]], row[planted["copy_b"]]
+    assert graph.shape == similarity.shape == (len(train), min(20, len(train) - 1))
+    assert graph[a, 0] == b and similarity[a, 0] > 0.999 and (np.diff(similarity, axis=1) <= 1e-6).all()
+    assert (graph != np.arange(len(train))[:, None]).all()  # never a sample's own row
     leak = row[planted["leak_train"]]
     assert t.loc[leak, "test_duplicate"] == test_id[planted["leak_test"]]
     outliers = [row[planted[f"outlier{j}"]] for j in range(3)]

@@ -282,3 +282,20 @@ def test_a_runs_gmm_chip_and_its_gmm_clean_probability_are_one_fit(tiny_run):
     folder = RunFolder(tiny_run)  # a TURN run: its final clean probability is the per-class GMM
     stored = folder.detection()["signals"]["gmm_lp"].to_numpy()
     np.testing.assert_allclose(stored, np.load(folder.final_dir / "clean_prob.npy"), atol=1e-6)
+
+
+def test_a_given_neighbour_graph_gives_the_votes_of_the_search_it_replaces():
+    """The run's audit stores one neighbour graph (cosine, exact at this size) and detection
+    votes with it instead of searching again: the result is the same, and the parts are timed."""
+    from turn_backend.audit.stage import neighbour_graph
+
+    x, y = _blobs(60, [np.zeros(8), np.full(8, 3.0), np.r_[np.full(4, 3.0), np.zeros(4)]], 1.0, seed=0)
+    y[::9] = (y[::9] + 1) % 3
+    searched = detect_label_issues(x, y, 3, k=10, seed=0)
+    graph, _ = neighbour_graph(x.astype(np.float32), 20)
+    given = detect_label_issues(x, y, 3, k=10, seed=0, neighbours=graph)
+    np.testing.assert_allclose(given.knn_probs, searched.knn_probs)
+    np.testing.assert_allclose(given.clean_prob, searched.clean_prob, atol=1e-6)
+    assert set(given.seconds) == {"reduce", "probes", "knn", "noise_model"}
+    with pytest.raises(DetectionInputError, match="neighbours must have shape"):
+        detect_label_issues(x, y, 3, k=10, neighbours=graph[:, :5])

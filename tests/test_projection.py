@@ -85,3 +85,28 @@ def test_coords_by_index_lines_maps_up_by_sample():
     np.testing.assert_array_equal(got[2], [0, 0])
     with pytest.raises(ValueError, match="stale"):
         an.coords_by_index(coords[:2], subset, np.array([4]))
+
+
+def test_a_large_map_is_fitted_on_a_sample_and_places_the_rest_by_their_neighbours(monkeypatch):
+    import turn_backend.projection as projection
+
+    monkeypatch.setattr(projection, "MAP_FIT_POINTS", 60)
+    rng = np.random.default_rng(0)
+    centres = np.array([[4.0, 0, 0, 0], [0, 4.0, 0, 0], [0, 0, 4.0, 0]])
+    cluster = np.repeat(np.arange(3), 80)
+    x = (centres[cluster] + rng.normal(0, 0.2, (240, 4))).astype(np.float32)
+    reports = []
+    xy = projection.embed(projection.reduce(x), "tsne", progress=lambda d, t: reports.append(d / t))
+    assert xy.shape == (240, 2) and np.isfinite(xy).all()
+    # every point, fitted or placed, sits nearer its own cluster's centre than any other's
+    centre_xy = np.stack([np.median(xy[cluster == c], axis=0) for c in range(3)])
+    nearest = np.linalg.norm(xy[:, None, :] - centre_xy[None], axis=2).argmin(1)
+    assert (nearest == cluster).all()
+    assert reports[-1] == 1.0 and reports == sorted(reports)
+
+
+def test_reduce_reads_only_the_rows_asked_for():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 80)).astype(np.float32)
+    rows = np.arange(0, 300, 3)
+    np.testing.assert_allclose(reduce(x, rows=rows, seed=0), reduce(x[rows], seed=0), atol=1e-5)

@@ -53,6 +53,7 @@ COMMANDS: dict[str, list[str] | None] = {
     "methods": [],
     "bench --quick": None,
     "bench --scale": None,
+    "bench --scale --n 1000000": None,
     "bench --detection": None,
     "bench --annotators": None,
     "run --data crowd/labels.csv --out runs/crowd": [*TINY_RUN, "--device", "cpu"],

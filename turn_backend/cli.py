@@ -16,7 +16,7 @@
     turn join RUN_DIR --nodes N --node-rank R --master HOST:PORT
                                    this machine's processes of a run over several machines
     turn bench [--quick]           the benchmark of TURN against its baselines
-    turn bench --scale             the app at 60,000 images, timed in headless Chromium
+    turn bench --scale [--n N]     each stage and the app from 60,000 images up to N (a million: 1000000)
     turn bench --detection         how well each detection signal finds the wrong labels
     turn bench --annotators        consensus of several annotators per image, and their quality
     turn bench --photos            the scan and TURN+ on a folder of JPEGs with label noise
@@ -777,8 +777,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(b)
     b.add_argument("--scale", action="store_true",
-                   help="instead: the app at 60,000 images in headless Chromium (page and interaction times, "
-                        "peak RSS); uses --n-train, --n-test, --image-size, --out, --docs, --no-docs")
+                   help="instead: each stage's time and peak memory from 60,000 images up to --n (Fashion-MNIST "
+                        "grown by augmentation), detection quality, and the app on the largest run in headless "
+                        "Chromium (page and interaction times, RSS); writes OUT/scale.json; uses --n, "
+                        "--image-size, --out, --docs, --no-docs")
+    b.add_argument("--n", type=int, help="--scale: training images of the largest set (default 60,000)")
+    b.add_argument("--no-app", action="store_true", help="--scale: the stages only, not the app in Chromium")
     b.add_argument("--detection", action="store_true",
                    help="instead: detection F1 / AUROC of every signal and the combination, no fine-tuning "
                         "(default 10,000 images, 3 seeds); uses --n-train, --seeds, --settings, --out, --docs")

@@ -88,7 +88,9 @@ class RunConfig:
     projection_methods: list = field(default_factory=lambda: ["tsne"])
     projection_split: str = "train"  # the training set: its maps show clean probabilities and flags
     projection_classes: int = 10
-    projection_max_samples: int = 100_000
+    # every sample is mapped up to this many (beyond, a seeded sample): a million-point map
+    # costs one fit on projection.MAP_FIT_POINTS of them and a cheap placement of the rest
+    projection_max_samples: int = 2_000_000
     # set by turn_backend.retrain: {"run": source run path, "decisions": n, ...}; the run then
     # trains on the labels in its reviewed_labels.parquet
     retrained_from: dict | None = None

@@ -77,6 +77,27 @@ class Measurement:
     seconds: float = 0.0  # the probe's own cost, the process start included
 
 
+def peak_rss_mb(pid: int | str = "self") -> float | None:
+    """A process's peak resident set since it started or since `reset_peak_rss` (Linux's
+    VmHWM), in MB; None where /proc does not tell."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> None:
+    """Start this process's peak resident set afresh from its current size (Linux), so that
+    `peak_rss_mb` then gives the peak of what follows; elsewhere nothing happens."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 class PeakSampler:
     """The peak resident set of this process while the block runs, sampled every 5 ms."""
 

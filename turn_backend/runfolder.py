@@ -111,6 +111,7 @@ class RunFolder:
     SAMPLES = "samples.parquet"
     CLASSES = "classes.json"
     TIMINGS = "timings.json"
+    PEAK_MEMORY = "peak_memory.json"  # MB: each stage's peak resident set of the main process
     ESTIMATE = "estimate.json"
     METRICS = "metrics.json"
     WORKER_LOG = "worker.log"
@@ -142,6 +143,8 @@ class RunFolder:
     AUDIT_TRAIN = "train.parquet"
     AUDIT_PAIRS = "pairs.parquet"
     AUDIT_META = "meta.json"
+    NEIGHBOURS = "neighbours.npy"
+    NEIGHBOUR_SIMILARITY = "neighbour_similarity.npy"
     # annotators/ (turn_backend.annotators)
     ANNOTATOR_LABELS = "labels.npy"
     ANNOTATOR_CONSENSUS = "consensus.parquet"
@@ -176,6 +179,10 @@ class RunFolder:
     @property
     def timings_path(self) -> Path:
         return self.path / self.TIMINGS
+
+    @property
+    def peak_memory_path(self) -> Path:
+        return self.path / self.PEAK_MEMORY
 
     @property
     def estimate_path(self) -> Path:
@@ -341,6 +348,11 @@ class RunFolder:
     def timings(self) -> dict:
         return read_json(self.timings_path, {}) or {}
 
+    def peak_memory(self) -> dict:
+        """MB per runner stage ("data", "final", ...): the main process's peak resident set
+        while it ran; {} where not measured (not Linux, or a run made before it was)."""
+        return read_json(self.peak_memory_path, {}) or {}
+
     def round_info(self, r: int) -> dict:
         """Round r's round.json ({} where the round has not finished)."""
         return read_json(self.round_dir(r) / self.ROUND, {}) or {}
@@ -419,6 +431,14 @@ class RunFolder:
             return None
         return DetectionResult.from_records(pd.read_parquet(d / self.SIGNALS),
                                             json.loads((d / self.NOISE_MATRIX).read_text()))
+
+    def neighbour_graph(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The audit's neighbour graph of the training set's pre-trained features: (N, k)
+        indices and cosine similarities, most similar first, memory-mapped; None without one."""
+        d = self.audit_dir
+        if not (d / self.AUDIT_META).exists() or not (d / self.NEIGHBOURS).exists():
+            return None
+        return (np.load(d / self.NEIGHBOURS, mmap_mode="r"), np.load(d / self.NEIGHBOUR_SIMILARITY, mmap_mode="r"))
 
     def audit(self) -> dict | None:
         """Duplicates, leaks and outliers (turn_backend.audit): {"train": DataFrame (one row per

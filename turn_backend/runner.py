@@ -15,7 +15,8 @@ import signal
 from pathlib import Path
 
 from turn_backend.config import RunConfig
-from turn_backend.io import read_json
+from turn_backend.estimate import peak_rss_mb, reset_peak_rss
+from turn_backend.io import atomic_write_json, read_json
 from turn_backend.methods import get_method
 from turn_backend.runfolder import RunFolder, RunState
 from turn_backend.stages import audit, choice, data, features, final, metrics, probe, projections, rounds
@@ -51,8 +52,15 @@ class TurnRun:
         ctx.timings = read_json(ctx.folder.timings_path, {})
         ctx.status(state=RunState.RUNNING.value, pid=os.getpid(), error=None, processes=ctx.rt.world)
         ctx.log("start", f"{cfg.method} on {cfg.model}, {ctx.rt.world} process(es), device {ctx.rt.device}")
+        peaks = ctx.folder.peak_memory()
         for stage in ctx.method.stages:
+            reset_peak_rss()
             STAGES[stage](ctx)
+            peak = peak_rss_mb()
+            # a resumed run skips finished stages: their peak stays the one measured when they ran
+            if peak is not None and ctx.rt.is_main and peak > peaks.get(stage, 0.0):
+                peaks[stage] = round(peak, 1)
+                atomic_write_json(ctx.folder.peak_memory_path, peaks)
         ctx.status(state=RunState.DONE.value, stage="done", stage_label="Finished")
         ctx.log("done", "run finished", test_acc_last=ctx.metrics.get("test_acc_last"))
         return {"rounds": [], **ctx.metrics}

@@ -10,6 +10,11 @@ three results; `run_audit` computes them for two ImageSets and writes the run fo
     audit/pairs.parquet  candidate pairs above the floor similarity: a_id, b_id, a_split,
                          b_split, similarity, kind ("exact" | "near"), label_conflict
     audit/meta.json      thresholds, counts, seconds
+    audit/neighbours.npy, audit/neighbour_similarity.npy
+                         the neighbour graph of the training features: each sample's
+                         GRAPH_NEIGHBOURS most similar others (int32 indices, float32 cosine),
+                         computed once per run and read by detection's k-NN votes and the
+                         app's "More like this" (`RunFolder.neighbour_graph`)
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ DUPLICATE_THRESHOLD = 0.99
 PAIR_FLOOR = 0.97
 NEIGHBOURS = 10  # k of the kNN outlier score (and the near-duplicate candidates per sample)
 TEST_NEIGHBOURS = 3  # test candidates per training sample (leaks)
+GRAPH_NEIGHBOURS = 20  # columns of the stored graph: detection's k-NN votes use 20 (detect_label_issues' k)
 OUTLIER_MADS = 4.0  # outlier: score above median + this many (scaled) MADs
 
 PAIR_COLUMNS = ["a_id", "b_id", "a_split", "b_split", "similarity", "kind", "label_conflict"]
@@ -109,11 +115,14 @@ def audit_tables(
     test_ids=None, test_labels: np.ndarray | None = None, test_hashes: np.ndarray | None = None,
     test_features: np.ndarray | None = None, settings: AuditSettings | None = None,
     progress_for: Callable[[str], Callable[[int, int], None]] | None = None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Duplicates, leaks and outliers from arrays.
 
     train_ids (N,), train_labels (N,) int, train_hashes (N,) str (see `content_hashes`),
     train_features (N, D) float; the test_* arguments likewise with M rows, or None.
+    neighbours: the training features' graph from `neighbour_graph` with at least k columns
+    (computed here when not given).
     Returns (train table (N rows), pairs table, meta dict) as described in this module.
     """
     s = settings or AuditSettings()
@@ -124,8 +133,9 @@ def audit_tables(
     if not (len(labels) == len(train_hashes) == len(train_features) == n):
         raise ValueError("train ids, labels, hashes and features must have one row per sample")
     clock = {"start": time.time()}
-    nn_idx, nn_sim = knn_search(train_features, train_features, s.k, exclude=np.arange(n),
-                                progress=step("Audit: nearest neighbours"))
+    if neighbours is None:
+        neighbours = neighbour_graph(train_features, s.k, step("Audit: nearest neighbours"))
+    nn_idx, nn_sim = (np.asarray(a)[:, :s.k] for a in neighbours)
     scores = outlier_scores(nn_sim)
     cut = robust_threshold(scores, s.outlier_mads)
 
@@ -189,7 +199,8 @@ def audit_tables(
     pairs = pairs.sort_values("similarity", ascending=False, kind="stable").reset_index(drop=True)
     clock.setdefault("neighbours", time.time())
     meta = {
-        "seconds_neighbours": round(clock["neighbours"] - clock["start"], 3),  # train kNN + duplicates + outliers
+        # duplicates and outliers (and the train kNN, where no graph was given)
+        "seconds_neighbours": round(clock["neighbours"] - clock["start"], 3),
         "seconds_leaks": round(clock["leaks"] - clock["neighbours"], 3) if "leaks" in clock else 0.0,
         "threshold": s.threshold, "floor": s.floor, "k": s.k, "k_test": s.k_test,
         "outlier_mads": s.outlier_mads, "outlier_threshold": float(cut),
@@ -205,6 +216,12 @@ def audit_tables(
     return table, pairs, meta
 
 
+def neighbour_graph(features: np.ndarray, k: int = GRAPH_NEIGHBOURS,
+                    progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) indices and cosine similarities of each sample's k most similar other samples."""
+    return knn_search(features, features, k, exclude=np.arange(len(features)), progress=progress)
+
+
 def run_audit(out_dir: str | Path, train, train_features: np.ndarray, test=None, test_features=None,
               settings: AuditSettings | None = None,
               progress_for: Callable[[str], Callable[[int, int], None]] | None = None) -> dict:
@@ -218,12 +235,16 @@ def run_audit(out_dir: str | Path, train, train_features: np.ndarray, test=None,
     hashes = content_hashes(train, step("Audit: hashing training images"))
     test_hashes = content_hashes(test, step("Audit: hashing test images")) if test is not None else None
     seconds_hashes = round(time.time() - t0, 3)
+    graph = neighbour_graph(train_features, max(GRAPH_NEIGHBOURS, (settings or AuditSettings()).k),
+                            step("Audit: nearest neighbours"))
+    seconds_graph = round(time.time() - t0 - seconds_hashes, 3)
     table, pairs, meta = audit_tables(
         train.ids, train.labels, hashes, train_features,
         None if test is None else test.ids, None if test is None else test.labels, test_hashes,
-        test_features if test is not None else None, settings, progress_for,
+        test_features if test is not None else None, settings, progress_for, neighbours=graph,
     )
     meta["seconds_hashes"] = seconds_hashes
+    meta["seconds_graph"] = seconds_graph
     meta["seconds"] = round(time.time() - t0, 3)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +253,8 @@ def run_audit(out_dir: str | Path, train, train_features: np.ndarray, test=None,
     try:
         table.to_parquet(tmp / RunFolder.AUDIT_TRAIN, index=False)
         pairs.to_parquet(tmp / RunFolder.AUDIT_PAIRS, index=False)
+        np.save(tmp / RunFolder.NEIGHBOURS, graph[0].astype(np.int32))
+        np.save(tmp / RunFolder.NEIGHBOUR_SIMILARITY, graph[1].astype(np.float32))
         atomic_write_json(tmp / RunFolder.AUDIT_META, meta)
         replace_dir(tmp, out_dir)
     except BaseException:

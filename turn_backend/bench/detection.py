@@ -46,14 +46,16 @@ SIGNAL_LABELS = {
 
 
 def score_signals(features: np.ndarray, labels: np.ndarray, num_classes: int, lp_probs: np.ndarray,
-                  tau: float, seed: int, device: str = "cpu"):
-    """Each signal's (flagged mask, clean score), the seconds detection took, and the DetectionResult."""
+                  tau: float, seed: int, device: str = "cpu", neighbours: np.ndarray | None = None):
+    """Each signal's (flagged mask, clean score), the seconds detection took, and the
+    DetectionResult; `neighbours`: a precomputed neighbour graph of the features."""
     from cleanlab.filter import find_label_issues
 
     from turn_backend.detect import detect_label_issues  # torch
 
     t0 = time.time()
-    result = detect_label_issues(features, labels, num_classes, model_probs=lp_probs, seed=seed, device=device)
+    result = detect_label_issues(features, labels, num_classes, model_probs=lp_probs, seed=seed, device=device,
+                                 neighbours=neighbours)
     seconds = time.time() - t0
     s = result.signals
     return {
@@ -80,15 +82,22 @@ def metrics(flagged: np.ndarray, clean_score: np.ndarray, noisy: np.ndarray) -> 
 
 
 def load_features(n_train: int, image_size: int, model_name: str, classes: tuple[int, ...] | None, log, rt):
-    """(train ImageSet, its features, the LP hyperparameters) from the cache or extracted once."""
+    """(train ImageSet, its features, the LP hyperparameters) of `n_train` demo images."""
+    k = len(classes) if classes else 10
+    train = load_demo(n_train, 10 * k, list(classes) if classes else None).train
+    feats, hparams = image_features(train, image_size, model_name, log, rt)
+    return train, feats, hparams
+
+
+def image_features(train, image_size: int, model_name: str, log, rt):
+    """(features, LP hyperparameters) of an ImageSet under the model: from the feature cache
+    that runs share, or extracted once into it."""
     # torch (and timm) on use: `turn bench --help` and the report stay light
     from turn_backend.engine import extract_features
     from turn_backend.features import feature_cache_path
     from turn_backend.models.core import Preprocess
     from turn_backend.models.registry import load_model
 
-    k = len(classes) if classes else 10
-    train = load_demo(n_train, 10 * k, list(classes) if classes else None).train
     loaded = load_model(model_name, None, pretrained=True)
     pre = Preprocess(image_size, loaded.preprocess.mean, loaded.preprocess.std, loaded.preprocess.interpolation)
     path = feature_cache_path(train, loaded.name, None, True, pre, "train")
@@ -96,7 +105,7 @@ def load_features(n_train: int, image_size: int, model_name: str, classes: tuple
     t0 = time.time()
     feats = extract_features(loaded.extractor, train, pre, path, rt, 128, 0)
     log(f"features of {len(train)} images: {time.time() - t0:.0f} s ({'cached' if cached else 'extracted'})")
-    return train, np.asarray(feats), loaded.hparams.lp
+    return np.asarray(feats), loaded.hparams.lp
 
 
 def expected_calibration_error(clean_prob: np.ndarray, is_clean: np.ndarray, bins: int = 10) -> float:
@@ -136,9 +145,11 @@ def calibration_row(result, lp_signal: np.ndarray, signals: dict, noisy: np.ndar
 
 
 def run_grid(train, feats, lp_hparams, settings: list[str], seeds: list[int], dataset: str, tau: float, log,
-             device: str = "cpu", calibration: list[dict] | None = None) -> list[dict]:
+             device: str = "cpu", calibration: list[dict] | None = None,
+             neighbours: np.ndarray | None = None) -> list[dict]:
     """Every signal's detection metrics per setting and seed; with `calibration`, a list that
-    also gets each run's `calibration_row`."""
+    also gets each run's `calibration_row`; `neighbours`: the features' neighbour graph,
+    computed once for every setting (it does not depend on the labels)."""
     from turn_backend.detect.signals import softmax
     from turn_backend.engine import head_logits, train_linear_probe
 
@@ -153,7 +164,8 @@ def run_grid(train, feats, lp_hparams, settings: list[str], seeds: list[int], da
             head, _ = train_linear_probe(feats, labels, train.num_classes, lp_hparams, "gce", 20, 128, seed)
             lp_seconds = time.time() - t0
             signals, detect_seconds, result = score_signals(feats, labels, train.num_classes,
-                                                            softmax(head_logits(head, feats)), tau, seed, device)
+                                                            softmax(head_logits(head, feats)), tau, seed, device,
+                                                            neighbours)
             for name, (flagged, score) in signals.items():
                 rows.append({"dataset": dataset, "setting": setting, "seed": seed, "signal": name,
                              "noise_rate": float(noisy.mean()), "lp_seconds": lp_seconds,

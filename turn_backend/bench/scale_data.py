@@ -11,7 +11,6 @@ The folder is written once per (N, seed) and reused; a million images take 784 M
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

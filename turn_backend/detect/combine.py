@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from turn_backend.detect.estimates import judge_reliability
-from turn_backend.detect.result import DetectionResult
+from turn_backend.detect.result import DetectionResult, Stopwatch
 from turn_backend.detect.signals import (
     DetectionInputError,
     check_inputs,
@@ -118,6 +118,7 @@ def detect_label_issues(
     gmm_clean: np.ndarray | None = None,
     oof_probs: np.ndarray | None = None,
     annotator_probs: np.ndarray | None = None,
+    neighbours: np.ndarray | None = None,
     k: int = 20,
     folds: int = 5,
     dims: int = 256,
@@ -139,6 +140,9 @@ def detect_label_issues(
     annotator_probs: (N, C) optional posterior over the true class from several annotators per
         sample (turn_backend.annotators), the labels being their consensus: joins the posterior
         (see the module docstring) and adds the "annotators" signal.
+    neighbours: (N, >= k) optional indices of each sample's nearest other samples in these
+        features, most similar first (the run's audit computes them once: `audit.neighbour_graph`);
+        without them the search runs here, on the PCA-reduced features.
     k: neighbours per sample for the k-NN votes (capped below N).
     folds: folds of the out-of-fold linear probes.
     dims: PCA dimensions the probes and the neighbour search work in.
@@ -173,11 +177,18 @@ def detect_label_issues(
         notes.append(f"class(es) {small.tolist()} have no more samples than k={k_eff}: their k-NN votes cannot "
                      "be unanimous, so that signal is weaker for them")
 
+    if neighbours is not None and (np.shape(neighbours)[0] != n or np.shape(neighbours)[1] < k_eff):
+        raise DetectionInputError(f"neighbours must have shape ({n}, >= {k_eff}), got {np.shape(neighbours)}")
+    clock = Stopwatch()
     reduced = reduce_features(features, dims, seed)
+    clock.lap("reduce")
     p_oof = (np.asarray(oof_probs, dtype=np.float64) if oof_probs is not None
              else out_of_fold_probabilities(reduced, labels, c, folds=folds, seed=seed, device=device))
-    neighbours, _ = nearest_neighbours(reduced, k_eff, device=device, seed=seed)
-    p_knn = knn_label_distribution(neighbours, labels, c)
+    clock.lap("probes")
+    if neighbours is None:
+        neighbours, _ = nearest_neighbours(reduced, k_eff, device=device, seed=seed)
+    p_knn = knn_label_distribution(np.asarray(neighbours)[:, :k_eff], labels, c)
+    clock.lap("knn")
 
     # 1. the noisy-label posterior, a first noise matrix and a first clean probability
     p_given = (p_oof + p_knn) / 2
@@ -187,6 +198,7 @@ def detect_label_issues(
     # (the others keep a token weight, so every class stays learnable)
     p_clean = out_of_fold_probabilities(reduced, labels, c, folds=folds, seed=seed + 1, device=device,
                                         sample_weight=(first > FIRST_PASS_TAU) + 1e-3)
+    clock.lap("probes")
     # 3. p* = the probe pooled with the robust classifier where there is one; T refined against it
     p_true = p_clean if model_probs is None else log_linear_pool(
         [p_clean, np.asarray(model_probs, dtype=np.float64)], [PROBE_WEIGHT, 1.0])
@@ -210,12 +222,13 @@ def detect_label_issues(
         signals["annotators"] = given_label_probability(annotator_probs, labels)
     expected = np.zeros((c, c))
     np.add.at(expected, labels, posterior)
+    clock.lap("noise_model")
     return DetectionResult(
         clean_prob=clean, signals=signals,
         suggested_label=posterior.argmax(1), suggested_confidence=posterior.max(1),
         noise_counts=expected, noise_rate=float(1.0 - clean.mean()), notes=notes,
         reliability=judge_reliability(p_oof, p_knn, labels, expected, model_probs),
-        pred_probs=p_oof, knn_probs=p_knn,
+        pred_probs=p_oof, knn_probs=p_knn, seconds=clock.seconds,
     )
 
 

@@ -3,6 +3,7 @@ estimate (`noise_matrix_record`); `RunFolder.save_detection` stores them in a ru
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,7 @@ class DetectionResult:
     noise_rate: estimated fraction of wrong labels.
     reliability: whether the model can judge these labels at all (`estimates.judge_reliability`);
         empty for results saved before the check existed.
+    seconds: how long each part took ("reduce", "probes", "knn", "noise_model").
     """
 
     clean_prob: np.ndarray
@@ -45,6 +47,7 @@ class DetectionResult:
     # cleanlab's own filters); not saved with a run
     pred_probs: np.ndarray | None = None
     knn_probs: np.ndarray | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def flagged(self, tau: float = 0.6) -> np.ndarray:
         """Boolean mask of the samples whose label is probably wrong at threshold tau."""
@@ -63,7 +66,8 @@ class DetectionResult:
     def noise_matrix_record(self) -> dict:
         """The JSON record of the noise estimate (what `from_records` reads back)."""
         return {"counts": np.asarray(self.noise_counts, dtype=np.float64).round(3).tolist(),
-                "noise_rate": float(self.noise_rate), "notes": self.notes, "reliability": self.reliability}
+                "noise_rate": float(self.noise_rate), "notes": self.notes, "reliability": self.reliability,
+                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
     @classmethod
     def from_records(cls, frame, meta: dict) -> DetectionResult:
@@ -76,4 +80,17 @@ class DetectionResult:
                    suggested_confidence=frame["suggested_confidence"].to_numpy(),
                    noise_counts=np.asarray(meta["counts"], dtype=np.float64), noise_rate=float(meta["noise_rate"]),
                    suggested_source=source, notes=list(meta.get("notes", [])),
-                   reliability=dict(meta.get("reliability", {})))
+                   reliability=dict(meta.get("reliability", {})), seconds=dict(meta.get("seconds", {})))
+
+
+class Stopwatch:
+    """Seconds per named part of a computation: `lap(name)` adds the time since the last lap."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now

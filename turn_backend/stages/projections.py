@@ -31,13 +31,13 @@ def project(ctx: RunContext) -> None:
         pool = np.flatnonzero(np.isin(images.labels, classes))
         subset = np.sort(rng.choice(pool, min(len(pool), cfg.projection_max_samples), replace=False))
         # "before": the pre-trained features, already cached by the features stage
-        cached = np.load(ctx.feature_path(images, split), mmap_mode="r")
-        features = {"before": np.asarray(cached[subset])}
+        # the whole split's features, memory-mapped: the maps read the subset's rows in chunks
+        features = {"before": np.load(ctx.feature_path(images, split), mmap_mode="r")}
         if model is not None:  # a linear probe leaves the features as they were
             # the final stage may have stored the tuned features of the whole training set
             tuned = folder.final_dir / folder.FEATURES
             if split == "train" and tuned.exists():
-                features["after"] = np.asarray(np.load(tuned, mmap_mode="r")[subset])
+                features["after"] = np.load(tuned, mmap_mode="r")
             else:
                 features["after"] = _model_features(ctx, model, images.subset(subset))
         # the "before" maps are the same for every run on these features (turn demo's four)

@@ -30,7 +30,10 @@ def detect(ctx: RunContext, features, logits: np.ndarray, out_dir: Path, stage: 
         ctx.status(stage=stage, stage_label="Scoring the labels (probes, neighbours, noise model)",
                    stage_done=0, stage_total=1)
         probs = softmax(logits)
+        # on the pre-trained features the audit's neighbour graph is the one to vote with
+        graph = ctx.folder.neighbour_graph() if features is ctx.feats else None
         result = detect_label_issues(features, train.labels, train.num_classes, model_probs=probs,
+                                     neighbours=None if graph is None or len(graph[0]) != len(train) else graph[0],
                                      gmm_clean=gmm_clean, oof_probs=probs if ctx.config.pred_probs else None,
                                      annotator_probs=ctx.annotator_probs,
                                      device=str(ctx.rt.device),
