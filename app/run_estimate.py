@@ -112,6 +112,12 @@ def step_details(folder: RunFolder) -> tuple[dict[str, str], str | None]:
                      f"(the estimate × {view['ratio']:.2f}, as the finished steps ran)")
 
 
+def memory_line(folder: RunFolder) -> str | None:
+    """The estimated peak memory beside the measured one, once a stage has measured it."""
+    view = est.progress(folder)
+    return None if view is None or not view["memory"] else view["memory"][0].upper() + view["memory"][1:]
+
+
 def finetune_action(folder: RunFolder, cfg: dict, container) -> None:
     """A finished scan: the button that fine-tunes it (TURN+ from its probe on) in a new run."""
     if cfg.get("method") != est.SCAN_METHOD or folder.status().get("state") != "done":

@@ -74,6 +74,9 @@ def render_done(folder: RunFolder, cfg: dict) -> None:
     m[3].metric("Purity", ui.fmt_pct(metrics.get("clean_purity")),
                 help="Share of the clean set whose given label is the true one (known for synthetic noise)")
     m[4].metric("Time", ui.fmt_seconds(metrics.get("seconds_total")))
+    memory = run_estimate.memory_line(folder)
+    if memory:
+        st.caption(f":material/memory: {memory}")
     detection = metrics.get("final_detection")
     if detection:
         st.caption(f"Noisy-label detection at τ = {cfg.get('tau', 0.6)}: "

@@ -67,6 +67,8 @@ def test_train_page_shows_each_steps_estimate_beside_its_time(tiny_run):
     assert not at.exception
     shown = texts(at)
     assert "Round 1: cleanse + fine-tune" in shown and "estimated ~" in shown and ", took " in shown
+    # and the peak memory each stage measured, beside the estimated one
+    assert "Peak memory: estimated ~" in shown and "measured" in shown
 
 
 @pytest.fixture

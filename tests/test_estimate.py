@@ -120,6 +120,10 @@ def test_time_left_scales_the_remaining_estimate_by_how_the_finished_steps_ran(t
     lines = estimate.progress_lines(view)
     assert any("features: estimated ~10 s, took 20 s" in line for line in lines)
     assert any(line.startswith("time left for the whole run: ~") for line in lines)
+    assert view["memory"] is None  # no stage has measured its memory yet
+    atomic_write_json(folder.peak_memory_path, {"features": 900.0, "lp": 1536.0})
+    assert estimate.progress(folder, now=now)["memory"] == (
+        "peak memory: estimated ~1.0 GB, measured 1.5 GB (resident set)")
 
 
 def _turn(*args, cwd, cache, stdin=subprocess.DEVNULL, timeout=300):
@@ -140,6 +144,10 @@ def test_run_without_a_terminal_prints_the_estimate_and_starts_and_status_compar
     assert all(row["actual"] is not None and row["estimated"] >= 0 for row in view["steps"])
     assert view["time_left_seconds"] is None  # a finished run
     assert "Round 1: cleanse + fine-tune: estimated ~" in status.stderr
+    # each stage measured its peak memory, which status shows beside the estimate
+    peaks = folder.peak_memory()
+    assert set(peaks) >= {"data", "features", "probe", "rounds", "final"} and all(v > 0 for v in peaks.values())
+    assert "peak memory: estimated ~" in status.stderr and "measured" in status.stderr
 
 
 @pytest.mark.slow  # the probe alone: 9-20 s on 2 busy cores
