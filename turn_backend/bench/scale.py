@@ -173,16 +173,22 @@ def stage_figures(run_dir: Path) -> dict[str, float]:
     return figures
 
 
+# `turn export` in a fresh interpreter that prints its own peak resident set when done (the
+# rusage of a child counts the pages it shared with this large process before its exec)
+EXPORT_SCRIPT = ("import sys; from turn_backend.cli import main; from turn_backend.estimate import peak_rss_mb; "
+                 "code = main(sys.argv[1:]); print(f'PEAK_MB {peak_rss_mb()}', file=sys.stderr); sys.exit(code)")
+
+
 def export_figures(run_dir: Path, out_file: Path) -> dict[str, float]:
-    """`turn export` of the run's label file as a user runs it: wall seconds and the process's peak MB."""
-    cmd = [sys.executable, "-m", "turn_backend.cli", "export", str(run_dir), "--out", str(out_file)]
+    """`turn export` of the run's label file as a user runs it: wall seconds and its peak MB."""
+    cmd = [sys.executable, "-c", EXPORT_SCRIPT, "export", str(run_dir), "--out", str(out_file)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)  # the rusage of this child alone
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"turn export failed with {proc.returncode}: {' '.join(cmd)}")
-    return {"stage_s.export": time.perf_counter() - t0, "peak_mb.export": usage.ru_maxrss / 1024}
+    result = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - t0
+    if result.returncode:
+        raise RuntimeError(f"turn export failed ({result.returncode}): {result.stderr[-2000:]}")
+    peak = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("PEAK_MB ")]
+    return {"stage_s.export": seconds, **({"peak_mb.export": float(peak[0])} if peak and peak[0] != "None" else {})}
 
 
 def detection_quality(data_dir: Path, run_dir: Path, image_size: int, size: int, log) -> list[dict]:
