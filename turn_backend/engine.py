@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -352,11 +353,27 @@ def make_optimizer(params, hp: StageHParams) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {hp.optimizer!r}; use 'sgd' or 'adamw'")
 
 
-def head_logits(head_state: dict, features: np.ndarray) -> np.ndarray:
-    """Logits of a linear head on cached features (float64 for stable losses)."""
+def head_logits(head_state: dict, features: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """Logits of a linear head on cached features (float64 for stable losses), chunk by chunk:
+    a float64 copy of a million 1,280-dim rows would take 10 GB."""
     w = head_state["weight"].double().numpy()
     b = head_state["bias"].double().numpy()
-    return np.asarray(features, dtype=np.float64) @ w.T + b
+    out = np.empty((len(features), len(b)), dtype=np.float64)
+    for start in range(0, len(features), chunk):
+        out[start:start + chunk] = np.asarray(features[start:start + chunk], dtype=np.float64) @ w.T + b
+    return out
+
+
+def as_tensor_view(features: np.ndarray) -> torch.Tensor:
+    """A float32 tensor over `features` without copying them where they are float32 already
+    (a memory-mapped cache of a million rows stays on disk and in the page cache, not 5 GB
+    more in RAM); other dtypes are converted. The tensor is only read."""
+    array = np.asarray(features, dtype=np.float32)
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():  # torch warns that it cannot protect a read-only array
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
 
 
 def train_linear_probe(
@@ -380,7 +397,7 @@ def train_linear_probe(
     Returns the head's state dict and one history row per epoch.
     """
     torch.manual_seed(seed)
-    x = torch.from_numpy(np.array(features, dtype=np.float32))  # a writable copy in RAM
+    x = as_tensor_view(features)
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     head = nn.Linear(x.shape[1], num_classes)
     opt = make_optimizer(head.parameters(), hp)
