@@ -174,8 +174,8 @@ def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
         head[1].button("Close", icon=":material/close:", key="close_similar", on_click=close_similar)
         try:
             feats = review_data.search_features(run_dir, stamp)
-
-            nn, sims = neighbours(feats, np.array([position]), SIMILAR_K)
+            nn, sims = neighbours(feats, np.array([position]), SIMILAR_K,
+                                  reduced=review_data.search_matrix(run_dir, stamp))
         except (ValueError, OSError, ImportError) as exc:
             ui.show_error(exc)
             return

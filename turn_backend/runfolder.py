@@ -128,6 +128,7 @@ class RunFolder:
     SELECTED = "selected.npy"
     GMM = "gmm.json"
     FEATURES = "features.npy"
+    SEARCH = "search.npy"  # final/: the features' PCA rows "More like this" searches (large runs)
     TEST_LOGITS = "test_logits.npy"
     TRAIN_INDEX = "train_index.npy"
     TRAIN_LABELS = "train_labels.npy"

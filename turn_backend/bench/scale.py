@@ -81,6 +81,13 @@ POINT_JS = """([t, i]) => {
   const fl = gd._fullLayout, tr = gd._fullData[t], box = gd.getBoundingClientRect();
   return {x: box.left + fl._size.l + fl.xaxis.d2p(tr.x[i]), y: box.top + fl._size.t + fl.yaxis.d2p(tr.y[i])};
 }"""
+# The plot area of the first map, in page pixels.
+PLOT_AREA_JS = """() => {
+  const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+  const fl = gd._fullLayout, box = gd.getBoundingClientRect();
+  return {left: box.left + fl._size.l, top: box.top + fl._size.t, width: fl._size.w, height: fl._size.h};
+}"""
+LASSO_STEPS = 24  # mouse moves along the lasso: plotly closes the polygon on mouse up
 THUMB_JS = """(before) => {
   const tip = document.getElementById('turn-hover-thumb'), img = tip && tip.querySelector('img');
   return !!(tip && tip.style.display === 'block' && tip.dataset.row !== before && img && img.complete);
@@ -215,6 +222,24 @@ def hover_seconds(page, trace: int, i: int, timeout_s: float = 300) -> float:
     return time.perf_counter() - t0
 
 
+def lasso_seconds(page, timeout_s: float = 300) -> float:
+    """Seconds from releasing a lasso drawn around the middle of the first map (a quarter of its
+    width and height) until the page is idle: the selection found and highlighted on every map,
+    its images listed."""
+    import math
+
+    area = page.evaluate(PLOT_AREA_JS)
+    cx, cy = area["left"] + area["width"] / 2, area["top"] + area["height"] / 2
+    rx, ry = area["width"] / 8, area["height"] / 8
+    page.mouse.move(cx + rx, cy)
+    page.mouse.down()
+    for k in range(1, LASSO_STEPS + 1):
+        angle = 2 * math.pi * k / LASSO_STEPS
+        page.mouse.move(cx + rx * math.cos(angle), cy + ry * math.sin(angle))
+    seconds, _ = timed(page, page.mouse.up, timeout_s)
+    return seconds
+
+
 def drive(url: str, shots: Path | None, log) -> list[Timing]:
     """Every page's first render and the listed interactions, in one browser session."""
     try:
@@ -252,6 +277,9 @@ def drive(url: str, shots: Path | None, log) -> list[Timing]:
                            "loads the run's images")
                     record(name, "hover: next thumbnails", [hover_seconds(page, t, 1) for t in (1, 2, 3)],
                            GOAL_INTERACTION_S)
+                    record(name, "lasso (selection listed)", [lasso_seconds(page)], GOAL_INTERACTION_S)
+                    if shots is not None:
+                        full_page_screenshot(page, shots / "scale-embeddings-lasso.png")
                 if name == "Threshold":
                     slider = page.get_by_role("slider").first
                     slider.focus()
@@ -261,7 +289,9 @@ def drive(url: str, shots: Path | None, log) -> list[Timing]:
                 if name == "Review":
                     for what, selector in (("next page", ".st-key-next_page button"),
                                            ("Keep (first card)", '[class*="st-key-keep_"] button'),
-                                           ("Undo", ".st-key-undo button")):
+                                           ("Undo", ".st-key-undo button"),
+                                           ("More like this (first card)", ".st-key-similar_0 button"),
+                                           ("More like this: close", ".st-key-close_similar button")):
                         button = page.locator(selector).first
                         seconds, rerun = timed(page, button.click)
                         record(name, what, [seconds], GOAL_INTERACTION_S, "" if rerun else "no rerun seen")
