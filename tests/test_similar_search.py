@@ -54,3 +54,20 @@ def test_ensure_search_matrix_saves_it_with_a_large_run_only(tmp_path, monkeypat
     assert np.array_equal(run_features.ensure_search_matrix(folder.path, x), first)  # read back
     again = run_features.ensure_search_matrix(folder.path, x[:200])  # stale (another size): recomputed
     assert again.shape[0] == 200
+
+
+def test_search_matrix_reads_a_memory_mapped_file_as_it_reads_an_array(tmp_path):
+    x = clustered(n=300)
+    np.save(tmp_path / "features.npy", x)
+    mapped = np.load(tmp_path / "features.npy", mmap_mode="r")
+    assert np.allclose(search_matrix(mapped, dims=8, chunk=64), search_matrix(x, dims=8, chunk=64), atol=1e-5)
+
+
+def test_search_features_come_from_the_file_the_search_matrix_was_computed_from(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_features, "SEARCH_MATRIX_MIN_ROWS", 100)
+    np.save(tmp_path / "features.npy", clustered(n=300))
+    mapped = np.load(tmp_path / "features.npy", mmap_mode="r")
+    run_dir = tmp_path / "run"
+    run_features.ensure_search_matrix(run_dir, mapped)
+    found = run_features.search_features(run_dir)  # no image model loaded: the named file
+    assert isinstance(found, np.memmap) and np.array_equal(found, mapped)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from turn_backend.config import RunConfig
+from turn_backend.io import read_json
 from turn_backend.runfolder import RunFolder
 
 
@@ -54,19 +55,28 @@ SEARCH_MATRIX_MIN_ROWS = 200_000
 
 def search_features(run_dir: str | Path) -> np.ndarray:
     """The training features "More like this" searches, one row per sample: the fine-tuned
-    model's (final/features.npy, memory-mapped) or, for a run without them, the pre-trained ones."""
+    model's (final/features.npy, memory-mapped) or, for a run without them, the pre-trained
+    ones: from the file final/search.json names where it still holds them (finding the
+    feature cache's file otherwise loads the image model and hashes every image)."""
     folder = RunFolder(run_dir)
     path = folder.final_dir / folder.FEATURES
     if path.exists():
         return np.load(path, mmap_mode="r")
+    source = read_json(folder.final_dir / folder.SEARCH_SOURCE, {}) or {}
+    named = Path(source.get("features") or "")
+    if source.get("features") and named.is_file():
+        feats = np.load(named, mmap_mode="r")
+        if len(feats) == source.get("rows"):
+            return feats
     return pretrained_features(run_dir)
 
 
 def ensure_search_matrix(run_dir: str | Path, features: np.ndarray) -> np.ndarray | None:
     """The run's reduced search features (final/search.npy), computed from `features` and saved
-    with the run if missing; None for a run smaller than SEARCH_MATRIX_MIN_ROWS (searched whole)."""
+    with the run if missing; None for a run smaller than SEARCH_MATRIX_MIN_ROWS (searched whole).
+    A memory-mapped `features` file is named in final/search.json, for `search_features`."""
     from turn_backend.audit import search_matrix
-    from turn_backend.io import atomic_save_npy
+    from turn_backend.io import atomic_save_npy, atomic_write_json
 
     if len(features) < SEARCH_MATRIX_MIN_ROWS:
         return None
@@ -79,6 +89,9 @@ def ensure_search_matrix(run_dir: str | Path, features: np.ndarray) -> np.ndarra
     reduced = search_matrix(features)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save_npy(path, reduced)
+    if isinstance(features, np.memmap) and features.filename:
+        atomic_write_json(folder.final_dir / folder.SEARCH_SOURCE,
+                          {"features": str(Path(features.filename).resolve()), "rows": len(features)})
     return reduced
 
 

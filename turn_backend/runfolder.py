@@ -129,6 +129,7 @@ class RunFolder:
     GMM = "gmm.json"
     FEATURES = "features.npy"
     SEARCH = "search.npy"  # final/: the features' PCA rows "More like this" searches (large runs)
+    SEARCH_SOURCE = "search.json"  # final/: which feature file search.npy was computed from
     TEST_LOGITS = "test_logits.npy"
     TRAIN_INDEX = "train_index.npy"
     TRAIN_LABELS = "train_labels.npy"

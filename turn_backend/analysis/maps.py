@@ -124,7 +124,7 @@ def selected_rows(selection: Mapping | None) -> list[int]:
 # as WebGL points for hover; a lasso or box selects by its geometry over all points.
 RASTER_SHAPE = (540, 800)  # (height, width) pixels of a map picture: about its size on screen
 RASTER_MIN_ALPHA = 0.35
-OVERLAY_POINTS = 20_000
+OVERLAY_POINTS = 5_000
 
 
 def map_extent(x: np.ndarray, y: np.ndarray, pad: float = 0.02) -> tuple[float, float, float, float]:

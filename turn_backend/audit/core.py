@@ -233,14 +233,26 @@ def search_matrix(features: np.ndarray, dims: int = SEARCH_DIMS, seed: int = 0,
     """(N, dims) float32: each row's normalised features projected on their top PCA directions
     and normalised again, so that a row product approximates the cosine. What
     `neighbours(..., reduced=)` searches: one pass over the (memory-mapped) features."""
+    mapped = features if isinstance(features, np.memmap) and features.flags.c_contiguous else None
     features = _check_matrix("features", features)
     basis = pca_basis(features, dims, seed=seed)
     out = np.empty((len(features), basis.shape[1]), dtype=np.float32)
     for start in range(0, len(features), chunk):
-        out[start:start + chunk] = l2_normalise(l2_normalise(features[start:start + chunk]) @ basis)
+        block = features[start:start + chunk] if mapped is None else _read_rows(mapped, start, start + chunk)
+        out[start:start + chunk] = l2_normalise(l2_normalise(block) @ basis)
         if progress is not None:
             progress(min(len(features), start + chunk), len(features))
     return out
+
+
+def _read_rows(mapped: np.memmap, start: int, stop: int) -> np.ndarray:
+    """Rows of a memory-mapped matrix read with a plain file read: pages touched through the
+    map would count in this process's resident memory (5 GB for 1,000,000 x 1,280 floats)."""
+    stop = min(stop, len(mapped))
+    row_bytes = mapped.dtype.itemsize * mapped.shape[1]
+    with open(mapped.filename, "rb") as f:
+        f.seek(mapped.offset + start * row_bytes)
+        return np.fromfile(f, dtype=mapped.dtype, count=(stop - start) * mapped.shape[1]).reshape(-1, mapped.shape[1])
 
 
 def _reduced_neighbours(features: np.ndarray, reduced: np.ndarray, query: np.ndarray, k: int,
