@@ -210,6 +210,10 @@ def test_embeddings_too_many_points_draw_a_picture_of_all_with_some_on_top(tiny_
         picked = {int(array(t["customdata"])[i]) for t in chart["data"] for i in array(t.get("selectedpoints"))}
         assert picked == left & set(overlay)
     assert n_train > 50
+    for colour in ("clean_prob", "flagged", "pred"):  # every colouring draws a picture of all points
+        at.selectbox(key="emb_colour").set_value(colour).run()
+        assert not at.exception
+        assert (map_picture(charts(at)[0])[..., 3] > 0).sum() > 30
 
 
 # ------------------------------------------------------------------------------ threshold

@@ -48,11 +48,12 @@ def test_scale_bench_drives_every_page_and_reports(tiny_run, tmp_path):
     section = docs.read_text()
     assert section.startswith(SECTION_TITLE) and "200 training images" in section
     rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [r[0].lstrip("| ") for r in rows] == ["Runs", "Embeddings", "Embeddings", "Embeddings", "Threshold",
-                                                 "Threshold", "Classes", "Noise matrix", "Review", "Review", "Review",
-                                                 "Review", "Export", "app"]
+    assert [r[0].lstrip("| ") for r in rows] == ["Runs", "Embeddings", "Embeddings", "Embeddings", "Embeddings",
+                                                 "Threshold", "Threshold", "Classes", "Noise matrix", "Review",
+                                                 "Review", "Review", "Review", "Review", "Review", "Export", "app"]
     assert [r[1] for r in rows if r[0] == "| Embeddings"] == ["first render", "hover: first thumbnail",
-                                                              "hover: next thumbnails"]
+                                                              "hover: next thumbnails", "lasso (selection listed)"]
+    assert [r[1] for r in rows if r[0] == "| Review"][-2:] == ["More like this (first card)", "More like this: close"]
     assert {r[0].lstrip("| ") for r in rows} >= set(PAGES)
     for r in rows[:-1]:
         seconds = float(re.match(r"[\d.]+", r[2]).group())
