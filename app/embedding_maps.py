@@ -350,7 +350,8 @@ def picture_figure(frame: pd.DataFrame, stage: str, colour: str, classes: list[s
     if mark_flagged and "flagged" in frame:
         points(frame["flagged"].to_numpy()[rows], name="flagged (p ≤ τ), a sample",
                hovertemplate="flagged<extra></extra>",
-               marker=dict(symbol="x-thin", size=4, color="#212121", opacity=0.25, line=dict(width=0.5, color="#212121")))
+               marker=dict(symbol="x-thin", size=4, color="#212121", opacity=0.25,
+                           line=dict(width=0.5, color="#212121")))
     _map_layout(fig, stage)
     # the picture is not a trace: hiding a legend entry would hide only its overlay points
     fig.update_layout(legend=dict(itemclick=False, itemdoubleclick=False))

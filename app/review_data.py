@@ -11,8 +11,8 @@ import streamlit as st
 
 from app import annotator_view, audit_data
 from turn_backend import analysis as an
-from turn_backend.review import ReviewStore
 from turn_backend import run_features
+from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder
 
 

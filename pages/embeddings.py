@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import ui
+from app import audit_data, ui
 from app.embedding_maps import (
     METHOD_LABELS,
     PALETTE,
@@ -40,6 +40,7 @@ from turn_backend.thumbnails import preview_image
 MAX_SELECTED_IMAGES = 48
 IMAGES_PER_ROW = 6
 HOVER_THUMB_PX = 112
+GALLERY_THUMB_PX = 112
 
 
 # ---------------------------------------------------------------------------------- page
@@ -212,10 +213,9 @@ def selection_gallery(selected_idx: np.ndarray) -> None:
                 lines.append(f"pred {info['pred']} · clean {info['clean_prob']:.2f}")
             with col:
                 if images is not None:
-                    try:
-                        st.image(thumb(preview_image(images, int(idx)), 112), width=112)
-                    except Exception:  # noqa: BLE001
-                        st.caption(":material/hide_image:")
+                    # inlined (as Review's cards): 48 images as media files cost 48 requests per lasso
+                    picture = audit_data.thumbnail_html(run, idx, GALLERY_THUMB_PX, split, alt=str(info["sample_id"]))
+                    st.markdown(picture or ":material/hide_image:", unsafe_allow_html=True)
                 st.caption("  \n".join(lines))
 
 
