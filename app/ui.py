@@ -444,7 +444,7 @@ def require_finished_run(what_then: str) -> RunFolder:
     """The current run, finished; otherwise an empty state saying `what_then` (what this
     page shows once the run has finished) with a link to Train, and the page stops."""
     run = require_run()
-    if run.final() is None:
+    if not run.has_final():  # reading final() took 0.3 s of every page's run at 1,000,000 samples
         state = run_state(run).get("state", "new")
         empty_state(f"Run **{run.name}** has no results yet ({state_style(state)[2].lower()}). "
                     f"{what_then} once it has finished: follow it on the Train page.",

@@ -374,10 +374,14 @@ class RunFolder:
             r += 1
         return out
 
+    def has_final(self) -> bool:
+        """Whether the final model's results are written (`final()` is not None), without reading them."""
+        return (self.final_dir / self.GMM).exists()
+
     def final(self) -> dict | None:
         """The final model's clean probabilities, losses, predictions and GMM fits."""
         d = self.final_dir
-        if not (d / self.GMM).exists():
+        if not self.has_final():
             return None
         logits = np.load(d / self.LOGITS)
         shifted = logits - logits.max(axis=1, keepdims=True)
