@@ -113,8 +113,9 @@ def method_title(method: str) -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def split_samples(run_dir: str, split: str, stamp: float) -> pd.DataFrame:
+    """The split's sample ids and labels, in split order (what `an.projection_frame` reads)."""
     samples = RunFolder(run_dir).samples()
-    return samples[samples["split"] == split].reset_index(drop=True)
+    return samples.loc[samples["split"] == split, ["sample_id", "given_label", "true_label"]].reset_index(drop=True)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

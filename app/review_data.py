@@ -9,7 +9,7 @@ import html
 import numpy as np
 import streamlit as st
 
-from app import annotator_view, audit_data
+from app import annotator_view, audit_data, ui
 from turn_backend import analysis as an
 from turn_backend import run_features
 from turn_backend.review import ReviewStore
@@ -37,6 +37,22 @@ def search_matrix(run_dir: str, stamp: float) -> np.ndarray | None:
     """A large run's reduced search features (computed and saved with the run the first time,
     about 8 s at 1,000,000 samples); None for a run small enough to search whole."""
     return run_features.ensure_search_matrix(run_dir, search_features(run_dir, stamp))
+
+
+def preload_search(run_dir: str, stamp: float) -> None:
+    """Load a large run's search matrix in the background (256 MB at 1,000,000 samples), so that
+    the first More like this does not wait for it; only where it is saved with the run and its
+    features are found without the image model (a run without them computes it on first use)."""
+    folder = RunFolder(run_dir)
+    final = folder.final_dir
+    if (final / folder.SEARCH).exists() and ((final / folder.SEARCH_SOURCE).exists()
+                                             or (final / folder.FEATURES).exists()):
+        ui.preload(_load_search, run_dir, stamp)
+
+
+def _load_search(run_dir: str, stamp: float) -> None:
+    search_features(run_dir, stamp)
+    search_matrix(run_dir, stamp)
 
 
 def signal_chips(data: dict, tau: float, i: int) -> str:

@@ -352,3 +352,4 @@ def card(r, focused: bool, slot: int) -> None:
 
 
 review_grid()
+review_data.preload_search(run_dir, stamp)  # More like this's index, read while the browser draws the cards
