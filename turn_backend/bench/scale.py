@@ -226,16 +226,14 @@ def lasso_seconds(page, timeout_s: float = 300) -> float:
     """Seconds from releasing a lasso drawn around the middle of the first map (a quarter of its
     width and height) until the page is idle: the selection found and highlighted on every map,
     its images listed."""
-    import math
-
     area = page.evaluate(PLOT_AREA_JS)
     cx, cy = area["left"] + area["width"] / 2, area["top"] + area["height"] / 2
     rx, ry = area["width"] / 8, area["height"] / 8
     page.mouse.move(cx + rx, cy)
     page.mouse.down()
     for k in range(1, LASSO_STEPS + 1):
-        angle = 2 * math.pi * k / LASSO_STEPS
-        page.mouse.move(cx + rx * math.cos(angle), cy + ry * math.sin(angle))
+        turn = 1j ** (4 * k / LASSO_STEPS)  # k / LASSO_STEPS of the way round the unit circle
+        page.mouse.move(cx + rx * turn.real, cy + ry * turn.imag)
     seconds, _ = timed(page, page.mouse.up, timeout_s)
     return seconds
 
