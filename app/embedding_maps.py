@@ -25,7 +25,7 @@ PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b
            "#bcbd22", "#dbdb8d", "#17becf", "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39"]
 FLAG_COLOURS = {"flagged (p ≤ τ)": "#c62828", "clean (p > τ)": "#2e7d32"}
 PLOT_HEIGHT = 470
-DENSITY_BINS = 160
+CLEAN_PROB_SCALE = "RdYlGn"
 
 # The hover bridge: plotly's hover events stay in the browser, so this small component
 # listens to them on every map and hands the hovered sample to Python (a fragment rerun,
@@ -113,8 +113,9 @@ def method_title(method: str) -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def split_samples(run_dir: str, split: str, stamp: float) -> pd.DataFrame:
+    """The split's sample ids and labels, in split order (what `an.projection_frame` reads)."""
     samples = RunFolder(run_dir).samples()
-    return samples[samples["split"] == split].reset_index(drop=True)
+    return samples.loc[samples["split"] == split, ["sample_id", "given_label", "true_label"]].reset_index(drop=True)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -144,6 +145,8 @@ def map_table(run_dir: str, split: str, method: str, stamp: float, tau: float, r
         coords = an.coords_by_index(ref.projection(split, "after", method), ref.projection_subset(split),
                                     frame["index"].to_numpy())
         frame["x_fft"], frame["y_fft"] = coords[:, 0], coords[:, 1]
+    # names this frame's contents, so that a large map's pictures can be cached per frame
+    frame.attrs["key"] = (run_dir, split, method, stamp, tau, ref_dir)
     return frame
 
 
@@ -185,19 +188,34 @@ def _category_traces(frame: pd.DataFrame, colour: str, classes: list[str], colou
     return [(str(cat), colour_of.get(cat, "#9e9e9e"), values == cat) for cat in order]
 
 
+def split_rows(frame: pd.DataFrame, positions: np.ndarray) -> np.ndarray:
+    """Frame rows of the samples at split `positions` (those on the map), as a boolean mask."""
+    index = frame["index"].to_numpy()
+    mask = np.zeros(len(index), dtype=bool)
+    if len(positions) and len(index):
+        # a map's rows are usually in split order: no sort of a million positions then
+        order = np.arange(len(index)) if bool(np.all(index[1:] >= index[:-1])) else np.argsort(index, kind="stable")
+        k = np.minimum(np.searchsorted(index, positions, sorter=order), len(index) - 1)
+        found = index[order[k]] == positions
+        mask[order[k[found]]] = True
+    return mask
+
+
 def map_figure(frame: pd.DataFrame, stage: str, colour: str, classes: list[str], mark_flagged: bool,
                colour_of: dict[str, str], selected: np.ndarray) -> go.Figure:
     """One map: WebGL points per category (or one continuous trace), flagged samples on top.
 
     Every point's customdata is its sample's position in the split, which is how hover and
-    selection find the sample. `selected` (split positions) dims every other point.
+    selection find the sample. `selected` (split positions) dims every other point. Above
+    `an.MAX_MAP_POINTS` drawn points the map is a picture of all of them (`picture_figure`).
     """
     x = frame[f"x_{stage}"].to_numpy(np.float32)
     y = frame[f"y_{stage}"].to_numpy(np.float32)
     index = frame["index"].to_numpy(np.int32)
     drawn = np.isfinite(x)
     n = int(drawn.sum())
-    density = n > an.MAX_MAP_POINTS
+    if n > an.MAX_MAP_POINTS:
+        return picture_figure(frame, stage, colour, classes, mark_flagged, colour_of, selected)
     size = _marker_size(n)
     fig = go.Figure()
     flagged = frame["flagged"].to_numpy() if (mark_flagged and "flagged" in frame) else np.zeros(len(frame), bool)
@@ -211,35 +229,138 @@ def map_figure(frame: pd.DataFrame, stage: str, colour: str, classes: list[str],
         fig.add_trace(go.Scattergl(x=x[mask], y=y[mask], customdata=rows, mode="markers", selectedpoints=sel,
                                    unselected=dict(marker=dict(opacity=0.12)), **kwargs))
 
-    if density:
-        counts, xe, ye = np.histogram2d(x[drawn], y[drawn], bins=DENSITY_BINS)
-        fig.add_heatmap(x=(xe[:-1] + xe[1:]) / 2, y=(ye[:-1] + ye[1:]) / 2, z=np.log1p(counts.T),
-                        colorscale="Greys", showscale=False, hoverinfo="skip", name="density")
-        if "flagged" in frame:
-            points(frame["flagged"].to_numpy(), name="flagged (p ≤ τ)", hovertemplate="flagged<extra></extra>",
-                   marker=dict(color=FLAG_COLOURS["flagged (p ≤ τ)"], size=3))
-    elif colour == "clean_prob":
+    if colour == "clean_prob":
         points(np.ones(len(frame), bool), name="clean probability", showlegend=False,
                hovertemplate="clean prob %{marker.color:.2f}<extra></extra>",
-               marker=dict(color=frame["clean_prob"].to_numpy(np.float32), colorscale="RdYlGn", cmin=0, cmax=1,
-                           size=size, colorbar=dict(title=dict(text="clean prob", side="right"), thickness=12,
-                                                    len=0.8)))
+               marker=dict(color=frame["clean_prob"].to_numpy(np.float32), colorscale=CLEAN_PROB_SCALE, cmin=0,
+                           cmax=1, size=size, colorbar=dict(title=dict(text="clean prob", side="right"),
+                                                            thickness=12, len=0.8)))
     else:
         for name, colour_cat, mask in _category_traces(frame, colour, classes, colour_of):
             points(mask, name=name, hovertemplate=f"{name}<extra></extra>",
                    marker=dict(color=colour_cat, size=size, opacity=0.8))
-    if flagged.any() and not density:
+    if flagged.any():
         # thin crosses, fainter on a crowded map, so the class colours still show through
         points(flagged, name="flagged (p ≤ τ)", hovertemplate="flagged<extra></extra>",
                marker=dict(symbol="x-thin", size=size + 2, color="#212121", opacity=0.9 if n <= 2_000 else 0.4,
                            line=dict(width=1 if n <= 20_000 else 0.6, color="#212121")))
+    _map_layout(fig, stage, n)
+    return fig
+
+
+def _map_layout(fig: go.Figure, stage: str, points: int) -> None:
+    """The maps' common layout; `meta.points` says how many samples the map draws (the scale
+    benchmark reads it in the browser)."""
     fig.update_layout(
-        height=PLOT_HEIGHT, dragmode="lasso", margin=dict(l=5, r=5, t=30, b=5), plot_bgcolor="rgba(0,0,0,0)",
+        meta={"points": points}, height=PLOT_HEIGHT, dragmode="lasso", margin=dict(l=5, r=5, t=30, b=5),
+        plot_bgcolor="rgba(0,0,0,0)",
         legend=dict(orientation="h", y=-0.02, yanchor="top", x=0, font=dict(size=11), itemsizing="constant"),
         uirevision=stage, hoverdistance=8,
     )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    colour = colour.lstrip("#")
+    return tuple(int(colour[i:i + 2], 16) for i in (0, 2, 4))
+
+
+class MapPicture:
+    """What a large map draws, computed once per frame, stage and colouring: each point's
+    category code (or value), the picture of all points and the overlay's rows."""
+
+    def __init__(self, frame: pd.DataFrame, stage: str, colour: str, classes: list[str],
+                 colour_of: dict[str, str]) -> None:
+        self.x = frame[f"x_{stage}"].to_numpy(np.float32)
+        self.y = frame[f"y_{stage}"].to_numpy(np.float32)
+        self.extent = an.map_extent(self.x, self.y)
+        self.colour = colour
+        if colour == "clean_prob":
+            from matplotlib import colormaps  # deferred: only a large map coloured by probability needs it
+
+            self.lut = np.rint(255 * colormaps[CLEAN_PROB_SCALE](np.linspace(0, 1, 256))[:, :3])
+            self.values = frame["clean_prob"].to_numpy(np.float32)
+            self.categories: list[tuple[str, str]] = []
+        else:
+            values = frame["flagged"].map({True: "flagged (p ≤ τ)", False: "clean (p > τ)"}) \
+                if colour == "flagged" else frame[colour]
+            present = set(pd.unique(values))
+            order = [c for c in classes if c in present] + sorted(map(str, present - set(classes)))
+            palette = FLAG_COLOURS if colour == "flagged" else colour_of
+            self.categories = [(name, palette.get(name, "#9e9e9e")) for name in order]
+            self.codes = pd.Categorical(values, categories=order).codes.astype(np.int16)
+            self.rgb = np.array([_rgb(c) for _, c in self.categories], dtype=np.float64).reshape(-1, 3)
+        self.picture = self.draw(np.ones(len(self.x), bool))
+        drawn = np.flatnonzero(np.isfinite(self.x))
+        self.overlay = drawn[an.overlay_rows(len(drawn), an.OVERLAY_POINTS)]
+
+    def draw(self, mask: np.ndarray) -> np.ndarray:
+        """The RGBA picture of the points in `mask`."""
+        if self.colour == "clean_prob":
+            return an.value_raster(self.x[mask], self.y[mask], self.values[mask], self.lut, self.extent)
+        return an.category_raster(self.x[mask], self.y[mask], self.codes[mask], self.rgb, self.extent)
+
+
+@st.cache_resource(show_spinner=False, max_entries=12)
+def map_picture(key: tuple, stage: str, colour: str, _frame: pd.DataFrame, _classes: list[str],
+                _colour_of: dict[str, str]) -> MapPicture:
+    """The frame's `MapPicture`, cached by the frame's key (map_table's arguments)."""
+    return MapPicture(_frame, stage, colour, _classes, _colour_of)
+
+
+def png_uri(picture: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(picture, "RGBA").save(buf, format="PNG", compress_level=1)  # fast over small
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def picture_figure(frame: pd.DataFrame, stage: str, colour: str, classes: list[str], mark_flagged: bool,
+                   colour_of: dict[str, str], selected: np.ndarray) -> go.Figure:
+    """A map of more points than WebGL draws fluidly: a picture of every point under the axes,
+    coloured as the small maps are, and a random `an.OVERLAY_POINTS` of them on top as WebGL
+    points (per category, so the legend reads as on a small map) that carry hover and the
+    flagged crosses. `selected` dims the rest of the picture and of the overlay."""
+    key = frame.attrs.get("key")
+    pic = (map_picture(key, stage, colour, frame, classes, colour_of) if key is not None
+           else MapPicture(frame, stage, colour, classes, colour_of))
+    picture = pic.picture
+    rows = pic.overlay
+    chosen = split_rows(frame, selected) if len(selected) else None
+    if chosen is not None:
+        picture = an.dim_unselected(picture, pic.draw(chosen))
+    x0, x1, y0, y1 = pic.extent
+    fig = go.Figure()
+    fig.add_layout_image(source=png_uri(picture), xref="x", yref="y", x=x0, y=y1, sizex=x1 - x0, sizey=y1 - y0,
+                         xanchor="left", yanchor="top", sizing="stretch", layer="below")
+    index = frame["index"].to_numpy(np.int32)
+
+    def points(mask: np.ndarray, **kwargs) -> None:
+        picked = rows[mask]
+        sel = None if chosen is None else np.flatnonzero(chosen[picked]).tolist()
+        fig.add_trace(go.Scattergl(x=pic.x[picked], y=pic.y[picked], customdata=index[picked], mode="markers",
+                                   selectedpoints=sel, unselected=dict(marker=dict(opacity=0.12)), **kwargs))
+
+    if colour == "clean_prob":
+        points(np.ones(len(rows), bool), name="clean probability", showlegend=False,
+               hovertemplate="clean prob %{marker.color:.2f}<extra></extra>",
+               marker=dict(color=pic.values[rows], colorscale=CLEAN_PROB_SCALE, cmin=0, cmax=1, size=3,
+                           colorbar=dict(title=dict(text="clean prob", side="right"), thickness=12, len=0.8)))
+    else:
+        codes = pic.codes[rows]
+        for k, (name, colour_cat) in enumerate(pic.categories):
+            points(codes == k, name=name, hovertemplate=f"{name}<extra></extra>",
+                   marker=dict(color=colour_cat, size=3, opacity=0.8))
+    if mark_flagged and "flagged" in frame:
+        points(frame["flagged"].to_numpy()[rows], name="flagged (p ≤ τ), a sample",
+               hovertemplate="flagged<extra></extra>",
+               marker=dict(symbol="x-thin", size=4, color="#212121", opacity=0.25,
+                           line=dict(width=0.5, color="#212121")))
+    _map_layout(fig, stage, int((np.isfinite(pic.x) & np.isfinite(pic.y)).sum()))
+    # the picture is not a trace: hiding a legend entry would hide only its overlay points
+    fig.update_layout(legend=dict(itemclick=False, itemdoubleclick=False))
+    fig.update_xaxes(range=[x0, x1])
+    fig.update_yaxes(range=[y0, y1])
     return fig
 
 

@@ -9,10 +9,10 @@ import html
 import numpy as np
 import streamlit as st
 
-from app import annotator_view, audit_data
+from app import annotator_view, audit_data, ui
 from turn_backend import analysis as an
+from turn_backend import run_features
 from turn_backend.review import ReviewStore
-from turn_backend.run_features import pretrained_features
 from turn_backend.runfolder import RunFolder
 
 
@@ -26,14 +26,33 @@ def review_index(run_dir: str, stamp: float, tau: float, annotator: str | None =
 
 @st.cache_resource(show_spinner="Loading the run's features…", max_entries=2)
 def search_features(run_dir: str, stamp: float) -> np.ndarray:
-    """The features "More like this" searches, one row per training sample: the fine-tuned
-    model's (final/features.npy, memory-mapped) or, for a run without them, the pre-trained
-    ones (given, or from the feature cache)."""
+    """The features "More like this" searches, one row per training sample (memory-mapped
+    where stored whole): `run_features.search_features`."""
+    return run_features.search_features(run_dir)
+
+
+@st.cache_resource(show_spinner="Indexing the run's features for similarity search (once per run)…",
+                   max_entries=2)
+def search_matrix(run_dir: str, stamp: float) -> np.ndarray | None:
+    """A large run's reduced search features (computed and saved with the run the first time,
+    about 8 s at 1,000,000 samples); None for a run small enough to search whole."""
+    return run_features.ensure_search_matrix(run_dir, search_features(run_dir, stamp))
+
+
+def preload_search(run_dir: str, stamp: float) -> None:
+    """Load a large run's search matrix in the background (256 MB at 1,000,000 samples), so that
+    the first More like this does not wait for it; only where it is saved with the run and its
+    features are found without the image model (a run without them computes it on first use)."""
     folder = RunFolder(run_dir)
-    path = folder.final_dir / folder.FEATURES
-    if path.exists():
-        return np.load(path, mmap_mode="r")
-    return pretrained_features(run_dir)
+    final = folder.final_dir
+    if (final / folder.SEARCH).exists() and ((final / folder.SEARCH_SOURCE).exists()
+                                             or (final / folder.FEATURES).exists()):
+        ui.preload(_load_search, run_dir, stamp)
+
+
+def _load_search(run_dir: str, stamp: float) -> None:
+    search_features(run_dir, stamp)
+    search_matrix(run_dir, stamp)
 
 
 def signal_chips(data: dict, tau: float, i: int) -> str:

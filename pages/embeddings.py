@@ -2,9 +2,10 @@
 
 Pre-trained features form clusters that the noisy labels do not destroy; plain fine-tuning
 on noisy labels blurs them; TURN keeps them. The maps are WebGL scatter plots of up to
-`an.MAX_MAP_POINTS` samples (a density beyond that). Hovering a point shows its image;
-a lasso or box selection on one map highlights the same samples on the others and lists
-their images below.
+`an.MAX_MAP_POINTS` samples; beyond that, a picture of every sample drawn on the server with
+a random sample of them on top as WebGL points. Hovering a point shows its image; a lasso or
+box selection on one map (over every sample, drawn one by one or not) highlights the same
+samples on the others and lists their images below.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import ui
+from app import audit_data, ui
 from app.embedding_maps import (
     METHOD_LABELS,
     PALETTE,
@@ -24,6 +25,7 @@ from app.embedding_maps import (
     map_figure,
     map_table,
     method_title,
+    split_rows,
     split_samples,
     thumb,
 )
@@ -38,6 +40,7 @@ from turn_backend.thumbnails import preview_image
 MAX_SELECTED_IMAGES = 48
 IMAGES_PER_ROW = 6
 HOVER_THUMB_PX = 112
+GALLERY_THUMB_PX = 112
 
 
 # ---------------------------------------------------------------------------------- page
@@ -119,10 +122,12 @@ if split == "test":
     st.caption(":material/info: These are **test** images (the run's projection split). Clean probabilities, "
                "predictions and the flagged marks exist for training samples only, so the map is coloured by "
                "given or true label; set the projection split to *train* on the Train page to see them here.")
-if len(frame) > an.MAX_MAP_POINTS:
-    st.info(f"{ui.fmt_int(len(frame))} samples are too many to draw one by one: each map shows their density "
-            f"(darker = more samples)" + (", with the flagged samples drawn on top." if "flagged" in frame else "."),
-            icon=":material/blur_on:")
+large = len(frame) > an.MAX_MAP_POINTS
+if large:
+    st.info(f"{ui.fmt_int(len(frame))} samples are too many to draw one by one: each map is a picture of all of "
+            f"them (stronger = more samples), with a random {ui.fmt_int(an.OVERLAY_POINTS)} drawn on top to hover"
+            + (" and cross where flagged" if "flagged" in frame else "") + ". A lasso or box selects among all "
+            "samples.", icon=":material/blur_on:")
 
 # -------------------------------------------------------------------------------- panels
 
@@ -138,10 +143,10 @@ def maps() -> None:
     """The maps and the selection: a lasso on one map reruns only this part of the page."""
     # the latest selection on any map is the one shown on all of them
     previous = st.session_state.get("emb_selection_by_map", {})
-    current = {stage: tuple(an.selected_rows(st.session_state.get(f"emb_chart_{stage}"))) for stage, _ in panels}
+    current = {stage: selection_key(stage) for stage, _ in panels}
     changed = [stage for stage in current if current[stage] != previous.get(stage, ())]
     if changed:
-        st.session_state["emb_selected"] = list(current[changed[-1]])
+        st.session_state["emb_selected"] = selected_positions(changed[-1])
     st.session_state["emb_selection_by_map"] = current
     selected = np.asarray(st.session_state.get("emb_selected", []), dtype=np.int64)
 
@@ -164,24 +169,43 @@ def maps() -> None:
         st.caption(":material/lightbulb: Train an **fft-ce** run on the same data, noise and projection split "
                    f"(*{split}*) on the Train page to add a third map: plain fine-tuning on the noisy labels, as "
                    "in the paper's Figure 2.")
-    selection_gallery(selected.tolist())
+    selection_gallery(selected)
 
 
-def selection_gallery(selected_idx: list[int]) -> None:
+def selection_key(stage: str) -> tuple:
+    """What identifies a map's current selection: its samples on a small map, the lasso or box
+    itself on a large one (where most points are not drawn one by one)."""
+    state = st.session_state.get(f"emb_chart_{stage}")
+    return an.selection_geometry(state) if large else tuple(an.selected_rows(state))
+
+
+def selected_positions(stage: str) -> np.ndarray:
+    """Split positions of the samples a map's selection picks; on a large map every sample
+    inside the lasso or box, drawn one by one or not."""
+    state = st.session_state.get(f"emb_chart_{stage}")
+    if not large:
+        return np.asarray(an.selected_rows(state), dtype=np.int64)
+    inside = an.in_selection(frame[f"x_{stage}"].to_numpy(), frame[f"y_{stage}"].to_numpy(), state)
+    return frame["index"].to_numpy(np.int64)[inside]
+
+
+def selection_gallery(selected_idx: np.ndarray) -> None:
     st.subheader(":material/photo_library: Selected images", anchor=False)
-    if not selected_idx:
+    if not len(selected_idx):
         st.caption("Draw a lasso or a box on any map (the lasso is the default tool) to highlight those samples "
                    "on every map and see their images here. Double-click a map to clear its selection.")
         return
-    by_index = frame.set_index("index")
-    shown = [i for i in selected_idx if i in by_index.index][:MAX_SELECTED_IMAGES]
+    rows = np.flatnonzero(split_rows(frame, selected_idx[:MAX_SELECTED_IMAGES]))
+    # in the selection's order
+    order = {int(p): r for p, r in zip(frame["index"].to_numpy()[rows], rows)}
+    shown = [int(p) for p in selected_idx[:MAX_SELECTED_IMAGES] if int(p) in order]
     st.caption(f"{ui.fmt_int(len(selected_idx))} selected" + (
         f"; the first {len(shown)} are shown" if len(shown) < len(selected_idx) else "") + ".")
     images = load_images(run, split)
     for start in range(0, len(shown), IMAGES_PER_ROW):
         row_cols = st.columns(IMAGES_PER_ROW)
         for col, idx in zip(row_cols, shown[start:start + IMAGES_PER_ROW]):
-            info = by_index.loc[idx]
+            info = frame.iloc[order[idx]]
             lines = [f"given **{info['given']}**"]
             if info["mislabelled"]:
                 lines.append(f":red[true **{info['true']}**]")
@@ -189,10 +213,9 @@ def selection_gallery(selected_idx: list[int]) -> None:
                 lines.append(f"pred {info['pred']} · clean {info['clean_prob']:.2f}")
             with col:
                 if images is not None:
-                    try:
-                        st.image(thumb(preview_image(images, int(idx)), 112), width=112)
-                    except Exception:  # noqa: BLE001
-                        st.caption(":material/hide_image:")
+                    # inlined (as Review's cards): 48 images as media files cost 48 requests per lasso
+                    picture = audit_data.thumbnail_html(run, idx, GALLERY_THUMB_PX, split, alt=str(info["sample_id"]))
+                    st.markdown(picture or ":material/hide_image:", unsafe_allow_html=True)
                 st.caption("  \n".join(lines))
 
 

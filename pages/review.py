@@ -154,13 +154,6 @@ if annotator is not None:  # opened from the Annotators page: only that annotato
               icon=":material/groups:")
     a[1].button("Show all", icon=":material/filter_alt_off:", key="clear_annotator", on_click=clear_annotator)
 
-# --------------------------------------------------------------------------- why-flagged
-
-
-def thumb(i: int, size: int = THUMB):
-    return audit_data.thumbnail(run, i, size)
-
-
 # ------------------------------------------------------------------------ more like this
 
 
@@ -174,8 +167,8 @@ def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
         head[1].button("Close", icon=":material/close:", key="close_similar", on_click=close_similar)
         try:
             feats = review_data.search_features(run_dir, stamp)
-
-            nn, sims = neighbours(feats, np.array([position]), SIMILAR_K)
+            nn, sims = neighbours(feats, np.array([position]), SIMILAR_K,
+                                  reduced=review_data.search_matrix(run_dir, stamp))
         except (ValueError, OSError, ImportError) as exc:
             ui.show_error(exc)
             return
@@ -185,9 +178,10 @@ def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
         for n, (j, sim) in enumerate(picks):
             sid = str(data["ids"][j])
             with cols[n % 6]:
-                image = thumb(j, SIMILAR_THUMB)
+                # inlined, as the cards' pictures are: no request per image
+                image = audit_data.thumbnail_html(run, j, SIMILAR_THUMB, alt=f"sample {sid}")
                 if image is not None:
-                    st.image(image, width=SIMILAR_THUMB)
+                    st.markdown(image, unsafe_allow_html=True)
                 decision = an.ACTIONS_BY_CODE[int(codes[j])]
                 lab = int(labels[j])
                 st.caption(f"**{names[int(data['given'][j])]}** · p {data['clean_prob'][j]:.2f}  \n"
@@ -358,3 +352,4 @@ def card(r, focused: bool, slot: int) -> None:
 
 
 review_grid()
+review_data.preload_search(run_dir, stamp)  # More like this's index, read while the browser draws the cards

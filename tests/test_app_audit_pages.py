@@ -137,7 +137,7 @@ def test_embeddings_selection_on_one_map_highlights_it_on_the_others(tiny_run):
     at.run()
     assert not at.exception
     assert "2 selected" in texts(at)
-    assert len(at.get("image")) == 2
+    assert sum("<img" in m.value for m in at.markdown) == 2  # their images, inlined
     for chart in charts(at):  # both maps: exactly samples 3 and 17 are selected
         picked = {int(array(t["customdata"])[i]) for t in chart["data"] for i in array(t.get("selectedpoints"))}
         assert picked == {3, 17}
@@ -167,17 +167,53 @@ def test_embeddings_umap_on_demand(tiny_run):
     assert len(charts(at)) == 2
 
 
-def test_embeddings_too_many_points_draw_a_density_with_flags_on_top(tiny_run, monkeypatch):
+def map_picture(chart: dict) -> np.ndarray:
+    """The RGBA picture under a large map's axes."""
+    from PIL import Image
+
+    (image,) = chart["layout"]["images"]
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(image["source"].split(",", 1)[1]))))
+
+
+def test_embeddings_too_many_points_draw_a_picture_of_all_with_some_on_top(tiny_run, monkeypatch):
     monkeypatch.setattr(an, "MAX_MAP_POINTS", 50)
+    monkeypatch.setattr(an, "OVERLAY_POINTS", 30)
     at = app("embeddings", tiny_run)
     at.run()
     assert not at.exception
     assert "too many to draw one by one" in texts(at)
-    chart = charts(at)[0]
-    assert [t["type"] for t in chart["data"]] == ["heatmap", "scattergl"]
     folder = RunFolder(tiny_run)
+    n_train = int((folder.samples()["split"] == "train").sum())
     flagged = set(np.flatnonzero(folder.final()["clean_prob"] <= default_tau(folder)).tolist())
-    assert set(drawn_points(chart)["flagged (p ≤ τ)"]) == flagged
+    chart = charts(at)[0]
+    picture = map_picture(chart)
+    strong = [(map_picture(c)[..., 3] >= 80).sum() for c in charts(at)]  # a drawn pixel's opacity is >= 89
+    assert picture.shape[2] == 4 and (picture[..., 3] > 0).sum() > 30  # more pixels than overlay points
+    points = drawn_points(chart)
+    crosses = points.pop("flagged (p ≤ τ), a sample")
+    overlay = [i for rows in points.values() for i in rows]
+    assert len(overlay) == len(set(overlay)) == 30 and set(crosses) == flagged & set(overlay)
+
+    # a box over the left half selects every sample there, not only the 30 drawn one by one
+    xy = folder.projection("train", "before", "tsne")
+    middle = float(np.median(xy[:, 0]))
+    low, high = float(xy[:, 1].min()) - 1, float(xy[:, 1].max()) + 1
+    left = set(folder.projection_subset("train")[xy[:, 0] < middle].tolist())
+    at.session_state["emb_chart_before"] = {"selection": {
+        "points": [], "point_indices": [], "lasso": [],
+        "box": [{"xref": "x", "yref": "y", "x": [float(xy[:, 0].min()) - 1, middle], "y": [low, high]}]}}
+    at.run()
+    assert not at.exception
+    assert f"{len(left)} selected" in texts(at)
+    for chart, before in zip(charts(at), strong):  # the selection is highlighted on both maps: the rest fades
+        assert 0 < (map_picture(chart)[..., 3] >= 80).sum() < before
+        picked = {int(array(t["customdata"])[i]) for t in chart["data"] for i in array(t.get("selectedpoints"))}
+        assert picked == left & set(overlay)
+    assert n_train > 50
+    for colour in ("clean_prob", "flagged", "pred"):  # every colouring draws a picture of all points
+        at.selectbox(key="emb_colour").set_value(colour).run()
+        assert not at.exception
+        assert (map_picture(charts(at)[0])[..., 3] > 0).sum() > 30
 
 
 # ------------------------------------------------------------------------------ threshold

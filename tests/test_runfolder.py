@@ -59,5 +59,6 @@ def test_accessors_read_what_is_there_and_default_otherwise(tmp_path):
     folder = RunFolder(tmp_path)
     assert (folder.class_names(), folder.lp_history(), folder.choice(), folder.round_info(1)) == ([], [], None, {})
     assert not folder.exists() and not folder.has_samples() and folder.worker_log() == ""
+    assert not folder.has_final() and folder.final() is None
     folder.classes_path.write_text('["a", "b"]')
     assert folder.class_names() == ["a", "b"]

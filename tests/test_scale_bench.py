@@ -1,11 +1,28 @@
-"""`turn bench --scale --n N`: the augmented set it builds and how its stage table judges growth."""
+"""`turn bench --scale` keeps working: the augmented set it builds, how its stage table judges
+growth, its browser driver on the tiny run, and its report.
+
+The real benchmark (60,000 images up to a million) is a command, not a test; here the same
+code path runs against the 200-sample tiny run placed where the benchmark looks for its run,
+so nothing is trained. The browser part is skipped without Playwright or Chromium.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import json
+import re
+import shutil
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from helpers.cli import turn
 from turn_backend.bench import scale, scale_data
+from turn_backend.bench.detection import replace_section
+from turn_backend.bench.scale import CHROMIUM, PAGES, SECTION_TITLE
 from turn_backend.data.loaders import load_dataset
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _tiny_source(monkeypatch):
@@ -56,3 +73,57 @@ def test_the_stage_table_marks_a_stage_that_grows_faster_than_n_log_n():
     assert rows["detect"].rstrip(" |").endswith("yes")
     assert rows["audit"].rstrip(" |").endswith("**no**")
     assert "projection" not in rows  # not measured: no row
+
+
+def test_the_scale_section_replaces_only_itself(tmp_path):
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(f"# Benchmarks\n\n## Grid\n\ngrid table\n\n{SECTION_TITLE}\n\nold table\n\n## Throughput\n\nfps\n")
+    replace_section(docs, SECTION_TITLE, f"{SECTION_TITLE}\n\nnew table\n")
+    text = docs.read_text()
+    assert "new table" in text and "old table" not in text
+    assert text.index("## Grid") < text.index(SECTION_TITLE) < text.index("## Throughput")
+    assert "grid table" in text and "fps" in text
+    fresh = tmp_path / "new.md"
+    replace_section(fresh, SECTION_TITLE, f"{SECTION_TITLE}\n\nfirst\n")
+    assert fresh.read_text() == f"{SECTION_TITLE}\n\nfirst\n"
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(15 * 60)
+def test_scale_bench_drives_every_page_and_reports(tiny_run, tmp_path):
+    pytest.importorskip("playwright.sync_api", reason="needs Python Playwright")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Chromium at {CHROMIUM}")
+    out = tmp_path / "bench"
+    shutil.copytree(tiny_run, out / "runs-200" / "asym40-200")  # a finished run where the benchmark looks
+    docs = tmp_path / "benchmarks.md"
+    result = turn("bench", "--scale", "--n", "200", "--out", out, "--docs", docs, timeout=12 * 60)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "reusing the finished run" in result.stdout
+    section = docs.read_text()
+    assert section.startswith(SECTION_TITLE) and "200 training images" in section
+    figures = json.loads((out / "scale.json").read_text())
+    assert figures["n"] == 200 and figures["stage_s.detect"] > 0 and figures["peak_mb.audit"] > 0
+    assert figures["stage_s.export"] > 0 and 50 < figures["app_rss_mb"] < 8000
+    assert {f"first_render_s.{page}" for page in PAGES} <= set(figures)
+    assert {"quality.sym20.f1", "quality.asym40.auroc", "quality.inst40.est_noise"} <= set(figures)
+    assert figures["map_points"] == 200  # every sample of the tiny run is on the map
+    app = section[section.index("### The app at"):]
+    rows = [line.split(" | ") for line in app.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r[0].lstrip("| ") for r in rows] == ["Runs", "Embeddings", "Embeddings", "Embeddings", "Embeddings",
+                                                 "Threshold", "Threshold", "Classes", "Noise matrix", "Review",
+                                                 "Review", "Review", "Review", "Review", "Review", "Export", "app",
+                                                 "app"]
+    assert [r[1] for r in rows if r[0] == "| Embeddings"] == ["first render", "hover: first thumbnail",
+                                                              "hover: next thumbnails", "lasso (selection listed)"]
+    assert [r[1] for r in rows if r[0] == "| Review"][-2:] == ["More like this (first card)", "More like this: close"]
+    assert {r[0].lstrip("| ") for r in rows} >= set(PAGES)
+    assert rows[-2][1:3] == ["samples the Embeddings map draws", "200"]
+    for r in rows[:-2]:
+        seconds = float(re.match(r"[\d.]+", r[2]).group())
+        assert 0 < seconds < 300
+    assert "no rerun seen" not in section  # every interaction was seen to rerun the page
+    rss = float(rows[-1][2].split()[0].replace(",", ""))
+    assert 50 < rss < 8000
+    for name in PAGES[1:]:
+        assert (out / f"scale-{name.lower().replace(' ', '-')}.png").stat().st_size > 10_000

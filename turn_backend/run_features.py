@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from turn_backend.config import RunConfig
+from turn_backend.io import read_json
 from turn_backend.runfolder import RunFolder
 
 
@@ -44,6 +45,54 @@ def pretrained_features(run_dir: str | Path, split: str = "train") -> np.ndarray
     if len(ids) == len(full):
         return feats
     return np.asarray(feats[pd.Index(full.ids).get_indexer(ids)])
+
+
+# From this many training samples on, "More like this" searches a reduced copy of the features
+# (audit.search_matrix, saved as final/search.npy) instead of reading all of them per click:
+# 1,000,000 x 1,280 float32 features are 5 GB, the reduced copy 256 MB (11 ms a search).
+SEARCH_MATRIX_MIN_ROWS = 200_000
+
+
+def search_features(run_dir: str | Path) -> np.ndarray:
+    """The training features "More like this" searches, one row per sample: the fine-tuned
+    model's (final/features.npy, memory-mapped) or, for a run without them, the pre-trained
+    ones: from the file final/search.json names where it still holds them (finding the
+    feature cache's file otherwise loads the image model and hashes every image)."""
+    folder = RunFolder(run_dir)
+    path = folder.final_dir / folder.FEATURES
+    if path.exists():
+        return np.load(path, mmap_mode="r")
+    source = read_json(folder.final_dir / folder.SEARCH_SOURCE, {}) or {}
+    named = Path(source.get("features") or "")
+    if source.get("features") and named.is_file():
+        feats = np.load(named, mmap_mode="r")
+        if len(feats) == source.get("rows"):
+            return feats
+    return pretrained_features(run_dir)
+
+
+def ensure_search_matrix(run_dir: str | Path, features: np.ndarray) -> np.ndarray | None:
+    """The run's reduced search features (final/search.npy), computed from `features` and saved
+    with the run if missing; None for a run smaller than SEARCH_MATRIX_MIN_ROWS (searched whole).
+    A memory-mapped `features` file is named in final/search.json, for `search_features`."""
+    from turn_backend.audit import search_matrix
+    from turn_backend.io import atomic_save_npy, atomic_write_json
+
+    if len(features) < SEARCH_MATRIX_MIN_ROWS:
+        return None
+    folder = RunFolder(run_dir)
+    path = folder.final_dir / folder.SEARCH
+    if path.exists():
+        reduced = np.load(path)
+        if len(reduced) == len(features):
+            return reduced
+    reduced = search_matrix(features)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_npy(path, reduced)
+    if isinstance(features, np.memmap) and features.filename:
+        atomic_write_json(folder.final_dir / folder.SEARCH_SOURCE,
+                          {"features": str(Path(features.filename).resolve()), "rows": len(features)})
+    return reduced
 
 
 def split_samples(folder: RunFolder, split: str) -> pd.DataFrame:

@@ -129,6 +129,8 @@ class RunFolder:
     SELECTED = "selected.npy"
     GMM = "gmm.json"
     FEATURES = "features.npy"
+    SEARCH = "search.npy"  # final/: the features' PCA rows "More like this" searches (large runs)
+    SEARCH_SOURCE = "search.json"  # final/: which feature file search.npy was computed from
     TEST_LOGITS = "test_logits.npy"
     TRAIN_INDEX = "train_index.npy"
     TRAIN_LABELS = "train_labels.npy"
@@ -384,10 +386,14 @@ class RunFolder:
             r += 1
         return out
 
+    def has_final(self) -> bool:
+        """Whether the final model's results are written (`final()` is not None), without reading them."""
+        return (self.final_dir / self.GMM).exists()
+
     def final(self) -> dict | None:
         """The final model's clean probabilities, losses, predictions and GMM fits."""
         d = self.final_dir
-        if not (d / self.GMM).exists():
+        if not self.has_final():
             return None
         logits = np.load(d / self.LOGITS)
         shifted = logits - logits.max(axis=1, keepdims=True)

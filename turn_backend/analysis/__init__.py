@@ -23,10 +23,19 @@ from turn_backend.analysis.gmm_curves import (
 from turn_backend.analysis.maps import (
     COLOUR_OPTIONS,
     MAX_MAP_POINTS,
+    OVERLAY_POINTS,
+    RASTER_SHAPE,
+    category_raster,
     colour_options,
     coords_by_index,
+    dim_unselected,
+    in_selection,
+    map_extent,
+    overlay_rows,
     projection_frame,
     selected_rows,
+    selection_geometry,
+    value_raster,
 )
 from turn_backend.analysis.review_queue import (
     ACTION_CODES,
@@ -49,9 +58,11 @@ from turn_backend.analysis.threshold import (
 )
 
 __all__ = [
-    "ACTION_CODES", "ACTIONS_BY_CODE", "COLOUR_OPTIONS", "FLAG_KINDS", "KIND_BITS", "MAX_MAP_POINTS", "SIGNAL_LABELS",
-    "ReviewIndex", "ThresholdIndex", "bulk_accept", "class_health", "clean_posterior", "colour_options",
-    "component_densities", "confused_partners", "coords_by_index", "decision_text", "default_tau_grid",
-    "fit_is_usable", "flagged_share", "histogram_with_fit", "noise_rates", "paginate", "posterior_crossing",
-    "projection_frame", "selected_rows", "selection_sizes", "tau_sweep", "true_noise_rate",
+    "ACTION_CODES", "ACTIONS_BY_CODE", "COLOUR_OPTIONS", "FLAG_KINDS", "KIND_BITS", "MAX_MAP_POINTS", "OVERLAY_POINTS",
+    "RASTER_SHAPE", "SIGNAL_LABELS", "ReviewIndex", "ThresholdIndex", "bulk_accept", "category_raster",
+    "class_health", "clean_posterior", "colour_options", "component_densities", "confused_partners",
+    "coords_by_index", "decision_text", "default_tau_grid", "dim_unselected", "fit_is_usable", "flagged_share",
+    "histogram_with_fit", "in_selection", "map_extent", "noise_rates", "overlay_rows", "paginate",
+    "posterior_crossing", "projection_frame", "selected_rows", "selection_geometry", "selection_sizes",
+    "tau_sweep", "true_noise_rate", "value_raster",
 ]

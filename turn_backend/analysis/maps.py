@@ -115,3 +115,125 @@ def selected_rows(selection: Mapping | None) -> list[int]:
             seen.add(row)
             out.append(row)
     return out
+
+
+# ------------------------------------------------------------------- million-point maps
+# Above MAX_MAP_POINTS a map is a picture: every point counted into its pixel per category,
+# the categories' colours mixed by their counts, opacity rising with the log of the count
+# (one sample stays visible beside a thousand). A bounded random subsample is drawn on top
+# as WebGL points for hover; a lasso or box selects by its geometry over all points.
+RASTER_SHAPE = (540, 800)  # (height, width) pixels of a map picture: about its size on screen
+RASTER_MIN_ALPHA = 0.35
+OVERLAY_POINTS = 5_000
+
+
+def map_extent(x: np.ndarray, y: np.ndarray, pad: float = 0.02) -> tuple[float, float, float, float]:
+    """(x0, x1, y0, y1) around the finite points, padded by `pad` of each side's span."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return (0.0, 1.0, 0.0, 1.0)
+    x0, x1, y0, y1 = float(x[ok].min()), float(x[ok].max()), float(y[ok].min()), float(y[ok].max())
+    dx, dy = max(x1 - x0, 1e-9) * pad, max(y1 - y0, 1e-9) * pad
+    return (x0 - dx, x1 + dx, y0 - dy, y1 + dy)
+
+
+def _pixels(x: np.ndarray, y: np.ndarray, extent, shape) -> tuple[np.ndarray, np.ndarray]:
+    """(flat pixel of each drawable point, which points are drawable); row 0 is the top."""
+    h, w = shape
+    x0, x1, y0, y1 = extent
+    col = np.floor((np.asarray(x, np.float64) - x0) / (x1 - x0) * w)
+    row = np.floor((y1 - np.asarray(y, np.float64)) / (y1 - y0) * h)
+    ok = np.isfinite(col) & np.isfinite(row) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    return (row[ok].astype(np.int64) * w + col[ok].astype(np.int64)), ok
+
+
+def _alpha(total: np.ndarray) -> np.ndarray:
+    peak = np.log1p(total.max()) if total.size and total.max() > 0 else 1.0
+    return np.where(total > 0, RASTER_MIN_ALPHA + (1 - RASTER_MIN_ALPHA) * np.log1p(total) / peak, 0.0)
+
+
+def category_raster(x: np.ndarray, y: np.ndarray, codes: np.ndarray, colours: np.ndarray, extent,
+                    shape=RASTER_SHAPE) -> np.ndarray:
+    """(H, W, 4) uint8 RGBA picture of points coloured by category.
+
+    codes: (N,) category of each point, 0..K-1 (a negative code is not drawn). colours:
+    (K, 3) RGB 0..255. Each pixel mixes its categories' colours by their counts.
+    """
+    h, w = shape
+    colours = np.asarray(colours, dtype=np.float64).reshape(-1, 3)
+    pix, ok = _pixels(x, y, extent, shape)
+    codes = np.asarray(codes, dtype=np.int64)[ok]
+    keep = (codes >= 0) & (codes < len(colours))
+    pix, point_rgb = pix[keep], colours[codes[keep]]
+    # per-channel sums weighted by each point's colour: a mix by counts, with no (K, H*W) table
+    total = np.bincount(pix, minlength=h * w).astype(np.float64)
+    rgb = np.stack([np.bincount(pix, weights=point_rgb[:, c], minlength=h * w) for c in range(3)], axis=1)
+    out = np.concatenate([rgb / np.maximum(total, 1)[:, None], 255 * _alpha(total)[:, None]], axis=1)
+    return np.rint(out).astype(np.uint8).reshape(h, w, 4)
+
+
+def value_raster(x: np.ndarray, y: np.ndarray, values: np.ndarray, lut: np.ndarray, extent,
+                 shape=RASTER_SHAPE, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+    """(H, W, 4) uint8 RGBA picture of points coloured by a continuous value: each pixel
+    shows its points' mean value through `lut` ((L, 3) RGB 0..255, low to high)."""
+    h, w = shape
+    lut = np.asarray(lut, dtype=np.float64).reshape(-1, 3)
+    pix, ok = _pixels(x, y, extent, shape)
+    values = np.asarray(values, dtype=np.float64)[ok]
+    keep = np.isfinite(values)
+    total = np.bincount(pix[keep], minlength=h * w).astype(np.float64)
+    mean = np.bincount(pix[keep], weights=values[keep], minlength=h * w) / np.maximum(total, 1)
+    level = np.clip((mean - vmin) / max(vmax - vmin, 1e-12), 0, 1) * (len(lut) - 1)
+    out = np.concatenate([lut[np.rint(level).astype(np.int64)], 255 * _alpha(total)[:, None]], axis=1)
+    return np.rint(out).astype(np.uint8).reshape(h, w, 4)
+
+
+def dim_unselected(picture: np.ndarray, selected_picture: np.ndarray, factor: float = 0.12) -> np.ndarray:
+    """The selection's picture over the whole map's, the rest faded to `factor` of its opacity
+    (as plotly fades unselected points)."""
+    out = picture.copy()
+    out[..., 3] = np.rint(out[..., 3] * factor).astype(np.uint8)
+    mine = selected_picture[..., 3] > 0
+    out[mine] = selected_picture[mine]
+    return out
+
+
+def overlay_rows(n: int, limit: int = OVERLAY_POINTS, seed: int = 0) -> np.ndarray:
+    """Sorted rows of an even random subsample of at most `limit` of `n` points: the points
+    drawn one by one over a map's picture, which carry hover. The same rows every time."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def in_selection(x: np.ndarray, y: np.ndarray, selection: Mapping | None) -> np.ndarray:
+    """Which points lie inside a plotly lasso or box selection (as Streamlit's
+    `st.plotly_chart(on_select=...)` returns it: `selection["lasso"]` polygons and
+    `selection["box"]` rectangles in data coordinates), over all points, drawn or not."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    inside = np.zeros(len(x), dtype=bool)
+    sel = (selection or {}).get("selection", selection) or {}
+    for box in sel.get("box") or []:
+        bx, by = box.get("x") or [], box.get("y") or []
+        if len(bx) == 2 and len(by) == 2:
+            inside |= ((x >= min(bx)) & (x <= max(bx)) & (y >= min(by)) & (y <= max(by)))
+    for lasso in sel.get("lasso") or []:
+        lx, ly = np.asarray(lasso.get("x") or [], float), np.asarray(lasso.get("y") or [], float)
+        if len(lx) < 3 or len(lx) != len(ly):
+            continue
+        from matplotlib.path import Path  # deferred: only a lasso on a large map needs it
+
+        # the exact test only for the points inside the polygon's bounding box
+        near = np.flatnonzero((x >= lx.min()) & (x <= lx.max()) & (y >= ly.min()) & (y <= ly.max()))
+        if len(near):
+            hit = Path(np.column_stack([lx, ly])).contains_points(np.column_stack([x[near], y[near]]))
+            inside[near[hit]] = True
+    return inside
+
+
+def selection_geometry(selection: Mapping | None) -> tuple:
+    """A hashable summary of a selection's shapes, to tell a new lasso or box from the last one."""
+    sel = (selection or {}).get("selection", selection) or {}
+    return tuple((kind, tuple(map(float, s.get("x") or [])), tuple(map(float, s.get("y") or [])))
+                 for kind in ("box", "lasso") for s in sel.get(kind) or [])

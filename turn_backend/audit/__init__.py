@@ -14,10 +14,11 @@ from turn_backend.audit.core import (
     neighbours,
     outlier_scores,
     robust_threshold,
+    search_matrix,
 )
 from turn_backend.audit.stage import AuditSettings, audit_tables, run_audit
 
 __all__ = [
     "AuditSettings", "audit_tables", "content_hashes", "exact_duplicate_of", "exact_matches", "knn_search",
-    "l2_normalise", "neighbours", "outlier_scores", "robust_threshold", "run_audit",
+    "l2_normalise", "neighbours", "outlier_scores", "robust_threshold", "run_audit", "search_matrix",
 ]

@@ -18,6 +18,10 @@ import numpy as np
 EXACT_PAIRS = 100_000_000
 REDUCED_DIMS = 128  # dimensions of the index's features (PCA), candidates only
 PCA_SAMPLE = 20_000  # rows the PCA basis is fitted on
+# "More like this" over a large set: candidates by a product over this many PCA dimensions of
+# every row (held in memory), then exact cosine on this many candidates' full features
+SEARCH_DIMS = 64
+SEARCH_CANDIDATES = 256
 # Rows of queries x base similarities held at once in the exact search (~256 MB of float32).
 _BLOCK_FLOATS = 64 * 1024 * 1024
 
@@ -195,10 +199,14 @@ def knn_search(base: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarra
     return idx, sim
 
 
-def neighbours(features: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def neighbours(features: np.ndarray, query: np.ndarray, k: int, reduced: np.ndarray | None = None,
+               candidates: int = SEARCH_CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
     """"More like this": the k nearest samples of each query sample, by cosine similarity.
 
     features: (N, D) raw features (normalised here). query: (Q,) row indices into features.
+    reduced: `search_matrix(features)`, for a large set: then the `candidates` rows nearest
+    in it are ranked by their exact cosine, instead of reading all N rows per query (a true
+    neighbour outside the candidates can be missed; every similarity reported is exact).
     Returns indices (Q, k) int64 and similarities (Q, k) float32, most similar first; a
     query is never its own neighbour. With fewer than k other samples the tail is -1 / -inf.
     """
@@ -209,6 +217,10 @@ def neighbours(features: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndar
         raise ValueError(f"query rows must be between 0 and {n - 1}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if reduced is not None:
+        if len(reduced) != n:
+            raise ValueError(f"the search matrix has {len(reduced)} rows for {n} samples")
+        return _reduced_neighbours(features, reduced, query, k, candidates)
     # One pass over the (possibly memory-mapped) matrix, chunk by chunk: raw inner products
     # divided by the row norms, never a normalised copy of all N x D (the app calls this per click).
     q = l2_normalise(np.asarray(features[query]))
@@ -228,6 +240,53 @@ def neighbours(features: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndar
         order = np.argsort(-top_sim, axis=1, kind="stable")
         idx[:, :kk] = np.take_along_axis(top, order, axis=1)
         out[:, :kk] = np.take_along_axis(top_sim, order, axis=1)
+    return idx, out
+
+
+def search_matrix(features: np.ndarray, dims: int = SEARCH_DIMS, seed: int = 0,
+                  progress: Progress | None = None, chunk: int = 65_536) -> np.ndarray:
+    """(N, dims) float32: each row's normalised features projected on their top PCA directions
+    and normalised again, so that a row product approximates the cosine. What
+    `neighbours(..., reduced=)` searches: one pass over the (memory-mapped) features."""
+    mapped = features if isinstance(features, np.memmap) and features.flags.c_contiguous else None
+    features = _check_matrix("features", features)
+    basis = pca_basis(features, dims, seed=seed)
+    out = np.empty((len(features), basis.shape[1]), dtype=np.float32)
+    for start in range(0, len(features), chunk):
+        block = features[start:start + chunk] if mapped is None else _read_rows(mapped, start, start + chunk)
+        out[start:start + chunk] = l2_normalise(l2_normalise(block) @ basis)
+        if progress is not None:
+            progress(min(len(features), start + chunk), len(features))
+    return out
+
+
+def _read_rows(mapped: np.memmap, start: int, stop: int) -> np.ndarray:
+    """Rows of a memory-mapped matrix read with a plain file read: pages touched through the
+    map would count in this process's resident memory (5 GB for 1,000,000 x 1,280 floats)."""
+    stop = min(stop, len(mapped))
+    row_bytes = mapped.dtype.itemsize * mapped.shape[1]
+    with open(mapped.filename, "rb") as f:
+        f.seek(mapped.offset + start * row_bytes)
+        return np.fromfile(f, dtype=mapped.dtype, count=(stop - start) * mapped.shape[1]).reshape(-1, mapped.shape[1])
+
+
+def _reduced_neighbours(features: np.ndarray, reduced: np.ndarray, query: np.ndarray, k: int,
+                        candidates: int) -> tuple[np.ndarray, np.ndarray]:
+    """`neighbours` with candidates from `reduced` (search_matrix's rows), ranked by their
+    exact cosine: reads only the queries' and the candidates' rows of the full features."""
+    n = len(features)
+    wide = min(n, max(candidates, k + 1))
+    sim = reduced[query] @ reduced.T
+    sim[np.arange(len(query)), query] = -np.inf
+    cand = np.argpartition(-sim, wide - 1, axis=1)[:, :wide]
+    idx = np.full((len(query), k), -1, dtype=np.int64)
+    out = np.full((len(query), k), -np.inf, dtype=np.float32)
+    kk = min(k, n - 1)
+    for r, (q, rows) in enumerate(zip(query, cand)):
+        rows = np.sort(rows[rows != q])  # in file order: a memory map reads forward
+        exact = l2_normalise(np.asarray(features[rows])) @ l2_normalise(np.asarray(features[[q]]))[0]
+        best = np.argsort(-exact, kind="stable")[:kk]
+        idx[r, :kk], out[r, :kk] = rows[best], exact[best]
     return idx, out
 
 

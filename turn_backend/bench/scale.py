@@ -112,6 +112,17 @@ POINT_JS = """([t, i]) => {
   const fl = gd._fullLayout, tr = gd._fullData[t], box = gd.getBoundingClientRect();
   return {x: box.left + fl._size.l + fl.xaxis.d2p(tr.x[i]), y: box.top + fl._size.t + fl.yaxis.d2p(tr.y[i])};
 }"""
+# The plot area of the first map, in page pixels.
+PLOT_AREA_JS = """() => {
+  const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+  const fl = gd._fullLayout, box = gd.getBoundingClientRect();
+  return {left: box.left + fl._size.l, top: box.top + fl._size.t, width: fl._size.w, height: fl._size.h};
+}"""
+LASSO_STEPS = 24  # mouse moves along the lasso: plotly closes the polygon on mouse up
+MAP_POINTS_JS = """() => {
+  const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+  return gd && gd.layout.meta ? gd.layout.meta.points : null;
+}"""
 THUMB_JS = """(before) => {
   const tip = document.getElementById('turn-hover-thumb'), img = tip && tip.querySelector('img');
   return !!(tip && tip.style.display === 'block' && tip.dataset.row !== before && img && img.complete);
@@ -298,8 +309,25 @@ def hover_seconds(page, trace: int, i: int, timeout_s: float = 300) -> float:
     return time.perf_counter() - t0
 
 
-def drive(url: str, shots: Path | None, log) -> list[Timing]:
-    """Every page's first render and the listed interactions, in one browser session."""
+def lasso_seconds(page, timeout_s: float = 300) -> float:
+    """Seconds from releasing a lasso drawn around the middle of the first map (a quarter of its
+    width and height) until the page is idle: the selection found and highlighted on every map,
+    its images listed."""
+    area = page.evaluate(PLOT_AREA_JS)
+    cx, cy = area["left"] + area["width"] / 2, area["top"] + area["height"] / 2
+    rx, ry = area["width"] / 8, area["height"] / 8
+    page.mouse.move(cx + rx, cy)
+    page.mouse.down()
+    for k in range(1, LASSO_STEPS + 1):
+        turn = 1j ** (4 * k / LASSO_STEPS)  # k / LASSO_STEPS of the way round the unit circle
+        page.mouse.move(cx + rx * turn.real, cy + ry * turn.imag)
+    seconds, _ = timed(page, page.mouse.up, timeout_s)
+    return seconds
+
+
+def drive(url: str, shots: Path | None, log) -> tuple[list[Timing], int | None]:
+    """Every page's first render and the listed interactions, in one browser session; and
+    how many samples the first map draws (its layout's meta, None where it does not say)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:
@@ -307,6 +335,7 @@ def drive(url: str, shots: Path | None, log) -> list[Timing]:
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"turn bench --scale needs Chromium at {CHROMIUM} (Debian package chromium)")
     timings: list[Timing] = []
+    map_points = None
 
     def record(page_name: str, what: str, seconds: list[float], goal: float, note: str = "") -> None:
         timings.append(Timing(page_name, what, seconds, goal, note))
@@ -331,10 +360,14 @@ def drive(url: str, shots: Path | None, log) -> list[Timing]:
                 if shots is not None:
                     full_page_screenshot(page, shots / f"scale-{name.lower().replace(' ', '-')}.png")
                 if name == "Embeddings":
+                    map_points = page.evaluate(MAP_POINTS_JS)
                     record(name, "hover: first thumbnail", [hover_seconds(page, 0, 0)], GOAL_INTERACTION_S,
                            "loads the run's images")
                     record(name, "hover: next thumbnails", [hover_seconds(page, t, 1) for t in (1, 2, 3)],
                            GOAL_INTERACTION_S)
+                    record(name, "lasso (selection listed)", [lasso_seconds(page)], GOAL_INTERACTION_S)
+                    if shots is not None:
+                        full_page_screenshot(page, shots / "scale-embeddings-lasso.png")
                 if name == "Threshold":
                     slider = page.get_by_role("slider").first
                     slider.focus()
@@ -344,13 +377,15 @@ def drive(url: str, shots: Path | None, log) -> list[Timing]:
                 if name == "Review":
                     for what, selector in (("next page", ".st-key-next_page button"),
                                            ("Keep (first card)", '[class*="st-key-keep_"] button'),
-                                           ("Undo", ".st-key-undo button")):
+                                           ("Undo", ".st-key-undo button"),
+                                           ("More like this (first card)", ".st-key-similar_0 button"),
+                                           ("More like this: close", ".st-key-close_similar button")):
                         button = page.locator(selector).first
                         seconds, rerun = timed(page, button.click)
                         record(name, what, [seconds], GOAL_INTERACTION_S, "" if rerun else "no rerun seen")
         finally:
             browser.close()
-    return timings, None
+    return timings, map_points
 
 
 # ------------------------------------------------------------------------------- report
@@ -362,12 +397,13 @@ def markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def app_table(timings: list[Timing], rss_mb: float, map_points: int | None) -> str:
+def app_table(timings: list[Timing], rss_mb: float, map_points: int | None, n: int) -> str:
     rows = [["page", "what", "seconds", "goal (s)", "met"]] + [t.row() for t in timings]
+    if map_points is not None:
+        rows.append(["app", "samples the Embeddings map draws", f"{map_points:,}", f"{n:,}",
+                     "yes" if map_points == n else "**no**"])
     rows.append(["app", "peak RSS of the Streamlit process", f"{rss_mb:,.0f} MB", f"<= {GOAL_APP_RSS_MB:,} MB",
                  "yes" if rss_mb <= GOAL_APP_RSS_MB else "**no**"])
-    if map_points is not None:
-        rows.append(["Embeddings", "points the map draws", f"{map_points:,}", "every sample", ""])
     return markdown(rows)
 
 
@@ -506,7 +542,7 @@ def main(args) -> int:
         figures["app_rss_mb"] = round(rss, 1)
         if map_points is not None:
             figures["map_points"] = map_points
-        app = app_table(timings, rss, map_points)
+        app = app_table(timings, rss, map_points, n)
     (out / "scale.json").write_text(json.dumps(figures, indent=1) + "\n")
     log(f"wrote {out / 'scale.json'}")
 

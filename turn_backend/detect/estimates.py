@@ -110,15 +110,18 @@ def estimates_at(clean_prob: Sequence[float], tau: float, *, calibrated: Sequenc
 
 
 def suggest_tau(clean_prob: Sequence[float], min_precision: float | None = None,
-                taus: Sequence[float] | None = None, *, calibrated: Sequence[float] | None = None) -> float | None:
+                taus: Sequence[float] | None = None, *, calibrated: Sequence[float] | None = None,
+                curves: dict[str, np.ndarray] | None = None) -> float | None:
     """The tau of the grid with the highest estimated F1 (the lowest such tau on a tie), or, with
     `min_precision`, the highest tau whose estimated precision still reaches it (the most flags
     at that precision). None where the probabilities expect fewer than half a wrong label, or no
-    tau reaches `min_precision`."""
+    tau reaches `min_precision`. `curves`: `estimated_flag_curves(clean_prob, taus,
+    calibrated=calibrated)` where the caller has them already (each sorts all N samples)."""
     wrong_in_all = float(np.sum(1.0 - _as_probs(clean_prob if calibrated is None else calibrated)))
     if wrong_in_all < MIN_EXPECTED_WRONG:
         return None
-    curves = estimated_flag_curves(clean_prob, taus, calibrated=calibrated)
+    if curves is None:
+        curves = estimated_flag_curves(clean_prob, taus, calibrated=calibrated)
     if min_precision is None:
         return float(curves["tau"][int(np.argmax(curves["f1"]))])
     ok = np.flatnonzero((curves["precision"] >= min_precision) & (curves["n_flagged"] > 0))

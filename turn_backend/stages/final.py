@@ -14,6 +14,7 @@ from turn_backend.cleansing import fit_clean_probability
 from turn_backend.engine import head_logits
 from turn_backend.io import atomic_save_npy, atomic_write_json
 from turn_backend.losses import per_sample_ce
+from turn_backend.run_features import ensure_search_matrix
 from turn_backend.runfolder import RunFolder
 from turn_backend.stages.context import RunContext, stage_seed
 from turn_backend.stages.given import given_logits
@@ -54,6 +55,7 @@ def score_final_model(ctx: RunContext) -> None:
         atomic_save_npy(d / RunFolder.CLEAN_PROB, np.asarray(clean_prob, dtype=np.float32))
         atomic_write_json(d / RunFolder.GMM, {"fits": fit.fits_as_dicts(), "notes": fit.notes,
                                            "clean_prob_source": source})
+        ensure_search_matrix(folder.path, final_feats)  # a large run's "More like this" index (None: small)
         folder.mark_completed("final")
     ctx.add_time("final", t0)
     ctx.rt.barrier()
