@@ -111,7 +111,7 @@ class RunFolder:
     SAMPLES = "samples.parquet"
     CLASSES = "classes.json"
     TIMINGS = "timings.json"
-    PEAK_MEMORY = "peak_memory.json"  # MB: each stage's peak resident set of the main process
+    PEAK_MEMORY = "peak_memory.json"  # each stage's peak memory of the main process
     ESTIMATE = "estimate.json"
     METRICS = "metrics.json"
     WORKER_LOG = "worker.log"
@@ -351,8 +351,9 @@ class RunFolder:
         return read_json(self.timings_path, {}) or {}
 
     def peak_memory(self) -> dict:
-        """MB per runner stage ("data", "final", ...): the main process's peak resident set
-        while it ran; {} where not measured (not Linux, or a run made before it was)."""
+        """Per runner stage ("data", "final", ...), the main process's peak memory while it ran
+        (`estimate.StagePeakMemory`): {"resident_mb", "anonymous_mb"}; {} where not measured
+        (not Linux, or a run made before it was)."""
         return read_json(self.peak_memory_path, {}) or {}
 
     def round_info(self, r: int) -> dict:

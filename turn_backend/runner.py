@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 from turn_backend.config import RunConfig
-from turn_backend.estimate import peak_rss_mb, reset_peak_rss
+from turn_backend.estimate import StagePeakMemory
 from turn_backend.io import atomic_write_json, read_json
 from turn_backend.methods import get_method
 from turn_backend.runfolder import RunFolder, RunState
@@ -54,12 +54,13 @@ class TurnRun:
         ctx.log("start", f"{cfg.method} on {cfg.model}, {ctx.rt.world} process(es), device {ctx.rt.device}")
         peaks = ctx.folder.peak_memory()
         for stage in ctx.method.stages:
-            reset_peak_rss()
-            STAGES[stage](ctx)
-            peak = peak_rss_mb()
+            with StagePeakMemory() as memory:
+                STAGES[stage](ctx)
             # a resumed run skips finished stages: their peak stays the one measured when they ran
-            if peak is not None and ctx.rt.is_main and peak > peaks.get(stage, 0.0):
-                peaks[stage] = round(peak, 1)
+            ran_before = peaks.get(stage, {}).get("resident_mb", 0.0)
+            if memory.resident is not None and ctx.rt.is_main and memory.resident > ran_before:
+                peaks[stage] = {"resident_mb": round(memory.resident, 1),
+                                "anonymous_mb": round(memory.anonymous or 0.0, 1)}
                 atomic_write_json(ctx.folder.peak_memory_path, peaks)
         ctx.status(state=RunState.DONE.value, stage="done", stage_label="Finished")
         ctx.log("done", "run finished", test_acc_last=ctx.metrics.get("test_acc_last"))
