@@ -29,6 +29,7 @@ from pathlib import Path
 
 from turn_backend.config import RunConfig
 from turn_backend.plan import plan_stages
+from turn_backend.projection import MAP_FIT_POINTS
 from turn_backend.runfolder import ACTIVE_STATES, RunFolder
 
 # The feature-space work (no images read), as (fixed seconds, seconds per training sample),
@@ -37,6 +38,9 @@ from turn_backend.runfolder import ACTIVE_STATES, RunFolder
 # The audit (content hashes, neighbours on the features) took 0.03 s on 400 JPEGs: a small guess.
 DETECT_SECONDS = (1.0, 2e-4)
 TSNE_SECONDS = (0.5, 1.7e-3)  # per map; runs that fine-tune draw two (before and after)
+# per point placed on a map beyond its fitted sample (PCA, neighbour search, median): 1M
+# images' map took 172 s against about 115 s for its 100,000-point fit (docs/benchmarks.md)
+PLACE_SECONDS = 6e-5
 AUDIT_SECONDS = (0.1, 2e-4)
 # the share of the training set a fine-tuning round trains on: TURN+ keeps every clean
 # candidate and adds the relabelled ones (about all of it); TURN as published draws
@@ -383,7 +387,9 @@ def extrapolate(config: RunConfig, m: Measurement, reused: tuple[str, ...] = ())
     seconds["choice"] = m.lp_seconds_per_sample * n * config.lp_epochs
     seconds["final"] = (eval_pass if trains else 0.0) + detect
     maps = 2 if trains else 1
-    seconds["projections"] = maps * _linear(TSNE_SECONDS, min(n, config.projection_max_samples))
+    mapped = min(n, config.projection_max_samples)
+    fitted = min(mapped, MAP_FIT_POINTS)  # a larger map places the rest by their neighbours
+    seconds["projections"] = maps * (_linear(TSNE_SECONDS, fitted) + PLACE_SECONDS * (mapped - fitted))
     steps = []
     for key, title in plan_stages(config):
         step = {"key": key, "title": title, "seconds": 0.0 if key in reused else round(seconds[key], 3)}
