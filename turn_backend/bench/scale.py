@@ -7,7 +7,8 @@ runs as a user would start it (`turn run --data SET --method lp-gce --image-size
 asymmetric`): the run folder's timings.json and peak_memory.json give each stage's seconds
 and peak resident set, the detection and audit records their parts; `turn export` is timed
 as a subprocess. Features are extracted once per set and cached (every later run reuses
-them); the stage figures are all from cached features. Detection quality is measured at
+them); the stage figures are all from cached features, and every run computes its own maps
+(the runs get a cache folder in OUT that shares only the features: `fresh_cache`). Detection quality is measured at
 60,000 and at N for the four noise types of `turn bench --detection` (one seed, the
 product's own probe and `detect_label_issues`, on the run's neighbour graph).
 
@@ -503,6 +504,28 @@ def section(stages: str, quality: str, app: str, command: str, machine: str, siz
             f"{app}\n")
 
 
+SHARED_CACHES = ("features", "fashion-mnist")  # what every invocation may reuse: extracted once
+
+
+def fresh_cache(out: Path) -> Path:
+    """The runs' cache folder (TURN_CACHE_DIR): the user's feature cache (and inflated
+    Fashion-MNIST files) linked in, so features are extracted once for every invocation;
+    maps and thumbnails start empty, so each run computes its maps and the app its
+    thumbnails, as on a new dataset, instead of reusing an earlier invocation's."""
+    import shutil
+
+    from turn_backend.io import cache_root
+
+    shared_root = cache_root()
+    cache = out / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    cache.mkdir(parents=True)
+    for name in SHARED_CACHES:
+        (shared_root / name).mkdir(parents=True, exist_ok=True)
+        (cache / name).symlink_to((shared_root / name).resolve(), target_is_directory=True)
+    return cache
+
+
 def main(args) -> int:
     import datetime as dt
     import json
@@ -515,6 +538,7 @@ def main(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     log = progress_log(args.quiet)
+    os.environ["TURN_CACHE_DIR"] = str(fresh_cache(out))  # the runs and the app below inherit it
 
     figures: dict[str, float] = {"n": n}
     quality: list[dict] = []
