@@ -24,6 +24,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,52 +120,48 @@ class StagePeakMemory:
     def __init__(self) -> None:
         self.resident: float | None = None
         self.anonymous: float | None = None
-        self._stop = threading.Event()
-
-    def _sample(self) -> None:
-        while True:
-            now = _status_mb("RssAnon")
-            if now is not None:
-                self.anonymous = max(self.anonymous or 0.0, now)
-            if self._stop.wait(self.INTERVAL_S):
-                return
 
     def __enter__(self) -> StagePeakMemory:
         reset_peak_rss()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self._sampler = PeakSampler(lambda: _status_mb("RssAnon") or 0.0, self.INTERVAL_S).__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._sampler.__exit__(*exc)
         self.resident = peak_rss_mb()
+        self.anonymous = None if self.resident is None else self._sampler.peak
 
 
 class PeakSampler:
-    """The peak resident set of this process while the block runs, sampled every 5 ms."""
+    """The peak of a memory figure of this process while the block runs, sampled every
+    `interval` seconds: by default its resident set in bytes, every 5 ms."""
 
-    def __init__(self) -> None:
-        import psutil
+    def __init__(self, read: Callable[[], float] | None = None, interval: float = 0.005) -> None:
+        if read is None:
+            import psutil
 
-        self._process = psutil.Process()
-        self.peak = self._process.memory_info().rss
+            process = psutil.Process()
+
+            def read() -> float:
+                return process.memory_info().rss
+        self._read, self._interval = read, interval
+        self.peak = read()
         self._stop = threading.Event()
 
     def __enter__(self) -> PeakSampler:
-        self.peak = self._process.memory_info().rss
+        self.peak = self._read()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self._process.memory_info().rss)
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._read())
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
+        self.peak = max(self.peak, self._read())
 
 
 class PeakMemory:

@@ -34,9 +34,8 @@ def project(ctx: RunContext) -> None:
         # the whole split's features, memory-mapped: the maps read the subset's rows in chunks
         # (the training features are the run's own map: a second map of the same file would
         # count its pages twice in the resident set)
-        before = ctx.feats if split == "train" and ctx.feats is not None else None
-        features = {"before": before if before is not None else np.load(ctx.feature_path(images, split),
-                                                                          mmap_mode="r")}
+        features = {"before": ctx.feats if split == "train" and ctx.feats is not None
+                    else np.load(ctx.feature_path(images, split), mmap_mode="r")}
         if model is not None:  # a linear probe leaves the features as they were
             # the final stage may have stored the tuned features of the whole training set
             tuned = folder.final_dir / folder.FEATURES
