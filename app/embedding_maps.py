@@ -13,8 +13,12 @@ import streamlit as st
 from PIL import Image
 
 from app import ui
+from app.state import runs_root
 from turn_backend import analysis as an
-from turn_backend.projection import ensure_projection, reduced_path
+from turn_backend import run_views
+from turn_backend.config import method_kind
+from turn_backend.export import default_tau
+from turn_backend.projection import PROJECTION_METHODS, ensure_projection, reduced_path
 from turn_backend.runfolder import RunFolder
 
 METHOD_LABELS = {"tsne": "t-SNE", "umap": "UMAP"}
@@ -150,6 +154,50 @@ def map_table(run_dir: str, split: str, method: str, stamp: float, tau: float, r
     return frame
 
 
+def class_colours(classes: list[str]) -> dict[str, str]:
+    """Each class's colour on the maps (and grey for an unknown label)."""
+    return {**{c: PALETTE[i % len(PALETTE)] for i, c in enumerate(classes)}, "unknown": "#9e9e9e"}
+
+
+def reference_run(folder: RunFolder) -> RunFolder | None:
+    """The plain-FFT run whose "after" map a TURN run's maps are shown beside (Figure 2), or None."""
+    cfg = folder.config()
+    if method_kind(cfg.get("method", "")) != "turn":
+        return None
+    return run_views.find_reference_run(runs_root(), cfg, exclude=folder.path)
+
+
+def map_key(folder: RunFolder, split: str, method: str, ref: RunFolder | None) -> tuple:
+    """`map_table`'s arguments for a run's maps of one split and method, beside `ref`'s."""
+    return (str(folder.path.resolve()), split, method, folder.stamp(folder.projection_path(split, "after", method)),
+            default_tau(folder), None if ref is None else str(ref.path.resolve()))
+
+
+def preload_maps(folder: RunFolder) -> None:
+    """Build the Embeddings page's table and large-map figures of a run in the background
+    (`ui.preload`), as the page first shows them, so that opening the page finds them cached:
+    1.2 s of its 2.4 s first render at 1,000,000 samples. Only maps saved with the run are
+    read; one the page would compute first (UMAP) is left to the page."""
+    if folder.has_final():
+        ui.preload(_warm_maps, str(folder.path.resolve()), folder.stamp(folder.config_path))
+
+
+def _warm_maps(run_dir: str, stamp: float) -> None:
+    folder = RunFolder(run_dir)
+    split = folder.config().get("projection_split", "test")
+    stored = [m for m in PROJECTION_METHODS if folder.projection(split, "before", m) is not None]
+    if not stored:
+        return
+    ref = reference_run(folder)
+    if ref is not None and ref.projection(split, "after", stored[0]) is None:
+        return  # the page computes the reference run's map first
+    frame = map_table(*map_key(folder, split, stored[0], ref))
+    classes = ui.class_names(folder)
+    for stage in ("before", "fft", "after"):
+        if f"x_{stage}" in frame and is_picture(frame, stage):
+            cached_picture_figure(frame.attrs["key"], stage, "given", True, frame, classes, class_colours(classes))
+
+
 def ensure_map(folder: RunFolder, split: str, stage: str, method: str) -> bool:
     """Whether the map exists, computing it (with a progress bar) from the stored reduction if needed."""
     if folder.projection(split, stage, method) is not None:
@@ -207,15 +255,18 @@ def map_figure(frame: pd.DataFrame, stage: str, colour: str, classes: list[str],
 
     Every point's customdata is its sample's position in the split, which is how hover and
     selection find the sample. `selected` (split positions) dims every other point. Above
-    `an.MAX_MAP_POINTS` drawn points the map is a picture of all of them (`picture_figure`).
+    `an.MAX_MAP_POINTS` drawn points the map is a picture of all of them (`picture_figure`),
+    and `selection_layer` draws the selection instead.
     """
+    if is_picture(frame, stage):
+        key = frame.attrs.get("key")
+        return (cached_picture_figure(key, stage, colour, mark_flagged, frame, classes, colour_of) if key is not None
+                else picture_figure(frame, stage, colour, classes, mark_flagged, colour_of))
     x = frame[f"x_{stage}"].to_numpy(np.float32)
     y = frame[f"y_{stage}"].to_numpy(np.float32)
     index = frame["index"].to_numpy(np.int32)
     drawn = np.isfinite(x)
     n = int(drawn.sum())
-    if n > an.MAX_MAP_POINTS:
-        return picture_figure(frame, stage, colour, classes, mark_flagged, colour_of, selected)
     size = _marker_size(n)
     fig = go.Figure()
     flagged = frame["flagged"].to_numpy() if (mark_flagged and "flagged" in frame) else np.zeros(len(frame), bool)
@@ -316,30 +367,24 @@ def png_uri(picture: np.ndarray) -> str:
 
 
 def picture_figure(frame: pd.DataFrame, stage: str, colour: str, classes: list[str], mark_flagged: bool,
-                   colour_of: dict[str, str], selected: np.ndarray) -> go.Figure:
+                   colour_of: dict[str, str]) -> go.Figure:
     """A map of more points than WebGL draws fluidly: a picture of every point under the axes,
     coloured as the small maps are, and a random `an.OVERLAY_POINTS` of them on top as WebGL
     points (per category, so the legend reads as on a small map) that carry hover and the
-    flagged crosses. `selected` dims the rest of the picture and of the overlay."""
-    key = frame.attrs.get("key")
-    pic = (map_picture(key, stage, colour, frame, classes, colour_of) if key is not None
-           else MapPicture(frame, stage, colour, classes, colour_of))
-    picture = pic.picture
+    flagged crosses. A selection does not change this figure (a changed figure costs the
+    browser a full redraw, 0.3 s at a million points): `selection_layer` draws it on top."""
+    pic = _picture(frame, stage, colour, classes, colour_of)
     rows = pic.overlay
-    chosen = split_rows(frame, selected) if len(selected) else None
-    if chosen is not None:
-        picture = an.dim_unselected(picture, pic.draw(chosen))
     x0, x1, y0, y1 = pic.extent
     fig = go.Figure()
-    fig.add_layout_image(source=png_uri(picture), xref="x", yref="y", x=x0, y=y1, sizex=x1 - x0, sizey=y1 - y0,
-                         xanchor="left", yanchor="top", sizing="stretch", layer="below")
+    fig.add_layout_image(source=png_uri(pic.picture), xref="x", yref="y", x=x0, y=y1, sizex=x1 - x0,
+                         sizey=y1 - y0, xanchor="left", yanchor="top", sizing="stretch", layer="below")
     index = frame["index"].to_numpy(np.int32)
 
     def points(mask: np.ndarray, **kwargs) -> None:
         picked = rows[mask]
-        sel = None if chosen is None else np.flatnonzero(chosen[picked]).tolist()
         fig.add_trace(go.Scattergl(x=pic.x[picked], y=pic.y[picked], customdata=index[picked], mode="markers",
-                                   selectedpoints=sel, unselected=dict(marker=dict(opacity=0.12)), **kwargs))
+                                   unselected=dict(marker=dict(opacity=0.12)), **kwargs))
 
     if colour == "clean_prob":
         points(np.ones(len(rows), bool), name="clean probability", showlegend=False,
@@ -362,6 +407,79 @@ def picture_figure(frame: pd.DataFrame, stage: str, colour: str, classes: list[s
     fig.update_xaxes(range=[x0, x1])
     fig.update_yaxes(range=[y0, y1])
     return fig
+
+
+@st.cache_resource(show_spinner=False, max_entries=12)
+def cached_picture_figure(key: tuple, stage: str, colour: str, mark_flagged: bool, _frame: pd.DataFrame,
+                          _classes: list[str], _colour_of: dict[str, str]) -> go.Figure:
+    """`picture_figure`, cached by the frame's key: a lasso reruns the maps and would rebuild
+    each unchanged figure (45 ms at a million points)."""
+    return picture_figure(_frame, stage, colour, _classes, mark_flagged, _colour_of)
+
+
+def _picture(frame: pd.DataFrame, stage: str, colour: str, classes: list[str],
+             colour_of: dict[str, str]) -> MapPicture:
+    key = frame.attrs.get("key")
+    return (map_picture(key, stage, colour, frame, classes, colour_of) if key is not None
+            else MapPicture(frame, stage, colour, classes, colour_of))
+
+
+def selection_pictures(frame: pd.DataFrame, stages: list[str], colour: str, classes: list[str],
+                       colour_of: dict[str, str], selected: np.ndarray) -> list[str | None]:
+    """Per map, a picture (PNG data URI) of only the selected samples, on the same extent as
+    the map's own picture; None where nothing is selected or the map is drawn point by point."""
+    large = [is_picture(frame, stage) for stage in stages]
+    if not len(selected) or not any(large):
+        return [None] * len(stages)
+    chosen = split_rows(frame, selected)
+    return [png_uri(_picture(frame, stage, colour, classes, colour_of).draw(chosen)) if big else None
+            for stage, big in zip(stages, large)]
+
+
+def is_picture(frame: pd.DataFrame, stage: str) -> bool:
+    """Whether the stage's map has too many points to draw one by one (`picture_figure`)."""
+    return int(np.isfinite(frame[f"x_{stage}"].to_numpy()).sum()) > an.MAX_MAP_POINTS
+
+
+# Draws a selection on the large maps in the browser: each map's picture fades and the
+# picture of its selected samples goes on top of it (an SVG image beside plotly's own, kept
+# in place when plotly redraws: zoom, pan, resize). The overlay points of the maps other
+# than the one the lasso was drawn on fade too; on that one, plotly fades them itself.
+SELECTION_JS = """
+export default function (component) {
+  const { data } = component;
+  const w = window;
+  w.__turnSelection = data || {};
+  const apply = () => {
+    const sel = w.__turnSelection, pictures = sel.pictures || [];
+    document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot').forEach((gd, i) => {
+      if (!gd.__turnSelectionHook && typeof gd.on === "function") {
+        gd.__turnSelectionHook = true;
+        gd.on("plotly_afterplot", apply);
+      }
+      const base = gd.querySelector("image:not(.turn-selection)");
+      if (!base) return;
+      const src = pictures[i] || null;
+      const old = gd.querySelector("image.turn-selection");
+      base.style.opacity = src ? String(sel.fade) : "";
+      const gl = gd.querySelector(".gl-container");
+      if (gl) gl.style.opacity = src && i !== sel.source ? String(sel.fade) : "";
+      if (!src) { if (old) old.remove(); return; }
+      const fresh = base.cloneNode();
+      fresh.classList.add("turn-selection");
+      fresh.style.opacity = "";
+      fresh.setAttribute("href", src);
+      if (old && old.outerHTML === fresh.outerHTML) return;
+      if (old) old.remove();
+      base.after(fresh);
+    });
+  };
+  apply();
+  const poll = setInterval(apply, 500);  // maps drawn after this ran (a new colouring, a new page)
+  return () => clearInterval(poll);
+}
+"""
+selection_layer = st.components.v2.component("turn_studio.map_selection", js=SELECTION_JS)
 
 
 def thumb(img: Image.Image, size: int = 96) -> Image.Image:

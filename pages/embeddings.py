@@ -10,28 +10,32 @@ samples on the others and lists their images below.
 
 from __future__ import annotations
 
+from html import escape
+
 import numpy as np
 import streamlit as st
 
 from app import audit_data, ui
 from app.embedding_maps import (
     METHOD_LABELS,
-    PALETTE,
+    class_colours,
     data_uri,
     describe,
     ensure_map,
     hover_bridge,
     load_images,
     map_figure,
+    map_key,
     map_table,
     method_title,
+    reference_run,
+    selection_layer,
+    selection_pictures,
     split_rows,
     split_samples,
     thumb,
 )
-from app.state import runs_root
 from turn_backend import analysis as an
-from turn_backend import run_views
 from turn_backend.config import method_kind
 from turn_backend.export import default_tau
 from turn_backend.projection import PROJECTION_METHODS
@@ -41,6 +45,9 @@ MAX_SELECTED_IMAGES = 48
 IMAGES_PER_ROW = 6
 HOVER_THUMB_PX = 112
 GALLERY_THUMB_PX = 112
+TRUE_LABEL_RED = "#d32f2f"
+CAPTION_GREY = "rgba(49, 51, 63, 0.6)"  # Streamlit's caption colour
+SELECTION_FADE = 0.12  # opacity of what a selection leaves out on a large map (as plotly fades points)
 
 
 # ---------------------------------------------------------------------------------- page
@@ -65,8 +72,7 @@ if subset is None:
 classes = ui.class_names(run)
 run_dir = str(run.path.resolve())
 tau = default_tau(run)
-colour_of = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(classes)}
-colour_of["unknown"] = "#9e9e9e"
+colour_of = class_colours(classes)
 kind = method_kind(cfg.get("method", ""))
 
 # ------------------------------------------------------------------------------ controls
@@ -78,7 +84,7 @@ method = c[0].segmented_control("Projection", list(PROJECTION_METHODS), format_f
                                 help="t-SNE is computed during training; UMAP is computed here the first time "
                                      "and saved with the run.") or (stored[0] if stored else "tsne")
 
-ref = run_views.find_reference_run(runs_root(), cfg, exclude=run.path) if kind == "turn" else None
+ref = reference_run(run)
 try:
     has_before = ensure_map(run, split, "before", method)
     has_after = ensure_map(run, split, "after", method)
@@ -98,9 +104,10 @@ if not has_before:
                    icon=":material/scatter_plot:")
     st.stop()
 
-stamp = run.stamp(run.projection_path(split, "after", method))
+key = map_key(run, split, method, ref)
+stamp = key[3]  # when the maps were last written
 try:
-    frame = map_table(run_dir, split, method, stamp, tau, None if ref is None else str(ref.path.resolve()))
+    frame = map_table(*key)
 except ValueError as exc:
     ui.show_error(exc, "Retrain the run to rebuild its maps.")
     st.stop()
@@ -147,15 +154,16 @@ def maps() -> None:
     changed = [stage for stage in current if current[stage] != previous.get(stage, ())]
     if changed:
         st.session_state["emb_selected"] = selected_positions(changed[-1])
+        st.session_state["emb_selection_source"] = changed[-1]
     st.session_state["emb_selection_by_map"] = current
     selected = np.asarray(st.session_state.get("emb_selected", []), dtype=np.int64)
+    colouring = colour if colour in frame else "given"
 
     cols = st.columns(len(panels) if len(panels) > 1 else [1, 1])
     for col, (stage, title) in zip(cols, panels):
         with col:
             st.markdown(f"**{title}**")
-            fig = map_figure(frame, stage, colour if colour in frame else "given", classes, mark_flagged,
-                             colour_of, selected)
+            fig = map_figure(frame, stage, colouring, classes, mark_flagged, colour_of, selected)
             st.plotly_chart(fig, width="stretch", key=f"emb_chart_{stage}", on_select="rerun",
                             selection_mode=("lasso", "box"),
                             config={"displaylogo": False, "modeBarButtonsToRemove": ["toImage"]})
@@ -169,6 +177,12 @@ def maps() -> None:
         st.caption(":material/lightbulb: Train an **fft-ce** run on the same data, noise and projection split "
                    f"(*{split}*) on the Train page to add a third map: plain fine-tuning on the noisy labels, as "
                    "in the paper's Figure 2.")
+    if large:
+        stages = [stage for stage, _ in panels]
+        source = st.session_state.get("emb_selection_source")
+        selection_layer(key="emb_selection_layer", height=0, data={
+            "pictures": selection_pictures(frame, stages, colouring, classes, colour_of, selected),
+            "source": stages.index(source) if source in stages else -1, "fade": SELECTION_FADE})
     selection_gallery(selected)
 
 
@@ -202,21 +216,22 @@ def selection_gallery(selected_idx: np.ndarray) -> None:
     st.caption(f"{ui.fmt_int(len(selected_idx))} selected" + (
         f"; the first {len(shown)} are shown" if len(shown) < len(selected_idx) else "") + ".")
     images = load_images(run, split)
-    for start in range(0, len(shown), IMAGES_PER_ROW):
-        row_cols = st.columns(IMAGES_PER_ROW)
-        for col, idx in zip(row_cols, shown[start:start + IMAGES_PER_ROW]):
-            info = frame.iloc[order[idx]]
-            lines = [f"given **{info['given']}**"]
-            if info["mislabelled"]:
-                lines.append(f":red[true **{info['true']}**]")
-            if "pred" in info:
-                lines.append(f"pred {info['pred']} · clean {info['clean_prob']:.2f}")
-            with col:
-                if images is not None:
-                    # inlined (as Review's cards): 48 images as media files cost 48 requests per lasso
-                    picture = audit_data.thumbnail_html(run, idx, GALLERY_THUMB_PX, split, alt=str(info["sample_id"]))
-                    st.markdown(picture or ":material/hide_image:", unsafe_allow_html=True)
-                st.caption("  \n".join(lines))
+    cards = []
+    for idx in shown:
+        info = frame.iloc[order[idx]]
+        lines = [f"given <b>{escape(str(info['given']))}</b>"]
+        if info["mislabelled"]:
+            lines.append(f'<span style="color:{TRUE_LABEL_RED}">true <b>{escape(str(info["true"]))}</b></span>')
+        if "pred" in info:
+            lines.append(f"pred {escape(str(info['pred']))} · clean {info['clean_prob']:.2f}")
+        # inlined (as Review's cards): 48 images as media files cost 48 requests per lasso
+        picture = (audit_data.thumbnail_html(run, idx, GALLERY_THUMB_PX, split, alt=str(info["sample_id"]))
+                   if images is not None else None)
+        cards.append(f"<figure style=\"margin:0\">{picture or '(no image)'}<figcaption style=\"font-size:0.85rem;"
+                     f"color:{CAPTION_GREY};line-height:1.4\">{'<br>'.join(lines)}</figcaption></figure>")
+    # one element for the whole gallery: 48 columns of image and caption cost the browser 0.1 s to lay out
+    st.markdown(f'<div style="display:grid;grid-template-columns:repeat({IMAGES_PER_ROW},minmax(0,1fr));'
+                f'gap:0.5rem 1rem">{"".join(cards)}</div>', unsafe_allow_html=True)
 
 
 @st.fragment

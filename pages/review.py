@@ -30,6 +30,7 @@ CARDS_PER_ROW = 4
 THUMB = 160
 SIMILAR_K = 11  # "More like this": the sample and its 11 nearest neighbours, one grid of 12
 SIMILAR_THUMB = 96
+CAPTION_GREY = "rgba(49, 51, 63, 0.6)"  # Streamlit's caption colour
 DECISION_BADGE = {
     "": ("gray", ":material/pending:"),
     "keep": ("green", ":material/check:"),
@@ -178,15 +179,16 @@ def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
         for n, (j, sim) in enumerate(picks):
             sid = str(data["ids"][j])
             with cols[n % 6]:
-                # inlined, as the cards' pictures are: no request per image
+                # the picture (inlined, as the cards' are: no request per image) and its caption
+                # in one element: fewer elements for the browser to build when the panel opens
                 image = audit_data.thumbnail_html(run, j, SIMILAR_THUMB, alt=f"sample {sid}")
-                if image is not None:
-                    st.markdown(image, unsafe_allow_html=True)
                 decision = an.ACTIONS_BY_CODE[int(codes[j])]
                 lab = int(labels[j])
-                st.caption(f"**{names[int(data['given'][j])]}** · p {data['clean_prob'][j]:.2f}  \n"
-                           + ("this sample" if n == 0 else f"similarity {sim:.2f}") + "  \n"
-                           + an.decision_text(decision, lab if lab >= 0 else None, names))
+                caption = (f"<b>{html_names[int(data['given'][j])]}</b> · p {data['clean_prob'][j]:.2f}<br>"
+                           + ("this sample" if n == 0 else f"similarity {sim:.2f}") + "<br>"
+                           + an.decision_text(decision, lab if lab >= 0 else None, html_names))
+                st.markdown(f'{image or ""}<div style="font-size:0.85rem;color:{CAPTION_GREY};line-height:1.4">'
+                            f"{caption}</div>", unsafe_allow_html=True)
                 if st.checkbox(sid, value=True, key=f"similar_pick_{position}_{sid}"):
                     chosen.append(sid)
         act = st.columns([2, 1.3, 1, 1, 1.2, 1.2], vertical_alignment="bottom")
@@ -229,9 +231,12 @@ def review_grid() -> None:
     if st.session_state.get("review_notice"):
         st.toast(st.session_state.pop("review_notice"), icon=":material/undo:")
 
-    similar = st.session_state.get("review_similar")
-    if similar is not None and 0 <= similar < len(data["ids"]):
-        similar_panel(int(similar), codes, labels)
+    # always there, empty while closed: Streamlit places elements by their position, so the
+    # panel coming and going would shift every card and the browser would build all twelve anew
+    with st.container(key="similar_slot"):
+        similar = st.session_state.get("review_similar")
+        if similar is not None and 0 <= similar < len(data["ids"]):
+            similar_panel(int(similar), codes, labels)
 
     cards(codes, labels)
     st.caption(f"Decisions are saved in `{run.review_db.name}` inside the run folder the moment you make them; "

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app import ui
+from app.embedding_maps import preload_maps
 from app.state import RUN_KEY, current_run, runs_root, set_current_run
 from turn_backend.runfolder import ACTIVE_STATES, RunFolder, list_runs
 
@@ -156,3 +157,6 @@ with right:
             ui.page_link("review")
     else:
         st.caption("Open this run to follow its progress and audit its labels.")
+
+if current is not None:
+    preload_maps(current)  # the Embeddings page's maps, built while the user reads this page

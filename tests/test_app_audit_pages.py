@@ -137,7 +137,7 @@ def test_embeddings_selection_on_one_map_highlights_it_on_the_others(tiny_run):
     at.run()
     assert not at.exception
     assert "2 selected" in texts(at)
-    assert sum("<img" in m.value for m in at.markdown) == 2  # their images, inlined
+    assert sum(m.value.count("<img") for m in at.markdown) == 2  # their images, inlined (one gallery element)
     for chart in charts(at):  # both maps: exactly samples 3 and 17 are selected
         picked = {int(array(t["customdata"])[i]) for t in chart["data"] for i in array(t.get("selectedpoints"))}
         assert picked == {3, 17}
@@ -167,12 +167,23 @@ def test_embeddings_umap_on_demand(tiny_run):
     assert len(charts(at)) == 2
 
 
-def map_picture(chart: dict) -> np.ndarray:
-    """The RGBA picture under a large map's axes."""
+def decode_picture(uri: str) -> np.ndarray:
+    """The RGBA pixels of a PNG data URI."""
     from PIL import Image
 
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
+def map_picture(chart: dict) -> np.ndarray:
+    """The RGBA picture under a large map's axes."""
     (image,) = chart["layout"]["images"]
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(image["source"].split(",", 1)[1]))))
+    return decode_picture(image["source"])
+
+
+def selection_layer(at) -> dict:
+    """The data the Embeddings page sends its selection layer (the large maps' selection)."""
+    (layer,) = [e for e in at.get("bidi_component") if e.proto.component_name.endswith("map_selection")]
+    return json.loads(layer.proto.json)
 
 
 def test_embeddings_too_many_points_draw_a_picture_of_all_with_some_on_top(tiny_run, monkeypatch):
@@ -185,9 +196,10 @@ def test_embeddings_too_many_points_draw_a_picture_of_all_with_some_on_top(tiny_
     folder = RunFolder(tiny_run)
     n_train = int((folder.samples()["split"] == "train").sum())
     flagged = set(np.flatnonzero(folder.final()["clean_prob"] <= default_tau(folder)).tolist())
-    chart = charts(at)[0]
+    before_selection = charts(at)
+    chart = before_selection[0]
     picture = map_picture(chart)
-    strong = [(map_picture(c)[..., 3] >= 80).sum() for c in charts(at)]  # a drawn pixel's opacity is >= 89
+    strong = [(map_picture(c)[..., 3] >= 80).sum() for c in before_selection]  # a drawn pixel's opacity is >= 89
     assert picture.shape[2] == 4 and (picture[..., 3] > 0).sum() > 30  # more pixels than overlay points
     points = drawn_points(chart)
     crosses = points.pop("flagged (p ≤ τ), a sample")
@@ -205,10 +217,21 @@ def test_embeddings_too_many_points_draw_a_picture_of_all_with_some_on_top(tiny_
     at.run()
     assert not at.exception
     assert f"{len(left)} selected" in texts(at)
-    for chart, before in zip(charts(at), strong):  # the selection is highlighted on both maps: the rest fades
-        assert 0 < (map_picture(chart)[..., 3] >= 80).sum() < before
-        picked = {int(array(t["customdata"])[i]) for t in chart["data"] for i in array(t.get("selectedpoints"))}
-        assert picked == left & set(overlay)
+    # the maps stay as they were (a changed figure is redrawn whole in the browser); the
+    # selection layer puts a picture of the selected samples over each of them
+    assert [c["layout"]["images"] for c in charts(at)] == [c["layout"]["images"] for c in before_selection]
+    layer = selection_layer(at)
+    assert layer["source"] == 0 and layer["fade"] < 1
+    for picture_uri, full in zip(layer["pictures"], strong):
+        chosen = decode_picture(picture_uri)
+        assert chosen.shape == picture.shape and 0 < (chosen[..., 3] >= 80).sum() < full
+    # ... whose drawn pixels are those of the selected samples: the left half only
+    columns = np.flatnonzero((decode_picture(layer["pictures"][0])[..., 3] > 0).any(axis=0))
+    assert columns.max() < picture.shape[1] * 0.6
+    at.session_state["emb_chart_before"] = {"selection": {"points": [], "point_indices": [], "box": [],
+                                                          "lasso": []}}
+    at.run()  # cleared (a double click): no picture over the maps
+    assert selection_layer(at)["pictures"] == [None, None]
     assert n_train > 50
     for colour in ("clean_prob", "flagged", "pred"):  # every colouring draws a picture of all points
         at.selectbox(key="emb_colour").set_value(colour).run()

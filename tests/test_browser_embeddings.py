@@ -8,6 +8,8 @@ or Chromium (see test_e2e_browser.py).
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -98,3 +100,61 @@ def test_hover_shows_the_image_and_selection_is_linked_across_maps(browser, tiny
         gallery = page.locator('[data-testid="stMain"] [data-testid="stMarkdownContainer"] img')  # inlined images
         assert gallery.count() == min(len(expected), 48)
         screenshot(page, "embeddings-linked-selection")
+
+
+# What the selection layer drew on map m: the map's own picture's opacity, and the picture
+# of the selected samples laid over it (its source, its size beside the map's).
+LAYER_JS = """(m) => {
+  const gd = document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')[m];
+  const base = gd.querySelector('image:not(.turn-selection)'), top = gd.querySelector('image.turn-selection');
+  return {base: base ? base.style.opacity : null, source: base ? base.getAttribute('href').length : 0,
+          top: top ? top.getAttribute('href').slice(0, 22) : null,
+          same_place: !!top && ['x', 'y', 'width', 'height'].every(a => top.getAttribute(a) === base.getAttribute(a))};
+}"""
+
+
+def test_a_lasso_on_a_large_map_is_drawn_over_every_map_without_redrawing_them(browser, tiny_run, monkeypatch):
+    """Maps drawn as pictures (TURN_MAP_PICTURE_ABOVE below the run's size): a lasso fades
+    each map's picture and lays the selected samples' picture over it, in the browser; the
+    maps themselves are not sent again, and the layer stays in place when the window resizes."""
+    monkeypatch.setenv("TURN_MAP_PICTURE_ABOVE", "20")
+    log = tiny_run.parent.parent / "streamlit-embeddings-large.log"
+    with AppServer(tiny_run.parent, log, extra_args=LOOPBACK).start() as server:
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(f"{server.url}/embeddings")
+        page.get_by_text("too many to draw one by one").wait_for(timeout=STEP_TIMEOUT_MS)
+        page.wait_for_function("() => document.querySelectorAll("
+                               "'[data-testid=\"stPlotlyChart\"] .js-plotly-plot image').length >= 2",
+                               timeout=STEP_TIMEOUT_MS)
+        wait_idle(page)
+        no_exception(page)
+        assert [page.evaluate(LAYER_JS, m)["top"] for m in (0, 1)] == [None, None]
+        page.evaluate("() => { document.querySelectorAll('.js-plotly-plot').forEach(gd => { gd.__e2eRedrawn = 0; "
+                      "gd.on('plotly_react', () => gd.__e2eRedrawn++); }); }")
+
+        chart = page.locator('[data-testid="stPlotlyChart"]').nth(0)
+        box = chart.locator(".nsewdrag").first.bounding_box()
+        x0, y0, x1, y1 = box["x"] + 2, box["y"] + 2, box["x"] + box["width"] * 0.5, box["y"] + box["height"] - 2
+        page.mouse.move(x0, y0)  # a lasso around the left half of the "before" map
+        page.mouse.down()
+        for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 1)):
+            page.mouse.move(x, y, steps=6)
+        page.mouse.up()
+        selected = page.get_by_text(re.compile(r"^[\d,]+ selected"))
+        selected.wait_for(timeout=STEP_TIMEOUT_MS)
+        wait_idle(page)
+        no_exception(page)
+        for m in (0, 1):
+            layer = page.evaluate(LAYER_JS, m)
+            assert layer["base"] == "0.12" and layer["top"] == "data:image/png;base64," and layer["same_place"]
+        assert page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => gd.__e2eRedrawn)") \
+            == [0, 0]  # the figures were not sent again
+        caption = selected.inner_text()
+        shown = page.locator('[data-testid="stMain"] [data-testid="stMarkdownContainer"] img').count()
+        assert shown == min(int(caption.split()[0].replace(",", "")), 48) > 0
+        screenshot(page, "embeddings-large-selection")
+
+        page.set_viewport_size({"width": VIEWPORT["width"] - 300, "height": VIEWPORT["height"]})
+        page.wait_for_timeout(1500)  # plotly redraws at the new width; the layer follows it
+        layer = page.evaluate(LAYER_JS, 1)
+        assert layer["top"] == "data:image/png;base64," and layer["same_place"]

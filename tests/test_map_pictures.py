@@ -44,14 +44,6 @@ def test_value_raster_shows_the_mean_value_of_each_pixel():
     assert tuple(pic[1, 0, :3]) == (128, 128, 128) and tuple(pic[1, 2, :3]) == (255, 255, 255)
 
 
-def test_dim_unselected_fades_all_but_the_selection():
-    base = np.full((2, 4, 4), 200, np.uint8)
-    chosen = np.zeros_like(base)
-    chosen[0, 0] = (1, 2, 3, 255)
-    out = an.dim_unselected(base, chosen, factor=0.5)
-    assert tuple(out[0, 0]) == (1, 2, 3, 255) and out[1, 1, 3] == 100
-
-
 def test_overlay_rows_are_a_stable_even_subsample():
     assert an.overlay_rows(5, limit=10).tolist() == [0, 1, 2, 3, 4]
     rows = an.overlay_rows(1000, limit=100)

@@ -30,6 +30,17 @@ def test_reduced_search_finds_the_exact_neighbours_with_exact_similarities():
     assert not (idx == query[:, None]).any()  # a sample is not its own neighbour
 
 
+def test_reduced_search_on_a_memory_mapped_file_matches_the_array(tmp_path):
+    x = clustered()
+    np.save(tmp_path / "features.npy", x)
+    mapped = np.load(tmp_path / "features.npy", mmap_mode="r")  # read at random rows (no read-ahead)
+    reduced, query = search_matrix(x, dims=16), np.array([3, 250])
+    idx, sim = neighbours(mapped, query, 11, reduced=reduced, candidates=64)
+    expected_idx, expected_sim = neighbours(x, query, 11, reduced=reduced, candidates=64)
+    assert idx.tolist() == expected_idx.tolist() and np.allclose(sim, expected_sim)
+    assert np.allclose(np.asarray(mapped), x)  # the file reads as before afterwards
+
+
 def test_reduced_search_pads_when_fewer_samples_than_k():
     x = clustered(n=5)
     idx, sim = neighbours(x, np.array([2]), 6, reduced=search_matrix(x, dims=4))

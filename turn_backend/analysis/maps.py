@@ -3,6 +3,7 @@ the colourings a user can pick, and the rows a lasso selected."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -15,9 +16,10 @@ COLOUR_OPTIONS = {
     "flagged": "Flagged (p ≤ τ)",
     "true": "True label",
 }
-# Above this many samples a map is drawn as a density (the flagged samples on top): one
-# WebGL point per sample stays fluid in the browser up to about this many per map.
-MAX_MAP_POINTS = 100_000
+# Above this many samples a map is a picture of all of them (below): one WebGL point per
+# sample stays fluid in the browser up to about this many per map. TURN_MAP_PICTURE_ABOVE
+# lowers it for a slow browser (or a test).
+MAX_MAP_POINTS = int(os.environ.get("TURN_MAP_PICTURE_ABOVE", 100_000))
 
 
 def projection_frame(coords: np.ndarray, subset: np.ndarray, split_samples: pd.DataFrame,
@@ -186,16 +188,6 @@ def value_raster(x: np.ndarray, y: np.ndarray, values: np.ndarray, lut: np.ndarr
     level = np.clip((mean - vmin) / max(vmax - vmin, 1e-12), 0, 1) * (len(lut) - 1)
     out = np.concatenate([lut[np.rint(level).astype(np.int64)], 255 * _alpha(total)[:, None]], axis=1)
     return np.rint(out).astype(np.uint8).reshape(h, w, 4)
-
-
-def dim_unselected(picture: np.ndarray, selected_picture: np.ndarray, factor: float = 0.12) -> np.ndarray:
-    """The selection's picture over the whole map's, the rest faded to `factor` of its opacity
-    (as plotly fades unselected points)."""
-    out = picture.copy()
-    out[..., 3] = np.rint(out[..., 3] * factor).astype(np.uint8)
-    mine = selected_picture[..., 3] > 0
-    out[mine] = selected_picture[mine]
-    return out
 
 
 def overlay_rows(n: int, limit: int = OVERLAY_POINTS, seed: int = 0) -> np.ndarray:
