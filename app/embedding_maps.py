@@ -36,11 +36,13 @@ CLEAN_PROB_SCALE = "RdYlGn"
 # which draws nothing but the floating thumbnail it sends back). Points carry their
 # sample's position in the split as customdata.
 HOVER_JS = """
+const QUIET_MS = 400;
 export default function (component) {
   const { data, setStateValue } = component;
   const w = window;
   if (!w.__turnHover) {
-    w.__turnHover = { row: null, x: 0, y: 0, pending: null, sentAt: 0, tip: null, seen: new Map() };
+    w.__turnHover = { row: null, x: 0, y: 0, pending: null, sentAt: 0, tip: null, seen: new Map(), pressed: false,
+                      releasedAt: -1e9 };
     const tip = document.createElement("div");
     tip.id = "turn-hover-thumb";
     tip.style.cssText = "position:fixed;z-index:1000;display:none;pointer-events:none;background:#fff;" +
@@ -49,6 +51,12 @@ export default function (component) {
     document.body.appendChild(tip);
     w.__turnHover.tip = tip;
     document.addEventListener("mousemove", (e) => { w.__turnHover.x = e.clientX; w.__turnHover.y = e.clientY; });
+    // No hover request while a lasso or box is drawn, nor just after its release: plotly
+    // reports the point under the cursor at the release, and Streamlit sent that hover and the
+    // selection as one rerun of the hover's fragment only, so the maps never saw the selection.
+    document.addEventListener("mousedown", () => { w.__turnHover.pressed = true; }, true);
+    document.addEventListener("mouseup", () => { w.__turnHover.pressed = false; w.__turnHover.releasedAt = performance.now(); },
+                              true);
   }
   const h = w.__turnHover;
   h.send = (row) => setStateValue("hover", row);
@@ -76,6 +84,7 @@ export default function (component) {
         const row = Array.isArray(pt.customdata) ? pt.customdata[0] : pt.customdata;
         h.row = row;
         if (h.seen.has(row)) { h.show(h.seen.get(row)); return; }
+        if (h.pressed || performance.now() - h.releasedAt < QUIET_MS) return;  // the next point hovered is asked
         h.request(row);
       });
       gd.on("plotly_unhover", () => { h.row = null; h.tip.style.display = "none"; });
@@ -196,6 +205,7 @@ def _warm_maps(run_dir: str, stamp: float) -> None:
     for stage in ("before", "fft", "after"):
         if f"x_{stage}" in frame and is_picture(frame, stage):
             cached_picture_figure(frame.attrs["key"], stage, "given", True, frame, classes, class_colours(classes))
+            an.warm_lasso()
 
 
 def ensure_map(folder: RunFolder, split: str, stage: str, method: str) -> bool:

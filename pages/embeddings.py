@@ -256,3 +256,5 @@ def hover_thumbnail() -> None:
 maps()
 hover_thumbnail()
 ui.preload_run_bundle(run)  # the hover thumbnails' images, read while the browser draws the maps
+if large:
+    ui.preload(an.warm_lasso)

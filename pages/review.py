@@ -21,7 +21,6 @@ from app.annotator_view import REVIEW_ANNOTATOR_KEY
 from app.retrain import retrain_panel
 from app.review_data import Decisions
 from turn_backend import analysis as an
-from turn_backend.audit import neighbours
 from turn_backend.export import default_tau
 from turn_backend.review import ReviewStore
 
@@ -167,13 +166,11 @@ def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
                          "to.")
         head[1].button("Close", icon=":material/close:", key="close_similar", on_click=close_similar)
         try:
-            feats = review_data.search_features(run_dir, stamp)
-            nn, sims = neighbours(feats, np.array([position]), SIMILAR_K,
-                                  reduced=review_data.search_matrix(run_dir, stamp))
+            nn, sims = review_data.similar_samples(run_dir, stamp, position, SIMILAR_K)
         except (ValueError, OSError, ImportError) as exc:
             ui.show_error(exc)
             return
-        picks = [(position, 1.0)] + [(int(j), float(s)) for j, s in zip(nn[0], sims[0]) if j >= 0]
+        picks = [(position, 1.0)] + [(int(j), float(s)) for j, s in zip(nn, sims) if j >= 0]
         chosen = []
         cols = st.columns(6)
         for n, (j, sim) in enumerate(picks):
@@ -292,6 +289,8 @@ def cards(codes: np.ndarray, labels: np.ndarray) -> None:
                                                start=row_start):
             with col.container(border=True, key=f"card_{slot}"):
                 card(r, pos == focus, slot)
+    # More like this on any of these cards, found while the user looks at them
+    review_data.preload_similar(run, stamp, [int(i) for i in rows["index"]], SIMILAR_K, SIMILAR_THUMB)
 
 
 def card(r, focused: bool, slot: int) -> None:

@@ -29,6 +29,7 @@ from turn_backend.analysis.maps import (
     colour_options,
     coords_by_index,
     in_selection,
+    warm_lasso,
     map_extent,
     overlay_rows,
     projection_frame,
@@ -63,5 +64,5 @@ __all__ = [
     "coords_by_index", "decision_text", "default_tau_grid", "fit_is_usable", "flagged_share",
     "histogram_with_fit", "in_selection", "map_extent", "noise_rates", "overlay_rows", "paginate",
     "posterior_crossing", "projection_frame", "selected_rows", "selection_geometry", "selection_sizes",
-    "tau_sweep", "true_noise_rate", "value_raster",
+    "tau_sweep", "true_noise_rate", "value_raster", "warm_lasso",
 ]

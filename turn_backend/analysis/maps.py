@@ -151,7 +151,17 @@ def _pixels(x: np.ndarray, y: np.ndarray, extent, shape) -> tuple[np.ndarray, np
 
 def _alpha(total: np.ndarray) -> np.ndarray:
     peak = np.log1p(total.max()) if total.size and total.max() > 0 else 1.0
-    return np.where(total > 0, RASTER_MIN_ALPHA + (1 - RASTER_MIN_ALPHA) * np.log1p(total) / peak, 0.0)
+    return RASTER_MIN_ALPHA + (1 - RASTER_MIN_ALPHA) * np.log1p(total) / peak
+
+
+def _picture(pixels: np.ndarray, rgb: np.ndarray, total: np.ndarray, shape) -> np.ndarray:
+    """(H, W, 4) uint8: `rgb` (P, 3) and the opacity of `total` (P,) points at flat `pixels` (P,);
+    every other pixel transparent. Only the drawn pixels are computed (a lasso's picture)."""
+    h, w = shape
+    out = np.zeros((h * w, 4), dtype=np.uint8)
+    out[pixels, :3] = np.rint(rgb)
+    out[pixels, 3] = np.rint(255 * _alpha(total))
+    return out.reshape(h, w, 4)
 
 
 def category_raster(x: np.ndarray, y: np.ndarray, codes: np.ndarray, colours: np.ndarray, extent,
@@ -168,10 +178,10 @@ def category_raster(x: np.ndarray, y: np.ndarray, codes: np.ndarray, colours: np
     keep = (codes >= 0) & (codes < len(colours))
     pix, point_rgb = pix[keep], colours[codes[keep]]
     # per-channel sums weighted by each point's colour: a mix by counts, with no (K, H*W) table
-    total = np.bincount(pix, minlength=h * w).astype(np.float64)
-    rgb = np.stack([np.bincount(pix, weights=point_rgb[:, c], minlength=h * w) for c in range(3)], axis=1)
-    out = np.concatenate([rgb / np.maximum(total, 1)[:, None], 255 * _alpha(total)[:, None]], axis=1)
-    return np.rint(out).astype(np.uint8).reshape(h, w, 4)
+    total = np.bincount(pix, minlength=h * w)
+    drawn = np.flatnonzero(total)
+    rgb = np.stack([np.bincount(pix, weights=point_rgb[:, c], minlength=h * w)[drawn] for c in range(3)], axis=1)
+    return _picture(drawn, rgb / total[drawn, None], total[drawn], shape)
 
 
 def value_raster(x: np.ndarray, y: np.ndarray, values: np.ndarray, lut: np.ndarray, extent,
@@ -183,11 +193,11 @@ def value_raster(x: np.ndarray, y: np.ndarray, values: np.ndarray, lut: np.ndarr
     pix, ok = _pixels(x, y, extent, shape)
     values = np.asarray(values, dtype=np.float64)[ok]
     keep = np.isfinite(values)
-    total = np.bincount(pix[keep], minlength=h * w).astype(np.float64)
-    mean = np.bincount(pix[keep], weights=values[keep], minlength=h * w) / np.maximum(total, 1)
+    total = np.bincount(pix[keep], minlength=h * w)
+    drawn = np.flatnonzero(total)
+    mean = np.bincount(pix[keep], weights=values[keep], minlength=h * w)[drawn] / total[drawn]
     level = np.clip((mean - vmin) / max(vmax - vmin, 1e-12), 0, 1) * (len(lut) - 1)
-    out = np.concatenate([lut[np.rint(level).astype(np.int64)], 255 * _alpha(total)[:, None]], axis=1)
-    return np.rint(out).astype(np.uint8).reshape(h, w, 4)
+    return _picture(drawn, lut[np.rint(level).astype(np.int64)], total[drawn], shape)
 
 
 def overlay_rows(n: int, limit: int = OVERLAY_POINTS, seed: int = 0) -> np.ndarray:
@@ -202,8 +212,7 @@ def in_selection(x: np.ndarray, y: np.ndarray, selection: Mapping | None) -> np.
     """Which points lie inside a plotly lasso or box selection (as Streamlit's
     `st.plotly_chart(on_select=...)` returns it: `selection["lasso"]` polygons and
     `selection["box"]` rectangles in data coordinates), over all points, drawn or not."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    x, y = np.asarray(x), np.asarray(y)  # as stored (float32 at a million points: no float64 copy)
     inside = np.zeros(len(x), dtype=bool)
     sel = (selection or {}).get("selection", selection) or {}
     for box in sel.get("box") or []:
@@ -214,14 +223,20 @@ def in_selection(x: np.ndarray, y: np.ndarray, selection: Mapping | None) -> np.
         lx, ly = np.asarray(lasso.get("x") or [], float), np.asarray(lasso.get("y") or [], float)
         if len(lx) < 3 or len(lx) != len(ly):
             continue
-        from matplotlib.path import Path  # deferred: only a lasso on a large map needs it
+        from matplotlib.path import Path  # deferred: only a lasso on a large map needs it (warm_lasso)
 
         # the exact test only for the points inside the polygon's bounding box
         near = np.flatnonzero((x >= lx.min()) & (x <= lx.max()) & (y >= ly.min()) & (y <= ly.max()))
         if len(near):
-            hit = Path(np.column_stack([lx, ly])).contains_points(np.column_stack([x[near], y[near]]))
+            hit = Path(np.column_stack([lx, ly])).contains_points(np.column_stack([x[near], y[near]]).astype(float))
             inside[near[hit]] = True
     return inside
+
+
+def warm_lasso() -> None:
+    """Import what `in_selection` needs for a lasso (matplotlib's Path: 0.1 s the first time),
+    ahead of the first lasso."""
+    import matplotlib.path  # noqa: F401
 
 
 def selection_geometry(selection: Mapping | None) -> tuple:
