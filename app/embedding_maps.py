@@ -55,8 +55,10 @@ export default function (component) {
     // reports the point under the cursor at the release, and Streamlit sent that hover and the
     // selection as one rerun of the hover's fragment only, so the maps never saw the selection.
     document.addEventListener("mousedown", () => { w.__turnHover.pressed = true; }, true);
-    document.addEventListener("mouseup", () => { w.__turnHover.pressed = false; w.__turnHover.releasedAt = performance.now(); },
-                              true);
+    document.addEventListener("mouseup", () => {
+      w.__turnHover.pressed = false;
+      w.__turnHover.releasedAt = performance.now();
+    }, true);
   }
   const h = w.__turnHover;
   h.send = (row) => setStateValue("hover", row);

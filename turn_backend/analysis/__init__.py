@@ -29,13 +29,13 @@ from turn_backend.analysis.maps import (
     colour_options,
     coords_by_index,
     in_selection,
-    warm_lasso,
     map_extent,
     overlay_rows,
     projection_frame,
     selected_rows,
     selection_geometry,
     value_raster,
+    warm_lasso,
 )
 from turn_backend.analysis.review_queue import (
     ACTION_CODES,
