@@ -187,6 +187,7 @@ def show_error(error: BaseException | str, hint: str | None = None, container=No
 
 
 UNTRUSTED_FLAGS = "These flags cannot be trusted."
+CAPTION_GREY = "rgba(49, 51, 63, 0.6)"  # Streamlit's caption colour, for captions written as HTML
 
 
 def unreliable_flags_warning(reliability: dict | None, container=None) -> None:

@@ -46,7 +46,6 @@ IMAGES_PER_ROW = 6
 HOVER_THUMB_PX = 112
 GALLERY_THUMB_PX = 112
 TRUE_LABEL_RED = "#d32f2f"
-CAPTION_GREY = "rgba(49, 51, 63, 0.6)"  # Streamlit's caption colour
 SELECTION_FADE = 0.12  # opacity of what a selection leaves out on a large map (as plotly fades points)
 
 
@@ -228,7 +227,7 @@ def selection_gallery(selected_idx: np.ndarray) -> None:
         picture = (audit_data.thumbnail_html(run, idx, GALLERY_THUMB_PX, split, alt=str(info["sample_id"]))
                    if images is not None else None)
         cards.append(f"<figure style=\"margin:0\">{picture or '(no image)'}<figcaption style=\"font-size:0.85rem;"
-                     f"color:{CAPTION_GREY};line-height:1.4\">{'<br>'.join(lines)}</figcaption></figure>")
+                     f"color:{ui.CAPTION_GREY};line-height:1.4\">{'<br>'.join(lines)}</figcaption></figure>")
     # one element for the whole gallery: 48 columns of image and caption cost the browser 0.1 s to lay out
     st.markdown(f'<div style="display:grid;grid-template-columns:repeat({IMAGES_PER_ROW},minmax(0,1fr));'
                 f'gap:0.5rem 1rem">{"".join(cards)}</div>', unsafe_allow_html=True)

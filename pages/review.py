@@ -29,7 +29,6 @@ CARDS_PER_ROW = 4
 THUMB = 160
 SIMILAR_K = 11  # "More like this": the sample and its 11 nearest neighbours, one grid of 12
 SIMILAR_THUMB = 96
-CAPTION_GREY = "rgba(49, 51, 63, 0.6)"  # Streamlit's caption colour
 DECISION_BADGE = {
     "": ("gray", ":material/pending:"),
     "keep": ("green", ":material/check:"),
@@ -184,7 +183,7 @@ def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
                 caption = (f"<b>{html_names[int(data['given'][j])]}</b> · p {data['clean_prob'][j]:.2f}<br>"
                            + ("this sample" if n == 0 else f"similarity {sim:.2f}") + "<br>"
                            + an.decision_text(decision, lab if lab >= 0 else None, html_names))
-                st.markdown(f'{image or ""}<div style="font-size:0.85rem;color:{CAPTION_GREY};line-height:1.4">'
+                st.markdown(f'{image or ""}<div style="font-size:0.85rem;color:{ui.CAPTION_GREY};line-height:1.4">'
                             f"{caption}</div>", unsafe_allow_html=True)
                 if st.checkbox(sid, value=True, key=f"similar_pick_{position}_{sid}"):
                     chosen.append(sid)
