@@ -207,7 +207,8 @@ def _warm_maps(run_dir: str, stamp: float) -> None:
     for stage in ("before", "fft", "after"):
         if f"x_{stage}" in frame and is_picture(frame, stage):
             cached_picture_figure(frame.attrs["key"], stage, "given", True, frame, classes, class_colours(classes))
-            an.warm_lasso()
+    if is_picture(frame, "before"):
+        an.warm_lasso()
 
 
 def ensure_map(folder: RunFolder, split: str, stage: str, method: str) -> bool:

@@ -187,7 +187,8 @@ def show_error(error: BaseException | str, hint: str | None = None, container=No
 
 
 UNTRUSTED_FLAGS = "These flags cannot be trusted."
-CAPTION_GREY = "rgba(49, 51, 63, 0.6)"  # Streamlit's caption colour, for captions written as HTML
+# Streamlit's caption look, for captions written as HTML (beside an inlined image)
+CAPTION_STYLE = "font-size:0.85rem;color:rgba(49, 51, 63, 0.6);line-height:1.4"
 
 
 def unreliable_flags_warning(reliability: dict | None, container=None) -> None:

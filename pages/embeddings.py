@@ -226,8 +226,8 @@ def selection_gallery(selected_idx: np.ndarray) -> None:
         # inlined (as Review's cards): 48 images as media files cost 48 requests per lasso
         picture = (audit_data.thumbnail_html(run, idx, GALLERY_THUMB_PX, split, alt=str(info["sample_id"]))
                    if images is not None else None)
-        cards.append(f"<figure style=\"margin:0\">{picture or '(no image)'}<figcaption style=\"font-size:0.85rem;"
-                     f"color:{ui.CAPTION_GREY};line-height:1.4\">{'<br>'.join(lines)}</figcaption></figure>")
+        cards.append(f"<figure style=\"margin:0\">{picture or '(no image)'}<figcaption style=\"{ui.CAPTION_STYLE}\">"
+                     f"{'<br>'.join(lines)}</figcaption></figure>")
     # one element for the whole gallery: 48 columns of image and caption cost the browser 0.1 s to lay out
     st.markdown(f'<div style="display:grid;grid-template-columns:repeat({IMAGES_PER_ROW},minmax(0,1fr));'
                 f'gap:0.5rem 1rem">{"".join(cards)}</div>', unsafe_allow_html=True)

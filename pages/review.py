@@ -183,7 +183,7 @@ def similar_panel(position: int, codes: np.ndarray, labels: np.ndarray) -> None:
                 caption = (f"<b>{html_names[int(data['given'][j])]}</b> · p {data['clean_prob'][j]:.2f}<br>"
                            + ("this sample" if n == 0 else f"similarity {sim:.2f}") + "<br>"
                            + an.decision_text(decision, lab if lab >= 0 else None, html_names))
-                st.markdown(f'{image or ""}<div style="font-size:0.85rem;color:{ui.CAPTION_GREY};line-height:1.4">'
+                st.markdown(f'{image or ""}<div style="{ui.CAPTION_STYLE}">'
                             f"{caption}</div>", unsafe_allow_html=True)
                 if st.checkbox(sid, value=True, key=f"similar_pick_{position}_{sid}"):
                     chosen.append(sid)

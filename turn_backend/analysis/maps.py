@@ -154,7 +154,7 @@ def _alpha(total: np.ndarray) -> np.ndarray:
     return RASTER_MIN_ALPHA + (1 - RASTER_MIN_ALPHA) * np.log1p(total) / peak
 
 
-def _picture(pixels: np.ndarray, rgb: np.ndarray, total: np.ndarray, shape) -> np.ndarray:
+def _rgba(pixels: np.ndarray, rgb: np.ndarray, total: np.ndarray, shape) -> np.ndarray:
     """(H, W, 4) uint8: `rgb` (P, 3) and the opacity of `total` (P,) points at flat `pixels` (P,);
     every other pixel transparent. Only the drawn pixels are computed (a lasso's picture)."""
     h, w = shape
@@ -181,7 +181,7 @@ def category_raster(x: np.ndarray, y: np.ndarray, codes: np.ndarray, colours: np
     total = np.bincount(pix, minlength=h * w)
     drawn = np.flatnonzero(total)
     rgb = np.stack([np.bincount(pix, weights=point_rgb[:, c], minlength=h * w)[drawn] for c in range(3)], axis=1)
-    return _picture(drawn, rgb / total[drawn, None], total[drawn], shape)
+    return _rgba(drawn, rgb / total[drawn, None], total[drawn], shape)
 
 
 def value_raster(x: np.ndarray, y: np.ndarray, values: np.ndarray, lut: np.ndarray, extent,
@@ -197,7 +197,7 @@ def value_raster(x: np.ndarray, y: np.ndarray, values: np.ndarray, lut: np.ndarr
     drawn = np.flatnonzero(total)
     mean = np.bincount(pix[keep], weights=values[keep], minlength=h * w)[drawn] / total[drawn]
     level = np.clip((mean - vmin) / max(vmax - vmin, 1e-12), 0, 1) * (len(lut) - 1)
-    return _picture(drawn, lut[np.rint(level).astype(np.int64)], total[drawn], shape)
+    return _rgba(drawn, lut[np.rint(level).astype(np.int64)], total[drawn], shape)
 
 
 def overlay_rows(n: int, limit: int = OVERLAY_POINTS, seed: int = 0) -> np.ndarray:
