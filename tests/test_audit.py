@@ -244,6 +244,12 @@ def test_indexed_search_agrees_with_the_exact_one_on_clustered_features():
     normed = l2_normalise(x)
     np.testing.assert_allclose(sim, np.einsum("qd,qkd->qk", normed, normed[idx]), atol=1e-5)
     assert (idx != np.arange(2000)[:, None]).all()
+    # separate queries (a test set against the training set) come back in their own order
+    queries = x[::-1][:300] + 0.01 * rng.normal(size=(300, 256)).astype(np.float32)
+    q_exact, _ = knn_search(x, queries, 5, exact=True)
+    q_idx, q_sim = knn_search(x, queries, 5, exact=False)
+    assert (q_idx[:, 0] == q_exact[:, 0]).mean() > 0.95
+    np.testing.assert_allclose(q_sim, np.einsum("qd,qkd->qk", l2_normalise(queries), normed[q_idx]), atol=1e-5)
 
 
 def test_a_failing_audit_does_not_cost_the_training_run(tmp_path, monkeypatch, turn_cache_dir):

@@ -23,6 +23,8 @@ PCA_SAMPLE = 20_000  # rows the PCA basis is fitted on
 # every row (held in memory), then exact cosine on this many candidates' full features
 SEARCH_DIMS = 64
 SEARCH_CANDIDATES = 256
+# The indexed search groups its work by this many coarse k-means cells (at most 1 per 256 rows).
+COARSE_CELLS = 1024
 # Rows of queries x base similarities held at once in the exact search (~256 MB of float32).
 _BLOCK_FLOATS = 64 * 1024 * 1024
 
@@ -114,35 +116,56 @@ def _project(features: np.ndarray, basis: np.ndarray, chunk: int = 65_536) -> np
     return out
 
 
+def _cell_order(coarse, x: np.ndarray) -> np.ndarray:
+    """Row order of x grouped by its nearest coarse centroid (stable within a cell)."""
+    _, cell = coarse.search(x, 1)
+    return np.argsort(cell[:, 0], kind="stable")
+
+
 def _indexed_search(base: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarray | None,
                     progress: Progress | None, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Cosine kNN for large sets: candidates from a faiss HNSW index over PCA-reduced features,
     then exact cosine on the full features to rank them and report their similarity.
 
-    Memory: the reduced copies (N x 128 floats) and the index; the full features are read
-    chunk by chunk (a memory map stays on disk)."""
+    Points are added, and queries searched and re-ranked, grouped by a coarse k-means cell:
+    consecutive operations then touch the same part of the graph and the same feature rows,
+    which stay in the CPU's caches. In input order, the build and search of a million points
+    grew about 40x from 60k (cache misses), against 21x for N log N.
+
+    Memory: the reduced copies (N x 128 floats, and Q x 128 for separate queries) and the
+    index; the full features are read chunk by chunk (a memory map stays on disk)."""
     import faiss
 
     basis = pca_basis(base)
     base_r = _project(base, basis)
+    queries_r = base_r if queries is base else _project(queries, basis)
     n, q = len(base), len(queries)
     total = n + 2 * q  # one progress bar: build, search, rescore
-    index = faiss.IndexHNSWFlat(base_r.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    cells = max(1, min(COARSE_CELLS, n // 256))
+    coarse = faiss.Kmeans(base_r.shape[1], cells, niter=4, seed=0, spherical=True)
+    sample = np.sort(np.random.default_rng(0).choice(n, min(n, 100 * cells), replace=False))
+    coarse.train(base_r[sample])
+    base_order = _cell_order(coarse.index, base_r)
+    query_order = base_order if queries is base else _cell_order(coarse.index, queries_r)
+    # 8-bit codes: a quarter of the memory traffic of floats, for 0.1 point of recall at 1M
+    index = faiss.IndexHNSWSQ(base_r.shape[1], faiss.ScalarQuantizer.QT_8bit, 32, faiss.METRIC_INNER_PRODUCT)
+    index.train(base_r[sample])
     index.hnsw.efConstruction = 64
     wide = min(n, 3 * k + 1)  # candidates per query, re-ranked on the full features
     index.hnsw.efSearch = max(64, 2 * wide)
     step = 16_384
     for start in range(0, n, step):
-        index.add(base_r[start:start + step])
+        index.add(base_r[base_order[start:start + step]])  # index position i is row base_order[i]
         if progress is not None:
             progress(min(n, start + step), total)
-    del base_r
     cand = np.empty((q, wide), dtype=np.int64)
     for start in range(0, q, step):
-        _, cand[start:start + step] = index.search(_project(queries[start:start + step], basis), wide)
+        rows = query_order[start:start + step]
+        _, found = index.search(queries_r[rows], wide)
+        cand[rows] = np.where(found >= 0, base_order[np.maximum(found, 0)], -1)
         if progress is not None:
             progress(n + min(q, start + step), total)
-    del index
+    del index, base_r, queries_r
     # Re-ranking reads each candidate's row as it is and divides by its norm, computed once:
     # normalising the gathered rows of every chunk instead made this step 10x slower at 1M.
     norms = row_norms(base)
@@ -150,20 +173,20 @@ def _indexed_search(base: np.ndarray, queries: np.ndarray, k: int, exclude: np.n
     idx = np.empty((q, k), dtype=np.int64)
     sim = np.empty((q, k), dtype=np.float32)
     for start in range(0, q, chunk):
-        stop = min(q, start + chunk)
-        c = cand[start:stop]
+        rows = np.sort(query_order[start:start + chunk])  # one cell's queries share candidates
+        c = cand[rows]
         valid = c >= 0
         if exclude is not None:
-            valid &= c != exclude[start:stop, None]
-        rows = np.where(valid, c, 0)
-        qn = l2_normalise(queries[start:stop])
+            valid &= c != exclude[rows, None]
+        gather = np.where(valid, c, 0)
+        qn = l2_normalise(queries[rows])
         s = np.empty(c.shape, dtype=np.float32)
         for j in range(c.shape[1]):  # one candidate column at a time: (chunk, D) stays in cache
-            s[:, j] = np.einsum("qd,qd->q", qn, np.asarray(base[rows[:, j]], dtype=np.float32))
-        s = np.where(valid, s / norms[rows], -np.inf).astype(np.float32)
-        idx[start:stop], sim[start:stop] = _top_k(s, np.where(valid, c, -1), k)
+            s[:, j] = np.einsum("qd,qd->q", qn, np.asarray(base[gather[:, j]], dtype=np.float32))
+        s = np.where(valid, s / norms[gather], -np.inf).astype(np.float32)
+        idx[rows], sim[rows] = _top_k(s, np.where(valid, c, -1), k)
         if progress is not None:
-            progress(n + q + stop, total)
+            progress(n + q + min(q, start + chunk), total)
     return idx, sim
 
 
@@ -180,7 +203,9 @@ def knn_search(base: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarra
     Returns indices (Q, k) int64 and cosine similarities (Q, k) float32, most similar first.
     Where fewer than k rows exist, the missing entries have index -1 and similarity -inf.
     """
-    base, queries = _check_matrix("base", base), _check_matrix("queries", queries)
+    self_search = queries is base
+    base = _check_matrix("base", base)
+    queries = base if self_search else _check_matrix("queries", queries)  # kept the same object
     if base.shape[1] != queries.shape[1]:
         raise ValueError(f"base and queries differ in dimension: {base.shape[1]} vs {queries.shape[1]}")
     if k < 1:
