@@ -143,6 +143,52 @@ def test_em_recovers_the_flip_rates_when_the_true_posterior_is_known():
     np.testing.assert_allclose(t, [[0.7, 0.0], [0.3, 1.0]], atol=1e-9)
 
 
+def test_recalibrate_fits_the_logistic_curve_of_the_target_and_keeps_the_ranking():
+    score = np.linspace(0.001, 0.999, 400)
+    z = np.log(score / (1 - score))
+    target = 1 / (1 + np.exp(-(0.5 * z + 1.0)))  # sigma(a logit(p) + b) with a = 0.5, b = 1
+    out = combine.recalibrate(score, target)
+    np.testing.assert_allclose(out, target, atol=1e-3)
+    assert (np.diff(out) > 0).all()  # monotone: every tau still flags a prefix of the ranking
+    np.testing.assert_allclose(combine.recalibrate(np.full(5, 0.3), np.array([0.2, 0.4, 0.6, 0.8, 1.0])), 0.6)
+
+
+def test_a_row_takes_the_new_clean_probability_and_the_other_classes_share_the_rest():
+    posterior = np.array([[0.2, 0.5, 0.3], [1.0, 0.0, 0.0]])
+    p_true = np.array([[0.2, 0.5, 0.3], [0.5, 0.1, 0.4]])
+    out = combine.with_clean_probability(posterior, np.array([0, 0]), np.array([0.6, 0.7]), p_true)
+    # row 0: 0.4 left, shared 0.5 : 0.3 -> 0.25, 0.15
+    np.testing.assert_allclose(out[0], [0.6, 0.25, 0.15])
+    # row 1: no other class had mass; the rest goes to p_true's most likely other class (2)
+    np.testing.assert_allclose(out[1], [0.7, 0.0, 0.3])
+
+
+def test_a_classifier_that_memorised_the_labels_cannot_talk_the_clean_probability_out_of_its_doubt():
+    """The pool ranks, the out-of-fold probe calibrates: a classifier that saw every given label
+    in training (here: one that memorised them) joins the ranking, but the combined clean
+    probability keeps the calibration of the probe, which never saw a sample's own label. So
+    the estimated noise rate is the one found without that classifier, and stays near the truth."""
+    d = 8
+    x, true = _blobs(500, [np.eye(d)[i] * 2.0 for i in range(4)], 1.0, seed=5)
+    rng = np.random.default_rng(6)
+    given = true.copy()
+    flip = rng.choice(len(true), int(0.2 * len(true)), replace=False)
+    given[flip] = (true[flip] + rng.integers(1, 4, len(flip))) % 4
+    noisy = given != true
+    memoriser = 0.96 * np.eye(4)[given] + 0.01
+    alone = detect_label_issues(x, given, 4, k=15, seed=0)
+    pooled = detect_label_issues(x, given, 4, model_probs=memoriser, k=15, seed=0)
+    assert abs(pooled.noise_rate - alone.noise_rate) < 1e-3, (pooled.noise_rate, alone.noise_rate)
+    assert abs(pooled.noise_rate - noisy.mean()) < 0.05, (pooled.noise_rate, noisy.mean())  # 15.7% for 20%
+    p = pooled.clean_prob
+    bins = np.clip((p * 5).astype(int), 0, 4)
+    ece = sum((bins == b).mean() * abs(p[bins == b].mean() - (~noisy)[bins == b].mean())
+              for b in range(5) if (bins == b).any())
+    assert ece < 0.06, ece
+    # the noise matrix holds the same clean probabilities on its diagonal
+    np.testing.assert_allclose(np.diag(pooled.noise_counts).sum(), p.sum())
+    np.testing.assert_allclose(pooled.noise_counts.sum(), len(given))
+
 def test_pca_reduction_keeps_shape_and_distances_of_low_rank_data():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(300, 8)) @ rng.normal(size=(8, 64))  # rank 8 in 64 dims

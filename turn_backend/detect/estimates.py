@@ -46,8 +46,9 @@ MAX_IMPLAUSIBLE_CLASS_SHARE = 0.4
 MIN_MODEL_LIFT = 0.1
 # Below this many images per class the flags can still be the best there is, but the estimates
 # are rough: the model behind them has few examples of each class to learn from, and the
-# interval above covers sampling only. On the benchmark's 100-image sets (10 and 50 per class)
-# the estimated noise rate was off by 5-13 points; from 100 per class up, by 0-3 (docs/benchmarks.md).
+# interval above covers sampling only. On the benchmark's 100-image sets the estimated noise
+# rate was off by 27 points with 10 images per class and by 1 with 50; from 100 per class up,
+# by 0-3, except 11 on two look-alike classes at 40% noise (docs/benchmarks.md, Calibration).
 MIN_IMAGES_PER_CLASS = 100
 
 
@@ -187,7 +188,7 @@ def judge_reliability(probe_probs: np.ndarray, knn_probs: np.ndarray, labels: np
     if per_class < MIN_IMAGES_PER_CLASS:
         cautions.append(f"with about {per_class:.0f} images per class the model has few examples to learn each "
                         "class from, so the estimated noise rate, precision and recall are rough (on the "
-                        "benchmark's 100-image sets they were off by 5-13 points): review beyond the flagged "
+                        "benchmark's 100-image sets they were off by up to 27 points): review beyond the flagged "
                         "samples, and add images where you can")
     return {"reliable": not reasons, "reasons": reasons, "fixes": list(dict.fromkeys(fixes)), "cautions": cautions,
             "images_per_class": per_class,
