@@ -108,9 +108,10 @@ def recalibrate(score: np.ndarray, target: np.ndarray, seed: int = 0) -> np.ndar
     """(N,) sigma(a logit(score) + b), with a and b fitted so that it matches the probabilities
     `target` best (cross-entropy against them as soft labels; at most RECALIBRATION_SAMPLE rows,
     seeded). Monotone in score: it keeps score's ranking and takes target's calibration."""
+    from scipy.special import logit
     from sklearn.linear_model import LogisticRegression
 
-    z = np.log(np.clip(score, 1e-12, 1.0)) - np.log(np.clip(1.0 - score, 1e-12, 1.0))
+    z = logit(np.clip(score, 1e-12, 1.0 - 1e-12))
     rows = np.arange(len(z))
     if len(rows) > RECALIBRATION_SAMPLE:
         rows = np.random.default_rng(seed).choice(len(z), RECALIBRATION_SAMPLE, replace=False)
@@ -250,9 +251,11 @@ def detect_label_issues(
     # 3. p* = the probe pooled with the robust classifier where there is one; T refined against it
     p_true = p_clean if model_probs is None else log_linear_pool(
         [p_clean, np.asarray(model_probs, dtype=np.float64)], [PROBE_WEIGHT, 1.0])
+    annotations = None if annotator_probs is None else np.asarray(annotator_probs, dtype=np.float64)
+
     def posterior_from(p: np.ndarray) -> np.ndarray:
-        if annotator_probs is not None:
-            return annotator_posterior(p, np.asarray(annotator_probs, dtype=np.float64))
+        if annotations is not None:
+            return annotator_posterior(p, annotations)
         return true_class_posterior(refine_noise_matrix(t0, labels, p), labels, p)
 
     pooled = posterior_from(p_true)
