@@ -134,3 +134,29 @@ def test_no_caution_from_enough_images_per_class():
     x, true = _clusters(est.MIN_IMAGES_PER_CLASS, 3, 16, 6)
     result = detect_label_issues(x, true, 3)
     assert result.reliability["reliable"] and result.reliability["cautions"] == []
+
+
+def test_held_out_temperature_by_hand():
+    # every row says 0.9 for class 0 and three labels in four are 0: the labels bear out 0.75,
+    # and softmax(log(0.9, 0.1) / t) gives 0.75 where 9^(1/t) = 3, so t = log 9 / log 3 = 2
+    probs = np.tile([0.9, 0.1], (4, 1))
+    assert est.held_out_temperature(probs, np.array([0, 0, 0, 1])) == pytest.approx(2.0, abs=1e-3)
+    # probabilities the labels are drawn from need no softening
+    rng = np.random.default_rng(0)
+    q = rng.dirichlet([0.5] * 3, size=20_000)
+    drawn = (rng.random((len(q), 1)) > q.cumsum(1)).sum(1)
+    assert est.held_out_temperature(q, drawn) == pytest.approx(1.0, abs=0.05)
+
+
+def test_caution_when_the_probe_overfits_classes_its_features_barely_separate():
+    # two heavily overlapping classes in many dimensions, 150 images each, 20% of labels flipped:
+    # the out-of-fold probe is far surer than the labels bear out
+    rng = np.random.default_rng(7)
+    true = np.repeat([0, 1], 150)
+    x = rng.normal(size=(300, 128)) + 0.25 * true[:, None]
+    labels = np.where(rng.random(300) < 0.2, 1 - true, true)
+    result = detect_label_issues(x, labels, 2)
+    rel = result.reliability
+    assert rel["images_per_class"] >= est.MIN_IMAGES_PER_CLASS
+    assert rel["probe_temperature"] > est.MAX_PROBE_TEMPERATURE
+    assert any("more confident on held-out images" in c for c in rel["cautions"]), rel["cautions"]

@@ -246,7 +246,8 @@ def calibration_section(cal: pd.DataFrame, tau: float) -> str:
            "points (1,000 images and up) or 10 (fewer); ECE ≤ 0.05; F1 at the suggested tau ≥ the best single "
            "signal's F1 at its own default. 'Check' counts the seeds on which the reliability check passed, and "
            "'rough' those on which the run called its estimates rough (fewer than "
-           f"{estimates.MIN_IMAGES_PER_CLASS} images per class).", "",
+           f"{estimates.MIN_IMAGES_PER_CLASS} images per class, or a probe overconfident on held-out images: "
+           f"temperature above {estimates.MAX_PROBE_TEMPERATURE}).", "",
            f"| set | setting | true noise | estimated (95% interval) | ECE | ECE, TURN's GMM | precision at {tau} "
            "true / est. | recall at " + f"{tau} true / est. | suggested tau | precision there true / est. | "
            "recall there true / est. | F1 there | best single F1 | check |",
