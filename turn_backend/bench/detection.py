@@ -215,6 +215,23 @@ def long_tail_index(labels: np.ndarray, num_classes: int, ratio: float, seed: in
 
 SPLIT_INTO = 10
 TINY_IMAGE_SIZE = 16
+DIGIT_PAIR = (4, 9)  # two digits often mistaken for each other
+
+
+def digits_set(classes: tuple[int, ...] | None = None):
+    """scikit-learn's 1,797 handwritten digits (8x8 px, 16 grey levels) as an ImageSet, or the
+    images of some digits only: data the detection defaults were never tuned on."""
+    from sklearn.datasets import load_digits
+
+    from turn_backend.data.core import ImageSet
+
+    digits = load_digits()
+    keep = np.flatnonzero(np.isin(digits.target, classes)) if classes else np.arange(len(digits.target))
+    names = [str(d) for d in (sorted(classes) if classes else range(10))]
+    labels = np.searchsorted([int(n) for n in names], digits.target[keep])
+    pixels = np.clip(digits.images[keep] * 16, 0, 255).astype(np.uint8)
+    return ImageSet(ids=[f"digit-{i}" for i in keep], labels=labels, class_names=names, true_labels=labels,
+                    arrays=pixels)
 
 
 def split_classes(train, parts: int, seed: int):
@@ -349,6 +366,13 @@ def main(args) -> int:
         split = split_classes(train, SPLIT_INTO, 0)
         run_grid(split, feats, hp, ["sym20"], seeds[:1], f"Check: {split.num_classes} classes the features cannot "
                  f"separate (each class split at random in {SPLIT_INTO}), {len(split):,} images", 0.6, log, device, cal)
+        # data nothing was tuned on: do the estimates hold there too?
+        for classes in (None, DIGIT_PAIR):
+            digits = digits_set(classes)
+            f_digits, hp_digits = image_features(digits, image_size, args.model, log, rt)
+            what = "10 classes" if classes is None else f"digits {' and '.join(digits.class_names)}"
+            run_grid(digits, f_digits, hp_digits, ["sym20"], seeds,
+                     f"Unseen: scikit-learn digits, {len(digits):,} images, {what}", 0.6, log, device, cal)
         t_tiny, f_tiny, hp_tiny = load_features(2000, TINY_IMAGE_SIZE, args.model, None, log, rt)
         run_grid(t_tiny, f_tiny, hp_tiny, ["sym20"], seeds[:1], f"Check: {TINY_IMAGE_SIZE}-px images, 2,000 images",
                  0.6, log, device, cal)
