@@ -369,3 +369,17 @@ def test_throughput_bench_measures_jpeg_files_with_each_worker_count(tmp_path, m
     assert 0 < result["zero_worker_bound"] < 1 and result["load_ms_per_image"] > 0
     docs = (tmp_path / "benchmarks.md").read_text()
     assert docs.startswith(FILE_SECTION) and "| 2 |" in docs
+
+
+def test_digits_set_is_the_unseen_data_of_the_calibration_bench():
+    from turn_backend.bench.detection import digits_set
+
+    every = digits_set()
+    assert len(every) == 1797 and every.class_names == [str(d) for d in range(10)]
+    assert every.arrays.shape == (1797, 8, 8) and every.arrays.max() == 255  # 16 grey levels spread over 0-255
+    assert (every.labels == every.true_labels).all() and np.bincount(every.labels).min() > 170
+    pair = digits_set((4, 9))
+    assert pair.class_names == ["4", "9"] and set(pair.labels) == {0, 1}
+    # the nines keep their pixels: the pair's second class is the full set's digit 9
+    nines = every.arrays[every.labels == 9]
+    assert np.array_equal(pair.arrays[pair.labels == 1], nines)
