@@ -223,13 +223,11 @@ def judge_reliability(probe_probs: np.ndarray, knn_probs: np.ndarray, labels: np
                         "samples, and add images where you can")
     temperature = held_out_temperature(probe_probs, y)
     if temperature > MAX_PROBE_TEMPERATURE:
-        cautions.append(f"the linear probe is more confident on held-out images than their labels bear out (its "
-                        f"predictions fit them best softened by a temperature of {temperature:.1f}; well-fitted runs "
-                        f"stay below {MAX_PROBE_TEMPERATURE}): it has overfit classes its features barely separate, so "
-                        "the clean probabilities, calibrated on such a probe, can be off either way (on the "
-                        "benchmark's sets of two classes the estimated precision was 14-22 points off: too high "
-                        "on look-alike garments, too low on two digits): review beyond the flagged samples, and "
-                        "add images where you can")
+        cautions.append(f"the linear probe is more confident on held-out images than their labels bear out "
+                        f"(temperature {temperature:.1f}; well-fitted runs stay below {MAX_PROBE_TEMPERATURE}): it has "
+                        "overfit classes its features barely separate, so the estimated noise rate, precision and "
+                        "recall can be off either way (by 14-22 points on the benchmark's two-class sets): review "
+                        "beyond the flagged samples, and add images where you can")
     return {"reliable": not reasons, "reasons": reasons, "fixes": list(dict.fromkeys(fixes)), "cautions": cautions,
             "images_per_class": per_class, "probe_temperature": temperature,
             "signal_agreement": agreement, "probe_accuracy": float((probe_pred == y).mean()),
