@@ -120,11 +120,41 @@ def threshold_data(run_dir: str, stamp: float) -> dict:
         "sweep": an.tau_sweep(clean_prob, given, true if has_true else None),
         "true_noise": an.true_noise_rate(given, true) if has_true else None,
         "estimated": estimated,
+        "counting_prob": clean_prob if calibrated is None else calibrated,
         "noise_estimate": est.estimate_noise_rate(clean_prob if calibrated is None else calibrated),
         "suggested": {target: est.suggest_tau(clean_prob, target, calibrated=calibrated, curves=estimated)
                       if trusted else None for target in SUGGESTION_TARGETS.values()},
         "reliability": reliability,
     }
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def train_sample_ids(run_dir: str, stamp: float):
+    """The training samples' ids in row order (a pandas Index), to place Review's decisions; read
+    only once a run has decisions (a million ids take 0.3 s)."""
+    import pandas as pd
+
+    samples = RunFolder(run_dir).samples()
+    return pd.Index(samples.loc[samples["split"] == "train", "sample_id"].to_numpy())
+
+
+def review_check(run_dir: str, stamp: float, decisions: dict[str, tuple[str, int | None]]) -> dict | None:
+    """`est.review_agreement` over the training samples with a standing keep or relabel decision
+    (relabelled to another class: the given label was wrong); None where there is none. Remove,
+    none and ambiguous say the image fits no class as labelled: not a wrong label of this kind."""
+    decided = {sid: d for sid, d in decisions.items() if d[0] in ("keep", "relabel")}
+    if not decided:
+        return None
+    data = threshold_data(run_dir, stamp)
+    rows = train_sample_ids(run_dir, stamp).get_indexer(list(decided))
+    known = rows >= 0
+    if not known.any():
+        return None
+    actions = [d for d, ok in zip(decided.values(), known) if ok]
+    rows = rows[known]
+    wrong = np.array([a == "relabel" and label is not None and label != data["given"][r]
+                      for (a, label), r in zip(actions, rows)], dtype=bool)
+    return est.review_agreement(data["counting_prob"][rows], wrong)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -62,6 +62,28 @@ if method_kind(cfg.get("method", "turn")) != "turn":
     run_balance = None
 
 
+def review_agreement_note() -> None:
+    """The estimates against the person's own decisions in Review: true labels without a benchmark."""
+    check = tv.review_check(str(run.path.resolve()), run.stamp(), store.current())
+    if check is None:
+        st.caption("Decisions you make in Review (keep, relabel) are checked against these estimates here: "
+                   "the wrong labels the clean probabilities expected among the samples you decided, against "
+                   "those you relabelled.")
+        return
+    n, k, expected = check["n"], check["found_wrong"], check["expected_wrong"]
+    text = (f"**Your review:** of the {ui.fmt_int(n)} {'sample' if n == 1 else 'samples'} you kept or relabelled, "
+            f"the clean probabilities expected {expected:.1f} wrong labels ({ui.fmt_pct(expected / n)}); you "
+            f"relabelled {ui.fmt_int(k)} ({ui.fmt_pct(k / n)}, 95% interval {ui.fmt_pct(check['low'])}–"
+            f"{ui.fmt_pct(check['high'])}).")
+    if check["agrees"]:
+        st.success(text + " The estimates agree with your decisions so far.", icon=":material/check_circle:")
+    else:
+        more = expected / n > check["high"]
+        st.warning(text + f" The estimates expect {'more' if more else 'fewer'} wrong labels than you find, so the "
+                   f"estimated precision on this page is likely too {'high' if more else 'low'}. Trust your "
+                   "decisions, and review on.", icon=":material/rule:")
+
+
 def suggestion_row(tau: float) -> None:
     """The suggested tau, how it is chosen, and a button that moves the slider there."""
     slider_key = f"tau_slider_{run.name}"
@@ -224,6 +246,7 @@ def tau_panel() -> None:
                 delta=None if sweep_at is None else f"true {ui.fmt_int(int(sweep_at['tp']))}",
                 delta_color="off", delta_arrow="off", border=True,
                 help="Wrong labels expected among the flagged samples: the sum of 1 − clean probability")
+    review_agreement_note()
     with st.container(key="sweep_box"):
         st.plotly_chart(tv.sweep_base(str(run.path.resolve()), run.stamp()), width="stretch", key="sweep_chart")
     lines["sweep_box"] = [{"xaxis": "xaxis", "yaxis": "yaxis", "x": tau, "color": "#424242",

@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -117,3 +118,31 @@ def test_a_run_whose_labels_carry_no_information_says_so_on_the_pages(shuffled_r
     if name == "threshold":
         assert any("No suggestion: these flags cannot be trusted" in c.value for c in at.caption)
         assert at.button(key="use_suggested_tau").disabled
+
+
+def test_threshold_page_checks_the_estimates_against_the_review_decisions(tiny_run):
+    from turn_backend.review import ReviewStore
+
+    folder = RunFolder(tiny_run)
+    at = app("threshold", tiny_run)
+    at.run()
+    assert not at.exception
+    assert any("Decisions you make in Review" in c.value for c in at.caption)  # nothing decided yet
+
+    samples = folder.samples()
+    train = samples[samples["split"] == "train"].reset_index(drop=True)
+    combined = folder.load_detection(folder.final_dir).clean_prob
+    rows = np.argsort(combined)[:4]  # the four most suspect samples, as Review lists them first
+    store = ReviewStore(folder.review_db)
+    store.record(train["sample_id"][rows[0]], "keep")
+    store.record(train["sample_id"][rows[1]], "keep")
+    classes = int(samples["given_label"].max()) + 1
+    store.record(train["sample_id"][rows[2]], "relabel", int((train["given_label"][rows[2]] + 1) % classes))
+    store.record(train["sample_id"][rows[3]], "remove")  # fits no class as labelled: not counted
+    at.run()
+    assert not at.exception
+    expected = float((1 - combined[rows[:3]]).sum())
+    notes = [m.value for m in (*at.success, *at.warning) if "Your review" in m.value]
+    assert len(notes) == 1
+    assert "of the 3 samples you kept or relabelled" in notes[0] and f"expected {expected:.1f} wrong" in notes[0]
+    assert "you relabelled 1 (33.3%" in notes[0]

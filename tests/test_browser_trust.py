@@ -12,6 +12,7 @@ import pytest
 from app.ui import UNTRUSTED_FLAGS as WARNING
 from helpers.browser import LOOPBACK, STEP_TIMEOUT_MS, TAU_SLIDER, VIEWPORT, metric_value, no_exception, screenshot
 from helpers.server import AppServer, wait_idle
+from turn_backend.review import ReviewStore
 from turn_backend.runfolder import RunFolder
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(10 * 60)]
@@ -30,8 +31,14 @@ def slider_value(page) -> str:
 
 def test_threshold_estimates_suggested_tau_and_the_unreliable_warning(browser, tiny_run, shuffled_run_template):
     shutil.copytree(shuffled_run_template[0], tiny_run.parent / shuffled_run_template[0].name)
-    metrics = RunFolder(tiny_run).metrics()
+    folder = RunFolder(tiny_run)
+    metrics = folder.metrics()
     suggested = metrics["suggested_tau"]
+    # two decisions made in Review: the page checks the estimates against them
+    store = ReviewStore(folder.review_db)
+    ids = folder.samples().query("split == 'train'")["sample_id"].tolist()
+    store.record(ids[0], "keep")
+    store.record(ids[1], "keep")
     log = tiny_run.parent.parent / "streamlit-trust.log"
     with AppServer(tiny_run.parent, log, extra_args=LOOPBACK).start() as server:
         page = browser.new_page(viewport=VIEWPORT)
@@ -40,6 +47,7 @@ def test_threshold_estimates_suggested_tau_and_the_unreliable_warning(browser, t
         noise = metric_value(page, "Estimated noise rate")
         assert noise == f"{metrics['estimated_noise_rate']['rate']:.1%}"
         page.get_by_text(f"Suggested τ: {suggested:.2f}").wait_for(timeout=STEP_TIMEOUT_MS)
+        page.get_by_text("of the 2 samples you kept or relabelled").wait_for(timeout=STEP_TIMEOUT_MS)
         chart = page.locator('[data-testid="stPlotlyChart"]').last
         assert chart.get_by_text("Precision (estimated)").count() and chart.get_by_text("Precision (true)").count()
         screenshot(page, "trust-threshold")

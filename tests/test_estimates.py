@@ -160,3 +160,17 @@ def test_caution_when_the_probe_overfits_classes_its_features_barely_separate():
     assert rel["images_per_class"] >= est.MIN_IMAGES_PER_CLASS
     assert rel["probe_temperature"] > est.MAX_PROBE_TEMPERATURE
     assert any("more confident on held-out images" in c for c in rel["cautions"]), rel["cautions"]
+
+
+def test_review_agreement_by_hand():
+    # expected wrong: 0.9 + 0.8 + 0.1 + 0.2 = 2.0 of 4; found 2 of 4, Wilson 95% interval
+    # (2 + 1.92) / 7.84 -/+ 1.96 / 7.84 * sqrt(1 + 0.96) = 0.15-0.85: they agree
+    check = est.review_agreement([0.1, 0.2, 0.9, 0.8], [True, True, False, False])
+    assert check["n"] == 4 and check["found_wrong"] == 2 and check["expected_wrong"] == pytest.approx(2.0)
+    assert check["low"] == pytest.approx(0.150, abs=2e-3) and check["high"] == pytest.approx(0.850, abs=2e-3)
+    assert check["agrees"]
+    # probabilities that expect 5% wrong where a person found half: they disagree
+    sure = est.review_agreement(np.full(20, 0.95), np.arange(20) < 10)
+    assert sure["expected_wrong"] == pytest.approx(1.0) and sure["high"] < 0.75 and not sure["agrees"]
+    with pytest.raises(ValueError, match="one per sample"):
+        est.review_agreement([0.5, 0.5], [True])

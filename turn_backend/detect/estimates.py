@@ -10,7 +10,9 @@ need no true label (each is unbiased exactly when the p_i are calibrated; docs/b
   recall sum_{flagged}(1 - p) / sum(1 - p), and F1, for every tau at the cost of one sort;
 - a suggested tau: the one with the highest estimated F1, or the lowest that reaches a
   precision the user asks for;
-- expected wrong labels per class.
+- expected wrong labels per class;
+- against the decisions a person has made in Review (true labels, for those samples), whether
+  the probabilities expected as many wrong labels as they found (`review_agreement`).
 
 `judge_reliability` says whether the model behind the probabilities can judge the labels at
 all: when its features do not separate the classes, or it confuses whole classes, a low p
@@ -145,6 +147,29 @@ def expected_wrong_per_class(clean_prob: Sequence[float], labels: Sequence[int],
     if len(y) != len(p):
         raise ValueError(f"{len(p)} clean probabilities for {len(y)} labels: give one per sample")
     return np.bincount(y, weights=1.0 - p, minlength=num_classes)
+
+
+def review_agreement(clean_prob: Sequence[float], wrong: Sequence[bool]) -> dict:
+    """How the clean probabilities of the samples a person has decided compare with what they
+    found: {"n", "expected_wrong" (sum of 1 - p), "found_wrong", "low" and "high" (the Wilson 95%
+    interval of the share found wrong), "agrees" (the expected share lies inside it)}.
+
+    A person's decisions are true labels, so this checks the probabilities without a benchmark.
+    Which samples get decided may depend on p (the flagged ones come first): the comparison is
+    made on those very samples, so it stays fair; it says nothing about the undecided ones."""
+    from scipy.stats import binomtest
+
+    p = _as_probs(clean_prob)
+    found = np.asarray(wrong, dtype=bool).ravel()
+    if len(found) != len(p):
+        raise ValueError(f"{len(found)} decisions for {len(p)} clean probabilities: give one per sample")
+    n, k = int(len(p)), int(found.sum())
+    expected = float(np.sum(1.0 - p))
+    if n == 0:
+        return {"n": 0, "expected_wrong": 0.0, "found_wrong": 0, "low": 0.0, "high": 1.0, "agrees": True}
+    interval = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return {"n": n, "expected_wrong": expected, "found_wrong": k, "low": float(interval.low),
+            "high": float(interval.high), "agrees": bool(interval.low <= expected / n <= interval.high)}
 
 
 def held_out_temperature(probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
