@@ -110,6 +110,7 @@ def threshold_data(run_dir: str, stamp: float) -> dict:
     trusted = reliability.get("reliable", True)  # no tau makes untrustworthy flags right: nothing to suggest
     fits = final.get("fits") or []
     estimated = est.estimated_flag_curves(clean_prob, an.default_tau_grid(), calibrated=calibrated)
+    counting = clean_prob if calibrated is None else calibrated  # what expected wrong labels are counted with
     hists = []
     for c in range(len(names)):
         fit = fits[c] if c < len(fits) else None
@@ -120,8 +121,8 @@ def threshold_data(run_dir: str, stamp: float) -> dict:
         "sweep": an.tau_sweep(clean_prob, given, true if has_true else None),
         "true_noise": an.true_noise_rate(given, true) if has_true else None,
         "estimated": estimated,
-        "counting_prob": clean_prob if calibrated is None else calibrated,
-        "noise_estimate": est.estimate_noise_rate(clean_prob if calibrated is None else calibrated),
+        "counting_prob": counting,
+        "noise_estimate": est.estimate_noise_rate(counting),
         "suggested": {target: est.suggest_tau(clean_prob, target, calibrated=calibrated, curves=estimated)
                       if trusted else None for target in SUGGESTION_TARGETS.values()},
         "reliability": reliability,

@@ -62,9 +62,12 @@ if method_kind(cfg.get("method", "turn")) != "turn":
     run_balance = None
 
 
-def review_agreement_note() -> None:
+# read once per page run, not at each tau step: decisions are made on the Review page
+review_check = tv.review_check(str(run.path.resolve()), run.stamp(), store.current())
+
+
+def review_agreement_note(check: dict | None) -> None:
     """The estimates against the person's own decisions in Review: true labels without a benchmark."""
-    check = tv.review_check(str(run.path.resolve()), run.stamp(), store.current())
     if check is None:
         st.caption("Decisions you make in Review (keep, relabel) are checked against these estimates here: "
                    "the wrong labels the clean probabilities expected among the samples you decided, against "
@@ -246,7 +249,7 @@ def tau_panel() -> None:
                 delta=None if sweep_at is None else f"true {ui.fmt_int(int(sweep_at['tp']))}",
                 delta_color="off", delta_arrow="off", border=True,
                 help="Wrong labels expected among the flagged samples: the sum of 1 − clean probability")
-    review_agreement_note()
+    review_agreement_note(review_check)
     with st.container(key="sweep_box"):
         st.plotly_chart(tv.sweep_base(str(run.path.resolve()), run.stamp()), width="stretch", key="sweep_chart")
     lines["sweep_box"] = [{"xaxis": "xaxis", "yaxis": "yaxis", "x": tau, "color": "#424242",
