@@ -12,7 +12,9 @@ from plotly.subplots import make_subplots
 
 from app import ui
 from turn_backend import analysis as an
+from turn_backend import run_views
 from turn_backend.detect import estimates as est
+from turn_backend.review import label_errors_found
 from turn_backend.runfolder import RunFolder
 
 CLEAN_COLOUR = "#2e7d32"
@@ -103,14 +105,12 @@ def threshold_data(run_dir: str, stamp: float) -> dict:
     # expected wrong labels are counted with the combined clean probability (the calibrated one),
     # also where the run flags by TURN's GMM
     detection = folder.load_detection(folder.final_dir)
-    calibrated = None
-    if detection is not None and len(detection.clean_prob) == len(clean_prob):
-        calibrated = detection.clean_prob
+    counting = run_views.counting_probability(clean_prob, detection)
+    calibrated = None if counting is clean_prob else counting  # the same array: no combined one
     reliability = detection.reliability if detection is not None else {}
     trusted = reliability.get("reliable", True)  # no tau makes untrustworthy flags right: nothing to suggest
     fits = final.get("fits") or []
     estimated = est.estimated_flag_curves(clean_prob, an.default_tau_grid(), calibrated=calibrated)
-    counting = clean_prob if calibrated is None else calibrated  # what expected wrong labels are counted with
     hists = []
     for c in range(len(names)):
         fit = fits[c] if c < len(fits) else None
@@ -140,22 +140,13 @@ def train_sample_ids(run_dir: str, stamp: float):
 
 
 def review_check(run_dir: str, stamp: float, decisions: dict[str, tuple[str, int | None]]) -> dict | None:
-    """`est.review_agreement` over the training samples with a standing keep or relabel decision
-    (relabelled to another class: the given label was wrong); None where there is none. Remove,
-    none and ambiguous say the image fits no class as labelled: not a wrong label of this kind."""
-    decided = {sid: d for sid, d in decisions.items() if d[0] in ("keep", "relabel")}
-    if not decided:
+    """`est.review_agreement` over the training samples kept or relabelled in Review
+    (`review.label_errors_found`); None where there is none."""
+    if not any(action in ("keep", "relabel") for action, _ in decisions.values()):
         return None
     data = threshold_data(run_dir, stamp)
-    rows = train_sample_ids(run_dir, stamp).get_indexer(list(decided))
-    known = rows >= 0
-    if not known.any():
-        return None
-    actions = [d for d, ok in zip(decided.values(), known) if ok]
-    rows = rows[known]
-    wrong = np.array([a == "relabel" and label is not None and label != data["given"][r]
-                      for (a, label), r in zip(actions, rows)], dtype=bool)
-    return est.review_agreement(data["counting_prob"][rows], wrong)
+    rows, wrong = label_errors_found(decisions, train_sample_ids(run_dir, stamp), data["given"])
+    return est.review_agreement(data["counting_prob"][rows], wrong) if len(rows) else None
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -105,6 +105,7 @@ def test_a_run_whose_labels_carry_no_information_says_so_in_the_cli(shuffled_run
     assert m["flags_reliable"] is False and m["flags_reliability"]["reasons"] and m["suggested_tau"] is None
     status = turn("status", folder, timeout=120)
     assert json.loads(status.stdout)["metrics"]["flags_reliable"] is False  # stdout stays one JSON document
+    assert json.loads(status.stdout)["review_check"] is None  # nothing reviewed
     assert "these flags cannot be trusted" in status.stderr
 
 
@@ -146,3 +147,9 @@ def test_threshold_page_checks_the_estimates_against_the_review_decisions(tiny_r
     assert len(notes) == 1
     assert "of the 3 samples you kept or relabelled" in notes[0] and f"expected {expected:.1f} wrong" in notes[0]
     assert "you relabelled 1 (33.3%" in notes[0]
+    # the CLI says the same: `turn status` (its JSON on stdout, the words on stderr)
+    status = turn("status", tiny_run, timeout=120)
+    check = json.loads(status.stdout)["review_check"]
+    assert check["n"] == 3 and check["found_wrong"] == 1 and check["expected_wrong"] == pytest.approx(expected)
+    assert "review: of the 3 samples kept or relabelled" in status.stderr
+    assert "1 were relabelled (33.3%" in status.stderr

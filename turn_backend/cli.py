@@ -527,15 +527,32 @@ def cmd_status(args) -> int:
     if not folder.exists():
         raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
     from turn_backend.estimate import progress, progress_lines
+    from turn_backend.run_views import review_check
 
     metrics = folder.metrics()
     view = progress(folder)
-    print(json.dumps({"status": live_state(folder.path), "metrics": metrics, "estimate": view}, indent=2,
-                     default=str))
+    review = review_check(folder)
+    print(json.dumps({"status": live_state(folder.path), "metrics": metrics, "estimate": view,
+                      "review_check": review}, indent=2, default=str))
     # after the JSON, on stderr: stdout stays one JSON document
-    for line in (progress_lines(view) if view else []) + flag_summary_lines(metrics):
+    for line in (progress_lines(view) if view else []) + flag_summary_lines(metrics) + review_lines(review):
         print(line, file=sys.stderr)
     return 0
+
+
+def review_lines(check: dict | None) -> list[str]:
+    """The estimates against the run's Review decisions (`run_views.review_check`), in words."""
+    if check is None:
+        return []
+    n, k, expected = check["n"], check["found_wrong"], check["expected_wrong"]
+    line = (f"review: of the {n} samples kept or relabelled, the clean probabilities expected {expected:.1f} wrong "
+            f"labels ({expected / n:.1%}); {k} were relabelled ({k / n:.1%}, 95% interval "
+            f"{check['low']:.1%}-{check['high']:.1%}): ")
+    if check["agrees"]:
+        return [line + "the estimates agree with the review"]
+    more = expected / n > check["high"]
+    return [line + f"the estimates expect {'more' if more else 'fewer'} wrong labels than the review finds, so the "
+            f"estimated precision is likely too {'high' if more else 'low'}"]
 
 
 def cmd_methods(args) -> int:

@@ -67,6 +67,38 @@ def clean_prob_source(folder) -> str:
     return "combined" if config.turn_option("scoring") == "ensemble" else "GMM"
 
 
+def counting_probability(clean_prob: np.ndarray, detection) -> np.ndarray:
+    """What expected wrong labels are counted with: the detection layer's combined (calibrated)
+    clean probability where the run has one for this training set, also where it flags by TURN's
+    GMM; else the final clean probability itself."""
+    if detection is not None and len(detection.clean_prob) == len(clean_prob):
+        return np.asarray(detection.clean_prob, dtype=np.float64)
+    return np.asarray(clean_prob, dtype=np.float64)
+
+
+def review_check(folder) -> dict | None:
+    """The run's estimates against the decisions made in its Review (`estimates.review_agreement`
+    over the training samples kept or relabelled), counted with the probability the estimates use
+    (the detection layer's combined one where the folder has it for this training set, else the
+    final clean probability); None without a finished run or any such decision."""
+    import pandas as pd
+
+    from turn_backend.detect.estimates import review_agreement
+    from turn_backend.review import ReviewStore, label_errors_found
+
+    if not folder.review_db.exists() or not folder.has_final():
+        return None
+    decisions = ReviewStore(folder.review_db).current()
+    if not any(action in ("keep", "relabel") for action, _ in decisions.values()):
+        return None
+    samples = folder.samples()
+    train = samples[samples["split"] == "train"]
+    counting = counting_probability(folder.final()["clean_prob"], folder.load_detection(folder.final_dir))
+    rows, wrong = label_errors_found(decisions, pd.Index(train["sample_id"].to_numpy()),
+                                     train["given_label"].to_numpy(dtype=np.int64))
+    return review_agreement(counting[rows], wrong) if len(rows) else None
+
+
 def _same_data(a: Mapping, b: Mapping) -> bool:
     def norm(spec):
         return {k: v for k, v in (spec or {}).items() if v is not None}
