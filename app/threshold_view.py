@@ -14,7 +14,7 @@ from app import ui
 from turn_backend import analysis as an
 from turn_backend import run_views
 from turn_backend.detect import estimates as est
-from turn_backend.review import label_errors_found
+from turn_backend.review import VERDICT_ACTIONS, label_errors_found
 from turn_backend.runfolder import RunFolder
 
 CLEAN_COLOUR = "#2e7d32"
@@ -142,7 +142,7 @@ def train_sample_ids(run_dir: str, stamp: float):
 def review_check(run_dir: str, stamp: float, decisions: dict[str, tuple[str, int | None]]) -> dict | None:
     """`est.review_agreement` over the training samples kept or relabelled in Review
     (`review.label_errors_found`); None where there is none."""
-    if not any(action in ("keep", "relabel") for action, _ in decisions.values()):
+    if not any(action in VERDICT_ACTIONS for action, _ in decisions.values()):
         return None
     data = threshold_data(run_dir, stamp)
     rows, wrong = label_errors_found(decisions, train_sample_ids(run_dir, stamp), data["given"])

@@ -18,21 +18,6 @@ import numpy as np
 ACTIONS = ("keep", "relabel", "remove", "none", "ambiguous")
 
 
-def label_errors_found(decisions: dict[str, tuple[str, int | None]], sample_ids, given: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, wrong): where the samples with a standing keep or relabel decision sit in
-    `sample_ids` (a pandas Index of the training samples in row order), and whether each given
-    label was found wrong (relabelled to another class). Remove, none and ambiguous say the image
-    fits no class as labelled, not that its label names the wrong class: they are left out."""
-    decided = {sid: d for sid, d in decisions.items() if d[0] in ("keep", "relabel")}
-    rows = np.asarray(sample_ids.get_indexer(list(decided)), dtype=np.int64)
-    known = rows >= 0
-    rows = rows[known]
-    actions = [d for d, ok in zip(decided.values(), known) if ok]
-    wrong = np.array([a == "relabel" and label is not None and label != given[r]
-                      for (a, label), r in zip(actions, rows)], dtype=bool)
-    return rows, wrong
-
 _DECISIONS_TABLE = """CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     sample_id TEXT NOT NULL,
@@ -98,6 +83,26 @@ def _enable_wal(con: sqlite3.Connection, timeout: float = 30.0) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+# the decisions that say whether a given label names the right class
+VERDICT_ACTIONS = ("keep", "relabel")
+
+
+def label_errors_found(decisions: dict[str, tuple[str, int | None]], sample_ids, given: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, wrong): where the samples with a standing keep or relabel decision sit in
+    `sample_ids` (a pandas Index of the training samples in row order), and whether each given
+    label was found wrong (relabelled to another class). Remove, none and ambiguous say the image
+    fits no class as labelled, not that its label names the wrong class: they are left out."""
+    decided = {sid: d for sid, d in decisions.items() if d[0] in VERDICT_ACTIONS}
+    rows = np.asarray(sample_ids.get_indexer(list(decided)), dtype=np.int64)
+    known = rows >= 0
+    rows = rows[known]
+    actions = [d for d, ok in zip(decided.values(), known) if ok]
+    wrong = np.array([a == "relabel" and label is not None and label != given[r]
+                      for (a, label), r in zip(actions, rows)], dtype=bool)
+    return rows, wrong
 
 
 class ReviewStore:

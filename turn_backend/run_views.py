@@ -84,12 +84,12 @@ def review_check(folder) -> dict | None:
     import pandas as pd
 
     from turn_backend.detect.estimates import review_agreement
-    from turn_backend.review import ReviewStore, label_errors_found
+    from turn_backend.review import VERDICT_ACTIONS, ReviewStore, label_errors_found
 
     if not folder.review_db.exists() or not folder.has_final():
         return None
     decisions = ReviewStore(folder.review_db).current()
-    if not any(action in ("keep", "relabel") for action, _ in decisions.values()):
+    if not any(action in VERDICT_ACTIONS for action, _ in decisions.values()):
         return None
     samples = folder.samples()
     train = samples[samples["split"] == "train"]
