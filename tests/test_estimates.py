@@ -174,3 +174,65 @@ def test_review_agreement_by_hand():
     assert sure["expected_wrong"] == pytest.approx(1.0) and sure["high"] < 0.75 and not sure["agrees"]
     with pytest.raises(ValueError, match="one per sample"):
         est.review_agreement([0.5, 0.5], [True])
+
+
+def test_calibration_on_decisions_by_hand():
+    # 20 decided samples at p = 0.5 (logit(1 - p) = 0), 10 of them wrong; 20 at p = 0.1
+    # (logit(0.9) = log 9), 15 wrong. Without the prior the fit matches both shares exactly:
+    # sigmoid(a) = 0.5 gives a = 0, sigmoid(b log 9) = 0.75 gives b = log 3 / log 9 = 0.5.
+    p = np.concatenate([np.full(20, 0.5), np.full(20, 0.1), [0.1, 0.5, 0.9]])
+    rows = np.arange(40)
+    wrong = np.concatenate([np.arange(20) < 10, np.arange(20) < 15])
+    fit = est.calibrate_on_decisions(p, rows, wrong, prior=0.0)
+    assert fit["n"] == 40
+    assert fit["a"] == pytest.approx(0.0, abs=1e-3) and fit["b"] == pytest.approx(0.5, abs=1e-3)
+    q = fit["probability"]
+    np.testing.assert_array_equal(q[:40], 1.0 - wrong)  # a decided sample counts as decided
+    # undecided: p = 0.1 -> 1 - 0.75; p = 0.5 -> 0.5; p = 0.9 -> 1 - sigmoid(0.5 * log(1/9)) = 1 - 1/4
+    np.testing.assert_allclose(q[40:], [0.25, 0.5, 0.75], atol=1e-3)
+    # the prior pulls toward the model's own calibration: infinitely strong, nothing moves
+    held = est.calibrate_on_decisions(p, rows, wrong, prior=1e9)
+    assert held["a"] == pytest.approx(0.0, abs=1e-6) and held["b"] == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(held["probability"][40:], p[40:], atol=1e-6)
+
+
+def test_calibration_on_decisions_needs_enough_of_them_and_one_per_sample():
+    p = np.linspace(0.05, 0.95, 50)
+    assert est.calibrate_on_decisions(p, np.arange(est.MIN_CALIBRATION_DECISIONS - 1),
+                                      np.zeros(est.MIN_CALIBRATION_DECISIONS - 1, dtype=bool)) is None
+    with pytest.raises(ValueError, match="one per sample"):
+        est.calibrate_on_decisions(p, np.arange(30), np.zeros(29, dtype=bool))
+
+
+def test_calibration_on_decisions_corrects_overconfident_probabilities():
+    # the model says 1 - p wrong; the truth is softer: P(wrong) = sigmoid(-1 + 0.5 logit(1 - p)).
+    # A person decides the 150 lowest p (as Review lists them) and 100 random samples.
+    rng = np.random.default_rng(0)
+    p = rng.beta(4, 1, 5000)
+    truth = 1 / (1 + np.exp(-(-1 + 0.5 * np.log((1 - p) / p))))
+    wrong = rng.random(5000) < truth
+    rows = np.unique(np.concatenate([np.argsort(p)[:150], rng.choice(5000, 100, replace=False)]))
+    fit = est.calibrate_on_decisions(p, rows, wrong[rows])
+    assert fit["a"] < -0.3 and fit["b"] < 0.8  # softer than the model, as the truth is
+    # the noise rate it implies is nearer the truth, and its interval (the fit's uncertainty too)
+    # covers the truth where the model's own (sampling only) does not
+    true_rate, own = wrong.mean(), est.estimate_noise_rate(p)
+    calibrated = fit["noise_rate"]
+    assert abs(calibrated["rate"] - true_rate) < abs(own["rate"] - true_rate) / 2
+    assert calibrated["low"] <= true_rate <= calibrated["high"]
+    assert not own["low"] <= true_rate <= own["high"]
+    assert calibrated["rate"] == pytest.approx(1 - fit["probability"].mean())
+
+
+def test_calibration_prior_is_chosen_by_how_well_the_decisions_bear_the_model_out():
+    rng = np.random.default_rng(1)
+    p = rng.beta(4, 1, 3000)
+    rows = rng.choice(3000, 200, replace=False)
+    # decisions drawn from the model's own probabilities: it stays near its calibration
+    agree = est.calibrate_on_decisions(p, rows, rng.random(200) < 1 - p[rows])
+    assert agree["prior"] >= 30 and abs(agree["a"]) < 0.2 and abs(agree["b"] - 1) < 0.2
+    # decisions that find wrong labels four times as often as the model expects: it lets go
+    odds = 4 * (1 - p[rows]) / p[rows]
+    contradict = est.calibrate_on_decisions(p, rows, rng.random(200) < odds / (1 + odds))
+    assert contradict["prior"] <= 3 and contradict["a"] > 0.8
+    assert contradict["prior"] in est.CALIBRATION_PRIOR_GRID and agree["prior"] in est.CALIBRATION_PRIOR_GRID

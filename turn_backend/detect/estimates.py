@@ -12,13 +12,15 @@ need no true label (each is unbiased exactly when the p_i are calibrated; docs/b
   precision the user asks for;
 - expected wrong labels per class;
 - against the decisions a person has made in Review (true labels, for those samples), whether
-  the probabilities expected as many wrong labels as they found (`review_agreement`).
+  the probabilities expected as many wrong labels as they found (`review_agreement`), and the
+  probabilities recalibrated on those decisions (`calibrate_on_decisions`), so that every
+  estimate above can be recounted with them.
 
 `judge_reliability` says whether the model behind the probabilities can judge the labels at
 all: when its features do not separate the classes, or it confuses whole classes, a low p
 means "the model is unsure", not "the label is wrong", and the estimates above mean nothing.
 
-Pure numpy (scikit-learn for Cohen's kappa); no project imports.
+Pure numpy, with scipy for the fits and intervals and scikit-learn for Cohen's kappa; no project imports.
 """
 
 from __future__ import annotations
@@ -61,6 +63,22 @@ MIN_IMAGES_PER_CLASS = 100
 # low on the digits. Not every miss shows here: on the ten digits (1.03) it was 15 points low.
 MAX_PROBE_TEMPERATURE = 1.5
 TEMPERATURE_SAMPLE = 100_000  # rows the temperature is fitted on (one parameter)
+# What a user can do about rough estimates (both cautions end with it)
+ROUGH_ESTIMATES_ADVICE = ("decide a spot check of random samples in Review (Threshold page), on which the estimates "
+                          "are recalibrated, and add images where you can")
+# Recalibration on Review decisions. Below this many keep/relabel decisions the two-parameter fit
+# says too little to replace the model's own calibration.
+MIN_CALIBRATION_DECISIONS = 20
+# How strongly the fit is pulled toward the model's own calibration (a = 0, b = 1): the weight of a
+# Gaussian prior, a penalty prior * (a^2 + (b - 1)^2). Chosen per run from the decisions themselves,
+# as the weight of this grid under which they are likeliest (the Laplace approximation of the
+# marginal likelihood, empirical Bayes): decisions that bear the model out keep it near its own
+# calibration, decisions that contradict it let it move. On simulated reviews of the benchmark
+# (docs/benchmarks.md, Calibration) it chose 30-100 on well-calibrated 10,000-image sets and
+# 0.3-1 on the 100-image and digit sets, where any one fixed weight lost on one of the two.
+CALIBRATION_PRIOR_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+CALIBRATION_SLOPE_BOUNDS = (0.05, 10.0)  # a slope at or below 0 would reverse the model's ranking
+CALIBRATION_DRAWS = 400  # posterior draws of the fit for the noise rate's interval
 
 
 def default_tau_grid(step: float = 0.01) -> np.ndarray:
@@ -172,6 +190,91 @@ def review_agreement(clean_prob: Sequence[float], wrong: Sequence[bool]) -> dict
             "high": float(interval.high), "agrees": bool(interval.low <= expected / n <= interval.high)}
 
 
+def _recalibration_fit(x: np.ndarray, found: np.ndarray, prior: float) -> tuple[float, float, np.ndarray, float]:
+    """(a, b, Hessian, log evidence) of P(wrong) = sigmoid(a + b x) fitted to `found` with the Gaussian
+    prior prior * (a^2 + (b - 1)^2); the log evidence is the Laplace approximation of the marginal
+    likelihood of the decisions under that prior (-inf without a prior)."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    def penalised_nll(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        a, b = theta
+        z = a + b * x
+        residual = expit(z) - found
+        loss = float(np.sum(np.logaddexp(0.0, z) - found * z)) + prior * (a * a + (b - 1.0) ** 2)
+        grad = np.array([residual.sum() + 2 * prior * a, residual @ x + 2 * prior * (b - 1.0)])
+        return loss, grad
+
+    fit = minimize(penalised_nll, np.array([0.0, 1.0]), jac=True, method="L-BFGS-B",
+                   bounds=[(None, None), CALIBRATION_SLOPE_BOUNDS])
+    a, b = (float(v) for v in fit.x)
+    s = expit(a + b * x)
+    design = np.stack([np.ones_like(x), x], axis=1)
+    hessian = design.T @ ((s * (1.0 - s))[:, None] * design) + 2.0 * prior * np.eye(2)
+    evidence = -float(fit.fun) + np.log(2.0 * prior) - 0.5 * np.linalg.slogdet(hessian)[1] if prior > 0 else -np.inf
+    return a, b, hessian, float(evidence)
+
+
+def calibrate_on_decisions(clean_prob: Sequence[float], rows: Sequence[int], wrong: Sequence[bool],
+                           prior: float | None = None) -> dict | None:
+    """The clean probabilities recalibrated on a person's Review decisions, or None below
+    MIN_CALIBRATION_DECISIONS of them.
+
+    rows: (n,) the decided samples' positions in clean_prob; wrong: (n,) whether each given label
+    was found wrong. Fits P(wrong | p) = sigmoid(a + b * logit(1 - p)) by maximum likelihood on the
+    decided samples, with `prior` * (a^2 + (b - 1)^2) added, which pulls the fit toward the model's
+    own calibration (a = 0, b = 1) when the decisions are few; None: the weight of
+    CALIBRATION_PRIOR_GRID the decisions are likeliest under. Review lists the lowest p first, so
+    which samples get decided depends on p alone: the fit of P(wrong | p) stays unbiased by that,
+    but it reaches the high-p samples only by extrapolation unless some random ones are decided
+    too (a spot check).
+
+    Returns {"probability": (N,) recalibrated clean probabilities, with each decided sample's set to
+    what the person found (1 kept, 0 relabelled), "a", "b", "prior", "n", "noise_rate": {"rate",
+    "low", "high"}, whose 95% interval covers the fit's uncertainty as well as the sampling spread}."""
+    from scipy.special import expit, logit
+
+    p = _as_probs(clean_prob)
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    found = np.asarray(wrong, dtype=np.float64).ravel()
+    if len(found) != len(rows):
+        raise ValueError(f"{len(found)} decisions for {len(rows)} decided samples: give one per sample")
+    if len(rows) < MIN_CALIBRATION_DECISIONS:
+        return None
+    eps = 1e-6
+    x = logit(np.clip(1.0 - p[rows], eps, 1.0 - eps))
+    fits = {weight: _recalibration_fit(x, found, weight)
+            for weight in (CALIBRATION_PRIOR_GRID if prior is None else (prior,))}
+    prior = max(fits, key=lambda weight: fits[weight][3])
+    a, b, hessian, _ = fits[prior]
+    q = 1.0 - expit(a + b * logit(np.clip(1.0 - p, eps, 1.0 - eps)))
+    q[rows] = 1.0 - found
+
+    # The noise rate's interval: the fit's own uncertainty (draws of (a, b) from the Laplace
+    # approximation of its posterior, each giving the expected wrong labels of the undecided
+    # samples) and the sampling spread of those samples (`estimate_noise_rate`), in quadrature.
+    # With few decisions the first dominates: 100 lowest-p and 100 random decisions leave some
+    # 3-9 points (docs/benchmarks.md, Calibration).
+    rng = np.random.default_rng(0)
+    draws = rng.multivariate_normal([a, b], np.linalg.inv(hessian), CALIBRATION_DRAWS)
+    draws[:, 1] = np.clip(draws[:, 1], *CALIBRATION_SLOPE_BOUNDS)
+    undecided = np.ones(len(p), dtype=bool)
+    undecided[rows] = False
+    undecided = np.flatnonzero(undecided)
+    sample = undecided if len(undecided) <= TEMPERATURE_SAMPLE else rng.choice(undecided, TEMPERATURE_SAMPLE,
+                                                                                 replace=False)
+    x_undecided = logit(np.clip(1.0 - p[sample], eps, 1.0 - eps))
+    wrong_undecided = expit(draws[:, :1] + draws[:, 1:] * x_undecided[None, :]).mean(1) * len(undecided)
+    rates = (wrong_undecided + found.sum()) / len(p)
+    sampling = estimate_noise_rate(q)
+    rate = sampling["rate"]
+    low, high = np.quantile(rates, [0.025, 0.975])
+    spread = (sampling["high"] - sampling["low"]) / 2
+    noise_rate = {"rate": rate, "low": max(0.0, rate - float(np.hypot(rate - low, spread))),
+                  "high": min(1.0, rate + float(np.hypot(high - rate, spread)))}
+    return {"probability": q, "a": a, "b": b, "prior": prior, "n": int(len(rows)), "noise_rate": noise_rate}
+
+
 def held_out_temperature(probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
     """The temperature t whose softened probabilities, each row softmax(log p / t), give the given
     labels the highest likelihood (at most TEMPERATURE_SAMPLE rows, seeded). probs must be
@@ -244,15 +347,14 @@ def judge_reliability(probe_probs: np.ndarray, knn_probs: np.ndarray, labels: np
     if per_class < MIN_IMAGES_PER_CLASS:
         cautions.append(f"with about {per_class:.0f} images per class the model has few examples to learn each "
                         "class from, so the estimated noise rate, precision and recall are rough (on the "
-                        "benchmark's 100-image sets they were off by up to 27 points): review beyond the flagged "
-                        "samples, and add images where you can")
+                        "benchmark's 100-image sets they were off by up to 27 points): " + ROUGH_ESTIMATES_ADVICE)
     temperature = held_out_temperature(probe_probs, y)
     if temperature > MAX_PROBE_TEMPERATURE:
         cautions.append(f"the linear probe is more confident on held-out images than their labels bear out "
                         f"(temperature {temperature:.1f}; well-fitted runs stay below {MAX_PROBE_TEMPERATURE}): it has "
                         "overfit classes its features barely separate, so the estimated noise rate, precision and "
-                        "recall can be off either way (by 14-22 points on the benchmark's two-class sets): review "
-                        "beyond the flagged samples, and add images where you can")
+                        "recall can be off either way (by 14-22 points on the benchmark's two-class sets): "
+                        + ROUGH_ESTIMATES_ADVICE)
     return {"reliable": not reasons, "reasons": reasons, "fixes": list(dict.fromkeys(fixes)), "cautions": cautions,
             "images_per_class": per_class, "probe_temperature": temperature,
             "signal_agreement": agreement, "probe_accuracy": float((probe_pred == y).mean()),
