@@ -12,16 +12,23 @@ import streamlit as st
 from app import annotator_view, audit_data, ui
 from turn_backend import analysis as an
 from turn_backend import run_features
-from turn_backend.review import ReviewStore
+from turn_backend.review import ReviewStore, spot_check_rows
 from turn_backend.runfolder import RunFolder
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def review_index(run_dir: str, stamp: float, tau: float, annotator: str | None = None) -> an.ReviewIndex:
-    """The queue, sorted once per run and tau (then every click is array slicing); with
-    `annotator`, that annotator's disagreements with the consensus join it."""
+def review_index(run_dir: str, stamp: float, tau: float, annotator: str | None = None,
+                 spot_check_size: int = 0) -> an.ReviewIndex:
+    """The queue, sorted once per run, tau and spot check (then every click is array slicing);
+    with `annotator`, that annotator's disagreements with the consensus join it, and with
+    `spot_check_size`, that many random samples (`review.spot_check_rows`)."""
     disagrees = None if annotator is None else annotator_view.disagreement_mask(run_dir, stamp, annotator)
-    return an.ReviewIndex.for_run(audit_data.review_inputs(RunFolder(run_dir)), tau, disagrees)
+    inputs = audit_data.review_inputs(RunFolder(run_dir))
+    spot = None
+    if spot_check_size:
+        spot = np.zeros(len(inputs["ids"]), dtype=bool)
+        spot[spot_check_rows(len(spot), spot_check_size)] = True
+    return an.ReviewIndex.for_run(inputs, tau, disagrees, spot)
 
 
 @st.cache_resource(show_spinner="Loading the run's features…", max_entries=2)
@@ -105,6 +112,8 @@ def audit_chips(data: dict, index: an.ReviewIndex, html_names: list[str], i: int
     chips = []
     if "label" in kinds:
         chips.append(":red-badge[:material/label_off: label error]")
+    if "spot" in kinds:
+        chips.append(":blue-badge[:material/casino: spot check]")
     if audit is not None:
         row = audit.iloc[i]
         if str(row["duplicate_of"]):

@@ -41,8 +41,6 @@ SHORTCUTS = {"keep": "K", "accept": "A", "remove": "X", "none": "N", "ambiguous"
              "prev": "Left"}
 DECISION_FILTER = {"keep": "Kept", "relabel": "Relabelled", "remove": "Removed", "none": "None of these",
                    "ambiguous": "Ambiguous"}
-KIND_BADGES = {"label": ("red", ":material/label_off:"), "duplicate": ("violet", ":material/content_copy:"),
-               "outlier": ("orange", ":material/scatter_plot:"), "leak": ("red", ":material/science:")}
 PAIR_KEY = "review_pair"  # (given, suggested) set by the Noise matrix page
 
 
@@ -66,9 +64,10 @@ annotators = annotator_view.annotators(run_dir, stamp)  # None: one label per im
 annotator = st.session_state.get(REVIEW_ANNOTATOR_KEY)
 if annotators is None or annotator not in annotators["names"]:  # another run's annotator: show all
     annotator = None
+store = ReviewStore(run.review_db)
 try:
     data = audit_data.review_inputs(run)
-    index = review_data.review_index(run_dir, stamp, round(tau, 6), annotator)
+    index = review_data.review_index(run_dir, stamp, round(tau, 6), annotator, store.spot_check_size())
 except (ValueError, OSError, KeyError) as exc:
     ui.show_error(exc, "The run folder looks incomplete; open the Runs page and pick another run.")
     st.stop()
@@ -77,7 +76,6 @@ ui.unreliable_flags_warning(run.metrics().get("flags_reliability"))
 names: list[str] = data["names"]
 # class names and sample ids are the user's data: escaped where a card's Markdown allows HTML
 html_names = [html.escape(n, quote=False) for n in names]
-store = ReviewStore(run.review_db)
 session_id = st.session_state.setdefault("review_session_id", uuid.uuid4().hex)
 
 
@@ -132,7 +130,8 @@ kind_filter = st.pills("Flagged as", kinds_present, selection_mode="multi", key=
                        format_func=lambda k: f"{an.FLAG_KINDS[k]} ({ui.fmt_int(counts[k])})", on_change=first_page,
                        help="Why a sample is here: its clean probability is at most τ (label error), the audit "
                             "found a duplicate with another label, the same image in the test set, or an image "
-                            "far from every class. None selected: all.")
+                            "far from every class; or it was drawn at random for a spot check (asked for on the "
+                            "Threshold page). None selected: all.")
 decided_filter = st.pills("Decided as", list(DECISION_FILTER), selection_mode="multi", key="review_decided_filter",
                           format_func=DECISION_FILTER.get, on_change=first_page,
                           help="Show only the samples with one of these decisions (e.g. those you marked none of "

@@ -313,13 +313,17 @@ def test_review_index_audit_flags_join_the_queue():
     outlier[5] = True
     leak = np.zeros(8, bool)
     leak[3] = True
+    spot = np.zeros(8, bool)
+    spot[[0, 6]] = True  # a spot check drew s0 (also a label error) and s6 (p = 0.55, not flagged)
     idx = an.ReviewIndex.build(ids, P, GIVEN, GIVEN, np.ones(8), 0.5, duplicate_conflict=dup, outlier=outlier,
-                               leak=leak)
+                               leak=leak, spot=spot)
     rows = idx.rows(idx.view(), *idx.decision_arrays({})).set_index("sample_id")
-    assert rows.index.tolist() == ["s7", "s0", "s1", "s2", "s3", "s4", "s5"]
+    assert rows.index.tolist() == ["s7", "s0", "s1", "s2", "s6", "s3", "s4", "s5"]
     assert rows.loc["s1", "kinds"] == ["label", "duplicate"]
     assert rows.loc["s4", "kinds"] == ["duplicate"] and rows.loc["s3", "kinds"] == ["leak"]
-    assert idx.kind_counts() == {"label": 4, "duplicate": 2, "outlier": 1, "leak": 1, "annotator": 0}
+    assert rows.loc["s0", "kinds"] == ["label", "spot"] and rows.loc["s6", "kinds"] == ["spot"]
+    assert idx.kind_counts() == {"label": 4, "duplicate": 2, "outlier": 1, "leak": 1, "annotator": 0, "spot": 2}
+    assert idx.ids[idx.order[idx.view(kinds=["spot"])]].tolist() == ["s0", "s6"]
     assert idx.ids[idx.order[idx.view(kinds=["duplicate", "outlier"])]].tolist() == ["s1", "s4", "s5"]
 
 

@@ -105,6 +105,22 @@ def label_errors_found(decisions: dict[str, tuple[str, int | None]], sample_ids,
     return rows, wrong
 
 
+# A spot check: training samples drawn at random for a person to decide. Review lists the lowest
+# clean probabilities first, and decisions on those alone say little about the unflagged samples;
+# random ones let the estimates be checked and recalibrated across the whole range
+# (`detect.estimates.calibrate_on_decisions`).
+SPOT_CHECK_SIZE = 100  # samples one "spot check" adds
+SPOT_CHECK_SEED = 17
+SPOT_CHECK_SETTING = "spot_check_size"
+
+
+def spot_check_rows(n_train: int, size: int, seed: int = SPOT_CHECK_SEED) -> np.ndarray:
+    """The training positions of a spot check of `size` samples out of `n_train`: the first `size`
+    of one fixed random order, so that a larger spot check keeps every sample of a smaller one."""
+    size = max(0, min(int(size), int(n_train)))
+    return np.random.default_rng(seed).permutation(int(n_train))[:size] if size else np.zeros(0, dtype=np.int64)
+
+
 class ReviewStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -191,6 +207,16 @@ class ReviewStore:
 
     def count(self) -> int:
         return len(self.current())
+
+    def spot_check_size(self) -> int:
+        """How many random samples the run's spot check holds (0: none asked for)."""
+        return int(self.get_setting(SPOT_CHECK_SETTING, "0") or 0)
+
+    def extend_spot_check(self, n_train: int, by: int = SPOT_CHECK_SIZE) -> int:
+        """Add `by` random samples to the spot check (at most every training sample); returns its new size."""
+        size = min(self.spot_check_size() + int(by), int(n_train))
+        self.set_setting(SPOT_CHECK_SETTING, str(size))
+        return size
 
     # Settings that belong to the run's review (the applied tau).
     def set_setting(self, key: str, value: str) -> None:

@@ -13,9 +13,10 @@ import pandas as pd
 # queue keeps one bit per reason. "label": clean probability <= tau; "duplicate": a
 # training duplicate with another given label; "outlier": far from every class; "leak": the
 # same image is in the test set (audit/train.parquet); "annotator": one annotator's label
-# differs from the consensus (queued only when Review is opened on that annotator).
+# differs from the consensus (queued only when Review is opened on that annotator); "spot": drawn
+# at random for a spot check (`turn_backend.review.spot_check_rows`).
 FLAG_KINDS = {"label": "Label error", "duplicate": "Duplicate, other label", "outlier": "Outlier",
-              "leak": "Test leak", "annotator": "Annotator disagrees"}
+              "leak": "Test leak", "annotator": "Annotator disagrees", "spot": "Spot check"}
 KIND_BITS = {kind: 1 << i for i, kind in enumerate(FLAG_KINDS)}
 ACTION_CODES = {"": 0, "keep": 1, "relabel": 2, "remove": 3, "none": 4, "ambiguous": 5}
 ACTIONS_BY_CODE = {code: action for action, code in ACTION_CODES.items()}
@@ -45,13 +46,15 @@ class ReviewIndex:
     def build(cls, sample_ids: Sequence[str], clean_prob: Sequence[float], given: Sequence[int],
               suggested: Sequence[int], confidence: Sequence[float], tau: float, *,
               duplicate_conflict: Sequence[bool] | None = None, outlier: Sequence[bool] | None = None,
-              leak: Sequence[bool] | None = None, annotator: Sequence[bool] | None = None) -> ReviewIndex:
+              leak: Sequence[bool] | None = None, annotator: Sequence[bool] | None = None,
+              spot: Sequence[bool] | None = None) -> ReviewIndex:
         ids = np.asarray(list(sample_ids), dtype=object).astype(str)
         p = np.asarray(clean_prob, dtype=np.float64).ravel()
         given = np.asarray(given, dtype=np.int64).ravel()
         suggested = np.asarray(suggested, dtype=np.int64).ravel()
         confidence = np.asarray(confidence, dtype=np.float64).ravel()
-        extra = {"duplicate": duplicate_conflict, "outlier": outlier, "leak": leak, "annotator": annotator}
+        extra = {"duplicate": duplicate_conflict, "outlier": outlier, "leak": leak, "annotator": annotator,
+                 "spot": spot}
         lengths = {len(ids), len(p), len(given), len(suggested), len(confidence)}
         lengths |= {len(v) for v in extra.values() if v is not None}
         if len(lengths) != 1:
@@ -68,12 +71,16 @@ class ReviewIndex:
         return cls(ids, given, suggested, confidence, p, queued, bits[queued], positions)
 
     @classmethod
-    def for_run(cls, inputs: Mapping, tau: float, annotator_disagrees: Sequence[bool] | None = None) -> ReviewIndex:
+    def for_run(cls, inputs: Mapping, tau: float, annotator_disagrees: Sequence[bool] | None = None,
+                spot_check: Sequence[bool] | None = None) -> ReviewIndex:
         """The queue of a run from `review_inputs(folder)`: label errors at tau, and the audit's
         duplicates with another label, test leaks and outliers where the run has an audit;
-        `annotator_disagrees` (one bool per training sample) queues those samples too."""
+        `annotator_disagrees` and `spot_check` (one bool per training sample each) queue those
+        samples too."""
         audit = inputs["audit"]
         flags = {} if annotator_disagrees is None else {"annotator": annotator_disagrees}
+        if spot_check is not None:
+            flags["spot"] = spot_check
         if audit is not None:
             flags |= {"duplicate_conflict": audit["duplicate_label_conflict"].fillna(False).to_numpy(dtype=bool),
                      "outlier": audit["outlier"].fillna(False).to_numpy(dtype=bool),
