@@ -14,7 +14,7 @@ from app import ui
 from turn_backend import analysis as an
 from turn_backend import run_views
 from turn_backend.detect import estimates as est
-from turn_backend.review import VERDICT_ACTIONS, label_errors_found
+from turn_backend.review import VERDICT_ACTIONS, label_errors_found, spot_check_rows
 from turn_backend.runfolder import RunFolder
 
 CLEAN_COLOUR = "#2e7d32"
@@ -139,25 +139,69 @@ def train_sample_ids(run_dir: str, stamp: float):
     return pd.Index(samples.loc[samples["split"] == "train", "sample_id"].to_numpy())
 
 
-def review_check(run_dir: str, stamp: float, decisions: dict[str, tuple[str, int | None]]) -> dict | None:
-    """`est.review_agreement` over the training samples kept or relabelled in Review
-    (`review.label_errors_found`); None where there is none."""
+def review_verdicts(run_dir: str, stamp: float, decisions: dict[str, tuple[str, int | None]]
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rows, wrong) of the training samples kept or relabelled in Review (`review.label_errors_found`);
+    None where there is none."""
     if not any(action in VERDICT_ACTIONS for action, _ in decisions.values()):
         return None
+    given = threshold_data(run_dir, stamp)["given"]
+    rows, wrong = label_errors_found(decisions, train_sample_ids(run_dir, stamp), given)
+    return (rows, wrong) if len(rows) else None
+
+
+def review_check(run_dir: str, stamp: float, verdicts: tuple[np.ndarray, np.ndarray] | None) -> dict | None:
+    """`est.review_agreement` over the `review_verdicts`; None where there is none."""
+    if verdicts is None:
+        return None
+    rows, wrong = verdicts
+    return est.review_agreement(threshold_data(run_dir, stamp)["counting_prob"][rows], wrong)
+
+
+def verdict_key(verdicts: tuple[np.ndarray, np.ndarray] | None) -> tuple:
+    """The `review_verdicts` as a hashable cache key (() for none): a few thousand decisions hash in
+    milliseconds."""
+    return () if verdicts is None else tuple(zip(verdicts[0].tolist(), verdicts[1].tolist()))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def review_calibration(run_dir: str, stamp: float, key: tuple) -> dict | None:
+    """The estimates of `threshold_data` recounted with the clean probabilities recalibrated on the
+    Review decisions (`est.calibrate_on_decisions`; `key` from `verdict_key`): "fit" {a, b, prior, n},
+    "counting_prob", "estimated", "noise_estimate", "suggested"; None below
+    `est.MIN_CALIBRATION_DECISIONS` decisions."""
+    if len(key) < est.MIN_CALIBRATION_DECISIONS:
+        return None
     data = threshold_data(run_dir, stamp)
-    rows, wrong = label_errors_found(decisions, train_sample_ids(run_dir, stamp), data["given"])
-    return est.review_agreement(data["counting_prob"][rows], wrong) if len(rows) else None
+    rows, wrong = (np.asarray(column) for column in zip(*key))
+    fit = est.calibrate_on_decisions(data["counting_prob"], rows, wrong.astype(bool))
+    clean_prob, calibrated = data["index"].clean_prob, fit["probability"]
+    estimated = est.estimated_flag_curves(clean_prob, an.default_tau_grid(), calibrated=calibrated)
+    trusted = data["reliability"].get("reliable", True)
+    return {"fit": {k: fit[k] for k in ("a", "b", "prior", "n")}, "counting_prob": calibrated, "estimated": estimated,
+            "noise_estimate": fit["noise_rate"],
+            "suggested": {target: est.suggest_tau(clean_prob, target, calibrated=calibrated, curves=estimated)
+                          if trusted else None for target in SUGGESTION_TARGETS.values()}}
+
+
+def spot_check_progress(n_train: int, size: int, verdicts: tuple[np.ndarray, np.ndarray] | None) -> int:
+    """How many samples of a spot check of `size` have a keep or relabel decision."""
+    if not size or verdicts is None:
+        return 0
+    return int(np.isin(spot_check_rows(n_train, size), verdicts[0]).sum())
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def sweep_base(run_dir: str, stamp: float) -> go.Figure:
-    """Estimated precision / recall / F1 over the tau grid (dashed), and with ground truth the
-    true ones and the kept set's purity (solid): built once per run; tau only moves a line."""
+def sweep_base(run_dir: str, stamp: float, calibration_key: tuple = ()) -> go.Figure:
+    """Estimated precision / recall / F1 over the tau grid (dashed; recalibrated on the Review
+    decisions of `calibration_key`, a `verdict_key`, where given), and with ground truth the true
+    ones and the kept set's purity (solid): built once per run; tau only moves a line."""
     data = threshold_data(run_dir, stamp)
+    estimated = (review_calibration(run_dir, stamp, calibration_key) if calibration_key else data)["estimated"]
     fig = go.Figure()
     curves = (("precision", "#1565c0"), ("recall", "#ef6c00"), ("f1", "#6a1b9a"))
     for col, colour in curves:
-        fig.add_scatter(x=data["estimated"]["tau"], y=data["estimated"][col], mode="lines",
+        fig.add_scatter(x=estimated["tau"], y=estimated[col], mode="lines",
                         name=f"{SWEEP_NAMES[col]} (estimated)", line=dict(color=colour, width=2, dash="dash"),
                         hovertemplate="τ %{x:.2f}: %{y:.1%} estimated<extra></extra>")
     if data["has_true"]:

@@ -153,3 +153,70 @@ def test_threshold_page_checks_the_estimates_against_the_review_decisions(tiny_r
     assert check["n"] == 3 and check["found_wrong"] == 1 and check["expected_wrong"] == pytest.approx(expected)
     assert "review: of the 3 samples kept or relabelled" in status.stderr
     assert "1 were relabelled (33.3%" in status.stderr
+
+
+def test_threshold_page_recalibrates_the_estimates_on_enough_review_decisions(tiny_run):
+    from turn_backend.review import ReviewStore
+
+    folder = RunFolder(tiny_run)
+    samples = folder.samples()
+    train = samples[samples["split"] == "train"].reset_index(drop=True)
+    combined = folder.load_detection(folder.final_dir).clean_prob
+    # a person decides 25 samples, the most suspect first, as the truth has them
+    rows = np.argsort(combined)[:25]
+    given, true = train["given_label"].to_numpy(), train["true_label"].to_numpy()
+    store = ReviewStore(folder.review_db)
+    for r in rows:
+        if given[r] == true[r]:
+            store.record(train["sample_id"][r], "keep")
+        else:
+            store.record(train["sample_id"][r], "relabel", int(true[r]))
+    fit = est.calibrate_on_decisions(combined, rows, given[rows] != true[rows])
+    own = RunFolder(tiny_run).metrics()["estimated_noise_rate"]["rate"]
+    assert abs(fit["noise_rate"]["rate"] - own) > 0.001  # the two estimates differ, so the page shows which it uses
+
+    at = app("threshold", tiny_run)
+    at.run()
+    assert not at.exception
+    toggle = at.toggle(key="calibrate_on_review")
+    assert toggle.value and "your 25 Review decisions" in toggle.label
+    assert metric(at, "Estimated noise rate") == f"{100 * fit['noise_rate']['rate']:.1f}%"
+    assert any(c.value.startswith("Estimated from the clean probabilities recalibrated") for c in at.caption)
+    toggle.set_value(False).run()
+    assert not at.exception
+    assert metric(at, "Estimated noise rate") == f"{100 * own:.1f}%"  # the model's own, as metrics.json has it
+
+    # `turn status` recounts the same way, at the applied tau
+    status = turn("status", tiny_run, timeout=120)
+    calibrated = json.loads(status.stdout)["review_calibrated"]
+    assert calibrated["decisions"] == 25
+    assert calibrated["estimated_noise_rate"]["rate"] == pytest.approx(fit["noise_rate"]["rate"])
+    assert "calibrated on 25 review decisions: estimated noise rate" in status.stderr
+
+
+def test_a_spot_check_puts_random_samples_in_review(tiny_run):
+    from turn_backend.review import SPOT_CHECK_SIZE, ReviewStore, spot_check_rows
+
+    folder = RunFolder(tiny_run)
+    n_train = int((folder.samples()["split"] == "train").sum())
+    at = app("threshold", tiny_run)
+    at.run()
+    assert at.button(key="open_spot_check").disabled  # nothing to review yet
+    at.button(key="extend_spot_check").click().run()
+    assert not at.exception
+    size = min(SPOT_CHECK_SIZE, n_train)
+    assert ReviewStore(folder.review_db).spot_check_size() == size
+    assert any(f"0 of {size} random samples decided" in c.value for c in at.caption)
+
+    review = app("review", tiny_run)
+    review.run()
+    assert not review.exception
+    pills = review.get("button_group")
+    spot = next(p for p in pills if "Spot check" in str(p.proto))
+    assert f"Spot check ({size})" in str(spot.proto)
+    # a bigger spot check keeps the samples of the smaller one
+    assert set(spot_check_rows(n_train, 10)) <= set(spot_check_rows(n_train, 20))
+    # it never holds more than every training sample; then there is nothing to add
+    assert ReviewStore(folder.review_db).extend_spot_check(n_train, by=10 * n_train) == n_train
+    at.run()
+    assert at.button(key="extend_spot_check").disabled

@@ -10,9 +10,19 @@ import shutil
 import pytest
 
 from app.ui import UNTRUSTED_FLAGS as WARNING
-from helpers.browser import LOOPBACK, STEP_TIMEOUT_MS, TAU_SLIDER, VIEWPORT, metric_value, no_exception, screenshot
+from helpers.browser import (
+    LOOPBACK,
+    STEP_TIMEOUT_MS,
+    TAU_SLIDER,
+    VIEWPORT,
+    metric_value,
+    no_exception,
+    screenshot,
+    wait_metric,
+)
 from helpers.server import AppServer, wait_idle
-from turn_backend.review import ReviewStore
+from turn_backend.detect import estimates as est
+from turn_backend.review import ReviewStore, spot_check_rows
 from turn_backend.runfolder import RunFolder
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(10 * 60)]
@@ -68,3 +78,39 @@ def test_threshold_estimates_suggested_tau_and_the_unreliable_warning(browser, t
             wait_idle(page)
             no_exception(page)
             screenshot(page, f"trust-unreliable-{name}")
+
+
+def test_a_spot_check_and_decisions_recalibrate_the_threshold_estimates(browser, tiny_run):
+    folder = RunFolder(tiny_run)
+    own = folder.metrics()["estimated_noise_rate"]["rate"]
+    train = folder.samples().query("split == 'train'").reset_index(drop=True)
+    log = tiny_run.parent.parent / "streamlit-calibrate.log"
+    with AppServer(tiny_run.parent, log, extra_args=LOOPBACK).start() as server:
+        page = browser.new_page(viewport=VIEWPORT)
+        open_page(page, f"{server.url}/threshold?run={tiny_run.name}")
+        page.get_by_role("button", name="Add 100 random samples").click()
+        page.get_by_text("0 of 100 random samples decided").wait_for(timeout=STEP_TIMEOUT_MS)
+        page.get_by_role("button", name="Review them").click()
+        page.get_by_text("spot check").first.wait_for(timeout=STEP_TIMEOUT_MS)  # a card's badge
+        wait_idle(page)
+        no_exception(page)
+        screenshot(page, "trust-spot-check-review")
+
+        # the person decides the spot check as the truth has it (what Review's buttons store)
+        store = ReviewStore(folder.review_db)
+        rows = spot_check_rows(len(train), 100)
+        for r in rows:
+            given, true = int(train["given_label"][r]), int(train["true_label"][r])
+            store.record(train["sample_id"][r], "keep" if given == true else "relabel", None if given == true else true)
+        combined = folder.load_detection(folder.final_dir).clean_prob
+        fit = est.calibrate_on_decisions(combined, rows, train["given_label"].to_numpy()[rows] !=
+                                         train["true_label"].to_numpy()[rows])
+        open_page(page, f"{server.url}/threshold?run={tiny_run.name}")
+        page.get_by_text("100 of 100 random samples decided").wait_for(timeout=STEP_TIMEOUT_MS)
+        assert metric_value(page, "Estimated noise rate") == f"{fit['noise_rate']['rate']:.1%}"
+        toggle = page.get_by_text("Calibrate the estimates on your 100 Review decisions")
+        toggle.scroll_into_view_if_needed()
+        screenshot(page, "trust-calibrated")
+        toggle.click()  # off: the model's own estimate
+        wait_metric(page, "Estimated noise rate", f"{own:.1%}")
+        no_exception(page)

@@ -527,15 +527,18 @@ def cmd_status(args) -> int:
     if not folder.exists():
         raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
     from turn_backend.estimate import progress, progress_lines
-    from turn_backend.run_views import review_check
+    from turn_backend.export import default_tau
+    from turn_backend.run_views import review_calibrated_estimates, review_check
 
     metrics = folder.metrics()
     view = progress(folder)
     review = review_check(folder)
+    calibrated = review_calibrated_estimates(folder, default_tau(folder)) if review else None
     print(json.dumps({"status": live_state(folder.path), "metrics": metrics, "estimate": view,
-                      "review_check": review}, indent=2, default=str))
+                      "review_check": review, "review_calibrated": calibrated}, indent=2, default=str))
     # after the JSON, on stderr: stdout stays one JSON document
-    for line in (progress_lines(view) if view else []) + flag_summary_lines(metrics) + review_lines(review):
+    for line in (progress_lines(view) if view else []) + flag_summary_lines(metrics) + review_lines(review) + \
+            calibrated_lines(calibrated):
         print(line, file=sys.stderr)
     return 0
 
@@ -553,6 +556,18 @@ def review_lines(check: dict | None) -> list[str]:
     more = expected / n > check["high"]
     return [line + f"the estimates expect {'more' if more else 'fewer'} wrong labels than the review finds, so the "
             f"estimated precision is likely too {'high' if more else 'low'}"]
+
+
+def calibrated_lines(calibrated: dict | None) -> list[str]:
+    """The estimates recounted with the clean probabilities recalibrated on the Review decisions
+    (`run_views.review_calibrated_estimates`), in words."""
+    if calibrated is None:
+        return []
+    noise, suggested = calibrated["estimated_noise_rate"], calibrated["suggested_tau"]
+    return [f"calibrated on {calibrated['decisions']} review decisions: estimated noise rate {noise['rate']:.1%} "
+            f"(95% interval {noise['low']:.1%}-{noise['high']:.1%}); at tau {calibrated['tau']:.2f}: estimated "
+            f"precision {calibrated['estimated_precision']:.1%}, recall {calibrated['estimated_recall']:.1%}; "
+            "suggested tau " + ("none" if suggested is None else f"{suggested:.2f}")]
 
 
 def cmd_methods(args) -> int:

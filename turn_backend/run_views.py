@@ -1,5 +1,6 @@
 """What the app reads from a run folder, assembled for a page: Review's per-sample inputs, what
-the run's clean probability is, and the reference run the Embeddings page compares with.
+the run's clean probability is, its estimates against (and recalibrated on) the Review decisions,
+and the reference run the Embeddings page compares with.
 (The pure helpers that work on these arrays are in `turn_backend.analysis`.)"""
 
 from __future__ import annotations
@@ -76,14 +77,12 @@ def counting_probability(clean_prob: np.ndarray, detection) -> np.ndarray:
     return np.asarray(clean_prob, dtype=np.float64)
 
 
-def review_check(folder) -> dict | None:
-    """The run's estimates against the decisions made in its Review (`estimates.review_agreement`
-    over the training samples kept or relabelled), counted with the probability the estimates use
-    (the detection layer's combined one where the folder has it for this training set, else the
-    final clean probability); None without a finished run or any such decision."""
+def _review_verdicts(folder) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(final clean probability, counting probability, rows, wrong) of the training samples kept or
+    relabelled in the run's Review (`review.label_errors_found`); None without a finished run or
+    any such decision."""
     import pandas as pd
 
-    from turn_backend.detect.estimates import review_agreement
     from turn_backend.review import VERDICT_ACTIONS, ReviewStore, label_errors_found
 
     if not folder.review_db.exists() or not folder.has_final():
@@ -93,10 +92,48 @@ def review_check(folder) -> dict | None:
         return None
     samples = folder.samples()
     train = samples[samples["split"] == "train"]
-    counting = counting_probability(folder.final()["clean_prob"], folder.load_detection(folder.final_dir))
+    clean_prob = np.asarray(folder.final()["clean_prob"], dtype=np.float64)
+    counting = counting_probability(clean_prob, folder.load_detection(folder.final_dir))
     rows, wrong = label_errors_found(decisions, pd.Index(train["sample_id"].to_numpy()),
                                      train["given_label"].to_numpy(dtype=np.int64))
-    return review_agreement(counting[rows], wrong) if len(rows) else None
+    return (clean_prob, counting, rows, wrong) if len(rows) else None
+
+
+def review_check(folder) -> dict | None:
+    """The run's estimates against the decisions made in its Review (`estimates.review_agreement`
+    over the training samples kept or relabelled), counted with the probability the estimates use
+    (the detection layer's combined one where the folder has it for this training set, else the
+    final clean probability); None without a finished run or any such decision."""
+    from turn_backend.detect.estimates import review_agreement
+
+    verdicts = _review_verdicts(folder)
+    if verdicts is None:
+        return None
+    _, counting, rows, wrong = verdicts
+    return review_agreement(counting[rows], wrong)
+
+
+def review_calibrated_estimates(folder, tau: float) -> dict | None:
+    """The run's estimates at `tau` recounted with its clean probabilities recalibrated on the
+    Review decisions (`estimates.calibrate_on_decisions`): `estimates.summarise_flags`' fields
+    (suggested_tau, estimated_precision / _recall / _f1), the fit's estimated_noise_rate (its
+    interval covers the fit's uncertainty too), "decisions", "a", "b" and "prior"; None below
+    `estimates.MIN_CALIBRATION_DECISIONS` decisions."""
+    from turn_backend.detect.estimates import calibrate_on_decisions, summarise_flags
+
+    verdicts = _review_verdicts(folder)
+    if verdicts is None:
+        return None
+    clean_prob, counting, rows, wrong = verdicts
+    fit = calibrate_on_decisions(counting, rows, wrong)
+    if fit is None:
+        return None
+    reliability = folder.metrics().get("flags_reliability")
+    summary = summarise_flags(clean_prob, tau, calibrated=fit["probability"], reliability=reliability)
+    return {key: summary[key] for key in ("tau", "suggested_tau", "estimated_precision", "estimated_recall",
+                                          "estimated_f1")} | {
+        "estimated_noise_rate": fit["noise_rate"], "decisions": fit["n"], "a": fit["a"], "b": fit["b"],
+        "prior": fit["prior"]}
 
 
 def _same_data(a: Mapping, b: Mapping) -> bool:
