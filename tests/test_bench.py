@@ -315,6 +315,24 @@ def test_detection_grid_end_to_end_writes_its_table_as_a_docs_section(tmp_path, 
                              1)[1]
     # the reliability check passed; 300 images of 10 classes are too few for more than rough estimates
     assert "| asym40 |" in calibration and "| 1/1, rough 1/1 |" in calibration
+    # and again after a simulated review of the 75 least probably clean and a spot check of 75 (a quarter each)
+    reviewed = calibration.split("### After a review", 1)[1]
+    assert "| asym40 |" in reviewed
+    decided = int(cal["rev_decisions"].iloc[0])
+    assert 75 < decided <= 150 and f"| {decided} |" in reviewed
+    assert cal["rev_low"].iloc[0] <= cal["rev_noise"].iloc[0] <= cal["rev_high"].iloc[0]
+
+
+def test_a_simulated_review_decides_the_lowest_and_the_spot_check():
+    from turn_backend.bench.detection import simulated_review
+    from turn_backend.review import spot_check_rows
+
+    p = np.linspace(0, 1, 1000)
+    rows = simulated_review(p, budget=100)
+    assert set(range(100)) <= set(rows)  # Review's order: the lowest clean probabilities
+    assert set(spot_check_rows(1000, 100)) <= set(rows) and len(rows) == len(set(range(100)) |
+                                                                           set(spot_check_rows(1000, 100)))
+    assert len(simulated_review(p[:40], budget=100)) <= 20  # at most a quarter of the set each
 
 
 def _bench_args(tmp_path, *extra):
