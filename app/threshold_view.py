@@ -158,23 +158,28 @@ def review_check(run_dir: str, stamp: float, verdicts: tuple[np.ndarray, np.ndar
     return est.review_agreement(threshold_data(run_dir, stamp)["counting_prob"][rows], wrong)
 
 
-def verdict_key(verdicts: tuple[np.ndarray, np.ndarray] | None) -> tuple:
-    """The `review_verdicts` as a hashable cache key (() for none): a few thousand decisions hash in
-    milliseconds."""
-    return () if verdicts is None else tuple(zip(verdicts[0].tolist(), verdicts[1].tolist()))
+def verdict_key(verdicts: tuple[np.ndarray, np.ndarray] | None) -> str:
+    """A digest of the `review_verdicts` ("" for none): the cache key of what is computed from them."""
+    import hashlib
+
+    if verdicts is None:
+        return ""
+    rows, wrong = verdicts
+    return hashlib.blake2b(np.ascontiguousarray(rows, dtype=np.int64).tobytes() +
+                           np.ascontiguousarray(wrong, dtype=bool).tobytes(), digest_size=16).hexdigest()
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def review_calibration(run_dir: str, stamp: float, key: tuple) -> dict | None:
+def review_calibration(run_dir: str, stamp: float, key: str,
+                       _verdicts: tuple[np.ndarray, np.ndarray] | None) -> dict | None:
     """The estimates of `threshold_data` recounted with the clean probabilities recalibrated on the
-    Review decisions (`est.calibrate_on_decisions`; `key` from `verdict_key`): "fit" {a, b, prior, n},
-    "counting_prob", "estimated", "noise_estimate", "suggested"; None below
+    Review decisions `_verdicts` (`est.calibrate_on_decisions`; `key`: their `verdict_key`): "fit"
+    {a, b, prior, n}, "counting_prob", "estimated", "noise_estimate", "suggested"; None below
     `est.MIN_CALIBRATION_DECISIONS` decisions."""
-    if len(key) < est.MIN_CALIBRATION_DECISIONS:
+    if _verdicts is None or len(_verdicts[0]) < est.MIN_CALIBRATION_DECISIONS:
         return None
     data = threshold_data(run_dir, stamp)
-    rows, wrong = (np.asarray(column) for column in zip(*key))
-    fit = est.calibrate_on_decisions(data["counting_prob"], rows, wrong.astype(bool))
+    fit = est.calibrate_on_decisions(data["counting_prob"], *_verdicts)
     clean_prob, calibrated = data["index"].clean_prob, fit["probability"]
     estimated = est.estimated_flag_curves(clean_prob, an.default_tau_grid(), calibrated=calibrated)
     trusted = data["reliability"].get("reliable", True)
@@ -192,16 +197,16 @@ def spot_check_progress(n_train: int, size: int, verdicts: tuple[np.ndarray, np.
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def sweep_base(run_dir: str, stamp: float, calibration_key: tuple = ()) -> go.Figure:
-    """Estimated precision / recall / F1 over the tau grid (dashed; recalibrated on the Review
-    decisions of `calibration_key`, a `verdict_key`, where given), and with ground truth the true
-    ones and the kept set's purity (solid): built once per run; tau only moves a line."""
+def sweep_base(run_dir: str, stamp: float, estimates_key: str, _estimated: dict[str, np.ndarray]) -> go.Figure:
+    """Estimated precision / recall / F1 over the tau grid (dashed: `_estimated`, the curves in use,
+    named by `estimates_key`: "" for the model's own, else the `verdict_key` they were recalibrated
+    on), and with ground truth the true ones and the kept set's purity (solid): built once per run
+    and estimates; tau only moves a line."""
     data = threshold_data(run_dir, stamp)
-    estimated = (review_calibration(run_dir, stamp, calibration_key) if calibration_key else data)["estimated"]
     fig = go.Figure()
     curves = (("precision", "#1565c0"), ("recall", "#ef6c00"), ("f1", "#6a1b9a"))
     for col, colour in curves:
-        fig.add_scatter(x=estimated["tau"], y=estimated[col], mode="lines",
+        fig.add_scatter(x=_estimated["tau"], y=_estimated[col], mode="lines",
                         name=f"{SWEEP_NAMES[col]} (estimated)", line=dict(color=colour, width=2, dash="dash"),
                         hovertemplate="τ %{x:.2f}: %{y:.1%} estimated<extra></extra>")
     if data["has_true"]:

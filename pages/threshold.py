@@ -67,7 +67,7 @@ run_dir, stamp = str(run.path.resolve()), run.stamp()
 verdicts = tv.review_verdicts(run_dir, stamp, store.current())
 review_check = tv.review_check(run_dir, stamp, verdicts)
 calibration_key = tv.verdict_key(verdicts)
-calibration = tv.review_calibration(run_dir, stamp, calibration_key)
+calibration = tv.review_calibration(run_dir, stamp, calibration_key, verdicts)
 spot_size = store.spot_check_size()
 spot_decided = tv.spot_check_progress(len(index.clean_prob), spot_size, verdicts)
 
@@ -324,8 +324,8 @@ def tau_panel() -> None:
     review_agreement_note(review_check, calibrated)
     spot_check_row()
     with st.container(key="sweep_box"):
-        st.plotly_chart(tv.sweep_base(run_dir, stamp, calibration_key if calibrated else ()), width="stretch",
-                        key="sweep_chart")
+        st.plotly_chart(tv.sweep_base(run_dir, stamp, calibration_key if calibrated else "", view["estimated"]),
+                        width="stretch", key="sweep_chart")
     lines["sweep_box"] = [{"xaxis": "xaxis", "yaxis": "yaxis", "x": tau, "color": "#424242",
                            "label": f"τ = {tau:.2f}"}]
 
