@@ -27,21 +27,23 @@ def zip_bytes(run: RunFolder, tau: float, inline: bool) -> bytes:
         return zip_export(out)
 
 
-def send_panel(run: RunFolder, tau: float, n_flagged: int) -> None:
+def send_panel(run: RunFolder, tau: float, n_flagged: int, n_spot: int = 0) -> None:
+    """Download the flagged samples (and the run's spot check, `n_spot` samples) for Label Studio."""
     st.markdown("**:material/upload: Send to Label Studio**")
     inline = st.toggle("Images inside tasks.json", key="labelstudio_inline", value=n_flagged <= 200,
                        help="On: the images travel inside tasks.json (data: URIs): import it in Label Studio as it "
                             "is. Off: an images/ folder beside it, which Label Studio serves as local files "
                             "(LABEL_STUDIO.md in the zip says how); better for many or large images.")
-    st.caption(f"The {ui.fmt_int(n_flagged)} samples flagged at τ = {tau:.2f} as Label Studio tasks, TURN's "
-               "suggestion pre-selected, with the labelling config (labeling_config.xml: your classes, *None of "
-               "these classes*, *Ambiguous*).")
+    st.caption(f"The {ui.fmt_int(n_flagged)} samples flagged at τ = {tau:.2f}"
+               + (f" and the {ui.fmt_int(n_spot)} of the spot check" if n_spot else "") +
+               " as Label Studio tasks, TURN's suggestion pre-selected, with the labelling config "
+               "(labeling_config.xml: your classes, *None of these classes*, *Ambiguous*).")
     if n_flagged > LARGE:
         st.caption(f":material/info: {ui.fmt_int(n_flagged)} images make a large download; the command line writes "
                    f"the same folder: `turn export {run.path} --out DIR --format label-studio`")
     st.download_button("Download for Label Studio (zip)", data=lambda: zip_bytes(run, tau, inline),
                        file_name=f"{run.name}-label-studio.zip", mime="application/zip", on_click="ignore",
-                       icon=":material/download:", key="labelstudio_download", disabled=n_flagged == 0)
+                       icon=":material/download:", key="labelstudio_download", disabled=n_flagged + n_spot == 0)
 
 
 def import_panel(run: RunFolder, actions: Decisions) -> None:
@@ -79,11 +81,11 @@ def _apply(actions: Decisions, decisions: list, summary: list[str]) -> None:
         st.session_state[SUMMARY_KEY] = summary
 
 
-def review_panel(run: RunFolder, tau: float, n_flagged: int, actions: Decisions) -> None:
+def review_panel(run: RunFolder, tau: float, n_flagged: int, actions: Decisions, n_spot: int = 0) -> None:
     """Both actions, side by side in an expander of the Review page."""
     with st.expander("Label Studio round trip", icon=":material/sync_alt:"):
         cols = st.columns(2, gap="large")
         with cols[0]:
-            send_panel(run, tau, n_flagged)
+            send_panel(run, tau, n_flagged, n_spot)
         with cols[1]:
             import_panel(run, actions)

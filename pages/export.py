@@ -154,7 +154,7 @@ folder_fmt = fx[0].segmented_control("Folder format", [*FOLDER_FORMATS, labelstu
                                      help="ImageFolder: one folder per final label (torchvision.datasets.ImageFolder). "
                                           "Hugging Face: datasets.load_from_disk, with the final labels and the "
                                           "review columns. Removed samples are left out of both. Label Studio: "
-                                          "the flagged samples as tasks to label there (tasks.json, "
+                                          "the flagged samples and the spot check as tasks to label there (tasks.json, "
                                           "labeling_config.xml, images/); Review imports the answers.")
 link = fx[1].selectbox("Image files", LINK_MODES, key="export_link",
                        disabled=folder_fmt not in ("imagefolder", labelstudio.FORMAT),

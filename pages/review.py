@@ -216,7 +216,8 @@ def review_grid() -> None:
     head = st.columns([3, 1], vertical_alignment="bottom")
     with head[0]:
         st.markdown(f"**{ui.fmt_int(left)} of {ui.fmt_int(total)} flagged samples left to review** "
-                    f"(clean probability ≤ τ = {tau:.2f}, or found by the audit)")
+                    f"(clean probability ≤ τ = {tau:.2f}, or found by the audit"
+                    + (", or drawn for the spot check" if counts["spot"] else "") + ")")
         st.progress((total - left) / total, text=f"{ui.fmt_int(total - left)} reviewed")
     with head[1]:
         ui.page_link("threshold", label=f"Change τ ({tau:.2f})", icon=":material/tune:")
@@ -237,7 +238,7 @@ def review_grid() -> None:
     st.caption(f"Decisions are saved in `{run.review_db.name}` inside the run folder the moment you make them; "
                "Export applies them.")
     retrain_panel(run, len(decisions), key="review_retrain")
-    labelstudio.review_panel(run, tau, index.kind_counts()["label"], actions)
+    labelstudio.review_panel(run, tau, index.kind_counts()["label"], actions, index.kind_counts()["spot"])
 
 
 def cards(codes: np.ndarray, labels: np.ndarray) -> None:

@@ -25,7 +25,7 @@ from turn_backend.labelstudio import (
     read_tasks,
     zip_export,
 )
-from turn_backend.review import ReviewStore
+from turn_backend.review import ReviewStore, spot_check_rows
 
 # file_run: six images, clean probabilities 0.9 0.1 0.8 0.9 0.2 0.7 at tau 0.5, so s1 (cat) and
 # s4 (dog/wolf) are flagged; s1 was relabelled and s4 removed in review.
@@ -139,7 +139,7 @@ def test_turn_export_and_import_labels_commands(tmp_path):
     run = file_run(tmp_path)
     proc = turn("export", "run", "--out", "to-label", "--format", "label-studio", cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "2 flagged sample(s)" in proc.stdout and (tmp_path / "to-label" / "tasks.json").exists()
+    assert "2 flagged or spot-check sample(s)" in proc.stdout and (tmp_path / "to-label" / "tasks.json").exists()
     Path(tmp_path / "answers.json").write_text(json.dumps([annotated("s4", "cat"), annotated("x", "cat")]))
     proc = turn("import-labels", "run", "answers.json", cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -147,3 +147,24 @@ def test_turn_export_and_import_labels_commands(tmp_path):
     assert ReviewStore(run / "review.sqlite").current()["s4"] == ("relabel", 0)
     proc = turn("import-labels", "run", "missing.json", cwd=tmp_path, timeout=120)
     assert proc.returncode == 1 and str(tmp_path / "missing.json") in proc.stderr
+
+
+def test_turn_export_adds_a_spot_check_to_the_label_studio_tasks(tmp_path):
+    run = file_run(tmp_path)
+    proc = turn("export", "run", "--out", "to-label", "--format", "label-studio", "--spot-check", "3", cwd=tmp_path,
+                timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "spot check: 3 random training samples" in proc.stdout
+    assert ReviewStore(run / "review.sqlite").spot_check_size() == 3
+    tasks = json.loads((tmp_path / "to-label" / "tasks.json").read_text())
+    spot = {f"s{r}" for r in spot_check_rows(6, 3)}
+    assert {t["data"]["sample_id"] for t in tasks} == {"s1", "s4"} | spot  # the flagged and the spot check
+    assert {t["data"]["sample_id"] for t in tasks if t["data"]["spot_check"]} == spot
+    probs = [t["predictions"][0]["score"] for t in tasks]
+    assert probs == sorted(probs)  # least probably clean first, as before
+    # the spot check belongs to Label Studio's export; elsewhere it says where to go
+    proc = turn("export", "run", "--out", "labels.csv", "--spot-check", "3", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1 and "--spot-check goes with --format label-studio" in proc.stderr
+    proc = turn("export", "run", "--out", "again", "--format", "label-studio", "--spot-check", "0", cwd=tmp_path,
+                timeout=120)
+    assert proc.returncode == 1 and "1 or more" in proc.stderr

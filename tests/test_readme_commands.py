@@ -42,6 +42,7 @@ COMMANDS: dict[str, list[str] | None] = {
     "export runs/mine --out cleaned.csv": [],
     "export runs/mine --out cleaned/ --format imagefolder": [],
     "export runs/mine --out to-label --format label-studio": [],
+    "export runs/mine --out to-check --format label-studio --spot-check 100": [],
     "import-labels runs/mine project-export.json": [],
     "retrain runs/mine --out runs/mine-2": ["--lp-epochs", "2", "--fft-epochs", "1", "--device", "cpu", "--quiet"],
     "retrain runs/mine --out runs/mine-3 --ambiguous keep": ["--lp-epochs", "2", "--fft-epochs", "1", "--device",
@@ -160,6 +161,8 @@ def test_every_readme_command_runs_as_typed_from_another_folder(workdir, tmp_pat
     assert len(pd.read_csv(workdir / "cleaned.csv")) == mine.metrics()["n_train"]
     assert {p.name for p in (workdir / "cleaned").iterdir()} >= {"cat", "dog"}
     assert (workdir / "to-label" / "tasks.json").exists() and (workdir / "to-label" / "labeling_config.xml").exists()
+    spot_tasks = [t for t in json.loads((workdir / "to-check" / "tasks.json").read_text()) if t["data"]["spot_check"]]
+    assert len(spot_tasks) == ReviewStore(mine.review_db).spot_check_size() == min(100, mine.metrics()["n_train"])
     assert ReviewStore(mine.review_db).current() == {"cat/000.png": ("relabel", 1), "cat/001.png": ("ambiguous", None)}
     assert RunFolder(workdir / "runs" / "mine-2").status()["state"] == "done"
     mine3 = RunFolder(workdir / "runs" / "mine-3")

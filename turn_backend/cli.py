@@ -450,6 +450,9 @@ def cmd_export(args) -> int:
 
     if not RunFolder(args.run_dir).exists():
         raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
+    if args.spot_check is not None and args.format != "label-studio":
+        raise CLIError("--spot-check goes with --format label-studio (the samples to decide in Label Studio); "
+                       "in the app, the Threshold page's Spot check adds them to Review")
     if args.format in export.FOLDER_FORMATS:
         scope = "kept" if args.scope == "all" else args.scope  # removed samples have no label folder
         if args.format == "imagefolder":
@@ -474,8 +477,11 @@ def cmd_export(args) -> int:
     if args.format == "label-studio":
         from turn_backend.labelstudio import export_labelstudio
 
+        if args.spot_check is not None:
+            extend_spot_check(args.run_dir, args.spot_check)
         done = export_labelstudio(args.run_dir, args.out, args.tau, args.scope, args.inline_images, args.link)
-        print(f"wrote {done.out}: {done.rows} flagged sample(s) as Label Studio tasks ({done.images} images); "
+        print(f"wrote {done.out}: {done.rows} flagged or spot-check sample(s) as Label Studio tasks "
+              f"({done.images} images); "
               + ("import its tasks.json" if args.inline_images else f"see {done.out}/LABEL_STUDIO.md"))
         return 0
     if args.format == "decisions":
@@ -494,6 +500,20 @@ def cmd_export(args) -> int:
         table_path = export.write_export(table, beside(path), "csv")
         print(f"wrote {table_path}: {len(table)} annotators' estimated quality")
     return 0
+
+
+def extend_spot_check(run_dir: str, by: int) -> None:
+    """Add `by` random training samples to the run's spot check (the Threshold page's button)."""
+    from turn_backend.review import ReviewStore
+
+    folder = RunFolder(run_dir)
+    if not folder.has_final():
+        raise CLIError(f"run {folder.name} has no final results yet; let it finish before a spot check")
+    if by < 1:
+        raise CLIError(f"--spot-check {by}: give the number of random samples to add, 1 or more")
+    samples = folder.samples()
+    size = ReviewStore(folder.review_db).extend_spot_check(int((samples["split"] == "train").sum()), by)
+    print(f"spot check: {size} random training samples (their decisions recalibrate the estimates: turn status)")
 
 
 def cmd_import_labels(args) -> int:
@@ -747,6 +767,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--link", default="hardlink", choices=["hardlink", "symlink", "copy"],
                    help="imagefolder, label-studio: how image files get there (default hardlink, copied where "
                         "impossible)")
+    e.add_argument("--spot-check", type=int, metavar="N",
+                   help="label-studio: first add N random training samples to the run's spot check (as the "
+                        "Threshold page's button does); the export holds the whole spot check besides the flagged "
+                        "samples, and once decided and imported, `turn status` recalibrates the estimates on them")
     e.add_argument("--inline-images", action="store_true",
                    help="label-studio: the images inside tasks.json as data: URIs (small sets; Label Studio then "
                         "needs no local file serving)")

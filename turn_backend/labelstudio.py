@@ -4,10 +4,12 @@ imports label_studio or its SDK.
 
 Out (`export_labelstudio`): a folder holding
 - TASKS (tasks.json): one task per flagged sample (clean probability at or below tau, in the
-  label file's scope: `turn_backend.export.build_export`), least probably clean first. `data`
-  holds the image URL, the sample's identity (sample_id, its training row, its path) and its
-  given and suggested labels; `predictions` pre-annotates the suggested label (the one Review
-  shows), with the sample's clean probability as its score.
+  label file's scope: `turn_backend.export.build_export`) and per sample of the run's spot check
+  (`turn_backend.review.spot_check_rows`: random ones, whose decisions recalibrate the estimates),
+  least probably clean first. `data` holds the image URL, the sample's identity (sample_id, its
+  training row, its path), its given and suggested labels and whether it is in the spot check;
+  `predictions` pre-annotates the suggested label (the one Review shows), with the sample's clean
+  probability as its score.
 - CONFIG (labeling_config.xml): the labelling interface, one choice per class plus NONE and
   AMBIGUOUS.
 - IMAGES/ (images/): the images, hard-linked or copied (array datasets written as PNG), which
@@ -49,7 +51,7 @@ from turn_backend.export import (
     default_tau,
     write_export_folder,
 )
-from turn_backend.review import ReviewStore
+from turn_backend.review import ReviewStore, spot_check_rows
 from turn_backend.run_views import review_inputs
 from turn_backend.runfolder import RunFolder
 
@@ -84,14 +86,17 @@ def labeling_config(class_names: list[str]) -> str:
 
 
 def _flagged_rows(run_dir: str | Path, tau: float | None, scope: str):
-    """The flagged rows of the label file at tau (in `scope`), least probably clean first,
-    with the training row and the suggested label Review shows."""
+    """The rows of the label file at tau (in `scope`) that are flagged or in the run's spot check,
+    least probably clean first, with the training row, the suggested label Review shows and
+    whether each is in the spot check."""
     folder = RunFolder(run_dir)
     df = build_export(run_dir, tau, scope)
     inputs = review_inputs(folder)
     row_of = {sid: i for i, sid in enumerate(inputs["ids"])}
-    df = df[df["flagged"]].copy()
     df["row"] = df["sample_id"].astype(str).map(row_of).astype(np.int64)
+    spot = spot_check_rows(len(inputs["ids"]), ReviewStore(folder.review_db).spot_check_size())
+    df["spot_check"] = df["row"].isin(spot)
+    df = df[df["flagged"] | df["spot_check"]].copy()
     names = np.asarray(inputs["names"], dtype=object)
     df["suggested_label"] = names[inputs["suggested"][df["row"].to_numpy()]]
     return df.sort_values(["clean_prob", "row"], kind="stable").reset_index(drop=True)
@@ -101,7 +106,8 @@ def _task(row, image_url: str, model_version: str) -> dict:
     return {
         "data": {"image": image_url, "sample_id": str(row.sample_id), "row": int(row.row), "path": str(row.path),
                  "given_label": str(row.given_label), "suggested_label": str(row.suggested_label),
-                 "clean_prob": float(row.clean_prob), "decision": str(row.decision)},
+                 "clean_prob": float(row.clean_prob), "decision": str(row.decision),
+                 "spot_check": bool(row.spot_check)},
         "predictions": [{
             "model_version": model_version, "score": float(row.clean_prob),
             "result": [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices",
