@@ -139,47 +139,52 @@ def train_sample_ids(run_dir: str, stamp: float):
     return pd.Index(samples.loc[samples["split"] == "train", "sample_id"].to_numpy())
 
 
-def review_verdicts(run_dir: str, stamp: float, decisions: dict[str, tuple[str, int | None]]
-                    ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(rows, wrong) of the training samples kept or relabelled in Review (`review.label_errors_found`);
+def review_verdicts(run_dir: str, stamp: float, decisions: dict[str, tuple[str, int | None]],
+                    spot_check_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(rows, wrong, at_random) of the training samples kept or relabelled in Review
+    (`review.label_errors_found`), at_random marking those of the spot check of `spot_check_size`;
     None where there is none."""
     if not any(action in VERDICT_ACTIONS for action, _ in decisions.values()):
         return None
     given = threshold_data(run_dir, stamp)["given"]
     rows, wrong = label_errors_found(decisions, train_sample_ids(run_dir, stamp), given)
-    return (rows, wrong) if len(rows) else None
+    if not len(rows):
+        return None
+    return rows, wrong, np.isin(rows, spot_check_rows(len(given), spot_check_size))
 
 
-def review_check(run_dir: str, stamp: float, verdicts: tuple[np.ndarray, np.ndarray] | None) -> dict | None:
+def review_check(run_dir: str, stamp: float, verdicts: tuple[np.ndarray, ...] | None) -> dict | None:
     """`est.review_agreement` over the `review_verdicts`; None where there is none."""
     if verdicts is None:
         return None
-    rows, wrong = verdicts
+    rows, wrong, _ = verdicts
     return est.review_agreement(threshold_data(run_dir, stamp)["counting_prob"][rows], wrong)
 
 
-def verdict_key(verdicts: tuple[np.ndarray, np.ndarray] | None) -> str:
+def verdict_key(verdicts: tuple[np.ndarray, ...] | None) -> str:
     """A digest of the `review_verdicts` ("" for none): the cache key of what is computed from them."""
     import hashlib
 
     if verdicts is None:
         return ""
-    rows, wrong = verdicts
+    rows, wrong, at_random = verdicts
     return hashlib.blake2b(np.ascontiguousarray(rows, dtype=np.int64).tobytes() +
-                           np.ascontiguousarray(wrong, dtype=bool).tobytes(), digest_size=16).hexdigest()
+                           np.ascontiguousarray(wrong, dtype=bool).tobytes() +
+                           np.ascontiguousarray(at_random, dtype=bool).tobytes(), digest_size=16).hexdigest()
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def review_calibration(run_dir: str, stamp: float, key: str,
-                       _verdicts: tuple[np.ndarray, np.ndarray] | None) -> dict | None:
+def review_calibration(run_dir: str, stamp: float, key: str, _verdicts: tuple[np.ndarray, ...] | None) -> dict | None:
     """The estimates of `threshold_data` recounted with the clean probabilities recalibrated on the
     Review decisions `_verdicts` (`est.calibrate_on_decisions`; `key`: their `verdict_key`): "fit"
-    {a, b, prior, n}, "counting_prob", "estimated", "noise_estimate", "suggested"; None below
-    `est.MIN_CALIBRATION_DECISIONS` decisions."""
-    if _verdicts is None or len(_verdicts[0]) < est.MIN_CALIBRATION_DECISIONS:
+    {a, b, prior, n}, "counting_prob", "estimated", "noise_estimate", "suggested"; None with fewer
+    than `est.MIN_RANDOM_DECISIONS` decisions of the spot check."""
+    if _verdicts is None:
         return None
     data = threshold_data(run_dir, stamp)
     fit = est.calibrate_on_decisions(data["counting_prob"], *_verdicts)
+    if fit is None:
+        return None
     clean_prob, calibrated = data["index"].clean_prob, fit["probability"]
     estimated = est.estimated_flag_curves(clean_prob, an.default_tau_grid(), calibrated=calibrated)
     trusted = data["reliability"].get("reliable", True)
@@ -187,13 +192,6 @@ def review_calibration(run_dir: str, stamp: float, key: str,
             "noise_estimate": fit["noise_rate"],
             "suggested": {target: est.suggest_tau(clean_prob, target, calibrated=calibrated, curves=estimated)
                           if trusted else None for target in SUGGESTION_TARGETS.values()}}
-
-
-def spot_check_progress(n_train: int, size: int, verdicts: tuple[np.ndarray, np.ndarray] | None) -> int:
-    """How many samples of a spot check of `size` have a keep or relabel decision."""
-    if not size or verdicts is None:
-        return 0
-    return int(np.isin(spot_check_rows(n_train, size), verdicts[0]).sum())
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -64,12 +64,12 @@ if method_kind(cfg.get("method", "turn")) != "turn":
 
 # read once per page run, not at each tau step: decisions are made on the Review page
 run_dir, stamp = str(run.path.resolve()), run.stamp()
-verdicts = tv.review_verdicts(run_dir, stamp, store.current())
+spot_size = store.spot_check_size()
+verdicts = tv.review_verdicts(run_dir, stamp, store.current(), spot_size)
 review_check = tv.review_check(run_dir, stamp, verdicts)
 calibration_key = tv.verdict_key(verdicts)
 calibration = tv.review_calibration(run_dir, stamp, calibration_key, verdicts)
-spot_size = store.spot_check_size()
-spot_decided = tv.spot_check_progress(len(index.clean_prob), spot_size, verdicts)
+spot_decided = 0 if verdicts is None else int(verdicts[2].sum())  # spot-check samples kept or relabelled
 
 
 def review_agreement_note(check: dict | None, calibrated: bool) -> None:
@@ -96,8 +96,8 @@ def review_agreement_note(check: dict | None, calibrated: bool) -> None:
         st.warning(text + f" The estimates expect {'more' if more else 'fewer'} wrong labels than you find, so the "
                    f"estimated precision on this page is likely too {'high' if more else 'low'}. "
                    + ("Switch on the calibration on your decisions above." if calibration is not None else
-                      f"Keep or relabel {est.MIN_CALIBRATION_DECISIONS - n} more to recalibrate the estimates on "
-                      "them."),
+                      f"Keep or relabel {est.MIN_RANDOM_DECISIONS - spot_decided} more of a spot check (below) to "
+                      "recalibrate the estimates on your decisions."),
                    icon=":material/rule:")
 
 
@@ -156,11 +156,11 @@ def spot_check_row() -> None:
     n_train = len(index.clean_prob)
     cols = st.columns([3, 1.7, 1.2], vertical_alignment="center")
     cols[0].caption(
-        (f"**Spot check:** {ui.fmt_int(spot_decided)} of {ui.fmt_int(spot_size)} random samples decided in Review. "
-         if spot_size else "**Spot check:** ") +
-        "Samples drawn at random, kept or relabelled in Review, show how many wrong labels the unflagged samples "
-        "hold, which the flagged ones alone cannot; with 20 decisions or more the estimates above are "
-        "recalibrated on them.")
+        (f"**Spot check:** {ui.fmt_int(spot_decided)} of {ui.fmt_int(spot_size)} random samples kept or relabelled "
+         "in Review. " if spot_size else "**Spot check:** ") +
+        "Samples drawn at random show how many wrong labels the unflagged samples hold, which the flagged ones "
+        f"alone cannot: once {est.MIN_RANDOM_DECISIONS} of them are kept or relabelled, the estimates above are "
+        "recalibrated on all your decisions.")
 
     def open_review() -> None:
         st.session_state["review_kind_filter"] = ["spot"]

@@ -155,33 +155,48 @@ def test_threshold_page_checks_the_estimates_against_the_review_decisions(tiny_r
     assert "1 were relabelled (33.3%" in status.stderr
 
 
-def test_threshold_page_recalibrates_the_estimates_on_enough_review_decisions(tiny_run):
-    from turn_backend.review import ReviewStore
+def test_threshold_page_recalibrates_the_estimates_once_a_spot_check_is_decided(tiny_run):
+    from turn_backend.review import ReviewStore, spot_check_rows
 
     folder = RunFolder(tiny_run)
     samples = folder.samples()
     train = samples[samples["split"] == "train"].reset_index(drop=True)
     combined = folder.load_detection(folder.final_dir).clean_prob
-    # a person decides 25 samples, the most suspect first, as the truth has them
-    rows = np.argsort(combined)[:25]
     given, true = train["given_label"].to_numpy(), train["true_label"].to_numpy()
     store = ReviewStore(folder.review_db)
-    for r in rows:
-        if given[r] == true[r]:
-            store.record(train["sample_id"][r], "keep")
-        else:
-            store.record(train["sample_id"][r], "relabel", int(true[r]))
-    fit = est.calibrate_on_decisions(combined, rows, given[rows] != true[rows])
-    own = RunFolder(tiny_run).metrics()["estimated_noise_rate"]["rate"]
-    assert abs(fit["noise_rate"]["rate"] - own) > 0.001  # the two estimates differ, so the page shows which it uses
 
+    def decide(rows) -> None:  # as the truth has them
+        for r in rows:
+            if given[r] == true[r]:
+                store.record(train["sample_id"][r], "keep")
+            else:
+                store.record(train["sample_id"][r], "relabel", int(true[r]))
+
+    # the 25 most suspect samples, as Review lists them first: not enough to recalibrate on
+    lowest = np.argsort(combined)[:25]
+    decide(lowest)
     at = app("threshold", tiny_run)
     at.run()
     assert not at.exception
+    assert not [t for t in at.toggle if t.key == "calibrate_on_review"]
+    notes = [m.value for m in (*at.success, *at.warning) if "Your review" in m.value]
+    assert notes and ("more of a spot check" in notes[0] or "agree with your decisions" in notes[0])
+
+    # a spot check of 30, decided: now the estimates are recalibrated on all 25 + 30 decisions
+    store.extend_spot_check(len(train), 30)
+    spot = spot_check_rows(len(train), 30)
+    decide(spot)
+    rows = np.union1d(lowest, spot)
+    fit = est.calibrate_on_decisions(combined, rows, given[rows] != true[rows], np.isin(rows, spot))
+    own = RunFolder(tiny_run).metrics()["estimated_noise_rate"]["rate"]
+    assert abs(fit["noise_rate"]["rate"] - own) > 0.001  # the two estimates differ, so the page shows which it uses
+    at.run()
+    assert not at.exception
     toggle = at.toggle(key="calibrate_on_review")
-    assert toggle.value and "your 25 Review decisions" in toggle.label
+    assert toggle.value and f"your {len(rows)} Review decisions" in toggle.label
     assert metric(at, "Estimated noise rate") == f"{100 * fit['noise_rate']['rate']:.1f}%"
     assert any(c.value.startswith("Estimated from the clean probabilities recalibrated") for c in at.caption)
+    assert any("30 of 30 random samples kept or relabelled" in c.value for c in at.caption)
     toggle.set_value(False).run()
     assert not at.exception
     assert metric(at, "Estimated noise rate") == f"{100 * own:.1f}%"  # the model's own, as metrics.json has it
@@ -189,9 +204,9 @@ def test_threshold_page_recalibrates_the_estimates_on_enough_review_decisions(ti
     # `turn status` recounts the same way, at the applied tau
     status = turn("status", tiny_run, timeout=120)
     calibrated = json.loads(status.stdout)["review_calibrated"]
-    assert calibrated["decisions"] == 25
+    assert calibrated["decisions"] == len(rows) and calibrated["spot_check_decisions"] == 30
     assert calibrated["estimated_noise_rate"]["rate"] == pytest.approx(fit["noise_rate"]["rate"])
-    assert "calibrated on 25 review decisions: estimated noise rate" in status.stderr
+    assert f"calibrated on {len(rows)} review decisions: estimated noise rate" in status.stderr
 
 
 def test_a_spot_check_puts_random_samples_in_review(tiny_run):
@@ -206,7 +221,7 @@ def test_a_spot_check_puts_random_samples_in_review(tiny_run):
     assert not at.exception
     size = min(SPOT_CHECK_SIZE, n_train)
     assert ReviewStore(folder.review_db).spot_check_size() == size
-    assert any(f"0 of {size} random samples decided" in c.value for c in at.caption)
+    assert any(f"0 of {size} random samples kept or relabelled" in c.value for c in at.caption)
 
     review = app("review", tiny_run)
     review.run()

@@ -328,11 +328,12 @@ def test_a_simulated_review_decides_the_lowest_and_the_spot_check():
     from turn_backend.review import spot_check_rows
 
     p = np.linspace(0, 1, 1000)
-    rows = simulated_review(p, budget=100)
+    rows, at_random = simulated_review(p, budget=100)
+    spot = set(spot_check_rows(1000, 100))
     assert set(range(100)) <= set(rows)  # Review's order: the lowest clean probabilities
-    assert set(spot_check_rows(1000, 100)) <= set(rows) and len(rows) == len(set(range(100)) |
-                                                                           set(spot_check_rows(1000, 100)))
-    assert len(simulated_review(p[:40], budget=100)) <= 20  # at most a quarter of the set each
+    assert spot <= set(rows) and len(rows) == len(set(range(100)) | spot)
+    assert set(rows[at_random]) == spot
+    assert len(simulated_review(p[:40], budget=100)[0]) <= 20  # at most a quarter of the set each
 
 
 def _bench_args(tmp_path, *extra):

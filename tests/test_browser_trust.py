@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 
 from app.ui import UNTRUSTED_FLAGS as WARNING
@@ -89,7 +90,7 @@ def test_a_spot_check_and_decisions_recalibrate_the_threshold_estimates(browser,
         page = browser.new_page(viewport=VIEWPORT)
         open_page(page, f"{server.url}/threshold?run={tiny_run.name}")
         page.get_by_role("button", name="Add 100 random samples").click()
-        page.get_by_text("0 of 100 random samples decided").wait_for(timeout=STEP_TIMEOUT_MS)
+        page.get_by_text("0 of 100 random samples kept or relabelled").wait_for(timeout=STEP_TIMEOUT_MS)
         page.get_by_role("button", name="Review them").click()
         page.get_by_text("spot check").first.wait_for(timeout=STEP_TIMEOUT_MS)  # a card's badge
         wait_idle(page)
@@ -104,9 +105,9 @@ def test_a_spot_check_and_decisions_recalibrate_the_threshold_estimates(browser,
             store.record(train["sample_id"][r], "keep" if given == true else "relabel", None if given == true else true)
         combined = folder.load_detection(folder.final_dir).clean_prob
         fit = est.calibrate_on_decisions(combined, rows, train["given_label"].to_numpy()[rows] !=
-                                         train["true_label"].to_numpy()[rows])
+                                         train["true_label"].to_numpy()[rows], np.ones(len(rows), dtype=bool))
         open_page(page, f"{server.url}/threshold?run={tiny_run.name}")
-        page.get_by_text("100 of 100 random samples decided").wait_for(timeout=STEP_TIMEOUT_MS)
+        page.get_by_text("100 of 100 random samples kept or relabelled").wait_for(timeout=STEP_TIMEOUT_MS)
         assert metric_value(page, "Estimated noise rate") == f"{fit['noise_rate']['rate']:.1%}"
         toggle = page.get_by_text("Calibrate the estimates on your 100 Review decisions")
         toggle.scroll_into_view_if_needed()

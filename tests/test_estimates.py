@@ -183,7 +183,8 @@ def test_calibration_on_decisions_by_hand():
     p = np.concatenate([np.full(20, 0.5), np.full(20, 0.1), [0.1, 0.5, 0.9]])
     rows = np.arange(40)
     wrong = np.concatenate([np.arange(20) < 10, np.arange(20) < 15])
-    fit = est.calibrate_on_decisions(p, rows, wrong, prior=0.0)
+    spot = np.ones(40, dtype=bool)  # all drawn at random
+    fit = est.calibrate_on_decisions(p, rows, wrong, spot, prior=0.0)
     assert fit["n"] == 40
     assert fit["a"] == pytest.approx(0.0, abs=1e-3) and fit["b"] == pytest.approx(0.5, abs=1e-3)
     q = fit["probability"]
@@ -191,17 +192,19 @@ def test_calibration_on_decisions_by_hand():
     # undecided: p = 0.1 -> 1 - 0.75; p = 0.5 -> 0.5; p = 0.9 -> 1 - sigmoid(0.5 * log(1/9)) = 1 - 1/4
     np.testing.assert_allclose(q[40:], [0.25, 0.5, 0.75], atol=1e-3)
     # the prior pulls toward the model's own calibration: infinitely strong, nothing moves
-    held = est.calibrate_on_decisions(p, rows, wrong, prior=1e9)
+    held = est.calibrate_on_decisions(p, rows, wrong, spot, prior=1e9)
     assert held["a"] == pytest.approx(0.0, abs=1e-6) and held["b"] == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_allclose(held["probability"][40:], p[40:], atol=1e-6)
 
 
-def test_calibration_on_decisions_needs_enough_of_them_and_one_per_sample():
+def test_calibration_on_decisions_needs_enough_random_ones_and_one_per_sample():
     p = np.linspace(0.05, 0.95, 50)
-    assert est.calibrate_on_decisions(p, np.arange(est.MIN_CALIBRATION_DECISIONS - 1),
-                                      np.zeros(est.MIN_CALIBRATION_DECISIONS - 1, dtype=bool)) is None
+    rows, wrong = np.arange(40), np.arange(40) % 3 == 0
+    # 40 decisions, but only 19 of a spot check: the rest would be extrapolation
+    assert est.calibrate_on_decisions(p, rows, wrong, np.arange(40) < est.MIN_RANDOM_DECISIONS - 1) is None
+    assert est.calibrate_on_decisions(p, rows, wrong, np.arange(40) < est.MIN_RANDOM_DECISIONS)["n"] == 40
     with pytest.raises(ValueError, match="one per sample"):
-        est.calibrate_on_decisions(p, np.arange(30), np.zeros(29, dtype=bool))
+        est.calibrate_on_decisions(p, np.arange(30), np.zeros(29, dtype=bool), np.ones(30, dtype=bool))
 
 
 def test_calibration_on_decisions_corrects_overconfident_probabilities():
@@ -211,8 +214,9 @@ def test_calibration_on_decisions_corrects_overconfident_probabilities():
     p = rng.beta(4, 1, 5000)
     truth = 1 / (1 + np.exp(-(-1 + 0.5 * np.log((1 - p) / p))))
     wrong = rng.random(5000) < truth
-    rows = np.unique(np.concatenate([np.argsort(p)[:150], rng.choice(5000, 100, replace=False)]))
-    fit = est.calibrate_on_decisions(p, rows, wrong[rows])
+    spot = rng.choice(5000, 100, replace=False)
+    rows = np.unique(np.concatenate([np.argsort(p)[:150], spot]))
+    fit = est.calibrate_on_decisions(p, rows, wrong[rows], np.isin(rows, spot))
     assert fit["a"] < -0.3 and fit["b"] < 0.8  # softer than the model, as the truth is
     # the noise rate it implies is nearer the truth, and its interval (the fit's uncertainty too)
     # covers the truth where the model's own (sampling only) does not
@@ -229,10 +233,11 @@ def test_calibration_prior_is_chosen_by_how_well_the_decisions_bear_the_model_ou
     p = rng.beta(4, 1, 3000)
     rows = rng.choice(3000, 200, replace=False)
     # decisions drawn from the model's own probabilities: it stays near its calibration
-    agree = est.calibrate_on_decisions(p, rows, rng.random(200) < 1 - p[rows])
+    spot = np.ones(200, dtype=bool)
+    agree = est.calibrate_on_decisions(p, rows, rng.random(200) < 1 - p[rows], spot)
     assert agree["prior"] >= 30 and abs(agree["a"]) < 0.2 and abs(agree["b"] - 1) < 0.2
     # decisions that find wrong labels four times as often as the model expects: it lets go
     odds = 4 * (1 - p[rows]) / p[rows]
-    contradict = est.calibrate_on_decisions(p, rows, rng.random(200) < odds / (1 + odds))
+    contradict = est.calibrate_on_decisions(p, rows, rng.random(200) < odds / (1 + odds), spot)
     assert contradict["prior"] <= 3 and contradict["a"] > 0.8
     assert contradict["prior"] in est.CALIBRATION_PRIOR_GRID and agree["prior"] in est.CALIBRATION_PRIOR_GRID

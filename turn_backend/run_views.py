@@ -117,23 +117,25 @@ def review_calibrated_estimates(folder, tau: float) -> dict | None:
     """The run's estimates at `tau` recounted with its clean probabilities recalibrated on the
     Review decisions (`estimates.calibrate_on_decisions`): `estimates.summarise_flags`' fields
     (suggested_tau, estimated_precision / _recall / _f1), the fit's estimated_noise_rate (its
-    interval covers the fit's uncertainty too), "decisions", "a", "b" and "prior"; None below
-    `estimates.MIN_CALIBRATION_DECISIONS` decisions."""
+    interval covers the fit's uncertainty too), "decisions", "spot_check_decisions", "a", "b" and
+    "prior"; None with fewer than `estimates.MIN_RANDOM_DECISIONS` decisions of the spot check."""
     from turn_backend.detect.estimates import calibrate_on_decisions, summarise_flags
+    from turn_backend.review import ReviewStore, spot_check_rows
 
     verdicts = _review_verdicts(folder)
     if verdicts is None:
         return None
     clean_prob, counting, rows, wrong = verdicts
-    fit = calibrate_on_decisions(counting, rows, wrong)
+    at_random = np.isin(rows, spot_check_rows(len(clean_prob), ReviewStore(folder.review_db).spot_check_size()))
+    fit = calibrate_on_decisions(counting, rows, wrong, at_random)
     if fit is None:
         return None
     reliability = folder.metrics().get("flags_reliability")
     summary = summarise_flags(clean_prob, tau, calibrated=fit["probability"], reliability=reliability)
     return {key: summary[key] for key in ("tau", "suggested_tau", "estimated_precision", "estimated_recall",
                                           "estimated_f1")} | {
-        "estimated_noise_rate": fit["noise_rate"], "decisions": fit["n"], "a": fit["a"], "b": fit["b"],
-        "prior": fit["prior"]}
+        "estimated_noise_rate": fit["noise_rate"], "decisions": fit["n"],
+        "spot_check_decisions": int(at_random.sum()), "a": fit["a"], "b": fit["b"], "prior": fit["prior"]}
 
 
 def _same_data(a: Mapping, b: Mapping) -> bool:

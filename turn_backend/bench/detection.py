@@ -146,15 +146,17 @@ def calibration_row(result, lp_signal: np.ndarray, signals: dict, noisy: np.ndar
     return row | reviewed_calibration_row(p, noisy)
 
 
-def simulated_review(clean_prob: np.ndarray, budget: int = REVIEW_BUDGET) -> np.ndarray:
-    """The samples a person decides in a simulated review: the `budget` least probably clean (Review's
-    order) and the product's spot check of `budget` random samples (`review.spot_check_rows`), each
-    at most a quarter of the set."""
+def simulated_review(clean_prob: np.ndarray, budget: int = REVIEW_BUDGET) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, at_random): the samples a person decides in a simulated review, the `budget` least
+    probably clean (Review's order) and the product's spot check of `budget` random samples
+    (`review.spot_check_rows`), each at most a quarter of the set; and which are of the spot check."""
     from turn_backend.review import spot_check_rows
 
     k = min(budget, len(clean_prob) // 4)
     lowest = np.argsort(clean_prob, kind="stable")[:k]
-    return np.union1d(lowest, spot_check_rows(len(clean_prob), k))
+    spot = spot_check_rows(len(clean_prob), k)
+    rows = np.union1d(lowest, spot)
+    return rows, np.isin(rows, spot)
 
 
 def reviewed_calibration_row(p: np.ndarray, noisy: np.ndarray) -> dict:
@@ -163,8 +165,8 @@ def reviewed_calibration_row(p: np.ndarray, noisy: np.ndarray) -> dict:
     F1 at the tau they suggest. ECE over the undecided samples only (the decided ones are exact)."""
     from turn_backend.detect import estimates
 
-    rows = simulated_review(p)
-    fit = estimates.calibrate_on_decisions(p, rows, noisy[rows])
+    rows, at_random = simulated_review(p)
+    fit = estimates.calibrate_on_decisions(p, rows, noisy[rows], at_random)
     if fit is None:
         return {}
     q = fit["probability"]

@@ -66,9 +66,13 @@ TEMPERATURE_SAMPLE = 100_000  # rows the temperature is fitted on (one parameter
 # What a user can do about rough estimates (both cautions end with it)
 ROUGH_ESTIMATES_ADVICE = ("decide a spot check of random samples in Review (Threshold page), on which the estimates "
                           "are recalibrated, and add images where you can")
-# Recalibration on Review decisions. Below this many keep/relabel decisions the two-parameter fit
-# says too little to replace the model's own calibration.
-MIN_CALIBRATION_DECISIONS = 20
+# Recalibration on Review decisions needs this many of them on samples drawn at random (a spot
+# check). Review lists the least probably clean first, and decisions on those alone leave the rest
+# to extrapolation: on simulated reviews of the benchmark's sets, 100 of them and no random ones
+# moved the noise estimate from 1.8 to 8-12.6 points off on two classes of 1,000 images and from
+# 0.6 to 12 on 10,000 with class-pair flips; 20 random ones besides brought both back within 2.6
+# and 4.1 (docs/benchmarks.md, Calibration).
+MIN_RANDOM_DECISIONS = 20
 # How strongly the fit is pulled toward the model's own calibration (a = 0, b = 1): the weight of a
 # Gaussian prior, a penalty prior * (a^2 + (b - 1)^2). Chosen per run from the decisions themselves,
 # as the weight of this grid under which they are likeliest (the Laplace approximation of the
@@ -216,18 +220,19 @@ def _recalibration_fit(x: np.ndarray, found: np.ndarray, prior: float) -> tuple[
 
 
 def calibrate_on_decisions(clean_prob: Sequence[float], rows: Sequence[int], wrong: Sequence[bool],
-                           prior: float | None = None) -> dict | None:
-    """The clean probabilities recalibrated on a person's Review decisions, or None below
-    MIN_CALIBRATION_DECISIONS of them.
+                           at_random: Sequence[bool], prior: float | None = None) -> dict | None:
+    """The clean probabilities recalibrated on a person's Review decisions, or None with fewer than
+    MIN_RANDOM_DECISIONS of them on samples drawn at random.
 
     rows: (n,) the decided samples' positions in clean_prob; wrong: (n,) whether each given label
-    was found wrong. Fits P(wrong | p) = sigmoid(a + b * logit(1 - p)) by maximum likelihood on the
-    decided samples, with `prior` * (a^2 + (b - 1)^2) added, which pulls the fit toward the model's
-    own calibration (a = 0, b = 1) when the decisions are few; None: the weight of
+    was found wrong; at_random: (n,) whether each sample was drawn at random (a spot check).
+
+    Fits P(wrong | p) = sigmoid(a + b * logit(1 - p)) by maximum likelihood on every decided
+    sample, with `prior` * (a^2 + (b - 1)^2) added, which pulls the fit toward the model's own
+    calibration (a = 0, b = 1) when the decisions are few; None: the weight of
     CALIBRATION_PRIOR_GRID the decisions are likeliest under. Review lists the lowest p first, so
     which samples get decided depends on p alone: the fit of P(wrong | p) stays unbiased by that,
-    but it reaches the high-p samples only by extrapolation unless some random ones are decided
-    too (a spot check).
+    but it reaches the high-p samples only through the random ones.
 
     Returns {"probability": (N,) recalibrated clean probabilities, with each decided sample's set to
     what the person found (1 kept, 0 relabelled), "a", "b", "prior", "n", "noise_rate": {"rate",
@@ -237,9 +242,11 @@ def calibrate_on_decisions(clean_prob: Sequence[float], rows: Sequence[int], wro
     p = _as_probs(clean_prob)
     rows = np.asarray(rows, dtype=np.int64).ravel()
     found = np.asarray(wrong, dtype=np.float64).ravel()
-    if len(found) != len(rows):
-        raise ValueError(f"{len(found)} decisions for {len(rows)} decided samples: give one per sample")
-    if len(rows) < MIN_CALIBRATION_DECISIONS:
+    random = np.asarray(at_random, dtype=bool).ravel()
+    if not len(found) == len(random) == len(rows):
+        raise ValueError(f"{len(found)} decisions and {len(random)} spot-check marks for {len(rows)} decided samples: "
+                         "give one per sample")
+    if random.sum() < MIN_RANDOM_DECISIONS:
         return None
     eps = 1e-6
     x = logit(np.clip(1.0 - p[rows], eps, 1.0 - eps))
