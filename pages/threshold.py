@@ -226,9 +226,11 @@ def tau_panel() -> None:
                      "training set: it moves with τ", **note)
     m[2].metric("Estimated noise rate", ui.fmt_pct(noise["rate"]),
                 delta=f"±{100 * (noise['high'] - noise['low']) / 2:.1f}" + (
-                    "" if data["true_noise"] is None else f" · true {ui.fmt_pct(data['true_noise'])}"),
+                    f" · true {ui.fmt_pct(data['true_noise'])}" if data["true_noise"] is not None else
+                    f" · model {ui.fmt_pct(data['noise_estimate']['rate'])}" if calibrated else ""),
                 help="The expected share of wrong labels in the training set: the mean of 1 − the combined clean "
-                     "probability" + (", recalibrated on your Review decisions" if calibrated else "") +
+                     "probability" + (", recalibrated on your Review decisions (the model's own: "
+                                      f"{ui.fmt_pct(data['noise_estimate']['rate'])})" if calibrated else "") +
                      f". It does not depend on τ. 95% interval {ui.fmt_pct(noise['low'])}–"
                      f"{ui.fmt_pct(noise['high'])} (± points): " +
                      ("the uncertainty of the recalibration, which shrinks as you decide more samples (a spot "

@@ -63,7 +63,7 @@ MIN_IMAGES_PER_CLASS = 100
 # low on the digits. Not every miss shows here: on the ten digits (1.03) it was 15 points low.
 MAX_PROBE_TEMPERATURE = 1.5
 TEMPERATURE_SAMPLE = 100_000  # rows the temperature is fitted on (one parameter)
-# What a user can do about rough estimates (both cautions end with it)
+# What a user can do about rough estimates (said once, after the last caution)
 ROUGH_ESTIMATES_ADVICE = ("decide a spot check of random samples in Review (Threshold page), on which the estimates "
                           "are recalibrated, and add images where you can")
 # Recalibration on Review decisions needs this many of them on samples drawn at random (a spot
@@ -354,14 +354,15 @@ def judge_reliability(probe_probs: np.ndarray, knn_probs: np.ndarray, labels: np
     if per_class < MIN_IMAGES_PER_CLASS:
         cautions.append(f"with about {per_class:.0f} images per class the model has few examples to learn each "
                         "class from, so the estimated noise rate, precision and recall are rough (on the "
-                        "benchmark's 100-image sets they were off by up to 27 points): " + ROUGH_ESTIMATES_ADVICE)
+                        "benchmark's 100-image sets they were off by up to 27 points)")
     temperature = held_out_temperature(probe_probs, y)
     if temperature > MAX_PROBE_TEMPERATURE:
         cautions.append(f"the linear probe is more confident on held-out images than their labels bear out "
                         f"(temperature {temperature:.1f}; well-fitted runs stay below {MAX_PROBE_TEMPERATURE}): it has "
                         "overfit classes its features barely separate, so the estimated noise rate, precision and "
-                        "recall can be off either way (by 14-22 points on the benchmark's two-class sets): "
-                        + ROUGH_ESTIMATES_ADVICE)
+                        "recall can be off either way (by 14-22 points on the benchmark's two-class sets)")
+    if cautions:  # what to do about them, said once
+        cautions[-1] += ": " + ROUGH_ESTIMATES_ADVICE
     return {"reliable": not reasons, "reasons": reasons, "fixes": list(dict.fromkeys(fixes)), "cautions": cautions,
             "images_per_class": per_class, "probe_temperature": temperature,
             "signal_agreement": agreement, "probe_accuracy": float((probe_pred == y).mean()),
