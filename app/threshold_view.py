@@ -195,6 +195,48 @@ def review_calibration(run_dir: str, stamp: float, key: str, _verdicts: tuple[np
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
+def reliability_figure(run_dir: str, stamp: float, key: str, _verdicts: tuple[np.ndarray, ...] | None,
+                       _calibrated: np.ndarray | None) -> go.Figure | None:
+    """The clean probability the estimates count with against what is known to be right
+    (`est.reliability_bins`): the samples decided in Review (`_verdicts`, named by `key`, a
+    `verdict_key`) and, with ground truth, every training sample, as the model gives it and, with
+    `_calibrated`, recalibrated on the decisions (its undecided samples; `key` then says so). None
+    with neither."""
+    data = threshold_data(run_dir, stamp)
+    p = data["counting_prob"]
+    series = []
+    if data["has_true"]:
+        clean = data["given"] == data["true"]
+        series.append(("truth, the model's own", p, clean, "#1565c0", "solid"))
+        if _calibrated is not None:
+            undecided = np.ones(len(p), dtype=bool)
+            undecided[_verdicts[0]] = False
+            series.append(("truth, recalibrated (undecided samples)", _calibrated[undecided], clean[undecided],
+                           "#ef6c00", "solid"))
+    if _verdicts is not None:
+        rows, wrong, _ = _verdicts
+        series.append(("your decisions, the model's own", p[rows], ~wrong, "#6a1b9a", "dot"))
+    if not series:
+        return None
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#9e9e9e", dash="dot", width=1),
+                    name="perfectly calibrated", hoverinfo="skip")
+    for name, prob, outcome, colour, dash in series:
+        table = est.reliability_bins(prob, outcome)
+        used = table[:, 2] > 0
+        fig.add_scatter(x=table[used, 0], y=table[used, 1], mode="lines+markers", name=name,
+                        line=dict(color=colour, dash=dash, width=2), customdata=table[used, 2],
+                        marker=dict(size=6 + 14 * np.sqrt(table[used, 2] / table[:, 2].sum()), color=colour),
+                        hovertemplate="clean probability %{x:.2f}: %{y:.0%} clean, %{customdata:,.0f} samples"
+                                      "<extra></extra>")
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis=dict(title="clean probability (bin mean)", range=[0, 1]),
+                      yaxis=dict(title="share with the right label", tickformat=".0%", range=[0, 1.02]),
+                      legend=dict(orientation="h", y=1.15, x=0))
+    return fig
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
 def sweep_base(run_dir: str, stamp: float, estimates_key: str, _estimated: dict[str, np.ndarray]) -> go.Figure:
     """Estimated precision / recall / F1 over the tau grid (dashed: `_estimated`, the curves in use,
     named by `estimates_key`: "" for the model's own, else the `verdict_key` they were recalibrated

@@ -330,6 +330,17 @@ def tau_panel() -> None:
                         width="stretch", key="sweep_chart")
     lines["sweep_box"] = [{"xaxis": "xaxis", "yaxis": "yaxis", "x": tau, "color": "#424242",
                            "label": f"τ = {tau:.2f}"}]
+    reliability = tv.reliability_figure(run_dir, stamp, calibration_key + (":calibrated" if calibrated else ""),
+                                        verdicts, view["counting_prob"] if calibrated else None)
+    if reliability is not None:
+        with st.expander("Is the clean probability calibrated? (reliability diagram)", icon=":material/query_stats:"):
+            st.caption("Samples binned by their clean probability, against the share whose label is right: among "
+                       "the samples you kept or relabelled in Review" +
+                       (", and among every sample by this dataset's ground truth" if data["has_true"] else "") +
+                       ". A calibrated probability lies on the dotted diagonal; below it, the model calls labels "
+                       "right more often than they are. Your decisions come mostly from the flagged samples, and "
+                       "from the whole range only through a spot check.")
+            st.plotly_chart(reliability, width="stretch", key="reliability_chart")
 
     tv.tau_lines(data=lines, key="tau_lines", height=0)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.apptest import app, card_ids, card_key, charts, first_page_rows, metric, texts
+from helpers.apptest import app, card_ids, card_key, charts, figure_array, first_page_rows, metric, texts
 from turn_backend import analysis as an
 from turn_backend import run_views
 from turn_backend.export import build_export, default_tau, to_bytes
@@ -63,16 +63,10 @@ def test_unfinished_run_shows_empty_state(runs_root, tiny_config, page):
 # ----------------------------------------------------------------------------- embeddings
 
 
-def array(value) -> np.ndarray:
-    """A figure array as sent to the browser: a list, or plotly's base64 typed array."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-    return np.asarray(value if value is not None else [])
-
-
 def drawn_points(chart: dict) -> dict[str, list[int]]:
     """Sample positions (customdata) per trace name of a map."""
-    return {t.get("name"): array(t["customdata"]).astype(int).tolist() for t in chart["data"] if "customdata" in t}
+    return {t.get("name"): figure_array(t["customdata"]).astype(int).tolist()
+            for t in chart["data"] if "customdata" in t}
 
 
 def test_embeddings_maps_every_training_sample_with_flags(tiny_run):
@@ -139,7 +133,8 @@ def test_embeddings_selection_on_one_map_highlights_it_on_the_others(tiny_run):
     assert "2 selected" in texts(at)
     assert sum(m.value.count("<img") for m in at.markdown) == 2  # their images, inlined (one gallery element)
     for chart in charts(at):  # both maps: exactly samples 3 and 17 are selected
-        picked = {int(array(t["customdata"])[i]) for t in chart["data"] for i in array(t.get("selectedpoints"))}
+        picked = {int(figure_array(t["customdata"])[i]) for t in chart["data"]
+                  for i in figure_array(t.get("selectedpoints"))}
         assert picked == {3, 17}
 
 

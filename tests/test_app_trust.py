@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.ui import UNTRUSTED_FLAGS
-from helpers.apptest import app, metric
+from helpers.apptest import app, figure_array, metric
 from helpers.cli import turn
 from turn_backend.cli import flag_summary_lines
 from turn_backend.detect import estimates as est
@@ -66,9 +66,18 @@ def test_threshold_estimates_stay_put_while_flagged_moves_and_the_suggestion_app
     assert metric(at, "Estimated noise rate") == noise  # an estimate, not the share flagged
     assert metric(at, "Flagged") != flagged_before
     # estimated and (this run has ground truth) true curves in one chart
-    sweep = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    sweep = next(f for f in figures if any(t.get("name") == "F1 (estimated)" for t in f["data"]))
     names = [t["name"] for t in sweep["data"]]
     assert "Precision (estimated)" in names and "Precision (true)" in names and "Recall (estimated)" in names
+    # and the reliability diagram against the ground truth: the counting probability's bins, by hand
+    reliability = next(f for f in figures if any(t.get("name") == "truth, the model's own" for t in f["data"]))
+    truth = next(t for t in reliability["data"] if t["name"] == "truth, the model's own")
+    folder = RunFolder(tiny_run)
+    train = folder.samples().query("split == 'train'")
+    bins = est.reliability_bins(folder.load_detection(folder.final_dir).clean_prob,
+                                (train["given_label"] == train["true_label"]).to_numpy())
+    np.testing.assert_allclose(figure_array(truth["y"]), bins[bins[:, 2] > 0, 1])
     assert metric_delta(at, "Precision (estimated)").startswith("true ")
     # the suggestion: the best estimated F1, one click away
     suggested = m["suggested_tau"]

@@ -321,6 +321,19 @@ def test_detection_grid_end_to_end_writes_its_table_as_a_docs_section(tmp_path, 
     decided = int(cal["rev_decisions"].iloc[0])
     assert 75 < decided <= 150 and f"| {decided} |" in reviewed
     assert cal["rev_low"].iloc[0] <= cal["rev_noise"].iloc[0] <= cal["rev_high"].iloc[0]
+    # the reliability diagrams: a PNG beside the docs, linked from the section
+    assert "![Reliability diagrams](images/calibration-reliability-detection-at-full-scale.png)" in calibration
+    assert (tmp_path / "images" / "calibration-reliability-detection-at-full-scale.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_expected_calibration_error_by_hand():
+    from turn_backend.bench.detection import expected_calibration_error
+
+    # bins: {0.05: clean 0}, {0.15, 0.12: half clean}, {0.95: clean}:
+    # (1 * 0.05 + 2 * |0.135 - 0.5| + 1 * 0.05) / 4 = 0.2075
+    p = np.array([0.05, 0.15, 0.12, 0.95])
+    assert expected_calibration_error(p, np.array([False, True, False, True])) == pytest.approx(0.2075)
+    assert expected_calibration_error(np.full(4, 0.75), np.array([True, True, True, False])) == pytest.approx(0.0)
 
 
 def test_a_simulated_review_decides_the_lowest_and_the_spot_check():

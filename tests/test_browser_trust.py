@@ -112,6 +112,14 @@ def test_a_spot_check_and_decisions_recalibrate_the_threshold_estimates(browser,
         toggle = page.get_by_text("Calibrate the estimates on your 100 Review decisions")
         toggle.scroll_into_view_if_needed()
         screenshot(page, "trust-calibrated")
+        # the reliability diagram: the truth and the decisions, binned by clean probability
+        page.get_by_text("Is the clean probability calibrated?").click()
+        chart = page.locator('[data-testid="stExpander"] [data-testid="stPlotlyChart"]').last
+        chart.get_by_text("your decisions, the model's own").wait_for(timeout=STEP_TIMEOUT_MS)
+        assert chart.get_by_text("truth, recalibrated (undecided samples)").count()
+        chart.scroll_into_view_if_needed()
+        wait_idle(page)
+        screenshot(page, "trust-reliability")
         toggle.click()  # off: the model's own estimate
         wait_metric(page, "Estimated noise rate", f"{own:.1%}")
         no_exception(page)

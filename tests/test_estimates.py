@@ -241,3 +241,15 @@ def test_calibration_prior_is_chosen_by_how_well_the_decisions_bear_the_model_ou
     contradict = est.calibrate_on_decisions(p, rows, rng.random(200) < odds / (1 + odds), spot)
     assert contradict["prior"] <= 3 and contradict["a"] > 0.8
     assert contradict["prior"] in est.CALIBRATION_PRIOR_GRID and agree["prior"] in est.CALIBRATION_PRIOR_GRID
+
+
+def test_reliability_bins_by_hand():
+    # p 0.05 -> bin 0; 0.15 and 0.12 -> bin 1; 0.95 -> bin 9
+    table = est.reliability_bins([0.05, 0.15, 0.12, 0.95], [0, 1, 0, 1])
+    assert table.shape == (10, 3)
+    np.testing.assert_allclose(table[0], [0.05, 0.0, 1])
+    np.testing.assert_allclose(table[1], [0.135, 0.5, 2])
+    np.testing.assert_allclose(table[9], [0.95, 1.0, 1])
+    assert table[2:9].sum() == 0  # empty bins
+    with pytest.raises(ValueError, match="one per sample"):
+        est.reliability_bins([0.5], [1, 0])

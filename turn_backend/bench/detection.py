@@ -17,7 +17,11 @@ section of docs/benchmarks.md.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import re
+import shutil
+import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -111,15 +115,19 @@ def image_features(train, image_size: int, model_name: str, log, rt):
 
 
 def expected_calibration_error(clean_prob: np.ndarray, is_clean: np.ndarray, bins: int = 10) -> float:
-    """ECE of a clean probability against the truth: over 10 equal-width bins of the probability,
-    the sample-weighted mean of |mean probability - share truly clean|."""
-    which = np.clip((np.asarray(clean_prob) * bins).astype(int), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            ece += inside.mean() * abs(float(clean_prob[inside].mean()) - float(is_clean[inside].mean()))
-    return float(ece)
+    """ECE of a clean probability against the truth: over 10 equal-width bins of the probability
+    (`estimates.reliability_bins`), the sample-weighted mean of |mean probability - share truly clean|."""
+    from turn_backend.detect.estimates import reliability_bins
+
+    table = reliability_bins(clean_prob, is_clean, bins)
+    return float(np.sum(table[:, 2] * np.abs(table[:, 0] - table[:, 1])) / max(len(clean_prob), 1))
+
+
+def _bins_json(clean_prob: np.ndarray, is_clean: np.ndarray) -> str:
+    """`estimates.reliability_bins` as JSON, to keep in calibration.csv for the reliability diagrams."""
+    from turn_backend.detect.estimates import reliability_bins
+
+    return json.dumps(np.round(reliability_bins(clean_prob, is_clean), 5).tolist())
 
 
 def calibration_row(result, lp_signal: np.ndarray, signals: dict, noisy: np.ndarray, tau: float) -> dict:
@@ -130,7 +138,7 @@ def calibration_row(result, lp_signal: np.ndarray, signals: dict, noisy: np.ndar
     estimate = estimates.estimate_noise_rate(p)
     suggested = estimates.suggest_tau(p)
     row = {"true_noise": float(noisy.mean()), "est_noise": estimate["rate"], "est_low": estimate["low"],
-           "est_high": estimate["high"], "ece": expected_calibration_error(p, ~noisy),
+           "est_high": estimate["high"], "ece": expected_calibration_error(p, ~noisy), "bins": _bins_json(p, ~noisy),
            "ece_gmm": expected_calibration_error(lp_signal, ~noisy), "suggested_tau": suggested,
            "reliable": bool(result.reliability["reliable"]), "rough": bool(result.reliability["cautions"]),
            "signal_agreement": result.reliability["signal_agreement"],
@@ -178,6 +186,7 @@ def reviewed_calibration_row(p: np.ndarray, noisy: np.ndarray) -> dict:
     return {"rev_decisions": len(rows), "rev_noise": fit["noise_rate"]["rate"], "rev_low": fit["noise_rate"]["low"],
             "rev_high": fit["noise_rate"]["high"], "rev_suggested_tau": suggested,
             "rev_ece": expected_calibration_error(q[undecided], ~noisy[undecided]),
+            "rev_bins": _bins_json(q[undecided], ~noisy[undecided]),
             "rev_est_precision": est["precision"], "rev_true_precision": true["precision"],
             "rev_est_recall": est["recall"], "rev_true_recall": true["recall"], "rev_f1": true["f1"]}
 
@@ -285,7 +294,7 @@ def _mark(ok: bool) -> str:
     return " ✓" if ok else " ✗"
 
 
-def calibration_section(cal: pd.DataFrame, tau: float) -> str:
+def calibration_section(cal: pd.DataFrame, tau: float, figure: str | None = None) -> str:
     """The calibration table: per dataset and setting, means over seeds, each marked against its bar
     (noise within 2 points; precision and recall at the suggested tau within 5 points from 1,000
     images up, 10 below; ECE <= 0.05; F1 at the suggested tau >= the best single signal's)."""
@@ -328,7 +337,62 @@ def calibration_section(cal: pd.DataFrame, tau: float) -> str:
                if noisy else "– | – | – | – | ")
             + f"{int(g['reliable'].sum())}/{len(g)}"
             + (f", rough {int(g['rough'].sum())}/{len(g)}" if g["rough"].any() else "") + " |")
+    if figure:
+        out += ["", "Reliability diagrams of the combined clean probability against the truth, pooled over seeds "
+                "(blue: the model's own; orange: recalibrated after the simulated review below, on the samples it "
+                "left undecided; marker area: samples in the bin). A calibrated probability lies on the dotted "
+                "diagonal; below it, the model calls labels clean more often than they are.", "",
+                f"![Reliability diagrams]({figure})"]
     return "\n".join(out) + "\n\n" + reviewed_section(cal)
+
+
+def _pooled_bins(column: pd.Series) -> np.ndarray:
+    """The reliability bins of several seeds (JSON, `_bins_json`) pooled: count-weighted means."""
+    tables = np.array([json.loads(v) for v in column.dropna()])
+    count = tables[:, :, 2].sum(0)
+    safe = np.maximum(count, 1.0)
+    return np.stack([(tables[:, :, 0] * tables[:, :, 2]).sum(0) / safe,
+                     (tables[:, :, 1] * tables[:, :, 2]).sum(0) / safe, count], axis=1)
+
+
+def reliability_figure(cal: pd.DataFrame, path: Path) -> Path:
+    """Reliability diagrams, one panel per set and setting with label noise (the reliability check's
+    deliberate failures left out): the combined clean probability against the share truly clean,
+    pooled over seeds, as the model gives it and after the simulated review (undecided samples
+    only); marker area by the samples in the bin. Written as a PNG to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [(key, g) for key, g in cal.groupby(["dataset", "setting"], sort=False)
+              if g["true_noise"].mean() > 0 and not str(key[0]).startswith("Check") and "bins" in g]
+    cols = 4
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.1 * rows), squeeze=False)
+    for ax, ((dataset, setting), g) in zip(axes.flat, groups):
+        ax.plot([0, 1], [0, 1], color="#9e9e9e", lw=1, ls=":")
+        for column, colour, label in (("bins", "#1565c0", "model's own"), ("rev_bins", "#ef6c00", "after a review")):
+            if column not in g or g[column].isna().all():
+                continue
+            table = _pooled_bins(g[column])
+            used = table[:, 2] > 0
+            ax.plot(table[used, 0], table[used, 1], color=colour, lw=1.5, label=label)
+            ax.scatter(table[used, 0], table[used, 1], s=8 + 120 * table[used, 2] / table[:, 2].sum(), color=colour)
+        ax.set_title(textwrap.fill(f"{dataset} · {setting} · {len(g)} seeds", 46), fontsize=7.5)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("clean probability", fontsize=7)
+        ax.set_ylabel("share truly clean", fontsize=7)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def reviewed_section(cal: pd.DataFrame) -> str:
@@ -469,11 +533,18 @@ def main(args) -> int:
     title = f"## {args.docs_section}" if getattr(args, "docs_section", None) else SECTION_TITLE
     text = section(df, datasets, command, machine, time.time() - t_start).replace(SECTION_TITLE, title, 1)
     cal_title = CALIBRATION_TITLE + (f" ({args.docs_section})" if getattr(args, "docs_section", None) else "")
-    cal_text = calibration_section(cal_df, 0.6).replace(CALIBRATION_TITLE, cal_title, 1)
+    docs = Path(args.docs) if args.docs else DEFAULT_DOCS
+    figure = "calibration-reliability" + ("-" + re.sub(r"[^a-z0-9]+", "-", args.docs_section.lower()).strip("-")
+                                          if getattr(args, "docs_section", None) else "") + ".png"
+    reliability_figure(cal_df, out / figure)
+    if not args.no_docs:
+        (docs.parent / "images").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / figure, docs.parent / "images" / figure)
+    cal_text = calibration_section(cal_df, 0.6, figure if args.no_docs else f"images/{figure}").replace(
+        CALIBRATION_TITLE, cal_title, 1)
     (out / "detection.md").write_text(text + "\n" + cal_text)
     print(text + "\n" + cal_text)
     if not args.no_docs:
-        docs = Path(args.docs) if args.docs else DEFAULT_DOCS
         replace_section(docs, title + "\n", text)
         replace_section(docs, cal_title + "\n", cal_text)
         log(f"wrote the \"{title[3:]}\" and \"{cal_title[3:]}\" sections of {docs}")

@@ -162,6 +162,22 @@ def suggest_tau(clean_prob: Sequence[float], min_precision: float | None = None,
     return float(curves["tau"][ok[-1]]) if len(ok) else None
 
 
+def reliability_bins(clean_prob: Sequence[float], is_clean: Sequence[float], bins: int = 10) -> np.ndarray:
+    """(bins, 3): for each of `bins` equal-width bins of the clean probability, the mean probability,
+    the share of its samples that are clean (`is_clean`: truth or a person's decisions, 0/1) and
+    their count; an empty bin is (0, 0, 0). What a reliability diagram draws: a calibrated
+    probability lies on the diagonal."""
+    p = _as_probs(clean_prob)
+    clean = np.asarray(is_clean, dtype=np.float64).ravel()
+    if len(clean) != len(p):
+        raise ValueError(f"{len(clean)} outcomes for {len(p)} clean probabilities: give one per sample")
+    which = np.clip((p * bins).astype(np.int64), 0, bins - 1)
+    count = np.bincount(which, minlength=bins).astype(np.float64)
+    safe = np.maximum(count, 1.0)
+    return np.stack([np.bincount(which, weights=p, minlength=bins) / safe,
+                     np.bincount(which, weights=clean, minlength=bins) / safe, count], axis=1)
+
+
 def expected_wrong_per_class(clean_prob: Sequence[float], labels: Sequence[int], num_classes: int) -> np.ndarray:
     """(C,) the expected number of wrong labels among the samples labelled c: sum of (1 - p)."""
     p = _as_probs(clean_prob)
