@@ -340,7 +340,8 @@ def tau_panel() -> None:
                        ". A calibrated probability lies on the dotted diagonal; below it, the model calls labels "
                        "right more often than they are. Your decisions come mostly from the flagged samples, and "
                        "from the whole range only through a spot check.")
-            st.plotly_chart(reliability, width="stretch", key="reliability_chart")
+            with st.container(key="reliability_box"):
+                st.plotly_chart(reliability, width="stretch", key="reliability_chart")
 
     tv.tau_lines(data=lines, key="tau_lines", height=0)
 

@@ -254,7 +254,9 @@ def test_threshold_slider_updates_counts_and_apply_writes_tau(tiny_run):
     assert metric(at, "Flagged") == f"{int((p <= 0.3).sum()):,}"
     table = next(d.value for d in at.dataframe if "flagged" in d.value.columns and "class" in d.value.columns)
     assert int(table["clean"].sum()) == int((p > 0.3).sum())
-    assert len(charts(at)) == 2  # histograms, precision/recall sweep (per-class counts are the table)
+    # histograms, precision/recall sweep, reliability diagram (the tiny run has ground truth); per-class
+    # counts are the table
+    assert len(charts(at)) == 3
     at.button(key="apply_tau").click().run()
     assert not at.exception
     assert ReviewStore(folder.review_db).get_setting("tau") == "0.30"

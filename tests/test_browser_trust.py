@@ -59,8 +59,9 @@ def test_threshold_estimates_suggested_tau_and_the_unreliable_warning(browser, t
         assert noise == f"{metrics['estimated_noise_rate']['rate']:.1%}"
         page.get_by_text(f"Suggested τ: {suggested:.2f}").wait_for(timeout=STEP_TIMEOUT_MS)
         page.get_by_text("of the 2 samples you kept or relabelled").wait_for(timeout=STEP_TIMEOUT_MS)
-        chart = page.locator('[data-testid="stPlotlyChart"]').last
-        assert chart.get_by_text("Precision (estimated)").count() and chart.get_by_text("Precision (true)").count()
+        chart = page.locator('.st-key-sweep_box [data-testid="stPlotlyChart"]')
+        chart.get_by_text("Precision (estimated)").wait_for(timeout=STEP_TIMEOUT_MS)
+        assert chart.get_by_text("Precision (true)").count()
         screenshot(page, "trust-threshold")
 
         page.get_by_role("button", name="Use suggested τ").click()
@@ -114,7 +115,7 @@ def test_a_spot_check_and_decisions_recalibrate_the_threshold_estimates(browser,
         screenshot(page, "trust-calibrated")
         # the reliability diagram: the truth and the decisions, binned by clean probability
         page.get_by_text("Is the clean probability calibrated?").click()
-        chart = page.locator('[data-testid="stExpander"] [data-testid="stPlotlyChart"]').last
+        chart = page.locator('.st-key-reliability_box [data-testid="stPlotlyChart"]')
         chart.get_by_text("your decisions, the model's own").wait_for(timeout=STEP_TIMEOUT_MS)
         assert chart.get_by_text("truth, recalibrated (undecided samples)").count()
         chart.scroll_into_view_if_needed()
