@@ -334,12 +334,13 @@ def tau_panel() -> None:
                                         verdicts, view["counting_prob"] if calibrated else None)
     if reliability is not None:
         with st.expander("Is the clean probability calibrated? (reliability diagram)", icon=":material/query_stats:"):
+            among = (["the samples you kept or relabelled in Review"] if verdicts is not None else []) + (
+                ["every sample, by this dataset's ground truth"] if data["has_true"] else [])
             st.caption("Samples binned by their clean probability, against the share whose label is right: among "
-                       "the samples you kept or relabelled in Review" +
-                       (", and among every sample by this dataset's ground truth" if data["has_true"] else "") +
-                       ". A calibrated probability lies on the dotted diagonal; below it, the model calls labels "
-                       "right more often than they are. Your decisions come mostly from the flagged samples, and "
-                       "from the whole range only through a spot check.")
+                       + " and among ".join(among) + ". A calibrated probability lies on the dotted diagonal; below "
+                       "it, the model calls labels right more often than they are." +
+                       (" Your decisions come mostly from the flagged samples, and from the whole range only "
+                        "through a spot check." if verdicts is not None else ""))
             with st.container(key="reliability_box"):
                 st.plotly_chart(reliability, width="stretch", key="reliability_chart")
 
