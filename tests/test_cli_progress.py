@@ -43,7 +43,9 @@ def test_fmt_duration():
 def test_a_run_into_a_pipe_prints_progress_lines_on_time(tmp_path):
     interval = 0.5
     env = turn_env(tmp_path / "cache", TURN_PROGRESS_INTERVAL=str(interval))
-    cmd = [sys.executable, "-m", "turn_backend.cli", "run", "--n-train", "600", "--n-test", "100", "--image-size",
+    # 1,500 images: feature extraction lasts a few polls of the follower even on a fast, idle machine
+    # (with 600 every stage ended before its second poll, so no rate was known: a CI flake)
+    cmd = [sys.executable, "-m", "turn_backend.cli", "run", "--n-train", "1500", "--n-test", "100", "--image-size",
            "64", "--batch-size", "32", "--lp-epochs", "20", "--fft-epochs", "2", "--method", "turn", "--device",
            "cpu", "--projections", "--out", str(tmp_path / "run")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
