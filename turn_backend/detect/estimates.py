@@ -83,6 +83,7 @@ MIN_RANDOM_DECISIONS = 20
 CALIBRATION_PRIOR_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 CALIBRATION_SLOPE_BOUNDS = (0.05, 10.0)  # a slope at or below 0 would reverse the model's ranking
 CALIBRATION_DRAWS = 400  # posterior draws of the fit for the noise rate's interval
+CALIBRATION_SAMPLE = 100_000  # undecided samples each draw's expected wrong labels are counted on
 
 
 def default_tau_grid(step: float = 0.01) -> np.ndarray:
@@ -258,11 +259,11 @@ def calibrate_on_decisions(clean_prob: Sequence[float], rows: Sequence[int], wro
     p = _as_probs(clean_prob)
     rows = np.asarray(rows, dtype=np.int64).ravel()
     found = np.asarray(wrong, dtype=np.float64).ravel()
-    random = np.asarray(at_random, dtype=bool).ravel()
-    if not len(found) == len(random) == len(rows):
-        raise ValueError(f"{len(found)} decisions and {len(random)} spot-check marks for {len(rows)} decided samples: "
+    drawn = np.asarray(at_random, dtype=bool).ravel()
+    if not len(found) == len(drawn) == len(rows):
+        raise ValueError(f"{len(found)} decisions and {len(drawn)} spot-check marks for {len(rows)} decided samples: "
                          "give one per sample")
-    if random.sum() < MIN_RANDOM_DECISIONS:
+    if drawn.sum() < MIN_RANDOM_DECISIONS:
         return None
     eps = 1e-6
     x = logit(np.clip(1.0 - p[rows], eps, 1.0 - eps))
@@ -284,7 +285,7 @@ def calibrate_on_decisions(clean_prob: Sequence[float], rows: Sequence[int], wro
     undecided = np.ones(len(p), dtype=bool)
     undecided[rows] = False
     undecided = np.flatnonzero(undecided)
-    sample = undecided if len(undecided) <= TEMPERATURE_SAMPLE else rng.choice(undecided, TEMPERATURE_SAMPLE,
+    sample = undecided if len(undecided) <= CALIBRATION_SAMPLE else rng.choice(undecided, CALIBRATION_SAMPLE,
                                                                                  replace=False)
     x_undecided = logit(np.clip(1.0 - p[sample], eps, 1.0 - eps))
     wrong_undecided = expit(draws[:, :1] + draws[:, 1:] * x_undecided[None, :]).mean(1) * len(undecided)
