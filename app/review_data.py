@@ -12,7 +12,7 @@ import streamlit as st
 from app import annotator_view, audit_data, ui
 from turn_backend import analysis as an
 from turn_backend import run_features
-from turn_backend.review import ReviewStore, spot_check_rows
+from turn_backend.review import ReviewStore, spot_check_mask
 from turn_backend.runfolder import RunFolder
 
 
@@ -24,10 +24,7 @@ def review_index(run_dir: str, stamp: float, tau: float, annotator: str | None =
     `spot_check_size`, that many random samples (`review.spot_check_rows`)."""
     disagrees = None if annotator is None else annotator_view.disagreement_mask(run_dir, stamp, annotator)
     inputs = audit_data.review_inputs(RunFolder(run_dir))
-    spot = None
-    if spot_check_size:
-        spot = np.zeros(len(inputs["ids"]), dtype=bool)
-        spot[spot_check_rows(len(spot), spot_check_size)] = True
+    spot = spot_check_mask(len(inputs["ids"]), spot_check_size) if spot_check_size else None
     return an.ReviewIndex.for_run(inputs, tau, disagrees, spot)
 
 

@@ -14,7 +14,7 @@ from app import ui
 from turn_backend import analysis as an
 from turn_backend import run_views
 from turn_backend.detect import estimates as est
-from turn_backend.review import VERDICT_ACTIONS, label_errors_found, spot_check_rows
+from turn_backend.review import VERDICT_ACTIONS, label_errors_found, spot_check_mask
 from turn_backend.runfolder import RunFolder
 
 CLEAN_COLOUR = "#2e7d32"
@@ -150,7 +150,7 @@ def review_verdicts(run_dir: str, stamp: float, decisions: dict[str, tuple[str, 
     rows, wrong = label_errors_found(decisions, train_sample_ids(run_dir, stamp), given)
     if not len(rows):
         return None
-    return rows, wrong, np.isin(rows, spot_check_rows(len(given), spot_check_size))
+    return rows, wrong, spot_check_mask(len(given), spot_check_size)[rows]
 
 
 def review_check(run_dir: str, stamp: float, verdicts: tuple[np.ndarray, ...] | None) -> dict | None:

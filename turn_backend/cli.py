@@ -548,12 +548,11 @@ def cmd_status(args) -> int:
         raise CLIError(f"{args.run_dir} is not a run folder (no config.json)")
     from turn_backend.estimate import progress, progress_lines
     from turn_backend.export import default_tau
-    from turn_backend.run_views import review_calibrated_estimates, review_check
+    from turn_backend.run_views import review_estimates
 
     metrics = folder.metrics()
     view = progress(folder)
-    review = review_check(folder)
-    calibrated = review_calibrated_estimates(folder, default_tau(folder)) if review else None
+    review, calibrated = review_estimates(folder, default_tau(folder))
     print(json.dumps({"status": live_state(folder.path), "metrics": metrics, "estimate": view,
                       "review_check": review, "review_calibrated": calibrated}, indent=2, default=str))
     # after the JSON, on stderr: stdout stays one JSON document
@@ -564,7 +563,7 @@ def cmd_status(args) -> int:
 
 
 def review_lines(check: dict | None) -> list[str]:
-    """The estimates against the run's Review decisions (`run_views.review_check`), in words."""
+    """The estimates against the run's Review decisions (`run_views.review_estimates`' check), in words."""
     if check is None:
         return []
     n, k, expected = check["n"], check["found_wrong"], check["expected_wrong"]
@@ -580,7 +579,7 @@ def review_lines(check: dict | None) -> list[str]:
 
 def calibrated_lines(calibrated: dict | None) -> list[str]:
     """The estimates recounted with the clean probabilities recalibrated on the Review decisions
-    (`run_views.review_calibrated_estimates`), in words."""
+    (`run_views.review_estimates`), in words."""
     if calibrated is None:
         return []
     noise, suggested = calibrated["estimated_noise_rate"], calibrated["suggested_tau"]

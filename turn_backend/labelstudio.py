@@ -51,7 +51,7 @@ from turn_backend.export import (
     default_tau,
     write_export_folder,
 )
-from turn_backend.review import ReviewStore, spot_check_rows
+from turn_backend.review import ReviewStore, spot_check_mask
 from turn_backend.run_views import review_inputs
 from turn_backend.runfolder import RunFolder
 
@@ -94,8 +94,8 @@ def _flagged_rows(run_dir: str | Path, tau: float | None, scope: str):
     inputs = review_inputs(folder)
     row_of = {sid: i for i, sid in enumerate(inputs["ids"])}
     df["row"] = df["sample_id"].astype(str).map(row_of).astype(np.int64)
-    spot = spot_check_rows(len(inputs["ids"]), ReviewStore(folder.review_db).spot_check_size())
-    df["spot_check"] = df["row"].isin(spot)
+    spot = spot_check_mask(len(inputs["ids"]), ReviewStore(folder.review_db).spot_check_size())
+    df["spot_check"] = spot[df["row"].to_numpy()]
     df = df[df["flagged"] | df["spot_check"]].copy()
     names = np.asarray(inputs["names"], dtype=object)
     df["suggested_label"] = names[inputs["suggested"][df["row"].to_numpy()]]

@@ -121,6 +121,13 @@ def spot_check_rows(n_train: int, size: int, seed: int = SPOT_CHECK_SEED) -> np.
     return np.random.default_rng(seed).permutation(int(n_train))[:size] if size else np.zeros(0, dtype=np.int64)
 
 
+def spot_check_mask(n_train: int, size: int) -> np.ndarray:
+    """(n_train,) bool: whether each training position is in the spot check of `size` (`spot_check_rows`)."""
+    mask = np.zeros(int(n_train), dtype=bool)
+    mask[spot_check_rows(n_train, size)] = True
+    return mask
+
+
 class ReviewStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

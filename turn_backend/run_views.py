@@ -77,63 +77,48 @@ def counting_probability(clean_prob: np.ndarray, detection) -> np.ndarray:
     return np.asarray(clean_prob, dtype=np.float64)
 
 
-def _review_verdicts(folder) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(final clean probability, counting probability, rows, wrong) of the training samples kept or
-    relabelled in the run's Review (`review.label_errors_found`); None without a finished run or
-    any such decision."""
+def review_estimates(folder, tau: float) -> tuple[dict | None, dict | None]:
+    """(check, calibrated) from the decisions made in the run's Review, the training samples kept or
+    relabelled (`review.label_errors_found`), read once for both:
+
+    - check: the run's estimates against them (`estimates.review_agreement`), counted with the
+      probability the estimates use (the detection layer's combined one where the folder has it for
+      this training set, else the final clean probability);
+    - calibrated: the estimates at `tau` recounted with that probability recalibrated on them
+      (`estimates.calibrate_on_decisions`): `estimates.summarise_flags`' fields (suggested_tau,
+      estimated_precision / _recall / _f1), the fit's estimated_noise_rate (its interval covers the
+      fit's uncertainty too), "decisions", "spot_check_decisions", "a", "b" and "prior"; None with
+      fewer than `estimates.MIN_RANDOM_DECISIONS` decisions of the spot check.
+
+    (None, None) without a finished run or any such decision."""
     import pandas as pd
 
-    from turn_backend.review import VERDICT_ACTIONS, ReviewStore, label_errors_found
+    from turn_backend.detect.estimates import calibrate_on_decisions, review_agreement, summarise_flags
+    from turn_backend.review import VERDICT_ACTIONS, ReviewStore, label_errors_found, spot_check_mask
 
     if not folder.review_db.exists() or not folder.has_final():
-        return None
-    decisions = ReviewStore(folder.review_db).current()
+        return None, None
+    store = ReviewStore(folder.review_db)
+    decisions = store.current()
     if not any(action in VERDICT_ACTIONS for action, _ in decisions.values()):
-        return None
+        return None, None
     samples = folder.samples()
     train = samples[samples["split"] == "train"]
     clean_prob = np.asarray(folder.final()["clean_prob"], dtype=np.float64)
     counting = counting_probability(clean_prob, folder.load_detection(folder.final_dir))
     rows, wrong = label_errors_found(decisions, pd.Index(train["sample_id"].to_numpy()),
                                      train["given_label"].to_numpy(dtype=np.int64))
-    return (clean_prob, counting, rows, wrong) if len(rows) else None
-
-
-def review_check(folder) -> dict | None:
-    """The run's estimates against the decisions made in its Review (`estimates.review_agreement`
-    over the training samples kept or relabelled), counted with the probability the estimates use
-    (the detection layer's combined one where the folder has it for this training set, else the
-    final clean probability); None without a finished run or any such decision."""
-    from turn_backend.detect.estimates import review_agreement
-
-    verdicts = _review_verdicts(folder)
-    if verdicts is None:
-        return None
-    _, counting, rows, wrong = verdicts
-    return review_agreement(counting[rows], wrong)
-
-
-def review_calibrated_estimates(folder, tau: float) -> dict | None:
-    """The run's estimates at `tau` recounted with its clean probabilities recalibrated on the
-    Review decisions (`estimates.calibrate_on_decisions`): `estimates.summarise_flags`' fields
-    (suggested_tau, estimated_precision / _recall / _f1), the fit's estimated_noise_rate (its
-    interval covers the fit's uncertainty too), "decisions", "spot_check_decisions", "a", "b" and
-    "prior"; None with fewer than `estimates.MIN_RANDOM_DECISIONS` decisions of the spot check."""
-    from turn_backend.detect.estimates import calibrate_on_decisions, summarise_flags
-    from turn_backend.review import ReviewStore, spot_check_rows
-
-    verdicts = _review_verdicts(folder)
-    if verdicts is None:
-        return None
-    clean_prob, counting, rows, wrong = verdicts
-    at_random = np.isin(rows, spot_check_rows(len(clean_prob), ReviewStore(folder.review_db).spot_check_size()))
+    if not len(rows):
+        return None, None
+    check = review_agreement(counting[rows], wrong)
+    at_random = spot_check_mask(len(clean_prob), store.spot_check_size())[rows]
     fit = calibrate_on_decisions(counting, rows, wrong, at_random)
     if fit is None:
-        return None
+        return check, None
     reliability = folder.metrics().get("flags_reliability")
     summary = summarise_flags(clean_prob, tau, calibrated=fit["probability"], reliability=reliability)
-    return {key: summary[key] for key in ("tau", "suggested_tau", "estimated_precision", "estimated_recall",
-                                          "estimated_f1")} | {
+    return check, {key: summary[key] for key in ("tau", "suggested_tau", "estimated_precision", "estimated_recall",
+                                                 "estimated_f1")} | {
         "estimated_noise_rate": fit["noise_rate"], "decisions": fit["n"],
         "spot_check_decisions": int(at_random.sum()), "a": fit["a"], "b": fit["b"], "prior": fit["prior"]}
 
