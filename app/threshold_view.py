@@ -194,6 +194,28 @@ def review_calibration(run_dir: str, stamp: float, key: str, _verdicts: tuple[np
                           if trusted else None for target in SUGGESTION_TARGETS.values()}}
 
 
+def run_calibration(run: RunFolder) -> dict | None:
+    """`review_calibration` of a run on its Review decisions as they stand, for the pages that
+    count with it besides Threshold (Classes, Noise matrix)."""
+    from turn_backend.review import ReviewStore
+
+    run_dir, stamp = str(run.path.resolve()), run.stamp()
+    store = ReviewStore(run.review_db)
+    verdicts = review_verdicts(run_dir, stamp, store.current(), store.spot_check_size())
+    return review_calibration(run_dir, stamp, verdict_key(verdicts), verdicts)
+
+
+def calibration_toggle(calibration: dict | None, key: str) -> bool:
+    """The switch between counting with the clean probabilities recalibrated on the Review
+    decisions (on by default) and the model's own; False without a calibration."""
+    if calibration is None:
+        return False
+    return st.toggle(f"Calibrate on your {ui.fmt_int(calibration['fit']['n'])} Review decisions", value=True, key=key,
+                     help="As on the Threshold page: your keep and relabel decisions, a spot check among them, "
+                          "recalibrate the clean probabilities, and the counts here are made with them. Off: the "
+                          "model's own.")
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def reliability_figure(run_dir: str, stamp: float, key: str, _verdicts: tuple[np.ndarray, ...] | None,
                        _calibrated: np.ndarray | None) -> go.Figure | None:

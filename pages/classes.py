@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from app import audit_data, ui
+from app import threshold_view as tv
 from turn_backend import analysis as an
 from turn_backend.export import default_tau
 from turn_backend.runfolder import RunFolder
@@ -70,10 +71,18 @@ health, duplicates = st.tabs([":material/monitor_heart: Health", ":material/cont
 # ------------------------------------------------------------------------------- health
 
 with health:
+    calibration = tv.run_calibration(run)
+    if calibration is not None and len(calibration["counting_prob"]) != len(inputs["given"]):
+        calibration = None  # a review of another training set: the model's own
+    calibrated = tv.calibration_toggle(calibration, "classes_calibrate_on_review")
     table = an.class_health(inputs["given"], inputs["clean_prob"], tau, names,
                             noise_counts=None if detection is None else detection["noise_counts"],
-                            audit_train=inputs["audit"])
+                            audit_train=inputs["audit"],
+                            calibrated=calibration["counting_prob"] if calibrated else None)
     notes = []
+    if calibrated:
+        notes.append("expected wrong labels, noise rates, mean p(clean) and confusions are counted with the clean "
+                     "probabilities recalibrated on your Review decisions; flagged is the run's own at τ")
     if detection is None:
         notes.append("no detection layer in this run: the noise rate is the share flagged at τ, and the confused "
                      "classes are unknown")

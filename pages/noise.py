@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import audit_data, ui
+from app import threshold_view as tv
 from turn_backend import analysis as an
 from turn_backend.export import default_tau
 
@@ -78,15 +79,25 @@ if counts.shape != (len(names), len(names)):
     ui.show_error(f"The noise matrix is {counts.shape[0]} x {counts.shape[1]} for {len(names)} classes; the run "
                   "folder is inconsistent. Retrain the run to rebuild it.")
     st.stop()
-rates = an.noise_rates(counts)
 tau = default_tau(run)
 combined = detection["signals"]["combined"].to_numpy(dtype=np.float64)
 samples = audit_data.samples(run)
 train = samples[samples["split"] == "train"]
+calibration = tv.run_calibration(run)
+if calibration is not None and len(calibration["counting_prob"]) != len(train):
+    calibration = None  # a review of another training set: the model's own
+noise_rate = detection["noise_rate"]
+calibrated = tv.calibration_toggle(calibration, "noise_calibrate_on_review")
+if calibrated:
+    counts = an.recount_noise_counts(counts, train["given_label"].to_numpy(dtype=np.int64),
+                                     calibration["counting_prob"])
+    noise_rate = calibration["noise_estimate"]["rate"]
+rates = an.noise_rates(counts)
 
 m = st.columns(4)
-m[0].metric("Estimated noise rate", ui.fmt_pct(detection["noise_rate"]), border=True,
-            help="Estimated fraction of wrong labels, from the combined clean probability of the detection signals")
+m[0].metric("Estimated noise rate", ui.fmt_pct(noise_rate), border=True,
+            help="Estimated fraction of wrong labels, from the combined clean probability of the detection signals"
+                 + (", recalibrated on your Review decisions" if calibrated else ""))
 m[1].metric(f"Flagged at τ = {tau:.2f}", ui.fmt_pct((combined <= tau).mean() if len(combined) else None),
             border=True, help="Share of training samples whose combined clean probability is at most τ")
 m[2].metric("Off-diagonal samples", ui.fmt_int(round(counts.sum() - np.trace(counts))), border=True,

@@ -387,3 +387,26 @@ def test_class_health_by_hand():
     assert table["test_leaks"].tolist() == [1, 0, 0]
     with pytest.raises(ValueError, match="stale"):
         an.class_health(GIVEN, P, 0.5, names, audit_train=audit.iloc[:3])
+
+
+def test_noise_counts_recounted_with_recalibrated_probabilities_by_hand():
+    # class 0: 10 samples at p 0.6 -> 6 expected clean, 4 wrong, shared 2:0 as the matrix shares them
+    # class 1: 10 at 0.9 -> 1 wrong, shared 1:2; class 2: no off-diagonal in the matrix -> shared evenly
+    counts = [[8, 2, 0], [1, 7, 2], [0, 0, 10]]
+    given = np.repeat([0, 1, 2], 10)
+    calibrated = np.repeat([0.6, 0.9, 0.94], 10)
+    np.testing.assert_allclose(an.recount_noise_counts(counts, given, calibrated),
+                               [[6, 4, 0], [1 / 3, 9, 2 / 3], [0.3, 0.3, 9.4]])
+    with pytest.raises(ValueError, match="one per sample"):
+        an.recount_noise_counts(counts, given, calibrated[:5])
+
+    # the Classes table counts with them; tau still flags the run's own probabilities
+    own = np.repeat([0.3, 0.8, 0.9], 10)
+    table = an.class_health(given, own, 0.5, ["a", "b", "c"], noise_counts=counts, calibrated=calibrated)
+    assert table["flagged"].tolist() == [10, 0, 0]
+    assert table["expected_wrong"].tolist() == pytest.approx([4, 1, 0.6])
+    assert table["noise_rate"].tolist() == pytest.approx([0.4, 0.1, 0.06])
+    assert table["mean_clean_prob"].tolist() == pytest.approx([0.6, 0.9, 0.94])
+    assert table["confused_with"].tolist() == ["b 40%", "c 7%, a 3%", "a 3%, b 3%"]
+    without_matrix = an.class_health(given, own, 0.5, ["a", "b", "c"], calibrated=calibrated)
+    assert without_matrix["noise_rate"].tolist() == pytest.approx([0.4, 0.1, 0.06])  # expected, not flagged

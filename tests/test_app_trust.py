@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app import ui
 from app.ui import UNTRUSTED_FLAGS
 from helpers.apptest import app, figure_array, metric
 from helpers.cli import turn
@@ -164,26 +165,51 @@ def test_threshold_page_checks_the_estimates_against_the_review_decisions(tiny_r
     assert "1 were relabelled (33.3%" in status.stderr
 
 
-def test_threshold_page_recalibrates_the_estimates_once_a_spot_check_is_decided(tiny_run):
-    from turn_backend.review import ReviewStore, spot_check_rows
+class ReviewAsTheTruth:
+    """A run's Review, decided as the ground truth has it: keep where the given label is true,
+    else relabel to the true class."""
 
-    folder = RunFolder(tiny_run)
-    samples = folder.samples()
-    train = samples[samples["split"] == "train"].reset_index(drop=True)
-    combined = folder.load_detection(folder.final_dir).clean_prob
-    given, true = train["given_label"].to_numpy(), train["true_label"].to_numpy()
-    store = ReviewStore(folder.review_db)
+    def __init__(self, run: Path):
+        from turn_backend.review import ReviewStore
 
-    def decide(rows) -> None:  # as the truth has them
+        folder = RunFolder(run)
+        samples = folder.samples()
+        self.train = samples[samples["split"] == "train"].reset_index(drop=True)
+        self.combined = folder.load_detection(folder.final_dir).clean_prob
+        self.given, self.true = self.train["given_label"].to_numpy(), self.train["true_label"].to_numpy()
+        self.store = ReviewStore(folder.review_db)
+
+    def decide(self, rows) -> None:
         for r in rows:
-            if given[r] == true[r]:
-                store.record(train["sample_id"][r], "keep")
+            if self.given[r] == self.true[r]:
+                self.store.record(self.train["sample_id"][r], "keep")
             else:
-                store.record(train["sample_id"][r], "relabel", int(true[r]))
+                self.store.record(self.train["sample_id"][r], "relabel", int(self.true[r]))
+
+    def lowest_and_spot_check(self, lowest: int, spot: int) -> dict:
+        """Decide the `lowest` least probably clean samples and a spot check of `spot`; the
+        recalibration the pages should show (`est.calibrate_on_decisions`)."""
+        from turn_backend.review import spot_check_rows
+
+        low = np.argsort(self.combined)[:lowest]
+        self.decide(low)
+        self.store.extend_spot_check(len(self.train), spot)
+        drawn = spot_check_rows(len(self.train), spot)
+        self.decide(drawn)
+        rows = np.union1d(low, drawn)
+        return est.calibrate_on_decisions(self.combined, rows, self.given[rows] != self.true[rows],
+                                          np.isin(rows, drawn))
+
+
+def test_threshold_page_recalibrates_the_estimates_once_a_spot_check_is_decided(tiny_run):
+    from turn_backend.review import spot_check_rows
+
+    review = ReviewAsTheTruth(tiny_run)
+    train, combined, given, true, store = review.train, review.combined, review.given, review.true, review.store
 
     # the 25 most suspect samples, as Review lists them first: not enough to recalibrate on
     lowest = np.argsort(combined)[:25]
-    decide(lowest)
+    review.decide(lowest)
     at = app("threshold", tiny_run)
     at.run()
     assert not at.exception
@@ -194,7 +220,7 @@ def test_threshold_page_recalibrates_the_estimates_once_a_spot_check_is_decided(
     # a spot check of 30, decided: now the estimates are recalibrated on all 25 + 30 decisions
     store.extend_spot_check(len(train), 30)
     spot = spot_check_rows(len(train), 30)
-    decide(spot)
+    review.decide(spot)
     rows = np.union1d(lowest, spot)
     fit = est.calibrate_on_decisions(combined, rows, given[rows] != true[rows], np.isin(rows, spot))
     own = RunFolder(tiny_run).metrics()["estimated_noise_rate"]["rate"]
@@ -216,6 +242,39 @@ def test_threshold_page_recalibrates_the_estimates_once_a_spot_check_is_decided(
     assert calibrated["decisions"] == len(rows) and calibrated["spot_check_decisions"] == 30
     assert calibrated["estimated_noise_rate"]["rate"] == pytest.approx(fit["noise_rate"]["rate"])
     assert f"calibrated on {len(rows)} review decisions: estimated noise rate" in status.stderr
+
+
+def test_classes_and_noise_pages_count_with_the_estimates_recalibrated_on_review(tiny_run):
+    fit = ReviewAsTheTruth(tiny_run).lowest_and_spot_check(25, 30)
+    m = RunFolder(tiny_run).metrics()
+    n, own = m["n_train"], m["estimated_noise_rate"]["rate"]
+    assert abs(fit["noise_rate"]["rate"] - own) * n > 1  # the two counts differ by more than a label
+
+    def classes_table(at: AppTest):
+        return next(d.value for d in at.dataframe if "expected_wrong" in d.value.columns)
+
+    at = app("classes", tiny_run)
+    at.run()
+    assert not at.exception
+    toggle = at.toggle(key="classes_calibrate_on_review")
+    assert toggle.value and f"your {fit['n']} Review decisions" in toggle.label
+    calibrated = classes_table(at)
+    assert calibrated["expected_wrong"].sum() == pytest.approx(fit["noise_rate"]["rate"] * n, rel=1e-6)
+    assert any("recalibrated on your Review decisions" in c.value for c in at.caption)
+    toggle.set_value(False).run()
+    assert not at.exception
+    own_table = classes_table(at)
+    assert own_table["expected_wrong"].sum() == pytest.approx(own * n, rel=1e-3)
+    assert own_table["flagged"].tolist() == calibrated["flagged"].tolist()  # tau flags the run's own ranking
+
+    at = app("noise", tiny_run)
+    at.run()
+    assert not at.exception
+    assert at.toggle(key="noise_calibrate_on_review").value
+    assert metric(at, "Estimated noise rate") == ui.fmt_pct(fit["noise_rate"]["rate"])
+    assert metric(at, "Off-diagonal samples") == ui.fmt_int(round(fit["noise_rate"]["rate"] * n))
+    at.toggle(key="noise_calibrate_on_review").set_value(False).run()
+    assert metric(at, "Estimated noise rate") == ui.fmt_pct(own)
 
 
 def test_a_spot_check_puts_random_samples_in_review(tiny_run):

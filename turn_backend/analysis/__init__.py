@@ -12,7 +12,7 @@ writes `from turn_backend import analysis as an` and `an.ThresholdIndex`.
 What the pages read from run folders is assembled in `turn_backend.run_views`.
 """
 
-from turn_backend.analysis.class_health import class_health, confused_partners, noise_rates
+from turn_backend.analysis.class_health import class_health, confused_partners, noise_rates, recount_noise_counts
 from turn_backend.analysis.gmm_curves import (
     clean_posterior,
     component_densities,
@@ -63,6 +63,7 @@ __all__ = [
     "class_health", "clean_posterior", "colour_options", "component_densities", "confused_partners",
     "coords_by_index", "decision_text", "default_tau_grid", "fit_is_usable", "flagged_share",
     "histogram_with_fit", "in_selection", "map_extent", "noise_rates", "overlay_rows", "paginate",
-    "posterior_crossing", "projection_frame", "selected_rows", "selection_geometry", "selection_sizes",
+    "posterior_crossing", "projection_frame", "recount_noise_counts", "selected_rows", "selection_geometry",
+    "selection_sizes",
     "tau_sweep", "true_noise_rate", "value_raster", "warm_lasso",
 ]
