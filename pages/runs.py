@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from app import threshold_view as tv
 from app import ui
 from app.embedding_maps import preload_maps
 from app.state import RUN_KEY, current_run, runs_root, set_current_run
@@ -60,8 +61,10 @@ event = st.dataframe(
         "dataset": st.column_config.TextColumn("Data", width="large"),
         "state": st.column_config.TextColumn("State"),
         "test_acc": st.column_config.NumberColumn("Test acc. (best)", format="percent"),
-        "est_noise": st.column_config.NumberColumn("Est. noise", format="percent",
-                                                   help="Expected share of wrong labels (no ground truth read)"),
+        "est_noise": st.column_config.NumberColumn(
+            "Est. noise", format="percent",
+            help="Expected share of wrong labels, the model's own (no ground truth read); the run's panel "
+                 "recalibrates it on your Review decisions once a spot check is decided"),
         "flags": st.column_config.TextColumn("Flags", help="Whether the run's model can judge its labels"),
         "n_clean": st.column_config.NumberColumn("Clean set", help="Samples in TURN's first clean set"),
         "created": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
@@ -136,8 +139,15 @@ with right:
     m = st.columns(5)
     m[0].metric("Test acc. (best)", ui.fmt_pct(summary["test_acc"]))
     m[1].metric("Test acc. (last)", ui.fmt_pct(summary["test_acc_last"]))
-    m[2].metric("Est. noise", ui.fmt_pct(summary["est_noise"]),
-                help="Expected share of wrong labels, from the clean probabilities (no ground truth read)")
+    calibration = tv.run_calibration(folder) if folder.has_final() else None
+    if calibration is None:
+        m[2].metric("Est. noise", ui.fmt_pct(summary["est_noise"]),
+                    help="Expected share of wrong labels, from the clean probabilities (no ground truth read)")
+    else:
+        m[2].metric("Est. noise", ui.fmt_pct(calibration["noise_estimate"]["rate"]),
+                    delta=f"model's own {ui.fmt_pct(summary['est_noise'])}", delta_color="off", delta_arrow="off",
+                    help=f"Expected share of wrong labels, from the clean probabilities recalibrated on your "
+                         f"{ui.fmt_int(calibration['fit']['n'])} Review decisions (Threshold page)")
     m[3].metric("Clean set", ui.fmt_int(summary["n_clean"]))
     m[4].metric("Purity", ui.fmt_pct(summary["purity"]), help="Share of the clean set whose given label is right")
     st.caption(f"**Method** {summary['method']} · **Model** {summary['model']} · "

@@ -244,7 +244,7 @@ def test_threshold_page_recalibrates_the_estimates_once_a_spot_check_is_decided(
     assert f"calibrated on {len(rows)} review decisions: estimated noise rate" in status.stderr
 
 
-def test_classes_and_noise_pages_count_with_the_estimates_recalibrated_on_review(tiny_run):
+def test_classes_noise_and_runs_pages_count_with_the_estimates_recalibrated_on_review(tiny_run):
     fit = ReviewAsTheTruth(tiny_run).lowest_and_spot_check(25, 30)
     m = RunFolder(tiny_run).metrics()
     n, own = m["n_train"], m["estimated_noise_rate"]["rate"]
@@ -275,6 +275,12 @@ def test_classes_and_noise_pages_count_with_the_estimates_recalibrated_on_review
     assert metric(at, "Off-diagonal samples") == ui.fmt_int(round(fit["noise_rate"]["rate"] * n))
     at.toggle(key="noise_calibrate_on_review").set_value(False).run()
     assert metric(at, "Estimated noise rate") == ui.fmt_pct(own)
+
+    at = app("runs", tiny_run)
+    at.run()
+    assert not at.exception
+    assert metric(at, "Est. noise") == ui.fmt_pct(fit["noise_rate"]["rate"])
+    assert metric_delta(at, "Est. noise") == f"model's own {ui.fmt_pct(own)}"
 
 
 def test_a_spot_check_puts_random_samples_in_review(tiny_run):

@@ -124,3 +124,14 @@ def test_a_spot_check_and_decisions_recalibrate_the_threshold_estimates(browser,
         toggle.click()  # off: the model's own estimate
         wait_metric(page, "Estimated noise rate", f"{own:.1%}")
         no_exception(page)
+
+        # the Classes and Noise matrix pages count with the same recalibration
+        page.goto(f"{server.url}/classes?run={tiny_run.name}")
+        page.get_by_text("Calibrate on your 100 Review decisions").wait_for(timeout=STEP_TIMEOUT_MS)
+        page.get_by_text("recalibrated on your Review decisions").first.wait_for(timeout=STEP_TIMEOUT_MS)
+        wait_idle(page)
+        no_exception(page)
+        screenshot(page, "trust-classes-calibrated")
+        open_page(page, f"{server.url}/noise?run={tiny_run.name}")
+        assert metric_value(page, "Estimated noise rate") == f"{fit['noise_rate']['rate']:.1%}"
+        screenshot(page, "trust-noise-calibrated")
