@@ -321,6 +321,9 @@ def test_detection_grid_end_to_end_writes_its_table_as_a_docs_section(tmp_path, 
     decided = int(cal["rev_decisions"].iloc[0])
     assert 75 < decided <= 150 and f"| {decided} |" in reviewed
     assert cal["rev_low"].iloc[0] <= cal["rev_noise"].iloc[0] <= cal["rev_high"].iloc[0]
+    # and the reference that knows the true labels
+    reference = calibration.split("### What the features allow", 1)[1]
+    assert "| asym40 |" in reference and cal["oracle_noise"].between(0, 1).all()
     # the reliability diagrams: a PNG beside the docs, linked from the section
     assert "![Reliability diagrams](images/calibration-reliability-detection-at-full-scale.png)" in calibration
     assert (tmp_path / "images" / "calibration-reliability-detection-at-full-scale.png").read_bytes()[:4] == b"\x89PNG"
@@ -334,6 +337,38 @@ def test_expected_calibration_error_by_hand():
     p = np.array([0.05, 0.15, 0.12, 0.95])
     assert expected_calibration_error(p, np.array([False, True, False, True])) == pytest.approx(0.2075)
     assert expected_calibration_error(np.full(4, 0.75), np.array([True, True, True, False])) == pytest.approx(0.0)
+
+
+def test_oracle_clean_probability_by_hand():
+    from turn_backend.bench.detection import oracle_clean_probability
+
+    # true 0 0 1 1, given 0 1 1 1: the realised T[given, true] has columns true 0: (1/2, 1/2), true 1: (0, 1).
+    # Sample 1 (given 1, P(true) = (0.8, 0.2)): T[1] * q = (0.4, 0.2), so P(label right) = 0.2 / 0.6 = 1/3;
+    # sample 0 (given 0): T[0] * q = (0.4, 0), right for sure.
+    q = np.array([[0.8, 0.2], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]])
+    p = oracle_clean_probability(q, np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]))
+    assert p == pytest.approx([1.0, 1 / 3, 0.7 / (0.15 + 0.7), 0.9 / (0.05 + 0.9)])
+
+
+def test_the_oracle_reference_finds_every_flip_of_a_separable_set():
+    from turn_backend.bench.detection import (
+        oracle_calibration_row,
+        oracle_clean_probability,
+        oracle_true_class_probabilities,
+    )
+
+    rng = np.random.default_rng(0)
+    true = np.repeat(np.arange(3), 100)
+    features = (rng.normal(size=(3, 16)) * 8)[true] + rng.normal(size=(300, 16))
+    labels = true.copy()
+    flipped = rng.choice(300, 30, replace=False)
+    labels[flipped] = (true[flipped] + 1) % 3
+    noisy = labels != true
+    p = oracle_clean_probability(oracle_true_class_probabilities(features, true, 3), true, labels)
+    assert p[noisy].max() < 0.05 and p[~noisy].min() > 0.95
+    row = oracle_calibration_row(p, noisy)
+    assert row["oracle_noise"] == pytest.approx(0.1, abs=0.01) and row["oracle_ece"] < 0.02
+    assert row["oracle_true_precision"] == 1.0 and row["oracle_true_recall"] == 1.0
 
 
 def test_a_simulated_review_decides_the_lowest_and_the_spot_check():

@@ -191,6 +191,50 @@ def reviewed_calibration_row(p: np.ndarray, noisy: np.ndarray) -> dict:
             "rev_est_recall": est["recall"], "rev_true_recall": true["recall"], "rev_f1": true["f1"]}
 
 
+def oracle_true_class_probabilities(features: np.ndarray, true_labels: np.ndarray, num_classes: int,
+                                    seed: int = 0) -> np.ndarray:
+    """(N, C) P(true class | x) as a reference that knows the true labels can estimate it: the
+    detection layer's own out-of-fold linear probe (on the same PCA features) trained on the set's
+    TRUE labels, softened by the temperature that fits them best (`estimates.held_out_temperature`).
+    No method that reads only the given labels can do better on these features and this many
+    images; the calibration section sets the product beside it."""
+    from scipy.special import softmax
+
+    from turn_backend.detect.estimates import held_out_temperature
+    from turn_backend.detect.signals import out_of_fold_probabilities, reduce_features
+
+    q = out_of_fold_probabilities(reduce_features(features, 256, seed), true_labels, num_classes, seed=seed)
+    t = held_out_temperature(q, true_labels, seed)
+    return softmax(np.log(np.clip(q, 1e-300, None)) / t, axis=1)
+
+
+def oracle_clean_probability(true_class_probs: np.ndarray, true_labels: np.ndarray,
+                             labels: np.ndarray) -> np.ndarray:
+    """(N,) the probability that each given label is right by Bayes' rule, from the oracle's
+    P(true | x) and the realised noise matrix T[given, true] (counted from the truth), as
+    `combine.true_class_posterior` does with estimated ones."""
+    from turn_backend.detect.combine import noise_matrix_from_joint, true_class_posterior
+
+    c = true_class_probs.shape[1]
+    joint = np.zeros((c, c))
+    np.add.at(joint, (labels, true_labels), 1.0)
+    posterior = true_class_posterior(noise_matrix_from_joint(joint), labels, true_class_probs)
+    return posterior[np.arange(len(labels)), labels]
+
+
+def oracle_calibration_row(p: np.ndarray, noisy: np.ndarray) -> dict:
+    """The estimates the oracle's clean probability gives (`oracle_clean_probability`), beside the truth."""
+    from turn_backend.detect import estimates
+
+    suggested = estimates.suggest_tau(p)
+    t = suggested if suggested is not None else REVIEW_FALLBACK_TAU
+    est, true = estimates.estimates_at(p, t), metrics(p <= t, p, noisy)
+    return {"oracle_noise": float(1.0 - p.mean()), "oracle_ece": expected_calibration_error(p, ~noisy),
+            "oracle_suggested_tau": suggested, "oracle_est_precision": est["precision"],
+            "oracle_true_precision": true["precision"], "oracle_est_recall": est["recall"],
+            "oracle_true_recall": true["recall"], "oracle_f1": true["f1"]}
+
+
 def run_grid(train, feats, lp_hparams, settings: list[str], seeds: list[int], dataset: str, tau: float, log,
              device: str = "cpu", calibration: list[dict] | None = None,
              neighbours: np.ndarray | None = None) -> list[dict]:
@@ -201,6 +245,9 @@ def run_grid(train, feats, lp_hparams, settings: list[str], seeds: list[int], da
     from turn_backend.engine import head_logits, train_linear_probe
 
     rows = []
+    # what a reference that knows the true labels makes of these features (once: the labels' noise does not enter)
+    oracle = (None if calibration is None
+              else oracle_true_class_probabilities(feats, train.true_labels, train.num_classes))
     for setting in settings:
         kind, rate = parse_setting(setting)
         for seed in seeds:
@@ -221,7 +268,9 @@ def run_grid(train, feats, lp_hparams, settings: list[str], seeds: list[int], da
             if calibration is not None:
                 calibration.append({"dataset": dataset, "n": len(labels), "classes": train.num_classes,
                                     "setting": setting, "seed": seed,
-                                    **calibration_row(result, signals["gmm_lp"][1], signals, noisy, tau)})
+                                    **calibration_row(result, signals["gmm_lp"][1], signals, noisy, tau),
+                                    **oracle_calibration_row(oracle_clean_probability(oracle, noise.true, labels),
+                                                             noisy)})
             log(f"{dataset} {setting} seed {seed}: combined F1 {combined['f1']:.1%} AUROC {combined['auroc']:.1%}; "
                 f"LP {lp_seconds:.0f} s, detection {detect_seconds:.0f} s")
     return rows
@@ -343,7 +392,7 @@ def calibration_section(cal: pd.DataFrame, tau: float, figure: str | None = None
                 "left undecided; marker area: samples in the bin). A calibrated probability lies on the dotted "
                 "diagonal; below it, the model calls labels clean more often than they are.", "",
                 f"![Reliability diagrams]({figure})"]
-    return "\n".join(out) + "\n\n" + reviewed_section(cal)
+    return "\n".join(out) + "\n\n" + reviewed_section(cal) + "\n" + oracle_section(cal)
 
 
 def _pooled_bins(column: pd.Series) -> np.ndarray:
@@ -429,6 +478,38 @@ def reviewed_section(cal: pd.DataFrame) -> str:
                f"{_mark(abs(m.rev_est_recall - m.rev_true_recall) * 100 <= bar)} | "
                f"{pct(m.rev_f1)}{_mark(m.rev_f1 >= m.best_single_f1 - 1e-12)} | {pct(m.f1_s)} |"
                if m.true_noise > 0 else "– | – | – | – |"))
+    return "\n".join(out) + "\n"
+
+
+def oracle_section(cal: pd.DataFrame) -> str:
+    """The same estimates from a reference that knows the true labels (`oracle_clean_probability`),
+    beside the product's own, marked against the same bars: where the reference misses a bar, no
+    method on these features and this many images can be expected to meet it."""
+    out = ["### What the features allow: a reference that knows the true labels", "",
+           "Each run above again, with the clean probability of a reference no product can be: the detection "
+           "layer's own out-of-fold probe trained on the set's *true* labels, softened by the temperature that fits "
+           "them, and the realised noise matrix, combined by Bayes' rule (`bench.detection.oracle_clean_probability`)."
+           " Its misses are what the features and the number of images force; the product's misses beyond them "
+           "are its own: learning P(true class | image) from noisy labels. Marks as above.", "",
+           "| set | setting | true noise | reference's estimate | product's | ECE, reference | product's | "
+           "precision at its suggested tau, true / est. | recall there, true / est. | F1 there | product's F1 |",
+           "|" + " --- |" * 11]
+    for (dataset, setting), g in cal.groupby(["dataset", "setting"], sort=False):
+        if "oracle_noise" not in g or g["oracle_noise"].isna().all():
+            continue
+        m = g.mean(numeric_only=True)
+        bar = 5 if g["n"].iloc[0] >= 1000 else 10
+        pct = lambda v: f"{100 * v:.1f}"  # noqa: E731 - a local format
+        out.append(
+            f"| {dataset} | {setting} | {pct(m.true_noise)} | "
+            f"{pct(m.oracle_noise)}{_mark(abs(m.oracle_noise - m.true_noise) <= 0.02)} | "
+            f"{pct(m.est_noise)}{_mark(abs(m.est_noise - m.true_noise) <= 0.02)} | "
+            f"{m.oracle_ece:.3f}{_mark(m.oracle_ece <= 0.05)} | {m.ece:.3f}{_mark(m.ece <= 0.05)} | "
+            + (f"{pct(m.oracle_true_precision)} / {pct(m.oracle_est_precision)}"
+               f"{_mark(abs(m.oracle_est_precision - m.oracle_true_precision) * 100 <= bar)} | "
+               f"{pct(m.oracle_true_recall)} / {pct(m.oracle_est_recall)}"
+               f"{_mark(abs(m.oracle_est_recall - m.oracle_true_recall) * 100 <= bar)} | "
+               f"{pct(m.oracle_f1)} | {pct(m.f1_s)} |" if m.true_noise > 0 else "– | – | – | – |"))
     return "\n".join(out) + "\n"
 
 
