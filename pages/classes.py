@@ -63,7 +63,7 @@ except (ValueError, OSError, KeyError) as exc:
 names = inputs["names"]
 tau = default_tau(run)
 detection = audit_data.detection(run)
-ui.unreliable_flags_warning(None if detection is None else detection.get("reliability"))
+warning_box = st.container()  # filled once the health tab knows whether its counts are recalibrated
 audit = audit_data.audit(run)
 
 health, duplicates = st.tabs([":material/monitor_heart: Health", ":material/content_copy: Duplicates and leaks"])
@@ -75,6 +75,8 @@ with health:
     if calibration is not None and len(calibration["counting_prob"]) != len(inputs["given"]):
         calibration = None  # a review of another training set: the model's own
     calibrated = tv.calibration_toggle(calibration, "classes_calibrate_on_review")
+    ui.unreliable_flags_warning(None if detection is None else detection.get("reliability"), warning_box,
+                                recalibrated_on=calibration["fit"]["n"] if calibrated else 0)
     table = an.class_health(inputs["given"], inputs["clean_prob"], tau, names,
                             noise_counts=None if detection is None else detection["noise_counts"],
                             audit_train=inputs["audit"],

@@ -72,7 +72,7 @@ if detection is None:
                    icon=":material/grid_off:", page="threshold", label="Open Threshold")
     st.stop()
 
-ui.unreliable_flags_warning(detection.get("reliability"))
+warning_box = st.container()  # filled once the page knows whether its counts are recalibrated
 names = ui.class_names(run) or [str(c) for c in range(len(detection["noise_counts"]))]
 counts = np.asarray(detection["noise_counts"], dtype=np.float64)
 if counts.shape != (len(names), len(names)):
@@ -88,6 +88,8 @@ if calibration is not None and len(calibration["counting_prob"]) != len(train):
     calibration = None  # a review of another training set: the model's own
 noise_rate = detection["noise_rate"]
 calibrated = tv.calibration_toggle(calibration, "noise_calibrate_on_review")
+ui.unreliable_flags_warning(detection.get("reliability"), warning_box,
+                            recalibrated_on=calibration["fit"]["n"] if calibrated else 0)
 if calibrated:
     counts = an.recount_noise_counts(counts, train["given_label"].to_numpy(dtype=np.int64),
                                      calibration["counting_prob"])

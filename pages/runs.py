@@ -135,11 +135,11 @@ with left:
 with right:
     st.subheader(f":material/info: {choice}", anchor=False)
     ui.state_badge(summary["state"])
-    ui.unreliable_flags_warning(summary["reliability"])
+    calibration = tv.run_calibration(folder) if folder.has_final() else None
+    ui.unreliable_flags_warning(summary["reliability"], recalibrated_on=calibration["fit"]["n"] if calibration else 0)
     m = st.columns(5)
     m[0].metric("Test acc. (best)", ui.fmt_pct(summary["test_acc"]))
     m[1].metric("Test acc. (last)", ui.fmt_pct(summary["test_acc_last"]))
-    calibration = tv.run_calibration(folder) if folder.has_final() else None
     if calibration is None:
         m[2].metric("Est. noise", ui.fmt_pct(summary["est_noise"]),
                     help="Expected share of wrong labels, from the clean probabilities (no ground truth read)")

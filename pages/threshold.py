@@ -49,7 +49,6 @@ except (ValueError, OSError, KeyError) as exc:
 
 names: list[str] = data["names"]
 index: an.ThresholdIndex = data["index"]
-ui.unreliable_flags_warning(data["reliability"])
 cfg = run.config()
 run_tau = float(cfg.get("tau", 0.6))
 store = ReviewStore(run.review_db)
@@ -70,6 +69,9 @@ review_check = tv.review_check(run_dir, stamp, verdicts)
 calibration_key = tv.verdict_key(verdicts)
 calibration = tv.review_calibration(run_dir, stamp, calibration_key, verdicts)
 spot_decided = 0 if verdicts is None else int(verdicts[2].sum())  # spot-check samples kept or relabelled
+# the switch below (in the tau panel) is on unless turned off; the caution says which estimates the page shows
+warned_recalibrated = calibration is not None and st.session_state.get("calibrate_on_review", True)
+ui.unreliable_flags_warning(data["reliability"], recalibrated_on=calibration["fit"]["n"] if warned_recalibrated else 0)
 
 
 def review_agreement_note(check: dict | None, calibrated: bool) -> None:
@@ -118,6 +120,8 @@ def calibration_toggle() -> dict:
                         "benchmarks.md, After a review) 100 decisions on the least probably clean samples and a "
                         "spot check of 100 brought the estimated precision on two look-alike classes within 1.1 "
                         "points of the truth, where the model's own missed by 15-17. Off: the model's own.")
+    if on != warned_recalibrated:
+        st.rerun()  # the whole page: the caution above it names the estimates in use
     return calibration if on else data
 
 

@@ -231,10 +231,13 @@ def test_threshold_page_recalibrates_the_estimates_once_a_spot_check_is_decided(
     assert toggle.value and f"your {len(rows)} Review decisions" in toggle.label
     assert metric(at, "Estimated noise rate") == f"{100 * fit['noise_rate']['rate']:.1f}%"
     assert any(c.value.startswith("Estimated from the clean probabilities recalibrated") for c in at.caption)
+    # tiny_run's estimates are rough (about 20 images per class): the caution says these are recalibrated
+    assert recalibrated_caution(at, len(rows)) and not any("**Rough estimates.**" in w.value for w in at.warning)
     assert any("30 of 30 random samples kept or relabelled" in c.value for c in at.caption)
     toggle.set_value(False).run()
     assert not at.exception
     assert metric(at, "Estimated noise rate") == f"{100 * own:.1f}%"  # the model's own, as metrics.json has it
+    assert any(w.value.startswith("**Rough estimates.**") for w in at.warning)
 
     # `turn status` recounts the same way, at the applied tau
     status = turn("status", tiny_run, timeout=120)
@@ -242,6 +245,13 @@ def test_threshold_page_recalibrates_the_estimates_once_a_spot_check_is_decided(
     assert calibrated["decisions"] == len(rows) and calibrated["spot_check_decisions"] == 30
     assert calibrated["estimated_noise_rate"]["rate"] == pytest.approx(fit["noise_rate"]["rate"])
     assert f"calibrated on {len(rows)} review decisions: estimated noise rate" in status.stderr
+
+
+def recalibrated_caution(at: AppTest, decisions: int) -> bool:
+    """Whether the page says its rough estimates are recalibrated on the Review decisions, without
+    the advice to decide a spot check (done)."""
+    notes = [i.value for i in at.info if i.value.startswith(f"**Recalibrated on your {decisions} Review decisions.**")]
+    return bool(notes) and all(est.ROUGH_ESTIMATES_ADVICE not in n for n in notes)
 
 
 def test_classes_noise_and_runs_pages_count_with_the_estimates_recalibrated_on_review(tiny_run):
@@ -261,6 +271,7 @@ def test_classes_noise_and_runs_pages_count_with_the_estimates_recalibrated_on_r
     calibrated = classes_table(at)
     assert calibrated["expected_wrong"].sum() == pytest.approx(fit["noise_rate"]["rate"] * n, rel=1e-6)
     assert any("recalibrated on your Review decisions" in c.value for c in at.caption)
+    assert recalibrated_caution(at, fit["n"])
     toggle.set_value(False).run()
     assert not at.exception
     own_table = classes_table(at)
@@ -273,6 +284,7 @@ def test_classes_noise_and_runs_pages_count_with_the_estimates_recalibrated_on_r
     assert at.toggle(key="noise_calibrate_on_review").value
     assert metric(at, "Estimated noise rate") == ui.fmt_pct(fit["noise_rate"]["rate"])
     assert metric(at, "Off-diagonal samples") == ui.fmt_int(round(fit["noise_rate"]["rate"] * n))
+    assert recalibrated_caution(at, fit["n"])
     at.toggle(key="noise_calibrate_on_review").set_value(False).run()
     assert metric(at, "Estimated noise rate") == ui.fmt_pct(own)
 
@@ -281,6 +293,7 @@ def test_classes_noise_and_runs_pages_count_with_the_estimates_recalibrated_on_r
     assert not at.exception
     assert metric(at, "Est. noise") == ui.fmt_pct(fit["noise_rate"]["rate"])
     assert metric_delta(at, "Est. noise") == f"model's own {ui.fmt_pct(own)}"
+    assert recalibrated_caution(at, fit["n"])
 
 
 def test_a_spot_check_puts_random_samples_in_review(tiny_run):
