@@ -343,6 +343,28 @@ def _mark(ok: bool) -> str:
     return " ✓" if ok else " ✗"
 
 
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def _noise_cell(estimate: float, true: float) -> str:
+    """An estimated noise rate in %, marked against its bar (within 2 points of the true one)."""
+    return f"{_pct(estimate)}{_mark(abs(estimate - true) <= 0.02)}"
+
+
+def _true_and_estimate(true: float, estimate: float, bar: float) -> str:
+    """'true / estimated' in %, marked against |estimated - true| <= `bar` points."""
+    return f"{_pct(true)} / {_pct(estimate)}{_mark(abs(estimate - true) * 100 <= bar)}"
+
+
+def _seed_means(cal: pd.DataFrame, column: str):
+    """Per set and setting whose runs have `column`: (dataset, setting, the seeds' rows, their
+    means, the precision / recall bar in points: 5 from 1,000 images up, 10 below)."""
+    for (dataset, setting), g in cal.groupby(["dataset", "setting"], sort=False):
+        if column in g and not g[column].isna().all():
+            yield dataset, setting, g, g.mean(numeric_only=True), 5 if g["n"].iloc[0] >= 1000 else 10
+
+
 def calibration_section(cal: pd.DataFrame, tau: float, figure: str | None = None) -> str:
     """The calibration table: per dataset and setting, means over seeds, each marked against its bar
     (noise within 2 points; precision and recall at the suggested tau within 5 points from 1,000
@@ -365,25 +387,18 @@ def calibration_section(cal: pd.DataFrame, tau: float, figure: str | None = None
            "true / est. | recall at " + f"{tau} true / est. | suggested tau | precision there true / est. | "
            "recall there true / est. | F1 there | best single F1 | check |",
            "|" + " --- |" * 14]
-    group = cal.groupby(["dataset", "setting"], sort=False)
-    for (dataset, setting), g in group:
-        m = g.mean(numeric_only=True)
-        bar = 5 if g["n"].iloc[0] >= 1000 else 10
-        pct = lambda v: f"{100 * v:.1f}"  # noqa: E731 - a local format
-        ok_noise = abs(m.est_noise - m.true_noise) <= 0.02
-        ok_p = abs(m.est_precision_s - m.true_precision_s) * 100 <= bar
-        ok_r = abs(m.est_recall_s - m.true_recall_s) * 100 <= bar
-        noisy = m.true_noise > 0
+    for dataset, setting, g, m, bar in _seed_means(cal, "est_noise"):
         out.append(
-            f"| {dataset} | {setting} | {pct(m.true_noise)} | {pct(m.est_noise)} ({pct(m.est_low)}–{pct(m.est_high)})"
-            f"{_mark(ok_noise)} | {m.ece:.3f}{_mark(m.ece <= 0.05)} | {m.ece_gmm:.3f} | "
-            f"{pct(m.true_precision_06)} / {pct(m.est_precision_06)} | "
-            f"{pct(m.true_recall_06)} / {pct(m.est_recall_06)} | "
+            f"| {dataset} | {setting} | {_pct(m.true_noise)} | {_pct(m.est_noise)} ({_pct(m.est_low)}–"
+            f"{_pct(m.est_high)}){_mark(abs(m.est_noise - m.true_noise) <= 0.02)} | "
+            f"{m.ece:.3f}{_mark(m.ece <= 0.05)} | {m.ece_gmm:.3f} | "
+            f"{_pct(m.true_precision_06)} / {_pct(m.est_precision_06)} | "
+            f"{_pct(m.true_recall_06)} / {_pct(m.est_recall_06)} | "
             + (f"{g['suggested_tau'].mean():.2f}" if g["suggested_tau"].notna().any() else "none") + " | "
-            + (f"{pct(m.true_precision_s)} / {pct(m.est_precision_s)}{_mark(ok_p)} | "
-               f"{pct(m.true_recall_s)} / {pct(m.est_recall_s)}{_mark(ok_r)} | "
-               f"{pct(m.f1_s)}{_mark(m.f1_s >= m.best_single_f1 - 1e-12)} | {pct(m.best_single_f1)} | "
-               if noisy else "– | – | – | – | ")
+            + (f"{_true_and_estimate(m.true_precision_s, m.est_precision_s, bar)} | "
+               f"{_true_and_estimate(m.true_recall_s, m.est_recall_s, bar)} | "
+               f"{_pct(m.f1_s)}{_mark(m.f1_s >= m.best_single_f1 - 1e-12)} | {_pct(m.best_single_f1)} | "
+               if m.true_noise > 0 else "– | – | – | – | ")
             + f"{int(g['reliable'].sum())}/{len(g)}"
             + (f", rough {int(g['rough'].sum())}/{len(g)}" if g["rough"].any() else "") + " |")
     if figure:
@@ -459,24 +474,17 @@ def reviewed_section(cal: pd.DataFrame) -> str:
            "| set | setting | decisions | true noise | estimated (95% interval) | covered | model's own | ECE | "
            "suggested tau | precision there true / est. | recall there true / est. | F1 there | model's own F1 |",
            "|" + " --- |" * 13]
-    for (dataset, setting), g in cal.groupby(["dataset", "setting"], sort=False):
-        if "rev_noise" not in g or g["rev_noise"].isna().all():
-            continue
-        m = g.mean(numeric_only=True)
-        bar = 5 if g["n"].iloc[0] >= 1000 else 10
-        pct = lambda v: f"{100 * v:.1f}"  # noqa: E731 - a local format
+    for dataset, setting, g, m, bar in _seed_means(cal, "rev_noise"):
         covered = int(((g["rev_low"] <= g["true_noise"]) & (g["true_noise"] <= g["rev_high"])).sum())
         out.append(
-            f"| {dataset} | {setting} | {m.rev_decisions:.0f} | {pct(m.true_noise)} | {pct(m.rev_noise)} "
-            f"({pct(m.rev_low)}–{pct(m.rev_high)}){_mark(abs(m.rev_noise - m.true_noise) <= 0.02)} | "
-            f"{covered}/{len(g)} | {pct(m.est_noise)}{_mark(abs(m.est_noise - m.true_noise) <= 0.02)} | "
+            f"| {dataset} | {setting} | {m.rev_decisions:.0f} | {_pct(m.true_noise)} | {_pct(m.rev_noise)} "
+            f"({_pct(m.rev_low)}–{_pct(m.rev_high)}){_mark(abs(m.rev_noise - m.true_noise) <= 0.02)} | "
+            f"{covered}/{len(g)} | {_noise_cell(m.est_noise, m.true_noise)} | "
             f"{m.rev_ece:.3f}{_mark(m.rev_ece <= 0.05)} | "
             + (f"{g['rev_suggested_tau'].mean():.2f}" if g["rev_suggested_tau"].notna().any() else "none") + " | "
-            + (f"{pct(m.rev_true_precision)} / {pct(m.rev_est_precision)}"
-               f"{_mark(abs(m.rev_est_precision - m.rev_true_precision) * 100 <= bar)} | "
-               f"{pct(m.rev_true_recall)} / {pct(m.rev_est_recall)}"
-               f"{_mark(abs(m.rev_est_recall - m.rev_true_recall) * 100 <= bar)} | "
-               f"{pct(m.rev_f1)}{_mark(m.rev_f1 >= m.best_single_f1 - 1e-12)} | {pct(m.f1_s)} |"
+            + (f"{_true_and_estimate(m.rev_true_precision, m.rev_est_precision, bar)} | "
+               f"{_true_and_estimate(m.rev_true_recall, m.rev_est_recall, bar)} | "
+               f"{_pct(m.rev_f1)}{_mark(m.rev_f1 >= m.best_single_f1 - 1e-12)} | {_pct(m.f1_s)} |"
                if m.true_noise > 0 else "– | – | – | – |"))
     return "\n".join(out) + "\n"
 
@@ -494,22 +502,14 @@ def oracle_section(cal: pd.DataFrame) -> str:
            "| set | setting | true noise | reference's estimate | product's | ECE, reference | product's | "
            "precision at its suggested tau, true / est. | recall there, true / est. | F1 there | product's F1 |",
            "|" + " --- |" * 11]
-    for (dataset, setting), g in cal.groupby(["dataset", "setting"], sort=False):
-        if "oracle_noise" not in g or g["oracle_noise"].isna().all():
-            continue
-        m = g.mean(numeric_only=True)
-        bar = 5 if g["n"].iloc[0] >= 1000 else 10
-        pct = lambda v: f"{100 * v:.1f}"  # noqa: E731 - a local format
+    for dataset, setting, _, m, bar in _seed_means(cal, "oracle_noise"):
         out.append(
-            f"| {dataset} | {setting} | {pct(m.true_noise)} | "
-            f"{pct(m.oracle_noise)}{_mark(abs(m.oracle_noise - m.true_noise) <= 0.02)} | "
-            f"{pct(m.est_noise)}{_mark(abs(m.est_noise - m.true_noise) <= 0.02)} | "
+            f"| {dataset} | {setting} | {_pct(m.true_noise)} | {_noise_cell(m.oracle_noise, m.true_noise)} | "
+            f"{_noise_cell(m.est_noise, m.true_noise)} | "
             f"{m.oracle_ece:.3f}{_mark(m.oracle_ece <= 0.05)} | {m.ece:.3f}{_mark(m.ece <= 0.05)} | "
-            + (f"{pct(m.oracle_true_precision)} / {pct(m.oracle_est_precision)}"
-               f"{_mark(abs(m.oracle_est_precision - m.oracle_true_precision) * 100 <= bar)} | "
-               f"{pct(m.oracle_true_recall)} / {pct(m.oracle_est_recall)}"
-               f"{_mark(abs(m.oracle_est_recall - m.oracle_true_recall) * 100 <= bar)} | "
-               f"{pct(m.oracle_f1)} | {pct(m.f1_s)} |" if m.true_noise > 0 else "– | – | – | – |"))
+            + (f"{_true_and_estimate(m.oracle_true_precision, m.oracle_est_precision, bar)} | "
+               f"{_true_and_estimate(m.oracle_true_recall, m.oracle_est_recall, bar)} | "
+               f"{_pct(m.oracle_f1)} | {_pct(m.f1_s)} |" if m.true_noise > 0 else "– | – | – | – |"))
     return "\n".join(out) + "\n"
 
 
