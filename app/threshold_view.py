@@ -196,7 +196,7 @@ def review_calibration(run_dir: str, stamp: float, key: str, _verdicts: tuple[np
 
 def run_calibration(run: RunFolder) -> dict | None:
     """`review_calibration` of a run on its Review decisions as they stand, for the pages that
-    count with it besides Threshold (Classes, Noise matrix)."""
+    count with it besides Threshold (Classes, Noise matrix, the Runs panel)."""
     from turn_backend.review import ReviewStore
 
     run_dir, stamp = str(run.path.resolve()), run.stamp()
