@@ -324,6 +324,7 @@ def test_detection_grid_end_to_end_writes_its_table_as_a_docs_section(tmp_path, 
     # and the reference that knows the true labels
     reference = calibration.split("### What the features allow", 1)[1]
     assert "| asym40 |" in reference and cal["oracle_noise"].between(0, 1).all()
+    assert (cal["ece_chance"] > 0).all()  # 300 images: a calibrated probability still shows some ECE
     # the reliability diagrams: a PNG beside the docs, linked from the section
     assert "![Reliability diagrams](images/calibration-reliability-detection-at-full-scale.png)" in calibration
     assert (tmp_path / "images" / "calibration-reliability-detection-at-full-scale.png").read_bytes()[:4] == b"\x89PNG"
@@ -337,6 +338,16 @@ def test_expected_calibration_error_by_hand():
     p = np.array([0.05, 0.15, 0.12, 0.95])
     assert expected_calibration_error(p, np.array([False, True, False, True])) == pytest.approx(0.2075)
     assert expected_calibration_error(np.full(4, 0.75), np.array([True, True, True, False])) == pytest.approx(0.0)
+
+
+def test_chance_calibration_error_by_hand():
+    from turn_backend.bench.detection import chance_calibration_error
+
+    # four samples at p = 0.5, outcomes drawn from it: the bin's clean share is k/4 with k ~ Binomial(4, 1/2),
+    # so E|0.5 - k/4| = 2 * (1/16) * 0.5 + 2 * (4/16) * 0.25 = 3/16
+    assert chance_calibration_error(np.full(4, 0.5), draws=20_000) == pytest.approx(3 / 16, abs=0.005)
+    assert chance_calibration_error(np.ones(50)) == 0.0  # sure and right: nothing left to chance
+    assert chance_calibration_error(np.full(100_000, 0.5), draws=20) < 0.005  # vanishes with many samples
 
 
 def test_oracle_clean_probability_by_hand():
