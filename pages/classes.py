@@ -72,8 +72,6 @@ health, duplicates = st.tabs([":material/monitor_heart: Health", ":material/cont
 
 with health:
     calibration = tv.run_calibration(run)
-    if calibration is not None and len(calibration["counting_prob"]) != len(inputs["given"]):
-        calibration = None  # a review of another training set: the model's own
     calibrated = tv.calibration_toggle(calibration, "classes_calibrate_on_review")
     ui.unreliable_flags_warning(None if detection is None else detection.get("reliability"), warning_box,
                                 recalibrated_on=calibration["fit"]["n"] if calibrated else 0)

@@ -84,8 +84,6 @@ combined = detection["signals"]["combined"].to_numpy(dtype=np.float64)
 samples = audit_data.samples(run)
 train = samples[samples["split"] == "train"]
 calibration = tv.run_calibration(run)
-if calibration is not None and len(calibration["counting_prob"]) != len(train):
-    calibration = None  # a review of another training set: the model's own
 noise_rate = detection["noise_rate"]
 calibrated = tv.calibration_toggle(calibration, "noise_calibrate_on_review")
 ui.unreliable_flags_warning(detection.get("reliability"), warning_box,

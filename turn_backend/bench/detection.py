@@ -207,8 +207,8 @@ def oracle_true_class_probabilities(features: np.ndarray, true_labels: np.ndarra
     """(N, C) P(true class | x) as a reference that knows the true labels can estimate it: the
     detection layer's own out-of-fold linear probe (on the same PCA features) trained on the set's
     TRUE labels, softened by the temperature that fits them best (`estimates.held_out_temperature`).
-    No method that reads only the given labels can do better on these features and this many
-    images; the calibration section sets the product beside it."""
+    A reference, not a bound (another learner might do better), that reads what no product can:
+    where the product misses a bar that it meets, learning from noisy labels is what fails."""
     from scipy.special import softmax
 
     from turn_backend.detect.estimates import held_out_temperature
@@ -508,8 +508,9 @@ def oracle_section(cal: pd.DataFrame) -> str:
            "Each run above again, with the clean probability of a reference no product can be: the detection "
            "layer's own out-of-fold probe trained on the set's *true* labels, softened by the temperature that fits "
            "them, and the realised noise matrix, combined by Bayes' rule (`bench.detection.oracle_clean_probability`)."
-           " Its misses are what the features and the number of images force; the product's misses beyond them "
-           "are its own: learning P(true class | image) from noisy labels. 'By chance': the ECE the product's "
+           " A reference, not a bound: where it misses too, the features and the number of images are the likely "
+           "cause; where only the product misses, it is learning P(true class | image) from noisy labels. "
+           "'By chance': the ECE the product's "
            "clean probability would show even if it were perfectly calibrated (its mean ECE against outcomes "
            f"drawn from it, {CHANCE_DRAWS} draws), the floor that the set's size puts under the ECE bar. "
            "Marks as above.", "",
