@@ -145,11 +145,13 @@ with right:
                     help="Expected share of wrong labels, from the clean probabilities (no ground truth read)")
     else:
         m[2].metric("Est. noise", ui.fmt_pct(calibration["noise_estimate"]["rate"]),
-                    delta=f"model's own {ui.fmt_pct(summary['est_noise'])}", delta_color="off", delta_arrow="off",
                     help=f"Expected share of wrong labels, from the clean probabilities recalibrated on your "
                          f"{ui.fmt_int(calibration['fit']['n'])} Review decisions (Threshold page)")
     m[3].metric("Clean set", ui.fmt_int(summary["n_clean"]))
     m[4].metric("Purity", ui.fmt_pct(summary["purity"]), help="Share of the clean set whose given label is right")
+    if calibration is not None:  # the panel's columns are too narrow for this as the metric's delta
+        st.caption(f"Est. noise recalibrated on your {ui.fmt_int(calibration['fit']['n'])} Review decisions; "
+                   f"the model's own: {ui.fmt_pct(summary['est_noise'])}.")
     st.caption(f"**Method** {summary['method']} · **Model** {summary['model']} · "
                f"**Data** {summary['dataset']}, {summary['noise']} · **Created** {ui.fmt_time(summary['created'])}")
     error = ui.run_state(folder).get("error")

@@ -292,7 +292,8 @@ def test_classes_noise_and_runs_pages_count_with_the_estimates_recalibrated_on_r
     at.run()
     assert not at.exception
     assert metric(at, "Est. noise") == ui.fmt_pct(fit["noise_rate"]["rate"])
-    assert metric_delta(at, "Est. noise") == f"model's own {ui.fmt_pct(own)}"
+    assert any(c.value == f"Est. noise recalibrated on your {fit['n']} Review decisions; the model's own: "
+               f"{ui.fmt_pct(own)}." for c in at.caption)
     assert recalibrated_caution(at, fit["n"])
 
 
