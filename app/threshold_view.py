@@ -196,9 +196,12 @@ def review_calibration(run_dir: str, stamp: float, key: str, _verdicts: tuple[np
 
 def run_calibration(run: RunFolder) -> dict | None:
     """`review_calibration` of a run on its Review decisions as they stand, for the pages that
-    count with it besides Threshold (Classes, Noise matrix, the Runs panel)."""
+    count with it besides Threshold (Classes, Noise matrix, the Runs panel). A run never reviewed
+    has none, and these read-only pages do not create its review database."""
     from turn_backend.review import ReviewStore
 
+    if not run.review_db.exists():
+        return None
     run_dir, stamp = str(run.path.resolve()), run.stamp()
     store = ReviewStore(run.review_db)
     verdicts = review_verdicts(run_dir, stamp, store.current(), store.spot_check_size())
