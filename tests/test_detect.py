@@ -347,3 +347,46 @@ def test_a_given_neighbour_graph_gives_the_votes_of_the_search_it_replaces():
     assert set(given.seconds) == {"reduce", "probes", "knn", "noise_model"}
     with pytest.raises(DetectionInputError, match="neighbours must have shape"):
         detect_label_issues(x, y, 3, k=10, neighbours=graph[:, :5])
+
+
+def test_dirichlet_multinomial_evidence_matches_scipy_up_to_the_multinomial_coefficient():
+    from scipy.special import gammaln
+    from scipy.stats import dirichlet_multinomial
+
+    counts = np.array([[7.0, 1.0, 0.0], [2.0, 9.0, 3.0], [1.0, 0.0, 5.0]])
+    centre = combine.symmetric_noise_centre(counts)
+    for strength in (0.5, 4.0, 300.0):
+        expected = sum(dirichlet_multinomial.logpmf(counts[:, j], strength * centre[:, j], counts[:, j].sum())
+                       - (gammaln(counts[:, j].sum() + 1) - gammaln(counts[:, j] + 1).sum()) for j in range(3))
+        assert combine.dirichlet_multinomial_evidence(counts, strength, centre) == pytest.approx(expected, rel=1e-9)
+
+
+def test_symmetric_noise_centre_keeps_each_class_rate_and_spreads_its_wrong_labels_evenly():
+    counts = np.array([[8.0, 0.0, 1.0], [2.0, 6.0, 0.0], [0.0, 4.0, 9.0]])
+    # columns (true classes): 8 of 10 right, 6 of 10, 9 of 10
+    np.testing.assert_allclose(combine.symmetric_noise_centre(counts),
+                               [[0.8, 0.2, 0.05], [0.1, 0.6, 0.05], [0.1, 0.2, 0.9]], atol=1e-5)
+
+
+def test_noise_matrix_shrinks_stray_counts_and_keeps_a_pattern_the_counts_bear_out():
+    # ten images per true class, two wrong each, the wrong labels landing in one or two cells by chance
+    rng = np.random.default_rng(0)
+    c = 10
+    stray = np.diag(np.full(c, 8.0))
+    for j in range(c):
+        for k in rng.choice([i for i in range(c) if i != j], 2):
+            stray[k, j] += 1.0
+    t = combine.noise_matrix_from_counts(stray)
+    np.testing.assert_allclose(t.sum(axis=0), 1.0)
+    np.testing.assert_allclose(np.diag(t), 0.8, atol=1e-3)  # each class keeps its rate of wrong labels
+    assert t[~np.eye(c, dtype=bool)].max() < 0.03  # the stray 0.1-0.2 cells spread to 0.2/9 = 0.022 each
+    # a pattern with many samples behind it (class-pair flips: 1,000 per class, 30% to the next class)
+    flips = np.diag(np.full(c, 700.0)) + np.roll(np.diag(np.full(c, 300.0)), 1, axis=0)
+    t = combine.noise_matrix_from_counts(flips)
+    np.testing.assert_allclose(t, combine.noise_matrix_from_joint(flips), atol=0.01)
+    # two classes: nothing to spread, the counts' own matrix
+    two = np.array([[30.0, 4.0], [2.0, 50.0]])
+    np.testing.assert_allclose(combine.noise_matrix_from_counts(two), combine.noise_matrix_from_joint(two))
+    # a true class no sample is estimated to have keeps an empty column
+    empty = np.array([[5.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 6.0]])
+    np.testing.assert_allclose(combine.noise_matrix_from_counts(empty)[:, 1], 0.0)

@@ -10,7 +10,10 @@ a real probability, so tau keeps its meaning (flag where it is <= tau). The step
 
 1. out-of-fold linear-probe probabilities and k-NN label votes both estimate P(given | x);
    their average, through cleanlab's confident joint (`cleanlab.count.estimate_joint`),
-   gives a first noise matrix T0 and a first posterior;
+   gives a first noise matrix T0 and a first posterior. Every noise matrix here is shrunk
+   toward noise spread evenly over the other classes, as far as its counts bear
+   (`noise_matrix_from_counts`): on small sets of many classes most of its cells rest on one
+   or two samples;
 2. a second out-of-fold probe, trained on the samples that posterior calls clean, estimates
    P(true | x) rather than P(given | x) (wrong labels barely shape it);
 3. p* pools that probe with the in-sample probabilities of a noise-robust classifier where
@@ -63,6 +66,10 @@ EM_ITERATIONS = 10
 FIRST_PASS_TAU = 0.6  # the first posterior's cut for the clean probe's training set (the default tau)
 PROBE_WEIGHT = 2.0  # the out-of-fold probe's weight against the in-sample classifier's in the pool
 RECALIBRATION_SAMPLE = 200_000  # rows the recalibration curve is fitted on (two parameters)
+# The prior strengths (pseudo-samples per true class) the noise matrix's shrinkage chooses from
+# (`noise_matrix_from_counts`): from next to none to enough to outweigh 100,000 images of a class.
+NOISE_PRIOR_STRENGTHS = np.geomspace(0.5, 1e5, 40)
+NOISE_CENTRE_FLOOR = 1e-6
 
 
 def log_linear_pool(probs: list[np.ndarray], weights: list[float]) -> np.ndarray:
@@ -78,6 +85,55 @@ def log_linear_pool(probs: list[np.ndarray], weights: list[float]) -> np.ndarray
 def noise_matrix_from_joint(joint: np.ndarray) -> np.ndarray:
     """T[given, true] = P(given | true) from a joint P(given, true) (columns normalised)."""
     return joint / np.clip(joint.sum(axis=0, keepdims=True), 1e-12, None)
+
+
+def symmetric_noise_centre(counts: np.ndarray) -> np.ndarray:
+    """(C, C) the noise matrix with each true class's own rate of wrong labels (from the (given,
+    true) `counts`) and those wrong labels spread evenly over the other classes: what
+    `noise_matrix_from_counts` shrinks toward."""
+    c = counts.shape[0]
+    right = np.diag(counts) / np.clip(counts.sum(axis=0), 1e-12, None)
+    centre = np.tile(((1.0 - right) / (c - 1))[None, :], (c, 1))
+    centre[np.diag_indices(c)] = right
+    centre = np.clip(centre, NOISE_CENTRE_FLOOR, None)  # a Dirichlet needs every share above zero
+    return centre / centre.sum(axis=0, keepdims=True)
+
+
+def dirichlet_multinomial_evidence(counts: np.ndarray, strength: float, centre: np.ndarray) -> float:
+    """log P(counts | each column drawn from a Dirichlet with mean centre[:, j] and total
+    `strength`), summed over the columns, without the multinomial coefficient (it does not depend
+    on the prior). Real-valued counts (expected counts) are taken as they are."""
+    from scipy.special import gammaln
+
+    prior = strength * centre
+    n = counts.sum(axis=0)
+    return float(np.sum(gammaln(strength) - gammaln(n + strength)
+                        + np.sum(gammaln(counts + prior) - gammaln(prior), axis=0)))
+
+
+def noise_matrix_from_counts(counts: np.ndarray) -> np.ndarray:
+    """T[given, true] from expected (given, true) counts, each column shrunk toward
+    `symmetric_noise_centre` by a Dirichlet prior: (counts + s centre) / (n + s).
+
+    A noise matrix has C x (C - 1) off-diagonal cells, and a class of 10 images leaves most of them
+    0 or 1: taken as they stand, those counts read as "class a is mislabelled as b, never as c",
+    and Bayes' rule with them ranks the samples by noise in the counts. The prior's strength s is
+    chosen from the counts themselves, as the value of NOISE_PRIOR_STRENGTHS under which they are
+    likeliest (Dirichlet-multinomial evidence, empirical Bayes): wrong labels that follow a pattern
+    (class-pair flips) keep it (s of 2-6 at 10,000 images), wrong labels spread without one are
+    spread evenly (s of 700-4,000 at 10,000 images with symmetric noise, the grid's top at 100).
+    On two classes the centre is the counts' own matrix: no change. Empty columns (a true class
+    no sample is estimated to have) stay zero."""
+    n = counts.sum(axis=0)
+    if counts.shape[0] < 3 or not (n > 1e-12).any():
+        return noise_matrix_from_joint(counts)
+    centre = symmetric_noise_centre(counts)
+    used = n > 1e-12
+    evidence = [dirichlet_multinomial_evidence(counts[:, used], s, centre[:, used]) for s in NOISE_PRIOR_STRENGTHS]
+    strength = NOISE_PRIOR_STRENGTHS[int(np.argmax(evidence))]
+    t = (counts + strength * centre) / (n + strength)[None, :]
+    t[:, ~used] = 0.0
+    return t
 
 
 def true_class_posterior(noise_matrix: np.ndarray, labels: np.ndarray, p_true: np.ndarray) -> np.ndarray:
@@ -147,14 +203,15 @@ def with_clean_probability(posterior: np.ndarray, labels: np.ndarray, clean: np.
 
 def refine_noise_matrix(noise_matrix: np.ndarray, labels: np.ndarray, p_true: np.ndarray,
                         iterations: int = EM_ITERATIONS) -> np.ndarray:
-    """EM for T with p* fixed: expected (given, true) counts from the posterior, columns normalised."""
+    """EM for T with p* fixed: expected (given, true) counts from the posterior, turned into T by
+    `noise_matrix_from_counts` (a MAP step under its empirically chosen prior)."""
     c = noise_matrix.shape[0]
     t = noise_matrix
     for _ in range(iterations):
         r = true_class_posterior(t, labels, p_true)
         counts = np.zeros((c, c))
         np.add.at(counts, labels, r)
-        t = noise_matrix_from_joint(counts)
+        t = noise_matrix_from_counts(counts)
     return t
 
 
@@ -241,7 +298,7 @@ def detect_label_issues(
 
     # 1. the noisy-label posterior, a first noise matrix and a first clean probability
     p_given = (p_oof + p_knn) / 2
-    t0 = noise_matrix_from_joint(estimate_joint(labels, p_given))
+    t0 = noise_matrix_from_counts(estimate_joint(labels, p_given) * n)
     first = given_label_posterior(t0, labels, p_given)
     # 2. P(true | x): a probe trained on the samples that first posterior calls clean
     # (the others keep a token weight, so every class stays learnable)
@@ -279,7 +336,9 @@ def detect_label_issues(
     np.add.at(expected, labels, posterior)
     # Whether the model confuses whole classes is asked of the pool that ranks the flags: the
     # recalibration borrows the out-of-fold probe's doubt, which on tiny classes (10 images
-    # each) is doubt about everything, not a confusion of two classes.
+    # each) is doubt about everything, not a confusion of two classes. The noise matrix's
+    # shrinkage keeps a confusion its counts bear out: on the benchmark's 16-px images the share
+    # of samples in classes called mostly wrong stays 0.60 with it (the check fires above 0.4).
     pooled_counts = np.zeros((c, c))
     np.add.at(pooled_counts, labels, pooled)
     clock.lap("noise_model")

@@ -51,8 +51,8 @@ MIN_MODEL_LIFT = 0.1
 # Below this many images per class the flags can still be the best there is, but the estimates
 # are rough: the model behind them has few examples of each class to learn from, and the
 # interval above covers sampling only. On the benchmark's 100-image sets the estimated noise
-# rate was off by 27 points with 10 images per class and by 1 with 50; from 100 per class up,
-# by 0-3, except 11 on two look-alike classes at 40% noise (docs/benchmarks.md, Calibration).
+# rate was off by 21 points with 10 images per class and by 1 with 50; from 100 per class up,
+# by 0-3, except 6 on the ten digits and 11 on two look-alike classes at 40% noise (docs/benchmarks.md, Calibration).
 MIN_IMAGES_PER_CLASS = 100
 # A probe whose held-out predictions explain the given labels best only once softened by more
 # than this temperature (`held_out_temperature`) is more confident than its labels bear out: it
@@ -371,7 +371,7 @@ def judge_reliability(probe_probs: np.ndarray, knn_probs: np.ndarray, labels: np
     if per_class < MIN_IMAGES_PER_CLASS:
         cautions.append(f"with about {per_class:.0f} images per class the model has few examples to learn each "
                         "class from, so the estimated noise rate, precision and recall are rough (on the "
-                        "benchmark's 100-image sets they were off by up to 27 points)")
+                        "benchmark's 100-image sets they were off by up to 21 points)")
     temperature = held_out_temperature(probe_probs, y)
     if temperature > MAX_PROBE_TEMPERATURE:
         cautions.append(f"the linear probe is more confident on held-out images than their labels bear out "
