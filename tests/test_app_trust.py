@@ -297,6 +297,16 @@ def test_classes_noise_and_runs_pages_count_with_the_estimates_recalibrated_on_r
     assert recalibrated_caution(at, fit["n"])
 
 
+def test_pages_that_only_read_a_run_do_not_create_its_review_database(tiny_run):
+    folder = RunFolder(tiny_run)
+    assert not folder.review_db.exists()
+    for name in ("runs", "classes", "noise", "export"):
+        at = app(name, tiny_run)
+        at.run()
+        assert not at.exception, name
+        assert not folder.review_db.exists(), f"the {name} page created {folder.review_db.name}"
+
+
 def test_a_spot_check_puts_random_samples_in_review(tiny_run):
     from turn_backend.review import SPOT_CHECK_SIZE, ReviewStore, spot_check_rows
 

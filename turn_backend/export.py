@@ -59,9 +59,9 @@ class ExportError(ValueError):
 
 
 def default_tau(folder: RunFolder) -> float:
-    """The tau applied on the Threshold page, else the run's training tau."""
-    store = ReviewStore(folder.review_db)
-    value = store.get_setting("tau")
+    """The tau applied on the Threshold page, else the run's training tau. A run never reviewed
+    has no review database, and reading its tau does not create one."""
+    value = ReviewStore(folder.review_db).get_setting("tau") if folder.review_db.exists() else None
     return float(value) if value is not None else float(folder.config().get("tau", 0.6))
 
 
@@ -77,7 +77,7 @@ def build_export(run_dir: str | Path, tau: float | None = None, scope: str = "al
     samples = folder.samples()
     train = samples.loc[samples["split"] == "train", ["sample_id", "source", "given_label"]].reset_index(drop=True)
     names = np.asarray(classes, dtype=object)
-    decisions = ReviewStore(folder.review_db).current()
+    decisions = ReviewStore(folder.review_db).current() if folder.review_db.exists() else {}
     ids = train["sample_id"]
     action = np.full(len(train), "", dtype=object)
     final_label = names[train["given_label"].to_numpy()].copy()
@@ -145,7 +145,7 @@ def build_decision_log(run_dir: str | Path, tau: float | None = None) -> pd.Data
                 labels[col] = values.to_numpy()
             else:  # a clean score in [0, 1], higher = cleaner
                 labels[f"signal_{col}"] = np.round(values.to_numpy(float), 6)
-    rows = ReviewStore(folder.review_db).current_rows()
+    rows = ReviewStore(folder.review_db).current_rows() if folder.review_db.exists() else []
     position = {sid: i for i, sid in enumerate(labels["sample_id"])}
     unknown = [r["sample_id"] for r in rows if r["sample_id"] not in position]
     if unknown:

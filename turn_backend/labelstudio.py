@@ -94,7 +94,8 @@ def _flagged_rows(run_dir: str | Path, tau: float | None, scope: str):
     inputs = review_inputs(folder)
     row_of = {sid: i for i, sid in enumerate(inputs["ids"])}
     df["row"] = df["sample_id"].astype(str).map(row_of).astype(np.int64)
-    spot = spot_check_mask(len(inputs["ids"]), ReviewStore(folder.review_db).spot_check_size())
+    size = ReviewStore(folder.review_db).spot_check_size() if folder.review_db.exists() else 0
+    spot = spot_check_mask(len(inputs["ids"]), size)
     df["spot_check"] = spot[df["row"].to_numpy()]
     df = df[df["flagged"] | df["spot_check"]].copy()
     names = np.asarray(inputs["names"], dtype=object)
