@@ -191,12 +191,14 @@ UNTRUSTED_FLAGS = "These flags cannot be trusted."
 CAPTION_STYLE = "font-size:0.85rem;color:rgba(49, 51, 63, 0.6);line-height:1.4"
 
 
-def unreliable_flags_warning(reliability: dict | None, container=None, recalibrated_on: int = 0) -> None:
+def unreliable_flags_warning(reliability: dict | None, container=None, recalibrated_on: int = 0,
+                             counted_here: bool = True) -> None:
     """Where the run's reliability check found that its model cannot judge the labels
     (`detect.estimates.judge_reliability`): say so plainly, why, and what to try. Where the
     flags can be used but the estimates are rough (few images per class), a milder note says so,
-    and where the page's estimates are recalibrated on `recalibrated_on` Review decisions, that
-    they are. Nothing otherwise."""
+    and where the estimates are recalibrated on `recalibrated_on` Review decisions, that they are:
+    on this page, or (`counted_here` False: Review, whose order stays the model's own) on the pages
+    that count with them. Nothing otherwise."""
     if not reliability:
         return
     if reliability.get("reliable", True):
@@ -206,11 +208,13 @@ def unreliable_flags_warning(reliability: dict | None, container=None, recalibra
             from turn_backend.detect.estimates import ROUGH_ESTIMATES_ADVICE  # loaded already where recalibrated
 
             rough = text.replace(": " + ROUGH_ESTIMATES_ADVICE, "")  # the advice is taken
+            where = ("The estimates here are counted" if counted_here else
+                     "The Threshold, Classes and Noise matrix pages count their estimates")
             (container or st).info(
                 f"**Recalibrated on your {fmt_int(recalibrated_on)} Review decisions.** The model's own estimates "
-                f"are rough: {rough[0].lower() + rough[1:]} The estimates here are counted with the clean "
-                "probabilities refitted to your decisions instead; more spot-check decisions narrow them further.",
-                icon=":material/rule:")
+                f"are rough: {rough[0].lower() + rough[1:]} {where} with the clean probabilities refitted to your "
+                "decisions instead" + ("" if counted_here else " (the order here stays the model's own)")
+                + "; more spot-check decisions narrow them further.", icon=":material/rule:")
         elif cautions:
             (container or st).warning("**Rough estimates.** " + text, icon=":material/info:")
         return

@@ -72,7 +72,14 @@ except (ValueError, OSError, KeyError) as exc:
     ui.show_error(exc, "The run folder looks incomplete; open the Runs page and pick another run.")
     st.stop()
 
-ui.unreliable_flags_warning(run.metrics().get("flags_reliability"))
+reliability = run.metrics().get("flags_reliability")
+recalibrated_on = 0  # once a spot check is decided, the other pages count with estimates refitted to it
+if reliability and reliability.get("cautions") and store.spot_check_size():
+    from turn_backend.detect.estimates import MIN_RANDOM_DECISIONS
+
+    decided, spot_decided = review_data.verdict_counts(store.current(), data["ids"], store.spot_check_size())
+    recalibrated_on = decided if spot_decided >= MIN_RANDOM_DECISIONS else 0
+ui.unreliable_flags_warning(reliability, recalibrated_on=recalibrated_on, counted_here=False)
 names: list[str] = data["names"]
 # class names and sample ids are the user's data: escaped where a card's Markdown allows HTML
 html_names = [html.escape(n, quote=False) for n in names]

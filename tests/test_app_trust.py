@@ -296,6 +296,13 @@ def test_classes_noise_and_runs_pages_count_with_the_estimates_recalibrated_on_r
                f"{ui.fmt_pct(own)}." for c in at.caption)
     assert recalibrated_caution(at, fit["n"])
 
+    # Review ranks by the model's own clean probability, and says where the recalibration counts
+    at = app("review", tiny_run)
+    at.run()
+    assert not at.exception
+    assert recalibrated_caution(at, fit["n"]) and not any("**Rough estimates.**" in w.value for w in at.warning)
+    assert any("the order here stays the model's own" in i.value for i in at.info)
+
 
 def test_pages_that_only_read_a_run_do_not_create_its_review_database(tiny_run):
     folder = RunFolder(tiny_run)
