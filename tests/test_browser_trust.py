@@ -135,3 +135,8 @@ def test_a_spot_check_and_decisions_recalibrate_the_threshold_estimates(browser,
         open_page(page, f"{server.url}/noise?run={tiny_run.name}")
         assert metric_value(page, "Estimated noise rate") == f"{fit['noise_rate']['rate']:.1%}"
         screenshot(page, "trust-noise-calibrated")
+        # Review, whose order stays the model's own, says where the recalibration counts
+        open_page(page, f"{server.url}/review?run={tiny_run.name}")
+        page.get_by_text("Recalibrated on your 100 Review decisions.").wait_for(timeout=STEP_TIMEOUT_MS)
+        assert page.get_by_text("the order here stays the model's own").count()
+        screenshot(page, "trust-review-calibrated")
