@@ -36,6 +36,12 @@ def test_turn_plus_ends_with_the_model_that_is_best_on_its_held_out_clean_sample
     assert (np.load(folder.round_dir(1) / "clean_prob.npy")[held] >= 0.9).all()  # confidently clean only
     for r in (1, 2):  # never trained on
         assert not np.isin(np.load(folder.round_dir(r) / "train_index.npy"), held).any()
+    # a model that cannot judge the labels (fft_lr 50) does not cleanse: round 2 trains on round 1's clean set
+    round2 = json.loads((folder.round_dir(2) / "round.json").read_text())
+    assert round2.get("clean_set_of_round") == (1 if fft_lr else None)
+    if fft_lr:
+        for name in ("train_index.npy", "train_labels.npy"):
+            np.testing.assert_array_equal(np.load(folder.round_dir(2) / name), np.load(folder.round_dir(1) / name))
     choice = json.loads((folder.path / "choice" / "choice.json").read_text())
     assert choice["n_holdout"] == len(held)
     better = "probe" if choice["holdout_acc_probe"] > choice["holdout_acc_fft"] else "fft"

@@ -2,7 +2,9 @@
 training set, selects the samples it trusts (TURN's step 2-1: per-class GMM on the losses,
 or the combined detection score), relabels the confidently mislabelled, holds out the
 "holdout" option's validation samples, then fine-tunes the whole model one epoch (step 2-2). Methods that do not
-cleanse fine-tune on every sample. A checkpoint after each round makes the stage resumable.
+cleanse fine-tune on every sample. Where a round's model fails the detection's reliability check (a fine-tuning
+that diverged), the round trains on the previous round's clean set again instead of one its flags would pick at
+random. A checkpoint after each round makes the stage resumable.
 """
 
 from __future__ import annotations
@@ -120,23 +122,31 @@ def fine_tune(ctx: RunContext) -> None:
                 (folder.round_dir(r) / folder.FEATURES).unlink(missing_ok=True)
             index, sel_info = cleansing.index, cleansing.info
             info.update(sel_info)
-            ctx.log("cleanse", f"round {r}: clean set of {sel_info['n_selected']} "
-                    f"({sel_info['per_class']} per class)", **{k: v for k, v in sel_info.items() if k != 'notes'})
-            if relabel is not None:
-                index, round_labels, rel_info = relabel_flagged(ctx, cleansing, logits, relabel)
-                info.update(rel_info)
-            if holdout:
-                if ctx.holdout_index is None:
-                    ctx.holdout_index = hold_out(ctx, index, cleansing.clean_prob, holdout)
-                index = index[~np.isin(index, ctx.holdout_index)]
-                info["n_holdout"] = int(len(ctx.holdout_index))
+            previous = cleansed_round(ctx, r - 1) if r > 1 else None
+            if previous is not None and not judges_labels(cleansing):
+                # A model that cannot judge the labels (a fine-tuning that diverged) flags them at random:
+                # its selection and relabels would replace a good clean set with noise.
+                index, round_labels = _clean_set_of(folder, previous, labels)
+                info["clean_set_of_round"] = previous
+                ctx.log("cleanse", f"round {r}: the fine-tuned model cannot judge the labels "
+                        f"({'; '.join(cleansing.detection.reliability['reasons'])}); training on the clean set "
+                        f"of round {previous} again", round=r)
+            else:
+                ctx.log("cleanse", f"round {r}: clean set of {sel_info['n_selected']} ({sel_info['per_class']} per "
+                        "class)", **{k: v for k, v in sel_info.items() if k != 'notes'})
+                if relabel is not None:
+                    index, round_labels, rel_info = relabel_flagged(ctx, cleansing, logits, relabel)
+                    info.update(rel_info)
+                if holdout:
+                    if ctx.holdout_index is None:
+                        ctx.holdout_index = hold_out(ctx, index, cleansing.clean_prob, holdout)
+                    index = index[~np.isin(index, ctx.holdout_index)]
+                    info["n_holdout"] = int(len(ctx.holdout_index))
             if rt.is_main:  # what this round trains on; rounds that do not cleanse train on it again
                 atomic_save_npy(folder.round_dir(r) / folder.TRAIN_INDEX, index)
                 atomic_save_npy(folder.round_dir(r) / folder.TRAIN_LABELS, round_labels[index])
         elif source is not None:  # an earlier round's clean set (and its relabels), again
-            index = np.load(folder.round_dir(source) / folder.TRAIN_INDEX)
-            round_labels = labels.copy()
-            round_labels[index] = np.load(folder.round_dir(source) / folder.TRAIN_LABELS)
+            index, round_labels = _clean_set_of(folder, source, labels)
             info["clean_set_of_round"] = source
         else:
             index = np.arange(len(train))
@@ -166,6 +176,21 @@ def fine_tune(ctx: RunContext) -> None:
                 (f": test accuracy {info['test_acc']:.2%}" if "test_acc" in info else ""),
                 round=r, test_acc=info.get("test_acc"), train_loss=loss)
     ctx.model = rt.accelerator.unwrap_model(ddp_model)
+
+
+def judges_labels(cleansing: Cleansing) -> bool:
+    """Whether the model behind a round's selection can judge the labels: its detection's
+    reliability check (`detect.estimates.judge_reliability`) passed, or the round scored by
+    TURN's GMM alone, which has no such check."""
+    return cleansing.detection is None or bool(cleansing.detection.reliability.get("reliable", True))
+
+
+def _clean_set_of(folder: RunFolder, r: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index, labels): what round r trained on, its relabels applied to a copy of `labels`."""
+    index = np.load(folder.round_dir(r) / folder.TRAIN_INDEX)
+    round_labels = labels.copy()
+    round_labels[index] = np.load(folder.round_dir(r) / folder.TRAIN_LABELS)
+    return index, round_labels
 
 
 def _save_checkpoint(ctx: RunContext, r: int, ddp_model, optimizer, criterion) -> None:
