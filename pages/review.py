@@ -53,10 +53,12 @@ ui.page_header("Review", ":material/rate_review:",
 run = ui.require_finished_run("There is something to review")
 # a card's Keep and Remove (and None of these and Ambiguous) share their row equally (one horizontal block, as
 # st.columns(2) drew them)
-# the second row's labels are longer: less padding, so "None of these" and "Ambiguous" fit a card
+# the second row's labels are longer: less padding, so "None of these" and "Ambiguous" fit a card; the key
+# hints of the card marked next up (listed above the cards) would cut its labels to "Rem…": not drawn there
 st.html("<style>[class*='st-key-actions_'] > div { flex: 1 1 0 !important; min-width: 0; } "
         "[class*='st-key-actions_more_'] button { padding-left: 0.3rem; padding-right: 0.3rem; } "
-        "[class*='st-key-actions_more_'] button p { font-size: 0.8rem; }</style>")
+        "[class*='st-key-actions_more_'] button p { font-size: 0.8rem; } "
+        "[class*='st-key-actions_'] button kbd { display: none; }</style>")
 run_dir = str(run.path.resolve())
 stamp = audit_data.stamp(run)
 tau = default_tau(run)

@@ -41,6 +41,12 @@ def test_none_button_ambiguous_shortcut_and_filter(browser, tiny_run, runs_root,
         # the keyboard: M marks the card now marked "next up" ambiguous
         nxt = cards.filter(has_text="next up").first
         amb_id = card_id(nxt)
+        # its buttons read in full: the key hints, listed above the cards, do not squeeze the labels to "Rem…"
+        cut = nxt.evaluate("""card => [...card.querySelectorAll("[class*='st-key-actions_'] button")]
+            .filter(b => { const t = b.querySelector('[data-testid="stMarkdownContainer"]');
+                           return t && t.scrollWidth > t.clientWidth; })
+            .map(b => b.innerText)""")
+        assert not cut, f"labels cut short on the card marked next up: {cut}"
         assert amb_id != none_id
         page.mouse.click(5, 300)  # focus the page, not a widget
         page.keyboard.press("m")
