@@ -12,7 +12,7 @@ import streamlit as st
 from app import annotator_view, audit_data, ui
 from turn_backend import analysis as an
 from turn_backend import run_features
-from turn_backend.review import VERDICT_ACTIONS, ReviewStore, spot_check_mask
+from turn_backend.review import ReviewStore, label_errors_found, spot_check_mask
 from turn_backend.runfolder import RunFolder
 
 
@@ -28,18 +28,14 @@ def review_index(run_dir: str, stamp: float, tau: float, annotator: str | None =
     return an.ReviewIndex.for_run(inputs, tau, disagrees, spot)
 
 
-def verdict_counts(decisions: dict[str, tuple[str, int | None]], ids, spot_check_size: int) -> tuple[int, int]:
+def verdict_counts(decisions: dict[str, tuple[str, int | None]], inputs: dict, spot_check_size: int) -> tuple[int, int]:
     """(training samples kept or relabelled, of them drawn for the spot check of `spot_check_size`):
-    the decisions the estimates are recalibrated on (`detect.estimates.calibrate_on_decisions`);
-    `ids`: the training samples' ids in row order."""
+    the decisions the estimates are recalibrated on (`review.label_errors_found`, as
+    `detect.estimates.calibrate_on_decisions` gets them); `inputs`: the run's `review_inputs`."""
     import pandas as pd
 
-    verdicts = [sid for sid, (action, _) in decisions.items() if action in VERDICT_ACTIONS]
-    if not verdicts:
-        return 0, 0
-    rows = pd.Index(ids).get_indexer(verdicts)
-    rows = rows[rows >= 0]
-    return len(rows), int(spot_check_mask(len(ids), spot_check_size)[rows].sum())
+    rows, _ = label_errors_found(decisions, pd.Index(inputs["ids"]), inputs["given"])
+    return len(rows), int(spot_check_mask(len(inputs["ids"]), spot_check_size)[rows].sum())
 
 
 @st.cache_resource(show_spinner="Loading the run's features…", max_entries=2)

@@ -79,7 +79,7 @@ recalibrated_on = 0  # once a spot check is decided, the other pages count with 
 if reliability and reliability.get("cautions") and store.spot_check_size():
     from turn_backend.detect.estimates import MIN_RANDOM_DECISIONS
 
-    decided, spot_decided = review_data.verdict_counts(store.current(), data["ids"], store.spot_check_size())
+    decided, spot_decided = review_data.verdict_counts(store.current(), data, store.spot_check_size())
     recalibrated_on = decided if spot_decided >= MIN_RANDOM_DECISIONS else 0
 ui.unreliable_flags_warning(reliability, recalibrated_on=recalibrated_on, counted_here=False)
 names: list[str] = data["names"]
